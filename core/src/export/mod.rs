@@ -1,0 +1,68 @@
+//! Settings shared by the network exporters (`otlp_grpc`, `otlp_http`), with
+//! the OpenTelemetry Collector's names and defaults: `sending_queue`,
+//! `retry_on_failure`, `tls` and `compression`.
+
+mod retry;
+mod tls;
+
+use std::num::NonZeroUsize;
+
+use serde::Deserialize;
+
+pub use retry::{Backoff, RetryConfig};
+pub use tls::TlsClientConfig;
+
+use crate::config::Validate;
+
+/// `sending_queue`: the bounded queue in front of an exporter.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// With `false` the pipeline waits for each export (no queue to absorb an outage).
+    pub enabled: bool,
+    /// How many exports run at once.
+    pub num_consumers: NonZeroUsize,
+    /// How many batches the queue holds before it is full.
+    pub queue_size: NonZeroUsize,
+    /// When full, make the pipeline wait (pushing back on receivers) instead
+    /// of dropping the new batch (which is counted).
+    pub block_on_overflow: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            enabled: true,
+            num_consumers: NonZeroUsize::new(10).unwrap_or(NonZeroUsize::MIN),
+            queue_size: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
+            block_on_overflow: false,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The queue for an exporter that writes locally (debug, file): one
+    /// consumer keeps its output in order.
+    pub fn local() -> Self {
+        QueueConfig {
+            num_consumers: NonZeroUsize::MIN,
+            ..Self::default()
+        }
+    }
+}
+
+impl Validate for QueueConfig {}
+
+/// `compression`: how request bodies are compressed.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip, the collector's default.
+    #[default]
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// No compression.
+    #[serde(alias = "")]
+    None,
+}

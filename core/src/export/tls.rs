@@ -1,0 +1,52 @@
+//! `tls` for exporters that connect out.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::Validate;
+
+/// `tls`: how an exporter secures its connection. As in the collector, an
+/// endpoint without `http://` or `https://` uses TLS unless `insecure` is set.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsClientConfig {
+    /// Plain text, no TLS.
+    pub insecure: bool,
+    /// Use TLS but do not verify the server's certificate (testing only).
+    pub insecure_skip_verify: bool,
+    /// PEM file of the CA that signed the server's certificate (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for mutual TLS (needs `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Server name to verify instead of the endpoint's host.
+    pub server_name_override: Option<String>,
+}
+
+impl TlsClientConfig {
+    /// Reads a configured file, saying which setting named it when it cannot.
+    pub fn read(field: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|err| format!("tls::{field}: cannot read {}: {err}", path.display()))
+    }
+}
+
+impl Validate for TlsClientConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => problems.push(("key_file".into(), "cert_file is set, so key_file is needed too".into())),
+            (None, Some(_)) => problems.push(("cert_file".into(), "key_file is set, so cert_file is needed too".into())),
+            _ => {}
+        }
+        for (field, path) in [("ca_file", &self.ca_file), ("cert_file", &self.cert_file), ("key_file", &self.key_file)] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                problems.push((field.into(), format!("{} is not a readable file", path.display())));
+            }
+        }
+        problems
+    }
+}

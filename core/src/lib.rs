@@ -1,0 +1,18 @@
+//! flowtel's pipeline core.
+//!
+//! Everything the components share lives here: the data that flows between
+//! them ([`payload`]), the contracts they implement ([`component`]), the
+//! collector-style configuration ([`config`]), the settings shared by the
+//! network exporters ([`export`]), the wiring of receivers, processor chains
+//! and exporter queues ([`topology`]) and flowtel's own metrics and logs
+//! ([`self_telemetry`]). The core knows no concrete component.
+
+pub mod component;
+pub mod config;
+pub mod export;
+pub mod payload;
+pub mod self_telemetry;
+pub mod topology;
+
+pub use component::{ComponentId, ComponentKind, PipelineId};
+pub use payload::{Payload, Signal};

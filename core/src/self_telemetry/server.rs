@@ -1,0 +1,96 @@
+//! The HTTP endpoint for flowtel's own metrics and health.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use super::MetricsRegistry;
+use crate::config::HostPort;
+
+/// Liveness and readiness, as `/healthz` and `/readyz` report them.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Marks flowtel ready (every component started) or not (shutting down).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether flowtel is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    registry: Arc<MetricsRegistry>,
+    health: Health,
+}
+
+/// Serves `/metrics` (Prometheus text), `/healthz` and `/readyz`.
+pub struct TelemetryServer {
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    /// The address actually bound (useful with port 0).
+    pub local_addr: std::net::SocketAddr,
+}
+
+impl TelemetryServer {
+    /// Binds `address` and starts serving.
+    pub async fn start(address: &HostPort, registry: Arc<MetricsRegistry>, health: Health) -> std::io::Result<Self> {
+        let addrs = address.resolve().await?;
+        let listener = TcpListener::bind(addrs.as_slice()).await?;
+        let local_addr = listener.local_addr()?;
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(ServerState { registry, health });
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned());
+            if let Err(err) = serve.await {
+                tracing::error!(error = %err, "Telemetry server failed.");
+            }
+        });
+        tracing::info!(address = %local_addr, "Serving own metrics on /metrics, health on /healthz and /readyz.");
+        Ok(TelemetryServer {
+            stop,
+            task: Some(task),
+            local_addr,
+        })
+    }
+
+    /// Stops serving. Safe to call twice.
+    pub async fn shutdown(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.registry.render_prometheus(),
+    )
+}
+
+async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
+    if state.health.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}

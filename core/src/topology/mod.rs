@@ -1,0 +1,140 @@
+//! The running graph: receivers → pipelines (processor chains) → exporter
+//! queues, all joined by bounded queues so a slow backend pushes back instead
+//! of growing memory.
+//!
+//! Shutdown runs front to back: receivers stop taking data, each pipeline
+//! drains its input and flushes its processors, then each exporter drains its
+//! queue until the deadline; what is left then is dropped and counted.
+
+mod exporter_queue;
+mod fanout;
+mod pipeline;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+pub use fanout::{PushError, ReceiverOutput};
+
+use self::{exporter_queue::ExporterQueue, pipeline::PipelineRunner};
+use crate::{
+    component::{ComponentError, ComponentId, Exporter, PipelineId, Processor, Receiver, ReceiverContext},
+    export::{QueueConfig, RetryConfig},
+    self_telemetry::MetricsRegistry,
+};
+
+/// Batches a pipeline's input queue holds before receivers feel backpressure.
+pub const PIPELINE_QUEUE_CAPACITY: usize = 64;
+/// How long a receiver waits for room in a full pipeline before refusing.
+pub const RECEIVER_PUSH_WAIT: Duration = Duration::from_millis(500);
+
+/// An exporter with its queue and retry settings.
+pub struct ExporterSpec {
+    /// The exporter.
+    pub exporter: Arc<dyn Exporter>,
+    /// Its sending queue.
+    pub queue: QueueConfig,
+    /// Its retry policy.
+    pub retry: RetryConfig,
+}
+
+/// A pipeline with its own processor instances.
+pub struct PipelineSpec {
+    /// The pipeline id.
+    pub id: PipelineId,
+    /// Receivers feeding it.
+    pub receivers: Vec<ComponentId>,
+    /// Its processors, in order.
+    pub processors: Vec<(ComponentId, Box<dyn Processor>)>,
+    /// Exporters it feeds.
+    pub exporters: Vec<ComponentId>,
+}
+
+/// Everything needed to start the graph; built by the binary from the config.
+pub struct TopologySpec {
+    /// Every receiver used by a pipeline, one instance each.
+    pub receivers: BTreeMap<ComponentId, Box<dyn Receiver>>,
+    /// Every exporter used by a pipeline, one instance each.
+    pub exporters: BTreeMap<ComponentId, ExporterSpec>,
+    /// The pipelines.
+    pub pipelines: Vec<PipelineSpec>,
+}
+
+/// The started graph.
+pub struct Topology {
+    receivers: Vec<(ComponentId, Box<dyn Receiver>)>,
+    pipelines: Vec<JoinHandle<()>>,
+    pipeline_stop: CancellationToken,
+    exporters: Vec<ExporterQueue>,
+}
+
+impl Topology {
+    /// Starts exporters, pipelines and then receivers. If a receiver cannot
+    /// start, everything started so far is shut down and the error returned.
+    pub async fn start(spec: TopologySpec, registry: Arc<MetricsRegistry>) -> Result<Self, ComponentError> {
+        let exporters: BTreeMap<ComponentId, ExporterQueue> = spec
+            .exporters
+            .into_iter()
+            .map(|(id, e)| {
+                let queue = ExporterQueue::start(id.clone(), e.exporter, &e.queue, &e.retry, &registry);
+                (id, queue)
+            })
+            .collect();
+
+        let pipeline_stop = CancellationToken::new();
+        let mut inputs: BTreeMap<ComponentId, Vec<(crate::Signal, mpsc::Sender<crate::Payload>)>> = BTreeMap::new();
+        let mut pipelines = Vec::new();
+        for pipeline in spec.pipelines {
+            let (sender, receiver) = mpsc::channel(PIPELINE_QUEUE_CAPACITY);
+            for receiver_id in &pipeline.receivers {
+                inputs.entry(receiver_id.clone()).or_default().push((pipeline.id.signal(), sender.clone()));
+            }
+            let inlets = pipeline.exporters.iter().filter_map(|id| exporters.get(id)).map(ExporterQueue::inlet).collect();
+            let runner = PipelineRunner::new(pipeline.id, receiver, pipeline.processors, inlets, pipeline_stop.clone(), &registry);
+            pipelines.push(tokio::spawn(runner.run()));
+        }
+
+        let mut topology = Topology {
+            receivers: Vec::new(),
+            pipelines,
+            pipeline_stop,
+            exporters: exporters.into_values().collect(),
+        };
+        for (id, mut receiver) in spec.receivers {
+            let output = ReceiverOutput::new(inputs.remove(&id).unwrap_or_default(), RECEIVER_PUSH_WAIT);
+            let ctx = ReceiverContext {
+                id: id.clone(),
+                output,
+                metrics: registry.clone(),
+            };
+            if let Err(err) = receiver.start(ctx).await {
+                topology.shutdown(Duration::from_secs(5)).await;
+                return Err(err);
+            }
+            tracing::info!(receiver = %id, "Receiver started.");
+            topology.receivers.push((id, receiver));
+        }
+        Ok(topology)
+    }
+
+    /// Stops intake, flushes every pipeline and drains exporter queues, giving
+    /// up on what is left after `timeout`. Safe to call twice.
+    pub async fn shutdown(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for (id, receiver) in &mut self.receivers {
+            if tokio::time::timeout_at(deadline, receiver.shutdown()).await.is_err() {
+                tracing::warn!(receiver = %id, "Receiver did not stop before the shutdown deadline.");
+            }
+        }
+        self.receivers.clear();
+        self.pipeline_stop.cancel();
+        for pipeline in self.pipelines.drain(..) {
+            let _ = pipeline.await;
+        }
+        for exporter in &mut self.exporters {
+            exporter.shutdown(deadline).await;
+        }
+        self.exporters.clear();
+    }
+}

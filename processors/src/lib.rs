@@ -1,0 +1,5 @@
+//! flowtel's processors, one folder each: config, logic, tests and a README.
+//!
+//! - [`batch`]: groups items into batches by size and time.
+
+pub mod batch;

@@ -1,0 +1,61 @@
+//! What the gRPC and HTTP servers share per signal: the request and response
+//! types, the paths, and how a request becomes a [`Payload`].
+
+use flowtel_core::{Payload, Signal};
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
+    metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
+    trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// One OTLP signal's export service.
+pub(crate) trait OtlpSignal: Send + Sync + 'static {
+    /// The export request.
+    type Request: prost::Message + DeserializeOwned + Default + Send + 'static;
+    /// The (empty) export response.
+    type Response: prost::Message + Serialize + Default + Send + 'static;
+    /// The signal.
+    const SIGNAL: Signal;
+    /// The gRPC service name.
+    const GRPC_SERVICE: &'static str;
+    /// Turns a request into a payload.
+    fn into_payload(request: Self::Request) -> Payload;
+}
+
+/// Logs.
+pub(crate) struct Logs;
+/// Metrics.
+pub(crate) struct Metrics;
+/// Traces.
+pub(crate) struct Traces;
+
+impl OtlpSignal for Logs {
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+    const SIGNAL: Signal = Signal::Logs;
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    fn into_payload(request: Self::Request) -> Payload {
+        Payload::Logs(request.resource_logs)
+    }
+}
+
+impl OtlpSignal for Metrics {
+    type Request = ExportMetricsServiceRequest;
+    type Response = ExportMetricsServiceResponse;
+    const SIGNAL: Signal = Signal::Metrics;
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    fn into_payload(request: Self::Request) -> Payload {
+        Payload::Metrics(request.resource_metrics)
+    }
+}
+
+impl OtlpSignal for Traces {
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    const SIGNAL: Signal = Signal::Traces;
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    fn into_payload(request: Self::Request) -> Payload {
+        Payload::Traces(request.resource_spans)
+    }
+}
