@@ -1,1 +1,11 @@
-//! stub
+//! flowtel's exporters, one folder each: config, logic, tests and a README.
+//!
+//! - [`otlp_grpc`] (alias `otlp`): OTLP over gRPC.
+//! - [`otlp_http`] (alias `otlphttp`): OTLP over HTTP, protobuf or JSON.
+//! - [`debug`]: prints what passes, at three levels of detail.
+//! - [`file`]: OTLP/JSON lines in a file, rotated by size.
+
+pub mod debug;
+pub mod file;
+pub mod otlp_grpc;
+pub mod otlp_http;

@@ -2,6 +2,7 @@
 //! the OpenTelemetry Collector's names and defaults: `sending_queue`,
 //! `retry_on_failure`, `tls` and `compression`.
 
+mod request;
 mod retry;
 mod tls;
 
@@ -10,7 +11,8 @@ use std::num::NonZeroUsize;
 use serde::Deserialize;
 
 pub use retry::{Backoff, RetryConfig};
-pub use tls::TlsClientConfig;
+pub use request::{ExportRequest, outcome};
+pub use tls::{TlsClientConfig, install_crypto_provider};
 
 use crate::config::Validate;
 

@@ -13,8 +13,6 @@ use crate::config::Validate;
 pub struct TlsClientConfig {
     /// Plain text, no TLS.
     pub insecure: bool,
-    /// Use TLS but do not verify the server's certificate (testing only).
-    pub insecure_skip_verify: bool,
     /// PEM file of the CA that signed the server's certificate (default: the system's roots).
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate, for mutual TLS (needs `key_file`).
@@ -49,4 +47,10 @@ impl Validate for TlsClientConfig {
         }
         problems
     }
+}
+
+/// Makes ring the process's TLS crypto provider (the TLS clients need one);
+/// harmless when one is installed already.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -1,0 +1,218 @@
+//! One-line renderings of OTLP items for people.
+
+use std::fmt::Write as _;
+
+use flowtel_core::Payload;
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, KeyValue, any_value::Value},
+    metrics::v1::{metric::Data, number_data_point},
+};
+
+/// `Logs: 2 resources, 130 log records`.
+pub(super) fn summary(payload: &Payload) -> String {
+    let resources = match payload {
+        Payload::Logs(v) => v.len(),
+        Payload::Metrics(v) => v.len(),
+        Payload::Traces(v) => v.len(),
+    };
+    let signal = payload.signal();
+    format!("{signal}: {resources} resources, {} {}\n", payload.item_count(), signal.item_name())
+}
+
+/// A line per item: time, name or body, then attributes as `key=value`.
+pub(super) fn lines(payload: &Payload) -> String {
+    let mut out = String::new();
+    match payload {
+        Payload::Logs(resources) => {
+            for resource in resources {
+                for scope in &resource.scope_logs {
+                    for record in &scope.log_records {
+                        let time = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
+                        let _ = write!(out, "{} {}", timestamp(time), severity(&record.severity_text, record.severity_number));
+                        if !record.event_name.is_empty() {
+                            let _ = write!(out, " {}", record.event_name);
+                        }
+                        if let Some(body) = record.body.as_ref().and_then(|b| b.value.as_ref()) {
+                            let _ = write!(out, " {}", value(body));
+                        }
+                        attributes(&mut out, &record.attributes);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        Payload::Metrics(resources) => {
+            for resource in resources {
+                for scope in &resource.scope_metrics {
+                    for metric in &scope.metrics {
+                        metric_lines(&mut out, metric);
+                    }
+                }
+            }
+        }
+        Payload::Traces(resources) => {
+            for resource in resources {
+                for scope in &resource.scope_spans {
+                    for span in &scope.spans {
+                        let duration_us = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) / 1000;
+                        let _ = write!(
+                            out,
+                            "{} span {} trace={} span={} {}us",
+                            timestamp(span.start_time_unix_nano),
+                            span.name,
+                            hex::encode(&span.trace_id),
+                            hex::encode(&span.span_id),
+                            duration_us
+                        );
+                        attributes(&mut out, &span.attributes);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn metric_lines(out: &mut String, metric: &opentelemetry_proto::tonic::metrics::v1::Metric) {
+    let unit = if metric.unit.is_empty() { String::new() } else { format!(" {}", metric.unit) };
+    match &metric.data {
+        Some(Data::Gauge(g)) => {
+            for point in &g.data_points {
+                let _ = write!(out, "{} {} {}{unit}", timestamp(point.time_unix_nano), metric.name, number(&point.value));
+                attributes(out, &point.attributes);
+                out.push('\n');
+            }
+        }
+        Some(Data::Sum(s)) => {
+            for point in &s.data_points {
+                let _ = write!(out, "{} {} {}{unit}", timestamp(point.time_unix_nano), metric.name, number(&point.value));
+                attributes(out, &point.attributes);
+                out.push('\n');
+            }
+        }
+        Some(Data::Histogram(h)) => {
+            for point in &h.data_points {
+                let _ = write!(out, "{} {} count={} sum={}{unit}", timestamp(point.time_unix_nano), metric.name, point.count, point.sum.unwrap_or(0.0));
+                attributes(out, &point.attributes);
+                out.push('\n');
+            }
+        }
+        Some(Data::ExponentialHistogram(h)) => {
+            for point in &h.data_points {
+                let _ = write!(out, "{} {} count={} sum={}{unit}", timestamp(point.time_unix_nano), metric.name, point.count, point.sum.unwrap_or(0.0));
+                attributes(out, &point.attributes);
+                out.push('\n');
+            }
+        }
+        Some(Data::Summary(s)) => {
+            for point in &s.data_points {
+                let _ = write!(out, "{} {} count={} sum={}{unit}", timestamp(point.time_unix_nano), metric.name, point.count, point.sum);
+                attributes(out, &point.attributes);
+                out.push('\n');
+            }
+        }
+        None => {
+            let _ = writeln!(out, "- {} (no data)", metric.name);
+        }
+    }
+}
+
+fn number(value: &Option<number_data_point::Value>) -> String {
+    match value {
+        Some(number_data_point::Value::AsInt(i)) => i.to_string(),
+        Some(number_data_point::Value::AsDouble(d)) => d.to_string(),
+        None => "-".into(),
+    }
+}
+
+fn severity(text: &str, number: i32) -> String {
+    if !text.is_empty() {
+        text.to_owned()
+    } else {
+        match number {
+            1..=4 => "TRACE",
+            5..=8 => "DEBUG",
+            9..=12 => "INFO",
+            13..=16 => "WARN",
+            17..=20 => "ERROR",
+            21..=24 => "FATAL",
+            _ => "-",
+        }
+        .to_owned()
+    }
+}
+
+/// RFC 3339 UTC time with milliseconds, or `-` when unset.
+fn timestamp(unix_nanos: u64) -> String {
+    if unix_nanos == 0 {
+        return "-".into();
+    }
+    let secs = unix_nanos / 1_000_000_000;
+    let millis = (unix_nanos / 1_000_000) % 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn attributes(out: &mut String, attributes: &[KeyValue]) {
+    for kv in attributes {
+        let rendered = kv.value.as_ref().and_then(|v: &AnyValue| v.value.as_ref()).map(value).unwrap_or_default();
+        let _ = write!(out, " {}={}", kv.key, rendered);
+    }
+}
+
+fn value(value: &Value) -> String {
+    match value {
+        Value::StringValue(s) => {
+            if s.contains(' ') || s.is_empty() {
+                format!("{s:?}")
+            } else {
+                s.clone()
+            }
+        }
+        Value::BoolValue(b) => b.to_string(),
+        Value::IntValue(i) => i.to_string(),
+        Value::DoubleValue(d) => d.to_string(),
+        Value::BytesValue(b) => hex::encode(b),
+        Value::ArrayValue(a) => {
+            let items: Vec<String> = a.values.iter().filter_map(|v| v.value.as_ref()).map(self::value).collect();
+            format!("[{}]", items.join(","))
+        }
+        Value::KvlistValue(kv) => {
+            let items: Vec<String> = kv
+                .values
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, kv.value.as_ref().and_then(|v| v.value.as_ref()).map(self::value).unwrap_or_default()))
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+        Value::StringValueStrindex(i) => format!("#{i}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(timestamp(1_700_000_000_123_000_000), "2023-11-14T22:13:20.123Z");
+        assert_eq!(timestamp(0), "-");
+    }
+}

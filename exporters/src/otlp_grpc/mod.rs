@@ -1,0 +1,238 @@
+//! The `otlp_grpc` exporter (alias `otlp`): OTLP over gRPC to any backend.
+//!
+//! Failures are classified as the OTLP specification says: `UNAVAILABLE`,
+//! `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE` and
+//! `DATA_LOSS` are retried, `RESOURCE_EXHAUSTED` only when the server sent a
+//! `RetryInfo` (whose delay is honoured); everything else is permanent.
+
+mod config;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowtel_core::{
+    Payload,
+    component::{ExportError, ExportOutcome, Exporter},
+    export::{Compression, ExportRequest, TlsClientConfig, install_crypto_provider, outcome},
+};
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::logs_service_client::LogsServiceClient, metrics::v1::metrics_service_client::MetricsServiceClient,
+    trace::v1::trace_service_client::TraceServiceClient,
+};
+use prost::Message as _;
+use tonic::{
+    Code, Status,
+    codec::CompressionEncoding,
+    metadata::{MetadataKey, MetadataMap, MetadataValue},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+};
+
+pub use config::OtlpGrpcConfig;
+
+/// The `otlp_grpc` exporter.
+pub struct OtlpGrpcExporter {
+    logs: LogsServiceClient<Channel>,
+    metrics: MetricsServiceClient<Channel>,
+    traces: TraceServiceClient<Channel>,
+    metadata: MetadataMap,
+    timeout: Duration,
+}
+
+impl OtlpGrpcExporter {
+    /// Builds the client; connections are made on first use, so a backend
+    /// that is down at startup is retried like one that goes down later.
+    pub fn new(config: &OtlpGrpcConfig) -> Result<Self, String> {
+        install_crypto_provider();
+        let uri = config.uri()?;
+        let use_tls = uri.scheme_str() == Some("https");
+        let mut endpoint = Endpoint::from(uri).timeout(config.timeout).connect_timeout(config.timeout);
+        if use_tls {
+            endpoint = endpoint
+                .tls_config(tls_config(&config.tls)?)
+                .map_err(|err| format!("tls: {err}"))?;
+        }
+        let channel = endpoint.connect_lazy();
+        let mut metadata = MetadataMap::new();
+        for (name, value) in &config.headers {
+            let key = MetadataKey::from_bytes(name.as_bytes()).map_err(|err| format!("headers::{name}: {err}"))?;
+            let value = MetadataValue::try_from(value.as_str()).map_err(|err| format!("headers::{name}: {err}"))?;
+            metadata.insert(key, value);
+        }
+        let encoding = match config.compression {
+            Compression::Gzip => Some(CompressionEncoding::Gzip),
+            Compression::Zstd => Some(CompressionEncoding::Zstd),
+            Compression::None => None,
+        };
+        let mut logs = LogsServiceClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
+        let mut metrics = MetricsServiceClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
+        let mut traces = TraceServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+        if let Some(encoding) = encoding {
+            logs = logs.send_compressed(encoding).accept_compressed(encoding);
+            metrics = metrics.send_compressed(encoding).accept_compressed(encoding);
+            traces = traces.send_compressed(encoding).accept_compressed(encoding);
+        }
+        Ok(OtlpGrpcExporter {
+            logs,
+            metrics,
+            traces,
+            metadata,
+            timeout: config.timeout,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(self.timeout);
+        request
+    }
+}
+
+fn tls_config(tls: &TlsClientConfig) -> Result<ClientTlsConfig, String> {
+    let mut config = ClientTlsConfig::new();
+    match &tls.ca_file {
+        Some(ca_file) => config = config.ca_certificate(Certificate::from_pem(TlsClientConfig::read("ca_file", ca_file)?)),
+        None => config = config.with_native_roots(),
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        config = config.identity(Identity::from_pem(
+            TlsClientConfig::read("cert_file", cert)?,
+            TlsClientConfig::read("key_file", key)?,
+        ));
+    }
+    if let Some(name) = &tls.server_name_override {
+        config = config.domain_name(name.clone());
+    }
+    Ok(config)
+}
+
+#[async_trait]
+impl Exporter for OtlpGrpcExporter {
+    async fn export(&self, payload: &Payload) -> Result<ExportOutcome, ExportError> {
+        let partial = match ExportRequest::from_payload(payload) {
+            ExportRequest::Logs(r) => self
+                .logs
+                .clone()
+                .export(self.request(r))
+                .await
+                .map(|r| r.into_inner().partial_success.map(|p| (p.rejected_log_records, p.error_message))),
+            ExportRequest::Metrics(r) => self
+                .metrics
+                .clone()
+                .export(self.request(r))
+                .await
+                .map(|r| r.into_inner().partial_success.map(|p| (p.rejected_data_points, p.error_message))),
+            ExportRequest::Traces(r) => self
+                .traces
+                .clone()
+                .export(self.request(r))
+                .await
+                .map(|r| r.into_inner().partial_success.map(|p| (p.rejected_spans, p.error_message))),
+        };
+        partial.map(outcome).map_err(|status| classify(&status))
+    }
+}
+
+/// Maps a gRPC status to a retryable or permanent failure.
+fn classify(status: &Status) -> ExportError {
+    let message = format!("gRPC {:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::Unavailable | Code::DataLoss => {
+            ExportError::retryable(message, retry_delay(status))
+        }
+        Code::ResourceExhausted => match retry_delay(status) {
+            Some(delay) => ExportError::retryable(message, Some(delay)),
+            None => ExportError::permanent(message),
+        },
+        _ => ExportError::permanent(message),
+    }
+}
+
+/// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<wire::Any>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<wire::ProtoDuration>,
+}
+
+mod wire {
+    /// `google.protobuf.Any`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Any {
+        #[prost(string, tag = "1")]
+        pub(super) type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub(super) value: Vec<u8>,
+    }
+
+    /// `google.protobuf.Duration`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct ProtoDuration {
+        #[prost(int64, tag = "1")]
+        pub(super) seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub(super) nanos: i32,
+    }
+}
+
+const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// The delay a server asked for in a `RetryInfo` detail, if any.
+fn retry_delay(status: &Status) -> Option<Duration> {
+    let details = RpcStatus::decode(status.details()).ok()?;
+    let info = details.details.iter().find(|d| d.type_url == RETRY_INFO_TYPE)?;
+    let delay = RetryInfo::decode(info.value.as_slice()).ok()?.retry_delay?;
+    let seconds = u64::try_from(delay.seconds).ok()?;
+    let nanos = u32::try_from(delay.nanos).ok()?;
+    Some(Duration::new(seconds, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use flowtel_core::component::ExportErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn codes_are_classified_as_the_spec_says() {
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Aborted, Code::DataLoss] {
+            assert!(matches!(classify(&Status::new(code, "")).kind, ExportErrorKind::Retryable { throttle: None }));
+        }
+        for code in [Code::InvalidArgument, Code::Unauthenticated, Code::ResourceExhausted, Code::Unimplemented] {
+            assert_eq!(classify(&Status::new(code, "")).kind, ExportErrorKind::Permanent);
+        }
+    }
+
+    #[test]
+    fn resource_exhausted_with_retry_info_is_retried_after_the_delay() {
+        let info = RetryInfo {
+            retry_delay: Some(wire::ProtoDuration { seconds: 2, nanos: 500 }),
+        };
+        let details = RpcStatus {
+            code: Code::ResourceExhausted as i32,
+            message: "slow down".into(),
+            details: vec![wire::Any {
+                type_url: RETRY_INFO_TYPE.into(),
+                value: info.encode_to_vec(),
+            }],
+        };
+        let status = Status::with_details(Code::ResourceExhausted, "slow down", details.encode_to_vec().into());
+        assert_eq!(
+            classify(&status).kind,
+            ExportErrorKind::Retryable {
+                throttle: Some(Duration::new(2, 500))
+            }
+        );
+    }
+}
