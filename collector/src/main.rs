@@ -1,1 +1,152 @@
-fn main(){}
+//! The `flowtel` binary: `flowtel --config F` runs the pipelines,
+//! `flowtel validate --config F` checks a config, `flowtel components`
+//! lists what is built in.
+
+// This is the command line: it talks to the user on stdout and stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod components;
+mod service;
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use clap::{Parser, Subcommand};
+use flowtel_core::{
+    self_telemetry::{Health, MetricsLevel, MetricsRegistry, OtlpPush, TelemetryServer, init_logging},
+    topology::Topology,
+};
+
+#[derive(Parser)]
+#[command(name = "flowtel", version, about = "The Linux kernel's view of the network, as OpenTelemetry.")]
+struct Cli {
+    /// The collector-style config file.
+    #[arg(long, short, global = true, default_value = "otel-config.yaml")]
+    config: PathBuf,
+    /// How long shutdown may take to flush batches and queues.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Checks the config and starts nothing (exit 0 when valid, 1 otherwise).
+    Validate,
+    /// Lists the built-in receivers, processors and exporters.
+    Components,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Components) => {
+            print_components();
+            ExitCode::SUCCESS
+        }
+        Some(Command::Validate) => match service::check(&cli.config).and_then(|s| s.build().map(|_| ())) {
+            Ok(()) => {
+                println!("{}: valid", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{}: {errors}", cli.config.display());
+                ExitCode::FAILURE
+            }
+        },
+        None => run(&cli),
+    }
+}
+
+fn print_components() {
+    for kind in [
+        flowtel_core::ComponentKind::Receiver,
+        flowtel_core::ComponentKind::Processor,
+        flowtel_core::ComponentKind::Exporter,
+    ] {
+        println!("{}:", kind.section());
+        for component in components::COMPONENT_TYPES.iter().filter(|c| c.kind == kind) {
+            let aliases = if component.aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" (alias {})", component.aliases.join(", "))
+            };
+            let signals: Vec<&str> = component.signals.iter().map(|s| s.as_str()).collect();
+            println!("  {}{aliases} [{}]: {}", component.name, signals.join(", "), component.description);
+        }
+    }
+}
+
+fn run(cli: &Cli) -> ExitCode {
+    let checked = match service::check(&cli.config) {
+        Ok(checked) => checked,
+        Err(errors) => {
+            eprintln!("{}: {errors}", cli.config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&checked.telemetry.logs);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(checked, cli.shutdown_timeout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("flowtel: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(checked: service::CheckedService, shutdown_timeout: Duration) -> anyhow::Result<()> {
+    let spec = checked.build().map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let registry = Arc::new(MetricsRegistry::new());
+    let health = Health::default();
+    let metrics_config = &checked.telemetry.metrics;
+    let mut server = if metrics_config.level == MetricsLevel::None {
+        None
+    } else {
+        let server = TelemetryServer::start(&metrics_config.address, registry.clone(), health.clone())
+            .await
+            .map_err(|err| anyhow::anyhow!("service::telemetry::metrics::address: cannot listen on {}: {err}", metrics_config.address))?;
+        Some(server)
+    };
+    let mut topology = Topology::start(spec, registry.clone()).await?;
+    let mut push = match (&metrics_config.otlp, metrics_config.level) {
+        (Some(otlp), level) if level != MetricsLevel::None => {
+            Some(OtlpPush::start(otlp, registry.clone()).map_err(|err| anyhow::anyhow!("service::telemetry::metrics::otlp: {err}"))?)
+        }
+        _ => None,
+    };
+    health.set_ready(true);
+    tracing::info!("flowtel is running.");
+
+    wait_for_signal().await?;
+    tracing::info!("Shutting down: stopping intake, flushing pipelines and queues.");
+    health.set_ready(false);
+    topology.shutdown(shutdown_timeout).await;
+    if let Some(push) = push.as_mut() {
+        push.shutdown();
+    }
+    if let Some(server) = server.as_mut() {
+        server.shutdown().await;
+    }
+    tracing::info!("flowtel stopped.");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

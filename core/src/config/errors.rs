@@ -72,10 +72,6 @@ impl ConfigErrors {
         &self.0
     }
 
-    /// Adds the problems of another result.
-    pub fn extend(&mut self, other: ConfigErrors) {
-        self.0.extend(other.0);
-    }
 }
 
 impl IntoIterator for ConfigErrors {

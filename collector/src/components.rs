@@ -1,0 +1,194 @@
+//! The built-in components: their type names, aliases and signals, and how
+//! each is decoded from its config and built. A `match` on the type name is
+//! the whole registry.
+
+use std::sync::Arc;
+
+use flowtel_core::{
+    ComponentId, ComponentKind, Signal,
+    component::{Processor, Receiver},
+    config::{ComponentConfig, ConfigError, ConfigErrors},
+    export::{QueueConfig, RetryConfig},
+    topology::ExporterSpec,
+};
+use flowtel_exporters::{
+    debug::{DebugConfig, DebugExporter},
+    file::{FileConfig, FileExporter},
+    otlp_grpc::{OtlpGrpcConfig, OtlpGrpcExporter},
+    otlp_http::{OtlpHttpConfig, OtlpHttpExporter},
+};
+use flowtel_processors::batch::{BatchConfig, BatchProcessor};
+use flowtel_receiver::otlp::{OtlpReceiver, OtlpReceiverConfig};
+
+/// A built-in component type.
+pub struct ComponentType {
+    /// Receiver, processor or exporter.
+    pub kind: ComponentKind,
+    /// The canonical type name.
+    pub name: &'static str,
+    /// Older names accepted in configs.
+    pub aliases: &'static [&'static str],
+    /// Signals it handles.
+    pub signals: &'static [Signal],
+    /// One line on what it does.
+    pub description: &'static str,
+}
+
+const ALL_SIGNALS: &[Signal] = &[Signal::Logs, Signal::Metrics, Signal::Traces];
+
+/// Every built-in component type.
+pub const COMPONENT_TYPES: &[ComponentType] = &[
+    ComponentType {
+        kind: ComponentKind::Receiver,
+        name: "otlp",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        description: "OTLP over gRPC and HTTP (protobuf, JSON) from applications and other agents",
+    },
+    ComponentType {
+        kind: ComponentKind::Processor,
+        name: "batch",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        description: "groups items into batches by size and time",
+    },
+    ComponentType {
+        kind: ComponentKind::Exporter,
+        name: "otlp_grpc",
+        aliases: &["otlp"],
+        signals: ALL_SIGNALS,
+        description: "OTLP over gRPC to any backend, with queue and retries",
+    },
+    ComponentType {
+        kind: ComponentKind::Exporter,
+        name: "otlp_http",
+        aliases: &["otlphttp"],
+        signals: ALL_SIGNALS,
+        description: "OTLP over HTTP (protobuf or JSON) to any backend, with queue and retries",
+    },
+    ComponentType {
+        kind: ComponentKind::Exporter,
+        name: "debug",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        description: "prints what passes to standard output",
+    },
+    ComponentType {
+        kind: ComponentKind::Exporter,
+        name: "file",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        description: "OTLP/JSON lines in a file, rotated by size",
+    },
+];
+
+/// The built-in type that `id` names, by its name or an alias.
+pub fn component_type(kind: ComponentKind, id: &ComponentId) -> Result<&'static ComponentType, ConfigError> {
+    COMPONENT_TYPES
+        .iter()
+        .find(|t| t.kind == kind && (t.name == id.type_name() || t.aliases.contains(&id.type_name())))
+        .ok_or_else(|| {
+            let known: Vec<&str> = COMPONENT_TYPES.iter().filter(|t| t.kind == kind).map(|t| t.name).collect();
+            ConfigError::new(
+                format!("{}::{id}", kind.section()),
+                format!("unknown {} type `{}`; built in: {}", kind.as_str(), id.type_name(), known.join(", ")),
+            )
+        })
+}
+
+/// A receiver's decoded config.
+pub enum ReceiverConfig {
+    /// `otlp`.
+    Otlp(OtlpReceiverConfig),
+}
+
+/// A processor's decoded config; processors are built once per pipeline.
+pub enum ProcessorConfig {
+    /// `batch`.
+    Batch(BatchConfig),
+}
+
+/// An exporter's decoded config.
+pub enum ExporterConfig {
+    /// `otlp_grpc`.
+    OtlpGrpc(OtlpGrpcConfig),
+    /// `otlp_http`.
+    OtlpHttp(OtlpHttpConfig),
+    /// `debug`.
+    Debug(DebugConfig),
+    /// `file`.
+    File(FileConfig),
+}
+
+/// Decodes a receiver's config.
+pub fn decode_receiver(kind: &ComponentType, config: &ComponentConfig) -> Result<ReceiverConfig, ConfigErrors> {
+    match kind.name {
+        "otlp" => config.decode().map(ReceiverConfig::Otlp),
+        other => Err(ConfigErrors::one(config.path(), format!("receiver `{other}` cannot be built"))),
+    }
+}
+
+/// Decodes a processor's config.
+pub fn decode_processor(kind: &ComponentType, config: &ComponentConfig) -> Result<ProcessorConfig, ConfigErrors> {
+    match kind.name {
+        "batch" => config.decode().map(ProcessorConfig::Batch),
+        other => Err(ConfigErrors::one(config.path(), format!("processor `{other}` cannot be built"))),
+    }
+}
+
+/// Decodes an exporter's config.
+pub fn decode_exporter(kind: &ComponentType, config: &ComponentConfig) -> Result<ExporterConfig, ConfigErrors> {
+    match kind.name {
+        "otlp_grpc" => config.decode().map(ExporterConfig::OtlpGrpc),
+        "otlp_http" => config.decode().map(ExporterConfig::OtlpHttp),
+        "debug" => config.decode().map(ExporterConfig::Debug),
+        "file" => config.decode().map(ExporterConfig::File),
+        other => Err(ConfigErrors::one(config.path(), format!("exporter `{other}` cannot be built"))),
+    }
+}
+
+impl ReceiverConfig {
+    /// A new receiver instance.
+    pub fn build(&self) -> Box<dyn Receiver> {
+        match self {
+            ReceiverConfig::Otlp(config) => Box::new(OtlpReceiver::new(config.clone())),
+        }
+    }
+}
+
+impl ProcessorConfig {
+    /// A new processor instance (one per pipeline).
+    pub fn build(&self) -> Box<dyn Processor> {
+        match self {
+            ProcessorConfig::Batch(config) => Box::new(BatchProcessor::new(config.clone())),
+        }
+    }
+}
+
+impl ExporterConfig {
+    /// The exporter with its queue and retry settings.
+    pub fn build(&self) -> Result<ExporterSpec, String> {
+        Ok(match self {
+            ExporterConfig::OtlpGrpc(config) => ExporterSpec {
+                exporter: Arc::new(OtlpGrpcExporter::new(config)?),
+                queue: config.sending_queue.clone(),
+                retry: config.retry_on_failure.clone(),
+            },
+            ExporterConfig::OtlpHttp(config) => ExporterSpec {
+                exporter: Arc::new(OtlpHttpExporter::new(config)?),
+                queue: config.sending_queue.clone(),
+                retry: config.retry_on_failure.clone(),
+            },
+            ExporterConfig::Debug(config) => ExporterSpec {
+                exporter: Arc::new(DebugExporter::new(config)),
+                queue: QueueConfig::local(),
+                retry: RetryConfig::disabled(),
+            },
+            ExporterConfig::File(config) => ExporterSpec {
+                exporter: Arc::new(FileExporter::new(config)?),
+                queue: QueueConfig::local(),
+                retry: RetryConfig::disabled(),
+            },
+        })
+    }
+}
