@@ -1,1 +1,109 @@
-fn main(){}
+//! `cargo xtask setup | build | run | test | bench`.
+//!
+//! `setup` brings a fresh machine to what building and testing flowtel need,
+//! and does nothing for what is already there; `run`, `test` and `bench`
+//! call it first.
+
+// xtask talks to the developer.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Installs what building and testing need (idempotent).
+    Setup,
+    /// Builds the eBPF programs and the release `flowtel` binary.
+    Build,
+    /// Builds and runs flowtel with `otel-config.yaml` (extra args go to flowtel).
+    Run {
+        /// Arguments passed to flowtel.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Runs every test: pure, privileged (root) and end-to-end.
+    Test {
+        /// Arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Runs the benchmarks.
+    Bench {
+        /// Arguments passed to `cargo bench`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command in the workspace root, failing on a non-zero exit.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::setup(),
+        Task::Build => build(),
+        Task::Run { args } => {
+            setup::setup()?;
+            build()?;
+            let mut command = Command::new(root().join("target/release/flowtel"));
+            if !args.iter().any(|a| a == "--config" || a == "-c") {
+                command.args(["--config", "otel-config.yaml"]);
+            }
+            run(command.args(args))
+        }
+        Task::Test { args } => {
+            setup::setup()?;
+            // The end-to-end tests start the real binary.
+            run(cargo().args(["build", "--package", "flowtel"]))?;
+            run(cargo()
+                .args(["test", "--workspace"])
+                .args(args)
+                .env("FLOWTEL_BIN", root().join("target/debug/flowtel"))
+                .env("FLOWTEL_PYTHON", setup::venv_python()))
+        }
+        Task::Bench { args } => {
+            setup::setup()?;
+            run(cargo().args(["bench", "--workspace"]).args(args))
+        }
+    }
+}
+
+fn build() -> anyhow::Result<()> {
+    run(cargo().args(["build", "--release", "--package", "flowtel"]))
+}
