@@ -1,1 +1,86 @@
-//! stub
+//! The harness of flowtel's end-to-end and privileged tests: the real
+//! `flowtel` binary, real third-party programs (the OpenTelemetry Python
+//! SDK, rotel, a gRPC recorder), and network namespaces.
+//!
+//! `cargo xtask test` sets `FLOWTEL_BIN` and `FLOWTEL_PYTHON`; run through
+//! it (or set them) so these tests find what they drive.
+#![allow(clippy::unwrap_used, clippy::print_stderr, missing_docs)]
+
+pub mod netns;
+pub mod process;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+pub use process::{Child, Flowtel, Recorder, Rotel};
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The `flowtel` binary under test.
+pub fn flowtel_bin() -> PathBuf {
+    let path = std::env::var_os("FLOWTEL_BIN").map_or_else(|| root().join("target/debug/flowtel"), PathBuf::from);
+    assert!(path.exists(), "{} is missing: run the tests with `cargo xtask test`", path.display());
+    path
+}
+
+/// The test virtualenv's Python (made by `cargo xtask setup`).
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("FLOWTEL_PYTHON").map_or_else(|| root().join(".venv/bin/python"), PathBuf::from);
+    assert!(path.exists(), "{} is missing: run `cargo xtask setup`", path.display());
+    path
+}
+
+/// A script in tests/python.
+pub fn script(name: &str) -> PathBuf {
+    root().join("tests/python").join(name)
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `GET path` on 127.0.0.1:port; returns the status code and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The value of one series in Prometheus text, matching every given label.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            (series_name == name && labels.iter().all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}

@@ -1,0 +1,74 @@
+"""An OTLP/gRPC backend that records every request it gets.
+
+Each request is appended to --out as one JSON line: {"signal": ..., "request": <OTLP/JSON>}.
+The tests read the file to check what arrived, and how often.
+"""
+import argparse
+import json
+import threading
+from concurrent import futures
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+
+class Recorder:
+    def __init__(self, path):
+        self.lock = threading.Lock()
+        self.file = open(path, "a", encoding="utf-8")
+
+    def record(self, signal, request):
+        line = json.dumps({"signal": signal, "request": MessageToDict(request)})
+        with self.lock:
+            self.file.write(line + "\n")
+            self.file.flush()
+
+
+class Logs(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def Export(self, request, context):
+        self.recorder.record("logs", request)
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
+class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def Export(self, request, context):
+        self.recorder.record("metrics", request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def Export(self, request, context):
+        self.recorder.record("traces", request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    recorder = Recorder(args.out)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(recorder), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(recorder), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(recorder), server)
+    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    server.start()
+    print("ready", flush=True)
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+//! The programs the tests start, each stopped (and reaped) when dropped.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{flowtel_bin, free_port, http_get, metric_value, python, script, wait_for};
+
+/// A child process, sent SIGTERM and reaped on drop.
+pub struct Child {
+    child: std::process::Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Child {
+    /// Starts `command` with stdout and stderr in `log`.
+    pub fn spawn(name: &str, command: &mut Command, log: &Path) -> Child {
+        let out = fs::File::create(log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {name}: {err}"));
+        Child {
+            child,
+            name: name.to_owned(),
+            log: log.to_owned(),
+        }
+    }
+
+    /// What the process printed so far.
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status;
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = wait_for(Duration::from_secs(30), &format!("{} to exit", self.name), || {
+            self.child.try_wait().ok().flatten()
+        });
+        status
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited ({status}):\n{}", self.name, self.output());
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `flowtel` with its config and the ports it serves.
+pub struct Flowtel {
+    /// The process.
+    pub child: Child,
+    /// Where `/metrics`, `/healthz` and `/readyz` are.
+    pub metrics_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Flowtel {
+    /// Starts flowtel with `config`, in which `${METRICS_PORT}` is replaced by
+    /// a free port for its own telemetry; waits until `/readyz` says ready.
+    pub fn start(config: &str) -> Flowtel {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics_port = free_port();
+        let config = config.replace("${METRICS_PORT}", &metrics_port.to_string());
+        let path = dir.path().join("otel-config.yaml");
+        fs::write(&path, config).unwrap();
+        let mut child = Child::spawn(
+            "flowtel",
+            Command::new(flowtel_bin()).arg("--config").arg(&path).arg("--shutdown-timeout").arg("5s"),
+            &dir.path().join("flowtel.log"),
+        );
+        wait_for(Duration::from_secs(20), "flowtel to be ready", || {
+            child.assert_running();
+            http_get(metrics_port, "/readyz").filter(|(status, _)| *status == 200)
+        });
+        Flowtel {
+            child,
+            metrics_port,
+            _dir: dir,
+        }
+    }
+
+    /// flowtel's own metrics, in Prometheus text.
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").map(|(_, body)| body).unwrap_or_default()
+    }
+
+    /// The sum of the series of `name` matching `labels`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics(), name, labels)
+    }
+}
+
+/// An OTLP/gRPC backend (tests/python/otlp_recorder.py) that writes every
+/// request it receives to a file.
+pub struct Recorder {
+    /// The process.
+    pub child: Child,
+    /// Its gRPC port.
+    pub port: u16,
+    out: PathBuf,
+}
+
+impl Recorder {
+    /// Starts a recorder writing into `dir`.
+    pub fn start(dir: &Path) -> Recorder {
+        let port = free_port();
+        let out = dir.join(format!("recorded-{port}.jsonl"));
+        let mut child = Child::spawn(
+            "otlp recorder",
+            Command::new(python())
+                .arg(script("otlp_recorder.py"))
+                .args(["--port", &port.to_string(), "--out"])
+                .arg(&out),
+            &dir.join(format!("recorder-{port}.log")),
+        );
+        wait_for(Duration::from_secs(20), "the recorder to listen", || {
+            child.assert_running();
+            child.output().contains("ready").then_some(())
+        });
+        Recorder { child, port, out }
+    }
+
+    /// Every recorded request: (signal, OTLP/JSON request).
+    pub fn requests(&self) -> Vec<(String, Value)> {
+        fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let value: Value = serde_json::from_str(line).unwrap();
+                (value["signal"].as_str().unwrap_or_default().to_owned(), value["request"].clone())
+            })
+            .collect()
+    }
+}
+
+/// rotel, the Rust OpenTelemetry collector from PyPI, as an OTLP backend
+/// that forwards what it receives to a [`Recorder`].
+pub struct Rotel {
+    /// The process.
+    pub child: Child,
+    /// Its OTLP/gRPC port.
+    pub grpc_port: u16,
+}
+
+/// The rotel binary shipped inside the `rotel` Python package.
+fn rotel_bin() -> PathBuf {
+    let out = Command::new(python())
+        .args(["-c", "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
+        .output()
+        .unwrap();
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.exists(), "rotel is not installed: run `cargo xtask setup`");
+    path
+}
+
+impl Rotel {
+    /// Starts rotel on `grpc_port`, forwarding to the recorder at `forward_port`.
+    pub fn start(dir: &Path, grpc_port: u16, forward_port: u16) -> Rotel {
+        let http_port = free_port();
+        let mut child = Child::spawn(
+            "rotel",
+            Command::new(rotel_bin()).args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{grpc_port}"),
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{http_port}"),
+                "--exporter",
+                "otlp",
+                "--otlp-exporter-endpoint",
+                &format!("http://127.0.0.1:{forward_port}"),
+                "--otlp-exporter-protocol",
+                "grpc",
+                "--batch-timeout",
+                "100ms",
+            ]),
+            &dir.join(format!("rotel-{grpc_port}-{}.log", free_port())),
+        );
+        wait_for(Duration::from_secs(20), "rotel to listen", || {
+            child.assert_running();
+            std::net::TcpStream::connect(("127.0.0.1", grpc_port)).ok()
+        });
+        Rotel { child, grpc_port }
+    }
+}
