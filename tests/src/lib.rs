@@ -84,3 +84,6 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .sum()
 }
+
+pub mod otlp_json;
+pub mod send;

@@ -1,0 +1,102 @@
+//! Reading OTLP/JSON export requests (as the recorder and the `file`
+//! exporter write them) into flat items a test can check.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// One log record, span or metric data point with its context.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    /// Resource attributes, scalar values as strings.
+    pub resource: BTreeMap<String, String>,
+    /// Scope name.
+    pub scope_name: String,
+    /// Scope version.
+    pub scope_version: String,
+    /// The item's own attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Log body, span name or metric name.
+    pub name: String,
+    /// Log severity text (empty for other signals).
+    pub severity: String,
+}
+
+/// The scalar in an OTLP/JSON `AnyValue`, as a string.
+fn scalar(value: &Value) -> String {
+    for key in ["stringValue", "intValue", "boolValue", "doubleValue"] {
+        if let Some(v) = value.get(key) {
+            return match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+        }
+    }
+    String::new()
+}
+
+fn attributes(list: &Value) -> BTreeMap<String, String> {
+    list.as_array()
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| (kv["key"].as_str().unwrap_or_default().to_owned(), scalar(&kv["value"])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_default().to_owned()
+}
+
+/// Flattens export requests of `signal` (`logs`, `traces`, `metrics`).
+pub fn items<'a>(requests: impl IntoIterator<Item = &'a Value>, signal: &str) -> Vec<Item> {
+    let (resources_key, scopes_key, items_key) = match signal {
+        "logs" => ("resourceLogs", "scopeLogs", "logRecords"),
+        "traces" => ("resourceSpans", "scopeSpans", "spans"),
+        _ => ("resourceMetrics", "scopeMetrics", "metrics"),
+    };
+    let mut out = Vec::new();
+    for request in requests {
+        for resource in request[resources_key].as_array().into_iter().flatten() {
+            let resource_attributes = attributes(&resource["resource"]["attributes"]);
+            for scope in resource[scopes_key].as_array().into_iter().flatten() {
+                let base = Item {
+                    resource: resource_attributes.clone(),
+                    scope_name: text(&scope["scope"]["name"]),
+                    scope_version: text(&scope["scope"]["version"]),
+                    attributes: BTreeMap::new(),
+                    name: String::new(),
+                    severity: String::new(),
+                };
+                for item in scope[items_key].as_array().into_iter().flatten() {
+                    match signal {
+                        "logs" => out.push(Item {
+                            attributes: attributes(&item["attributes"]),
+                            name: scalar(&item["body"]),
+                            severity: text(&item["severityText"]),
+                            ..base.clone()
+                        }),
+                        "traces" => out.push(Item {
+                            attributes: attributes(&item["attributes"]),
+                            name: text(&item["name"]),
+                            ..base.clone()
+                        }),
+                        _ => {
+                            for kind in ["sum", "gauge", "histogram", "exponentialHistogram", "summary"] {
+                                for point in item[kind]["dataPoints"].as_array().into_iter().flatten() {
+                                    out.push(Item {
+                                        attributes: attributes(&point["attributes"]),
+                                        name: text(&item["name"]),
+                                        ..base.clone()
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
