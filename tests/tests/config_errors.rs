@@ -1,0 +1,146 @@
+//! `flowtel validate` and `flowtel --config` on bad configs: exit 1 and a
+//! message naming the path of every problem.
+
+use std::process::{Command, Output};
+
+use flowtel_tests::flowtel_bin;
+
+fn flowtel(args: &[&str], config: &str) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otel-config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(flowtel_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env("FLOWTEL_TEST_PORT", "4999")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stderr)
+}
+
+const GOOD_TAIL: &str = r#"
+service:
+  pipelines:
+    logs: {receivers: [otlp], processors: [batch], exporters: [debug]}
+"#;
+
+const GOOD_HEAD: &str = r#"
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:${env:FLOWTEL_TEST_PORT}"}}}
+processors:
+  batch:
+exporters:
+  debug:
+"#;
+
+#[test]
+fn a_good_config_validates() {
+    let (output, stderr) = flowtel(&["validate"], &format!("{GOOD_HEAD}{GOOD_TAIL}"));
+    assert!(output.status.success(), "{stderr}");
+}
+
+#[test]
+fn the_default_config_validates() {
+    let output = Command::new(flowtel_bin())
+        .args(["validate", "--config"])
+        .arg(flowtel_tests::root().join("otel-config.yaml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn each_kind_of_bad_config_names_its_path() {
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "unknown key",
+            format!("{GOOD_HEAD}  otlp_grpc: {{endpoint: \"a:1\", tls: {{insecure: true}}, retries: 3}}{GOOD_TAIL}"),
+            "exporters::otlp_grpc::retries: unknown field: found `retries`",
+        ),
+        (
+            "unknown component type",
+            format!("{GOOD_HEAD}  kafka:{GOOD_TAIL}"),
+            "exporters::kafka: unknown exporter type `kafka`",
+        ),
+        (
+            "dangling reference",
+            format!("{GOOD_HEAD}\nservice:\n  pipelines:\n    logs: {{receivers: [otlp], exporters: [debug/missing]}}\n"),
+            "service::pipelines::logs::exporters: `debug/missing` is not defined",
+        ),
+        (
+            "pipeline without receivers",
+            format!("{GOOD_HEAD}\nservice:\n  pipelines:\n    logs: {{exporters: [debug]}}\n"),
+            "service::pipelines::logs::receivers: a pipeline needs at least one receiver",
+        ),
+        (
+            "pipeline without exporters",
+            format!("{GOOD_HEAD}\nservice:\n  pipelines:\n    logs: {{receivers: [otlp]}}\n"),
+            "service::pipelines::logs::exporters: a pipeline needs at least one exporter",
+        ),
+        (
+            "bad duration",
+            format!("{GOOD_HEAD}  otlp_grpc: {{endpoint: \"a:1\", timeout: 5 seconds please}}{GOOD_TAIL}"),
+            "exporters::otlp_grpc::timeout:",
+        ),
+        (
+            "bad size",
+            GOOD_HEAD.replace(
+                "grpc: {endpoint: \"127.0.0.1:${env:FLOWTEL_TEST_PORT}\"}",
+                "http: {max_request_body_size: lots}",
+            ) + GOOD_TAIL,
+            "receivers::otlp::protocols::http::max_request_body_size:",
+        ),
+        (
+            "bad listen endpoint",
+            GOOD_HEAD.replace("127.0.0.1:${env:FLOWTEL_TEST_PORT}", "localhost") + GOOD_TAIL,
+            "receivers::otlp::protocols::grpc::endpoint: \"localhost\" has no port",
+        ),
+        (
+            "bad exporter endpoint",
+            format!("{GOOD_HEAD}  otlp_http: {{endpoint: \"ftp://backend\"}}{GOOD_TAIL}"),
+            "exporters::otlp_http::endpoint:",
+        ),
+        (
+            "pipeline of an unknown signal",
+            format!("{GOOD_HEAD}\nservice:\n  pipelines:\n    profiles: {{receivers: [otlp], exporters: [debug]}}\n"),
+            "service::pipelines::profiles:",
+        ),
+        ("not YAML", "receivers: [unclosed".to_owned(), "config: not a valid YAML mapping"),
+    ];
+    for (what, config, expected) in cases {
+        for args in [&["validate"][..], &[][..]] {
+            let (output, stderr) = flowtel(args, config);
+            assert_eq!(output.status.code(), Some(1), "{what} ({args:?}): {stderr}");
+            assert!(stderr.contains(expected), "{what} ({args:?}): expected {expected:?} in:\n{stderr}");
+        }
+    }
+}
+
+#[test]
+fn every_problem_is_reported_together() {
+    let config = r#"
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "nowhere"}}}
+processors:
+  batch: {timeout: soon, send_batch_size: 10, send_batch_max_size: 5}
+exporters:
+  otlp_grpc: {endpoint: "a:1", timeout: forever}
+  mystery:
+service:
+  pipelines:
+    logs: {receivers: [otlp, ghost], processors: [batch], exporters: [otlp_grpc]}
+"#;
+    let (output, stderr) = flowtel(&["validate"], config);
+    assert_eq!(output.status.code(), Some(1));
+    for path in [
+        "receivers::otlp::protocols::grpc::endpoint",
+        "processors::batch::timeout",
+        "exporters::otlp_grpc::timeout",
+        "exporters::mystery",
+        "service::pipelines::logs::receivers: `ghost` is not defined",
+    ] {
+        assert!(stderr.contains(path), "expected {path:?} in:\n{stderr}");
+    }
+}
