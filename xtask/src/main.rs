@@ -92,14 +92,14 @@ fn main() -> anyhow::Result<()> {
             // The end-to-end tests start the real binary.
             run(cargo().args(["build", "--package", "flowtel"]))?;
             run(cargo()
-                .args(["test", "--workspace"])
+                .args(["test", "--all-targets"])
                 .args(args)
                 .env("FLOWTEL_BIN", root().join("target/debug/flowtel"))
                 .env("FLOWTEL_PYTHON", setup::venv_python()))
         }
         Task::Bench { args } => {
             setup::setup()?;
-            run(cargo().args(["bench", "--workspace"]).args(args))
+            run(cargo().args(["bench"]).args(args))
         }
     }
 }
