@@ -111,16 +111,21 @@ async fn serve(checked: service::CheckedService, shutdown_timeout: Duration) -> 
     let mut server = if metrics_config.level == MetricsLevel::None {
         None
     } else {
-        let server = TelemetryServer::start(&metrics_config.address, registry.clone(), health.clone())
-            .await
-            .map_err(|err| anyhow::anyhow!("service::telemetry::metrics::address: cannot listen on {}: {err}", metrics_config.address))?;
+        let server =
+            TelemetryServer::start(&metrics_config.address, registry.clone(), health.clone()).await.map_err(|err| {
+                anyhow::anyhow!(
+                    "service::telemetry::metrics::address: cannot listen on {}: {err}",
+                    metrics_config.address
+                )
+            })?;
         Some(server)
     };
     let mut topology = Topology::start(spec, registry.clone()).await?;
     let mut push = match (&metrics_config.otlp, metrics_config.level) {
-        (Some(otlp), level) if level != MetricsLevel::None => {
-            Some(OtlpPush::start(otlp, registry.clone()).map_err(|err| anyhow::anyhow!("service::telemetry::metrics::otlp: {err}"))?)
-        }
+        (Some(otlp), level) if level != MetricsLevel::None => Some(
+            OtlpPush::start(otlp, registry.clone())
+                .map_err(|err| anyhow::anyhow!("service::telemetry::metrics::otlp: {err}"))?,
+        ),
         _ => None,
     };
     health.set_ready(true);

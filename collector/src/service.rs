@@ -58,7 +58,8 @@ pub fn check(path: &Path) -> Result<CheckedService, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let mut types = BTreeMap::new();
     let receivers = decode_section(ComponentKind::Receiver, &raw.receivers, decode_receiver, &mut types, &mut errors);
-    let processors = decode_section(ComponentKind::Processor, &raw.processors, decode_processor, &mut types, &mut errors);
+    let processors =
+        decode_section(ComponentKind::Processor, &raw.processors, decode_processor, &mut types, &mut errors);
     let exporters = decode_section(ComponentKind::Exporter, &raw.exporters, decode_exporter, &mut types, &mut errors);
     let pipelines = match raw.check_pipelines() {
         Ok(pipelines) => pipelines,
@@ -89,13 +90,7 @@ pub fn check(path: &Path) -> Result<CheckedService, ConfigErrors> {
     if !errors.errors().is_empty() {
         return Err(errors);
     }
-    Ok(CheckedService {
-        receivers,
-        processors,
-        exporters,
-        pipelines,
-        telemetry: raw.telemetry,
-    })
+    Ok(CheckedService { receivers, processors, exporters, pipelines, telemetry: raw.telemetry })
 }
 
 impl CheckedService {
@@ -144,10 +139,6 @@ impl CheckedService {
                 exporters: pipeline.exporters.clone(),
             })
             .collect();
-        ConfigErrors::result(errors).map(|()| TopologySpec {
-            receivers,
-            exporters,
-            pipelines,
-        })
+        ConfigErrors::result(errors).map(|()| TopologySpec { receivers, exporters, pipelines })
     }
 }

@@ -13,9 +13,7 @@ use opentelemetry_proto::tonic::{
 fn batch() -> Payload {
     let attribute = |i: usize| KeyValue {
         key: format!("network.attribute.{i}"),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(format!("value-{i}"))),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("value-{i}"))) }),
         ..Default::default()
     };
     let record = LogRecord {
@@ -25,10 +23,7 @@ fn batch() -> Payload {
         ..Default::default()
     };
     Payload::Logs(vec![ResourceLogs {
-        scope_logs: vec![ScopeLogs {
-            log_records: vec![record; 512],
-            ..Default::default()
-        }],
+        scope_logs: vec![ScopeLogs { log_records: vec![record; 512], ..Default::default() }],
         ..Default::default()
     }])
 }

@@ -75,38 +75,27 @@ pub struct IdError {
 }
 
 fn valid_id_part(part: &str) -> bool {
-    !part.is_empty()
-        && part
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 impl FromStr for ComponentId {
     type Err = IdError;
 
     fn from_str(id: &str) -> Result<Self, Self::Err> {
-        let err = |reason| IdError {
-            id: id.to_owned(),
-            reason,
-        };
+        let err = |reason| IdError { id: id.to_owned(), reason };
         let (type_name, name) = match id.split_once('/') {
             Some((t, n)) => (t, Some(n)),
             None => (id, None),
         };
         if !valid_id_part(type_name) {
-            return Err(err(
-                "the type must be letters, digits, '_', '-' or '.', e.g. `otlp_grpc`",
-            ));
+            return Err(err("the type must be letters, digits, '_', '-' or '.', e.g. `otlp_grpc`"));
         }
         if let Some(name) = name
             && (name.is_empty() || name.contains('/'))
         {
             return Err(err("expected `type/name` with a non-empty name and one '/'"));
         }
-        Ok(ComponentId {
-            type_name: type_name.to_owned(),
-            name: name.map(str::to_owned),
-        })
+        Ok(ComponentId { type_name: type_name.to_owned(), name: name.map(str::to_owned) })
     }
 }
 
@@ -149,10 +138,7 @@ impl FromStr for PipelineId {
                 });
             }
         };
-        Ok(PipelineId {
-            signal,
-            name: parsed.name,
-        })
+        Ok(PipelineId { signal, name: parsed.name })
     }
 }
 
@@ -178,10 +164,7 @@ pub struct ComponentError {
 impl ComponentError {
     /// An error of the component `id` of kind `kind`.
     pub fn new(kind: ComponentKind, id: &ComponentId, message: impl fmt::Display) -> Self {
-        ComponentError {
-            component: format!("{}::{}", kind.section(), id),
-            message: message.to_string(),
-        }
+        ComponentError { component: format!("{}::{}", kind.section(), id), message: message.to_string() }
     }
 }
 
@@ -254,18 +237,12 @@ pub struct ExportError {
 impl ExportError {
     /// A failure worth retrying.
     pub fn retryable(message: impl fmt::Display, throttle: Option<Duration>) -> Self {
-        ExportError {
-            kind: ExportErrorKind::Retryable { throttle },
-            message: message.to_string(),
-        }
+        ExportError { kind: ExportErrorKind::Retryable { throttle }, message: message.to_string() }
     }
 
     /// A failure retrying cannot fix.
     pub fn permanent(message: impl fmt::Display) -> Self {
-        ExportError {
-            kind: ExportErrorKind::Permanent,
-            message: message.to_string(),
-        }
+        ExportError { kind: ExportErrorKind::Permanent, message: message.to_string() }
     }
 }
 

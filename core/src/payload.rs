@@ -213,18 +213,16 @@ impl Splittable for Metric {
                 aggregation_temporality: s.aggregation_temporality,
                 is_monotonic: s.is_monotonic,
             }),
-            Data::Histogram(h) => {
-                Data::Histogram(opentelemetry_proto::tonic::metrics::v1::Histogram {
+            Data::Histogram(h) => Data::Histogram(opentelemetry_proto::tonic::metrics::v1::Histogram {
+                data_points: h.data_points.drain(..n).collect(),
+                aggregation_temporality: h.aggregation_temporality,
+            }),
+            Data::ExponentialHistogram(h) => {
+                Data::ExponentialHistogram(opentelemetry_proto::tonic::metrics::v1::ExponentialHistogram {
                     data_points: h.data_points.drain(..n).collect(),
                     aggregation_temporality: h.aggregation_temporality,
                 })
             }
-            Data::ExponentialHistogram(h) => Data::ExponentialHistogram(
-                opentelemetry_proto::tonic::metrics::v1::ExponentialHistogram {
-                    data_points: h.data_points.drain(..n).collect(),
-                    aggregation_temporality: h.aggregation_temporality,
-                },
-            ),
             Data::Summary(s) => Data::Summary(opentelemetry_proto::tonic::metrics::v1::Summary {
                 data_points: s.data_points.drain(..n).collect(),
             }),
@@ -273,9 +271,7 @@ mod tests {
         Some(Resource {
             attributes: vec![KeyValue {
                 key: "service.name".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(name.into())),
-                }),
+                value: Some(AnyValue { value: Some(any_value::Value::StringValue(name.into())) }),
                 ..Default::default()
             }],
             ..Default::default()
@@ -289,15 +285,9 @@ mod tests {
                 .map(|(name, records)| ResourceLogs {
                     resource: resource(name),
                     scope_logs: vec![ScopeLogs {
-                        scope: Some(InstrumentationScope {
-                            name: "scope".into(),
-                            ..Default::default()
-                        }),
+                        scope: Some(InstrumentationScope { name: "scope".into(), ..Default::default() }),
                         log_records: (0..*records)
-                            .map(|i| LogRecord {
-                                time_unix_nano: i as u64,
-                                ..Default::default()
-                            })
+                            .map(|i| LogRecord { time_unix_nano: i as u64, ..Default::default() })
                             .collect(),
                         schema_url: String::new(),
                     }],
@@ -334,23 +324,14 @@ mod tests {
 
     #[test]
     fn metrics_split_inside_a_metric_keeps_its_kind() {
-        let points = (0..4)
-            .map(|i| NumberDataPoint {
-                time_unix_nano: i,
-                ..Default::default()
-            })
-            .collect();
+        let points = (0..4).map(|i| NumberDataPoint { time_unix_nano: i, ..Default::default() }).collect();
         let mut payload = Payload::Metrics(vec![ResourceMetrics {
             resource: resource("m"),
             scope_metrics: vec![ScopeMetrics {
                 metrics: vec![Metric {
                     name: "network.flow.bytes".into(),
                     unit: "By".into(),
-                    data: Some(Data::Sum(Sum {
-                        data_points: points,
-                        aggregation_temporality: 2,
-                        is_monotonic: true,
-                    })),
+                    data: Some(Data::Sum(Sum { data_points: points, aggregation_temporality: 2, is_monotonic: true })),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -360,9 +341,7 @@ mod tests {
         assert_eq!(payload.item_count(), 4);
         let front = payload.split_front(1);
         assert_eq!((front.item_count(), payload.item_count()), (1, 3));
-        let Payload::Metrics(front) = front else {
-            panic!("signal changed")
-        };
+        let Payload::Metrics(front) = front else { panic!("signal changed") };
         let metric = &front[0].scope_metrics[0].metrics[0];
         assert_eq!(metric.name, "network.flow.bytes");
         assert!(matches!(&metric.data, Some(Data::Sum(s)) if s.is_monotonic && s.aggregation_temporality == 2));

@@ -18,12 +18,7 @@ pub fn is_root() -> bool {
 /// Runs `ip` with `args`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) -> Output {
     let output = Command::new("ip").args(args).output().expect("`ip` (iproute2) is needed");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
     output
 }
 
@@ -48,11 +43,7 @@ impl Netns {
 
     /// Runs a command inside the namespace and returns its output (not checked).
     pub fn exec(&self, command: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(command)
-            .output()
-            .expect("ip netns exec")
+        Command::new("ip").args(["netns", "exec", &self.name]).args(command).output().expect("ip netns exec")
     }
 
     /// Runs a command inside the namespace, panicking on failure.
@@ -114,9 +105,22 @@ impl VethPair {
         let a = Netns::create(&format!("{label}a"));
         let b = Netns::create(&format!("{label}b"));
         ip(&[
-            "link", "add", Self::A_IF, "netns", &a.name, "type", "veth", "peer", "name", Self::B_IF, "netns", &b.name,
+            "link",
+            "add",
+            Self::A_IF,
+            "netns",
+            &a.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            Self::B_IF,
+            "netns",
+            &b.name,
         ]);
-        for (ns, interface, v4, v6) in [(&a, Self::A_IF, Self::A_V4, "fd77::1"), (&b, Self::B_IF, Self::B_V4, "fd77::2")] {
+        for (ns, interface, v4, v6) in
+            [(&a, Self::A_IF, Self::A_V4, "fd77::1"), (&b, Self::B_IF, Self::B_V4, "fd77::2")]
+        {
             ns.run(&["ip", "addr", "add", &format!("{v4}/24"), "dev", interface]);
             ns.run(&["ip", "-6", "addr", "add", &format!("{v6}/64"), "dev", interface, "nodad"]);
             ns.run(&["ip", "link", "set", interface, "up"]);

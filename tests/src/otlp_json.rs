@@ -38,9 +38,7 @@ fn scalar(value: &Value) -> String {
 fn attributes(list: &Value) -> BTreeMap<String, String> {
     list.as_array()
         .map(|kvs| {
-            kvs.iter()
-                .map(|kv| (kv["key"].as_str().unwrap_or_default().to_owned(), scalar(&kv["value"])))
-                .collect()
+            kvs.iter().map(|kv| (kv["key"].as_str().unwrap_or_default().to_owned(), scalar(&kv["value"]))).collect()
         })
         .unwrap_or_default()
 }

@@ -28,11 +28,7 @@ impl Child {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {name}: {err}"));
-        Child {
-            child,
-            name: name.to_owned(),
-            log: log.to_owned(),
-        }
+        Child { child, name: name.to_owned(), log: log.to_owned() }
     }
 
     /// What the process printed so far.
@@ -47,10 +43,7 @@ impl Child {
         }
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = wait_for(Duration::from_secs(30), &format!("{} to exit", self.name), || {
-            self.child.try_wait().ok().flatten()
-        });
-        status
+        wait_for(Duration::from_secs(30), &format!("{} to exit", self.name), || self.child.try_wait().ok().flatten())
     }
 
     /// Panics with the log if the process has exited.
@@ -97,11 +90,7 @@ impl Flowtel {
             child.assert_running();
             http_get(metrics_port, "/readyz").filter(|(status, _)| *status == 200)
         });
-        Flowtel {
-            child,
-            metrics_port,
-            _dir: dir,
-        }
+        Flowtel { child, metrics_port, _dir: dir }
     }
 
     /// flowtel's own metrics, in Prometheus text.

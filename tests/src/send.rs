@@ -10,9 +10,7 @@ use opentelemetry_proto::tonic::{
 fn string_attr(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
         ..Default::default()
     }
 }
@@ -27,18 +25,13 @@ pub fn logs_request(run: &str, seqs: std::ops::Range<u64>) -> ExportLogsServiceR
                 ..Default::default()
             }),
             scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: "flowtel.e2e.raw".into(),
-                    ..Default::default()
-                }),
+                scope: Some(InstrumentationScope { name: "flowtel.e2e.raw".into(), ..Default::default() }),
                 log_records: seqs
                     .map(|seq| LogRecord {
                         time_unix_nano: 1_700_000_000_000_000_000 + seq,
                         attributes: vec![KeyValue {
                             key: "test.seq".into(),
-                            value: Some(AnyValue {
-                                value: Some(any_value::Value::IntValue(seq as i64)),
-                            }),
+                            value: Some(AnyValue { value: Some(any_value::Value::IntValue(seq as i64)) }),
                             ..Default::default()
                         }],
                         ..Default::default()

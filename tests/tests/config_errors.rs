@@ -1,6 +1,8 @@
 //! `flowtel validate` and `flowtel --config` on bad configs: exit 1 and a
 //! message naming the path of every problem.
 
+#![allow(clippy::unwrap_used, missing_docs)]
+
 use std::process::{Command, Output};
 
 use flowtel_tests::flowtel_bin;
@@ -66,7 +68,9 @@ fn each_kind_of_bad_config_names_its_path() {
         ),
         (
             "dangling reference",
-            format!("{GOOD_HEAD}\nservice:\n  pipelines:\n    logs: {{receivers: [otlp], exporters: [debug/missing]}}\n"),
+            format!(
+                "{GOOD_HEAD}\nservice:\n  pipelines:\n    logs: {{receivers: [otlp], exporters: [debug/missing]}}\n"
+            ),
             "service::pipelines::logs::exporters: `debug/missing` is not defined",
         ),
         (

@@ -3,6 +3,8 @@
 //! traffic, and checks the kernel-side counts against the interface's own
 //! counters. Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for netns).
 
+#![allow(clippy::unwrap_used, missing_docs)]
+
 use flowtel_receiver::ebpf::TcTrafficCounter;
 use flowtel_tests::netns::{VethPair, is_root};
 
@@ -43,7 +45,11 @@ fn tc_programs_count_every_packet_the_interface_sends_and_receives() {
                 let interface: Vec<u64> = interface_after.iter().zip(interface_before).map(|(a, b)| a - b).collect();
                 // 5 echo requests out and 5 replies in (plus ARP when the neighbour was new).
                 assert!(programs[0] >= 5 && programs[1] >= 5, "{programs:?}");
-                assert_eq!(programs.to_vec(), interface, "kernel programs [tx, rx, tx bytes, rx bytes] vs the interface's counters");
+                assert_eq!(
+                    programs.to_vec(),
+                    interface,
+                    "kernel programs [tx, rx, tx bytes, rx bytes] vs the interface's counters"
+                );
             })
             .join()
             .expect("the attach thread panicked");

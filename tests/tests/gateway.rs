@@ -3,6 +3,8 @@
 //! batches and forwards to a real rotel collector (which forwards to a
 //! recording backend) and to the `file` exporter.
 
+#![allow(clippy::unwrap_used, missing_docs)]
+
 use std::{
     collections::BTreeMap,
     io::{Read as _, Write as _},
@@ -33,11 +35,7 @@ fn sdk_send(transport: &str, endpoint: &str, run: &str, logs: u32, spans: u32, p
 }
 
 fn file_requests(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
 
 /// Items of `run`, counted by (transport, test.seq).
@@ -56,7 +54,11 @@ fn check_items(items: &[Item], run: &str, expected_per_transport: usize, scope: 
     assert!(seen.values().all(|&n| n == 1), "{where_}: some {scope} item arrived more than once: {seen:?}");
     for item in items.iter().filter(|i| i.resource.get("test.run").map(String::as_str) == Some(run)) {
         assert_eq!(item.resource.get("service.name").map(String::as_str), Some("flowtel-e2e"), "{where_}: resource");
-        assert_eq!(item.resource.get("telemetry.sdk.language").map(String::as_str), Some("python"), "{where_}: resource");
+        assert_eq!(
+            item.resource.get("telemetry.sdk.language").map(String::as_str),
+            Some("python"),
+            "{where_}: resource"
+        );
         assert_eq!((item.scope_name.as_str(), item.scope_version.as_str()), (scope, "1.2.3"), "{where_}: scope");
     }
 }
@@ -117,23 +119,30 @@ service:
         (by_seq(&logs, &run).len() >= 80 && by_seq(&spans, &run).len() >= 30 && by_seq(&points, &run).len() >= 10)
             .then_some((logs, spans, points))
     };
-    let (logs, spans, points) = wait_for(WAIT, "everything to reach rotel's backend", || complete(&recorder.requests()));
+    let (logs, spans, points) =
+        wait_for(WAIT, "everything to reach rotel's backend", || complete(&recorder.requests()));
     check_all(&logs, &spans, &points, &run, "through rotel");
 
     let from_file = |signal: &str| {
-        file_requests(&file)
-            .into_iter()
-            .filter(|r| r.get(signal_key(signal)).is_some())
-            .collect::<Vec<_>>()
+        file_requests(&file).into_iter().filter(|r| r.get(signal_key(signal)).is_some()).collect::<Vec<_>>()
     };
     let (logs, spans, points) = wait_for(WAIT, "everything in the file", || {
-        let (l, s, p) = (items(&from_file("logs"), "logs"), items(&from_file("traces"), "traces"), items(&from_file("metrics"), "metrics"));
-        (by_seq(&l, &run).len() >= 80 && by_seq(&s, &run).len() >= 30 && by_seq(&p, &run).len() >= 10).then_some((l, s, p))
+        let (l, s, p) = (
+            items(&from_file("logs"), "logs"),
+            items(&from_file("traces"), "traces"),
+            items(&from_file("metrics"), "metrics"),
+        );
+        (by_seq(&l, &run).len() >= 80 && by_seq(&s, &run).len() >= 30 && by_seq(&p, &run).len() >= 10)
+            .then_some((l, s, p))
     });
     check_all(&logs, &spans, &points, &run, "file exporter");
 
     for (signal, count) in [("logs", 80.0), ("traces", 30.0), ("metrics", 10.0)] {
-        assert_eq!(flowtel.metric("flowtel_receiver_accepted_items_total", &[("signal", signal)]), count, "accepted {signal}");
+        assert_eq!(
+            flowtel.metric("flowtel_receiver_accepted_items_total", &[("signal", signal)]),
+            count,
+            "accepted {signal}"
+        );
         assert_eq!(
             flowtel.metric("flowtel_exporter_sent_items_total", &[("exporter", "otlp_grpc/rotel"), ("signal", signal)]),
             count,
@@ -194,7 +203,9 @@ fn a_backend_outage_loses_nothing_the_queue_holds() {
     let run = format!("outage-{grpc}");
 
     assert!(send_logs(grpc, &run, 0, 10, 10).iter().all(|c| *c == tonic::Code::Ok));
-    wait_for(WAIT, "the first 100 records at the backend", || (recorded_seqs(&recorder, &run).len() == 100).then_some(()));
+    wait_for(WAIT, "the first 100 records at the backend", || {
+        (recorded_seqs(&recorder, &run).len() == 100).then_some(())
+    });
 
     rotel.child.stop();
     assert!(send_logs(grpc, &run, 100, 10, 10).iter().all(|c| *c == tonic::Code::Ok));
@@ -236,7 +247,8 @@ fn a_full_queue_drops_and_counts_exactly_what_it_cannot_hold() {
     let kept = 100 - dropped as usize;
     let seen = wait_for(WAIT, "the queued records at the backend", || {
         let seen = recorded_seqs(&recorder, &run);
-        (seen.len() >= kept && flowtel.metric("flowtel_exporter_sent_items_total", &[]) as usize == kept).then_some(seen)
+        (seen.len() >= kept && flowtel.metric("flowtel_exporter_sent_items_total", &[]) as usize == kept)
+            .then_some(seen)
     });
     assert_eq!(seen.len(), kept, "what arrived + what was counted as dropped = what was sent");
     assert!(seen.values().all(|&n| n == 1), "duplicates: {seen:?}");
@@ -314,7 +326,6 @@ service:
 
 #[test]
 fn a_stalled_pipeline_makes_the_receiver_answer_unavailable_and_counts_it() {
-    let dir = tempfile::tempdir().unwrap();
     let grpc = free_port();
     // No backend, and an exporter that blocks rather than drop: the pipeline
     // stalls, its input fills, and the receiver must push back.
@@ -323,7 +334,6 @@ fn a_stalled_pipeline_makes_the_receiver_answer_unavailable_and_counts_it() {
         free_port(),
         "{queue_size: 1, num_consumers: 1, block_on_overflow: true}",
     ));
-    let _ = dir;
     let codes = send_logs(grpc, "backpressure", 0, 120, 1);
     let refused = codes.iter().filter(|c| **c == tonic::Code::Unavailable).count();
     assert!(refused > 0, "no UNAVAILABLE among {codes:?}");

@@ -52,18 +52,12 @@ enum Task {
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Runs a command in the workspace root, failing on a non-zero exit.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command
-        .current_dir(root())
-        .status()
-        .with_context(|| format!("cannot start {command:?}"))?;
+    let status = command.current_dir(root()).status().with_context(|| format!("cannot start {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed: {status}");
     }

@@ -45,10 +45,7 @@ fn have(command: &str) -> bool {
 }
 
 fn apt_packages() -> anyhow::Result<()> {
-    let venv_ok = Command::new("python3")
-        .args(["-c", "import ensurepip, venv"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let venv_ok = Command::new("python3").args(["-c", "import ensurepip, venv"]).status().is_ok_and(|s| s.success());
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .filter(|(command, package)| !have(command) || (*package == "python3-venv" && !venv_ok))
@@ -116,10 +113,9 @@ fn home() -> PathBuf {
 
 /// tracefs and bpffs, where the kernel exposes tracepoints and pinned maps.
 fn kernel_mounts() {
-    for (path, fstype, probe) in [
-        ("/sys/kernel/tracing", "tracefs", "/sys/kernel/tracing/events"),
-        ("/sys/fs/bpf", "bpf", ""),
-    ] {
+    for (path, fstype, probe) in
+        [("/sys/kernel/tracing", "tracefs", "/sys/kernel/tracing/events"), ("/sys/fs/bpf", "bpf", "")]
+    {
         let mounted = fs::read_to_string("/proc/mounts")
             .is_ok_and(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(path)));
         if mounted || (!probe.is_empty() && Path::new(probe).exists()) {
@@ -143,7 +139,9 @@ fn python_env() -> anyhow::Result<()> {
     if !venv_python().exists() {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    run(Command::new(venv_python()).args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]).args(PYTHON_REQUIREMENTS))?;
+    run(Command::new(venv_python())
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(PYTHON_REQUIREMENTS))?;
     if !venv_python().exists() {
         bail!("the virtualenv at {} has no python", venv.display());
     }

@@ -14,10 +14,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// A problem at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            message: message.into(),
-        }
+        ConfigError { path: path.into(), message: message.into() }
     }
 }
 
@@ -44,11 +41,7 @@ impl ConfigErrors {
 
     /// `Ok(())` when `errors` is empty.
     pub fn result(errors: Vec<ConfigError>) -> Result<(), ConfigErrors> {
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(errors))
-        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
     /// Converts figment's errors (each with its key path) below `prefix`.
@@ -71,7 +64,6 @@ impl ConfigErrors {
     pub fn errors(&self) -> &[ConfigError] {
         &self.0
     }
-
 }
 
 impl IntoIterator for ConfigErrors {

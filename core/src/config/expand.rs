@@ -19,11 +19,7 @@ pub(super) fn expand_env(
     match value {
         Value::String(tag, text) => match expand_str(text, env) {
             Ok(Expanded { text: expanded, whole_reference }) => {
-                *value = if whole_reference {
-                    typed_scalar(*tag, expanded)
-                } else {
-                    Value::String(*tag, expanded)
-                };
+                *value = if whole_reference { typed_scalar(*tag, expanded) } else { Value::String(*tag, expanded) };
             }
             Err(message) => errors.push(ConfigError::new(path, message)),
         },
@@ -48,10 +44,7 @@ struct Expanded {
 
 fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expanded, String> {
     if !text.contains('$') {
-        return Ok(Expanded {
-            text: text.to_owned(),
-            whole_reference: false,
-        });
+        return Ok(Expanded { text: text.to_owned(), whole_reference: false });
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -63,9 +56,7 @@ fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expand
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unterminated `${{` in {text:?}"))?;
+            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in {text:?}"))?;
             out.push_str(&resolve(&body[..end], env)?);
             references += 1;
             rest = &body[end + 1..];
@@ -76,10 +67,7 @@ fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expand
     }
     out.push_str(rest);
     let whole_reference = references == 1 && text.starts_with("${") && text.ends_with('}');
-    Ok(Expanded {
-        text: out,
-        whole_reference,
-    })
+    Ok(Expanded { text: out, whole_reference })
 }
 
 fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
@@ -87,9 +75,7 @@ fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Stri
     let spec = match reference.split_once(':') {
         Some(("env", spec)) => spec,
         Some((scheme, _)) if !scheme.contains('-') => {
-            return Err(format!(
-                "unsupported reference `${{{reference}}}`: only `env:` is available"
-            ));
+            return Err(format!("unsupported reference `${{{reference}}}`: only `env:` is available"));
         }
         _ => reference,
     };
@@ -97,15 +83,10 @@ fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Stri
         Some((name, default)) => (name, Some(default)),
         None => (spec, None),
     };
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(format!(
-            "invalid environment variable name {name:?} in `${{{reference}}}`"
-        ));
+        return Err(format!("invalid environment variable name {name:?} in `${{{reference}}}`"));
     }
     match (env(name), default) {
         (Some(value), _) => Ok(value),

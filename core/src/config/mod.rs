@@ -50,10 +50,7 @@ impl ComponentConfig {
 
     /// Decodes the typed config; an empty or absent body takes the defaults.
     pub fn decode<T: DeserializeOwned + Validate>(&self) -> Result<T, ConfigErrors> {
-        let decoded: T = self
-            .value
-            .deserialize()
-            .map_err(|err| ConfigErrors::from_figment(&self.path, err))?;
+        let decoded: T = self.value.deserialize().map_err(|err| ConfigErrors::from_figment(&self.path, err))?;
         let problems = decoded.validate();
         if problems.is_empty() {
             Ok(decoded)
@@ -121,9 +118,8 @@ pub struct RawConfig {
 
 /// Reads and parses a config file.
 pub fn load_file(path: &Path) -> Result<RawConfig, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        ConfigErrors::one(path.display().to_string(), format!("cannot read the config file: {err}"))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| ConfigErrors::one(path.display().to_string(), format!("cannot read the config file: {err}")))?;
     load_str(&text)
 }
 
@@ -133,10 +129,7 @@ pub fn load_str(text: &str) -> Result<RawConfig, ConfigErrors> {
 }
 
 /// Parses config text, looking environment variables up with `env`.
-pub fn load_str_with_env(
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<RawConfig, ConfigErrors> {
+pub fn load_str_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RawConfig, ConfigErrors> {
     let mut top: Dict = Figment::from(Yaml::string(text))
         .extract()
         .map_err(|err| ConfigErrors::one("config", yaml_error_message(err)))?;
@@ -263,10 +256,12 @@ impl RawConfig {
                     None
                 }
             };
-            let receivers = resolve_refs(&path, ComponentKind::Receiver, &pipeline.receivers, &self.receivers, &mut errors);
+            let receivers =
+                resolve_refs(&path, ComponentKind::Receiver, &pipeline.receivers, &self.receivers, &mut errors);
             let processors =
                 resolve_refs(&path, ComponentKind::Processor, &pipeline.processors, &self.processors, &mut errors);
-            let exporters = resolve_refs(&path, ComponentKind::Exporter, &pipeline.exporters, &self.exporters, &mut errors);
+            let exporters =
+                resolve_refs(&path, ComponentKind::Exporter, &pipeline.exporters, &self.exporters, &mut errors);
             if pipeline.receivers.is_empty() {
                 errors.push(ConfigError::new(format!("{path}::receivers"), "a pipeline needs at least one receiver"));
             }
@@ -274,12 +269,7 @@ impl RawConfig {
                 errors.push(ConfigError::new(format!("{path}::exporters"), "a pipeline needs at least one exporter"));
             }
             if let Some(id) = id {
-                pipelines.push(CheckedPipeline {
-                    id,
-                    receivers,
-                    processors,
-                    exporters,
-                });
+                pipelines.push(CheckedPipeline { id, receivers, processors, exporters });
             }
         }
         ConfigErrors::result(errors).map(|()| pipelines)
@@ -298,10 +288,9 @@ fn resolve_refs(
     let mut resolved: Vec<ComponentId> = Vec::new();
     for name in names {
         match name.parse::<ComponentId>() {
-            Ok(id) if !defined.contains_key(&id) => errors.push(ConfigError::new(
-                path.clone(),
-                format!("`{id}` is not defined under `{section}`"),
-            )),
+            Ok(id) if !defined.contains_key(&id) => {
+                errors.push(ConfigError::new(path.clone(), format!("`{id}` is not defined under `{section}`")))
+            }
             Ok(id) if resolved.contains(&id) => {
                 errors.push(ConfigError::new(path.clone(), format!("`{id}` is listed twice")));
             }
@@ -313,11 +302,7 @@ fn resolve_refs(
 }
 
 fn join_path(prefix: &str, field: &str) -> String {
-    if field.is_empty() {
-        prefix.to_owned()
-    } else {
-        format!("{prefix}::{field}")
-    }
+    if field.is_empty() { prefix.to_owned() } else { format!("{prefix}::{field}") }
 }
 
 fn describe(value: &Value) -> &'static str {

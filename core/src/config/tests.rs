@@ -5,7 +5,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn paths(result: Result<RawConfig, ConfigErrors>) -> Vec<String> {
-    result.err().expect("config should be refused").into_iter().map(|e| e.path).collect()
+    result.expect_err("config should be refused").into_iter().map(|e| e.path).collect()
 }
 
 #[test]
@@ -40,18 +40,12 @@ service:
 
 #[test]
 fn unknown_sections_and_bad_ids_are_all_reported() {
-    let found = paths(load_str_with_env(
-        "recievers: {}\nreceivers: {'bad id/': {}}\nservice: {pipelines: {}}\n",
-        &env,
-    ));
+    let found = paths(load_str_with_env("recievers: {}\nreceivers: {'bad id/': {}}\nservice: {pipelines: {}}\n", &env));
     assert_eq!(found, vec!["recievers", "receivers::bad id/"]);
 }
 
 #[test]
 fn telemetry_is_strict() {
-    let found = paths(load_str_with_env(
-        "service: {telemetry: {metrics: {address: 'x'}, logs: {level: loud}}}",
-        &env,
-    ));
+    let found = paths(load_str_with_env("service: {telemetry: {metrics: {address: 'x'}, logs: {level: loud}}}", &env));
     assert!(found.iter().all(|p| p.starts_with("service::telemetry")), "{found:?}");
 }

@@ -15,10 +15,7 @@ pub struct HostPort {
 impl HostPort {
     /// A host and port.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        HostPort {
-            host: host.into(),
-            port,
-        }
+        HostPort { host: host.into(), port }
     }
 
     /// The host part, without brackets.
@@ -43,13 +40,11 @@ impl FromStr for HostPort {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let expected = "expected `host:port`, e.g. `127.0.0.1:4317` or `[::1]:4317`";
-        let (host, port) = text
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{text:?} has no port; {expected}"))?;
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{text:?} has no port; {expected}"))?;
         let host = match host.strip_prefix('[') {
-            Some(inner) => inner
-                .strip_suffix(']')
-                .ok_or_else(|| format!("{text:?} has an unclosed `[`; {expected}"))?,
+            Some(inner) => {
+                inner.strip_suffix(']').ok_or_else(|| format!("{text:?} has an unclosed `[`; {expected}"))?
+            }
             None if host.contains(':') => {
                 return Err(format!("{text:?}: an IPv6 host needs brackets; {expected}"));
             }
@@ -58,9 +53,7 @@ impl FromStr for HostPort {
         if host.contains(['/', ' ', '@']) {
             return Err(format!("{text:?} is not a host name or IP address; {expected}"));
         }
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("{text:?} has no valid port (0-65535); {expected}"))?;
+        let port = port.parse::<u16>().map_err(|_| format!("{text:?} has no valid port (0-65535); {expected}"))?;
         Ok(HostPort::new(host, port))
     }
 }

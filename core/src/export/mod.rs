@@ -10,8 +10,8 @@ use std::num::NonZeroUsize;
 
 use serde::Deserialize;
 
-pub use retry::{Backoff, RetryConfig};
 pub use request::{ExportRequest, outcome};
+pub use retry::{Backoff, RetryConfig};
 pub use tls::{TlsClientConfig, install_crypto_provider};
 
 use crate::config::Validate;
@@ -46,10 +46,7 @@ impl QueueConfig {
     /// The queue for an exporter that writes locally (debug, file): one
     /// consumer keeps its output in order.
     pub fn local() -> Self {
-        QueueConfig {
-            num_consumers: NonZeroUsize::MIN,
-            ..Self::default()
-        }
+        QueueConfig { num_consumers: NonZeroUsize::MIN, ..Self::default() }
     }
 }
 

@@ -26,9 +26,7 @@ impl ExportRequest {
     pub fn from_payload(payload: &Payload) -> Self {
         match payload {
             Payload::Logs(v) => ExportRequest::Logs(ExportLogsServiceRequest { resource_logs: v.clone() }),
-            Payload::Metrics(v) => ExportRequest::Metrics(ExportMetricsServiceRequest {
-                resource_metrics: v.clone(),
-            }),
+            Payload::Metrics(v) => ExportRequest::Metrics(ExportMetricsServiceRequest { resource_metrics: v.clone() }),
             Payload::Traces(v) => ExportRequest::Traces(ExportTraceServiceRequest { resource_spans: v.clone() }),
         }
     }

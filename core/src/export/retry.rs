@@ -45,10 +45,7 @@ impl Default for RetryConfig {
 impl RetryConfig {
     /// No retries (for exporters that write locally).
     pub fn disabled() -> Self {
-        RetryConfig {
-            enabled: false,
-            ..Self::default()
-        }
+        RetryConfig { enabled: false, ..Self::default() }
     }
 }
 
@@ -84,20 +81,13 @@ pub struct Backoff {
 impl Backoff {
     /// Starts a sequence of waits.
     pub fn new(config: &RetryConfig) -> Self {
-        Backoff {
-            current: config.initial_interval,
-            config: config.clone(),
-        }
+        Backoff { current: config.initial_interval, config: config.clone() }
     }
 
     /// The next wait: randomised around the current interval, which then grows.
     pub fn next_wait(&mut self) -> Duration {
         let factor = self.config.randomization_factor;
-        let jitter = if factor > 0.0 {
-            rand::rng().random_range(1.0 - factor..=1.0 + factor)
-        } else {
-            1.0
-        };
+        let jitter = if factor > 0.0 { rand::rng().random_range(1.0 - factor..=1.0 + factor) } else { 1.0 };
         let wait = self.current.mul_f64(jitter);
         self.current = self.current.mul_f64(self.config.multiplier).min(self.config.max_interval);
         wait
@@ -124,11 +114,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let config = RetryConfig {
-            multiplier: 0.5,
-            randomization_factor: 2.0,
-            ..RetryConfig::default()
-        };
+        let config = RetryConfig { multiplier: 0.5, randomization_factor: 2.0, ..RetryConfig::default() };
         let fields: Vec<String> = config.validate().into_iter().map(|(f, _)| f).collect();
         assert_eq!(fields, vec!["randomization_factor", "multiplier"]);
     }

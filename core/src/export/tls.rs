@@ -35,10 +35,13 @@ impl Validate for TlsClientConfig {
         let mut problems = Vec::new();
         match (&self.cert_file, &self.key_file) {
             (Some(_), None) => problems.push(("key_file".into(), "cert_file is set, so key_file is needed too".into())),
-            (None, Some(_)) => problems.push(("cert_file".into(), "key_file is set, so cert_file is needed too".into())),
+            (None, Some(_)) => {
+                problems.push(("cert_file".into(), "key_file is set, so cert_file is needed too".into()))
+            }
             _ => {}
         }
-        for (field, path) in [("ca_file", &self.ca_file), ("cert_file", &self.cert_file), ("key_file", &self.key_file)] {
+        for (field, path) in [("ca_file", &self.ca_file), ("cert_file", &self.cert_file), ("key_file", &self.key_file)]
+        {
             if let Some(path) = path
                 && !path.is_file()
             {

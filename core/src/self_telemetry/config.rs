@@ -78,11 +78,7 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig {
-            level: MetricsLevel::Normal,
-            address: HostPort::new("127.0.0.1", 8888),
-            otlp: None,
-        }
+        MetricsConfig { level: MetricsLevel::Normal, address: HostPort::new("127.0.0.1", 8888), otlp: None }
     }
 }
 

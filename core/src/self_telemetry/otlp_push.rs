@@ -32,11 +32,8 @@ impl OtlpPush {
             .build();
         let meter = provider.meter("flowtel");
 
-        let names: BTreeSet<(&'static str, &'static str, bool)> = registry
-            .samples()
-            .into_iter()
-            .map(|s| (s.name, s.help, s.is_counter))
-            .collect();
+        let names: BTreeSet<(&'static str, &'static str, bool)> =
+            registry.samples().into_iter().map(|s| (s.name, s.help, s.is_counter)).collect();
         for (name, help, is_counter) in names {
             let otel_name = name.strip_suffix("_total").unwrap_or(name);
             let registry = registry.clone();
@@ -73,9 +70,7 @@ impl OtlpPush {
                     .build();
             }
         }
-        Ok(OtlpPush {
-            provider: Some(provider),
-        })
+        Ok(OtlpPush { provider: Some(provider) })
     }
 
     /// Pushes once more and stops. Safe to call twice.

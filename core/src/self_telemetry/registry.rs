@@ -116,29 +116,39 @@ impl MetricsRegistry {
         let mut labels: Labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         labels.sort();
         let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
-        let family = families.entry(name).or_insert_with(|| Family {
-            help,
-            is_counter,
-            series: BTreeMap::new(),
-        });
+        let family = families.entry(name).or_insert_with(|| Family { help, is_counter, series: BTreeMap::new() });
         get(family.series.entry(labels).or_insert_with(make))
     }
 
     /// The counter `name` with `labels`, created at zero on first use.
     pub fn counter(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
-        self.series(name, help, true, labels, || Series::Counter(Counter::default()), |s| match s {
-            Series::Counter(c) => Some(c.clone()),
-            _ => None,
-        })
+        self.series(
+            name,
+            help,
+            true,
+            labels,
+            || Series::Counter(Counter::default()),
+            |s| match s {
+                Series::Counter(c) => Some(c.clone()),
+                _ => None,
+            },
+        )
         .unwrap_or_default()
     }
 
     /// The gauge `name` with `labels`, created at zero on first use.
     pub fn gauge(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Gauge {
-        self.series(name, help, false, labels, || Series::Gauge(Gauge::default()), |s| match s {
-            Series::Gauge(g) => Some(g.clone()),
-            _ => None,
-        })
+        self.series(
+            name,
+            help,
+            false,
+            labels,
+            || Series::Gauge(Gauge::default()),
+            |s| match s {
+                Series::Gauge(g) => Some(g.clone()),
+                _ => None,
+            },
+        )
         .unwrap_or_default()
     }
 

@@ -64,11 +64,7 @@ impl TelemetryServer {
             }
         });
         tracing::info!(address = %local_addr, "Serving own metrics on /metrics, health on /healthz and /readyz.");
-        Ok(TelemetryServer {
-            stop,
-            task: Some(task),
-            local_addr,
-        })
+        Ok(TelemetryServer { stop, task: Some(task), local_addr })
     }
 
     /// Stops serving. Safe to call twice.
@@ -81,16 +77,9 @@ impl TelemetryServer {
 }
 
 async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
-    (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.registry.render_prometheus(),
-    )
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.registry.render_prometheus())
 }
 
 async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-    }
+    if state.health.is_ready() { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") }
 }

@@ -55,7 +55,12 @@ impl ExporterMetrics {
     fn new(registry: &MetricsRegistry, id: &str) -> Self {
         let labels = [("exporter", id)];
         ExporterMetrics {
-            sent: SignalCounters::new(registry, "flowtel_exporter_sent_items_total", "Items the backend accepted.", &labels),
+            sent: SignalCounters::new(
+                registry,
+                "flowtel_exporter_sent_items_total",
+                "Items the backend accepted.",
+                &labels,
+            ),
             send_failed: SignalCounters::new(
                 registry,
                 "flowtel_exporter_send_failed_items_total",
@@ -138,9 +143,12 @@ impl ExporterQueue {
             .gauge("flowtel_exporter_queue_capacity", "Batches the sending queue can hold.", &labels)
             .set(capacity as i64);
         let len_of = receiver.clone();
-        registry.observed_gauge("flowtel_exporter_queue_size", "Batches waiting in the sending queue.", &labels, move || {
-            len_of.len() as i64
-        });
+        registry.observed_gauge(
+            "flowtel_exporter_queue_size",
+            "Batches waiting in the sending queue.",
+            &labels,
+            move || len_of.len() as i64,
+        );
         let metrics = ExporterMetrics::new(registry, &id_text);
         let hard_stop = CancellationToken::new();
         let worker = Worker {
@@ -150,23 +158,14 @@ impl ExporterQueue {
             metrics: metrics.clone(),
             hard_stop: hard_stop.clone(),
         };
-        let workers = (0..consumers)
-            .map(|_| tokio::spawn(worker.clone().run(receiver.clone())))
-            .collect();
+        let workers = (0..consumers).map(|_| tokio::spawn(worker.clone().run(receiver.clone()))).collect();
         let inlet = ExporterInlet {
             id: Arc::from(id_text.as_str()),
             sender: sender.clone(),
             block_on_overflow: block,
             metrics,
         };
-        ExporterQueue {
-            id,
-            exporter,
-            sender,
-            workers,
-            hard_stop,
-            inlet,
-        }
+        ExporterQueue { id, exporter, sender, workers, hard_stop, inlet }
     }
 
     pub(crate) fn inlet(&self) -> ExporterInlet {
@@ -266,4 +265,3 @@ impl Worker {
         }
     }
 }
-

@@ -44,9 +44,7 @@ impl ReceiverOutput {
         for (signal, sender) in inputs {
             by_signal[index(signal)].push(sender);
         }
-        ReceiverOutput {
-            targets: Arc::new(Targets { by_signal, wait }),
-        }
+        ReceiverOutput { targets: Arc::new(Targets { by_signal, wait }) }
     }
 
     /// Whether any pipeline takes this signal from the receiver.

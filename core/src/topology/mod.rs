@@ -90,24 +90,24 @@ impl Topology {
             for receiver_id in &pipeline.receivers {
                 inputs.entry(receiver_id.clone()).or_default().push((pipeline.id.signal(), sender.clone()));
             }
-            let inlets = pipeline.exporters.iter().filter_map(|id| exporters.get(id)).map(ExporterQueue::inlet).collect();
-            let runner = PipelineRunner::new(pipeline.id, receiver, pipeline.processors, inlets, pipeline_stop.clone(), &registry);
+            let inlets =
+                pipeline.exporters.iter().filter_map(|id| exporters.get(id)).map(ExporterQueue::inlet).collect();
+            let runner = PipelineRunner::new(
+                pipeline.id,
+                receiver,
+                pipeline.processors,
+                inlets,
+                pipeline_stop.clone(),
+                &registry,
+            );
             pipelines.push(tokio::spawn(runner.run()));
         }
 
-        let mut topology = Topology {
-            receivers: Vec::new(),
-            pipelines,
-            pipeline_stop,
-            exporters: exporters.into_values().collect(),
-        };
+        let mut topology =
+            Topology { receivers: Vec::new(), pipelines, pipeline_stop, exporters: exporters.into_values().collect() };
         for (id, mut receiver) in spec.receivers {
             let output = ReceiverOutput::new(inputs.remove(&id).unwrap_or_default(), RECEIVER_PUSH_WAIT);
-            let ctx = ReceiverContext {
-                id: id.clone(),
-                output,
-                metrics: registry.clone(),
-            };
+            let ctx = ReceiverContext { id: id.clone(), output, metrics: registry.clone() };
             if let Err(err) = receiver.start(ctx).await {
                 topology.shutdown(Duration::from_secs(5)).await;
                 return Err(err);

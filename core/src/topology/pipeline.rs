@@ -59,13 +59,7 @@ impl PipelineRunner {
                 }
             })
             .collect();
-        PipelineRunner {
-            id,
-            input,
-            stages,
-            exporters,
-            stop,
-        }
+        PipelineRunner { id, input, stages, exporters, stop }
     }
 
     /// Runs until stopped; then drains the input, flushes every processor in

@@ -16,8 +16,7 @@ use flowtel_ebpf_common::{DIRECTION_EGRESS, DIRECTION_INGRESS, DIRECTIONS, Traff
 
 /// Packets and bytes per direction, per CPU (so no atomics are needed).
 #[map(name = "TRAFFIC_COUNTERS")]
-static TRAFFIC_COUNTERS: PerCpuArray<TrafficCounter> =
-    PerCpuArray::with_max_entries(DIRECTIONS, 0);
+static TRAFFIC_COUNTERS: PerCpuArray<TrafficCounter> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
 
 /// Counts traffic received on the interface it is attached to.
 #[classifier]

@@ -27,8 +27,17 @@ pub(super) fn lines(payload: &Payload) -> String {
             for resource in resources {
                 for scope in &resource.scope_logs {
                     for record in &scope.log_records {
-                        let time = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
-                        let _ = write!(out, "{} {}", timestamp(time), severity(&record.severity_text, record.severity_number));
+                        let time = if record.time_unix_nano != 0 {
+                            record.time_unix_nano
+                        } else {
+                            record.observed_time_unix_nano
+                        };
+                        let _ = write!(
+                            out,
+                            "{} {}",
+                            timestamp(time),
+                            severity(&record.severity_text, record.severity_number)
+                        );
                         if !record.event_name.is_empty() {
                             let _ = write!(out, " {}", record.event_name);
                         }
@@ -79,35 +88,58 @@ fn metric_lines(out: &mut String, metric: &opentelemetry_proto::tonic::metrics::
     match &metric.data {
         Some(Data::Gauge(g)) => {
             for point in &g.data_points {
-                let _ = write!(out, "{} {} {}{unit}", timestamp(point.time_unix_nano), metric.name, number(&point.value));
+                let _ =
+                    write!(out, "{} {} {}{unit}", timestamp(point.time_unix_nano), metric.name, number(&point.value));
                 attributes(out, &point.attributes);
                 out.push('\n');
             }
         }
         Some(Data::Sum(s)) => {
             for point in &s.data_points {
-                let _ = write!(out, "{} {} {}{unit}", timestamp(point.time_unix_nano), metric.name, number(&point.value));
+                let _ =
+                    write!(out, "{} {} {}{unit}", timestamp(point.time_unix_nano), metric.name, number(&point.value));
                 attributes(out, &point.attributes);
                 out.push('\n');
             }
         }
         Some(Data::Histogram(h)) => {
             for point in &h.data_points {
-                let _ = write!(out, "{} {} count={} sum={}{unit}", timestamp(point.time_unix_nano), metric.name, point.count, point.sum.unwrap_or(0.0));
+                let _ = write!(
+                    out,
+                    "{} {} count={} sum={}{unit}",
+                    timestamp(point.time_unix_nano),
+                    metric.name,
+                    point.count,
+                    point.sum.unwrap_or(0.0)
+                );
                 attributes(out, &point.attributes);
                 out.push('\n');
             }
         }
         Some(Data::ExponentialHistogram(h)) => {
             for point in &h.data_points {
-                let _ = write!(out, "{} {} count={} sum={}{unit}", timestamp(point.time_unix_nano), metric.name, point.count, point.sum.unwrap_or(0.0));
+                let _ = write!(
+                    out,
+                    "{} {} count={} sum={}{unit}",
+                    timestamp(point.time_unix_nano),
+                    metric.name,
+                    point.count,
+                    point.sum.unwrap_or(0.0)
+                );
                 attributes(out, &point.attributes);
                 out.push('\n');
             }
         }
         Some(Data::Summary(s)) => {
             for point in &s.data_points {
-                let _ = write!(out, "{} {} count={} sum={}{unit}", timestamp(point.time_unix_nano), metric.name, point.count, point.sum);
+                let _ = write!(
+                    out,
+                    "{} {} count={} sum={}{unit}",
+                    timestamp(point.time_unix_nano),
+                    metric.name,
+                    point.count,
+                    point.sum
+                );
                 attributes(out, &point.attributes);
                 out.push('\n');
             }
@@ -198,7 +230,13 @@ fn value(value: &Value) -> String {
             let items: Vec<String> = kv
                 .values
                 .iter()
-                .map(|kv| format!("{}={}", kv.key, kv.value.as_ref().and_then(|v| v.value.as_ref()).map(self::value).unwrap_or_default()))
+                .map(|kv| {
+                    format!(
+                        "{}={}",
+                        kv.key,
+                        kv.value.as_ref().and_then(|v| v.value.as_ref()).map(self::value).unwrap_or_default()
+                    )
+                })
                 .collect();
             format!("{{{}}}", items.join(","))
         }

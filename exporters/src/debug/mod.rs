@@ -48,9 +48,7 @@ pub struct DebugExporter {
 impl DebugExporter {
     /// An exporter printing at `config.verbosity`.
     pub fn new(config: &DebugConfig) -> Self {
-        DebugExporter {
-            verbosity: config.verbosity,
-        }
+        DebugExporter { verbosity: config.verbosity }
     }
 
     /// The text printed for `payload`.

@@ -43,10 +43,7 @@ pub struct RotationConfig {
 
 impl Default for RotationConfig {
     fn default() -> Self {
-        RotationConfig {
-            max_megabytes: 100,
-            max_backups: 100,
-        }
+        RotationConfig { max_megabytes: 100, max_backups: 100 }
     }
 }
 
@@ -161,13 +158,7 @@ mod tests {
     fn payload(records: usize) -> Payload {
         Payload::Logs(vec![ResourceLogs {
             scope_logs: vec![ScopeLogs {
-                log_records: vec![
-                    LogRecord {
-                        event_name: "network.flow".into(),
-                        ..Default::default()
-                    };
-                    records
-                ],
+                log_records: vec![LogRecord { event_name: "network.flow".into(), ..Default::default() }; records],
                 ..Default::default()
             }],
             ..Default::default()
@@ -178,11 +169,7 @@ mod tests {
     async fn one_json_line_per_batch_and_rotation_by_size() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("out.json");
-        let exporter = FileExporter::new(&FileConfig {
-            path: path.clone(),
-            rotation: None,
-        })
-        .expect("open");
+        let exporter = FileExporter::new(&FileConfig { path: path.clone(), rotation: None }).expect("open");
         exporter.export(&payload(2)).await.expect("write");
         exporter.export(&payload(3)).await.expect("write");
         let text = std::fs::read_to_string(&path).expect("read");

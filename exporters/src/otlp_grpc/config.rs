@@ -48,7 +48,8 @@ impl OtlpGrpcConfig {
         } else {
             format!("https://{}", self.endpoint)
         };
-        let uri: http::Uri = text.parse().map_err(|err| format!("{:?} is not a valid endpoint: {err}", self.endpoint))?;
+        let uri: http::Uri =
+            text.parse().map_err(|err| format!("{:?} is not a valid endpoint: {err}", self.endpoint))?;
         match (uri.scheme_str(), uri.host()) {
             (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
             (Some(scheme), _) if scheme != "http" && scheme != "https" => {

@@ -47,9 +47,7 @@ impl OtlpGrpcExporter {
         let use_tls = uri.scheme_str() == Some("https");
         let mut endpoint = Endpoint::from(uri).timeout(config.timeout).connect_timeout(config.timeout);
         if use_tls {
-            endpoint = endpoint
-                .tls_config(tls_config(&config.tls)?)
-                .map_err(|err| format!("tls: {err}"))?;
+            endpoint = endpoint.tls_config(tls_config(&config.tls)?).map_err(|err| format!("tls: {err}"))?;
         }
         let channel = endpoint.connect_lazy();
         let mut metadata = MetadataMap::new();
@@ -71,13 +69,7 @@ impl OtlpGrpcExporter {
             metrics = metrics.send_compressed(encoding).accept_compressed(encoding);
             traces = traces.send_compressed(encoding).accept_compressed(encoding);
         }
-        Ok(OtlpGrpcExporter {
-            logs,
-            metrics,
-            traces,
-            metadata,
-            timeout: config.timeout,
-        })
+        Ok(OtlpGrpcExporter { logs, metrics, traces, metadata, timeout: config.timeout })
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -91,7 +83,9 @@ impl OtlpGrpcExporter {
 fn tls_config(tls: &TlsClientConfig) -> Result<ClientTlsConfig, String> {
     let mut config = ClientTlsConfig::new();
     match &tls.ca_file {
-        Some(ca_file) => config = config.ca_certificate(Certificate::from_pem(TlsClientConfig::read("ca_file", ca_file)?)),
+        Some(ca_file) => {
+            config = config.ca_certificate(Certificate::from_pem(TlsClientConfig::read("ca_file", ca_file)?))
+        }
         None => config = config.with_native_roots(),
     }
     if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
@@ -137,9 +131,12 @@ impl Exporter for OtlpGrpcExporter {
 fn classify(status: &Status) -> ExportError {
     let message = format!("gRPC {:?}: {}", status.code(), status.message());
     match status.code() {
-        Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::Unavailable | Code::DataLoss => {
-            ExportError::retryable(message, retry_delay(status))
-        }
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => ExportError::retryable(message, retry_delay(status)),
         Code::ResourceExhausted => match retry_delay(status) {
             Some(delay) => ExportError::retryable(message, Some(delay)),
             None => ExportError::permanent(message),
@@ -216,23 +213,13 @@ mod tests {
 
     #[test]
     fn resource_exhausted_with_retry_info_is_retried_after_the_delay() {
-        let info = RetryInfo {
-            retry_delay: Some(wire::ProtoDuration { seconds: 2, nanos: 500 }),
-        };
+        let info = RetryInfo { retry_delay: Some(wire::ProtoDuration { seconds: 2, nanos: 500 }) };
         let details = RpcStatus {
             code: Code::ResourceExhausted as i32,
             message: "slow down".into(),
-            details: vec![wire::Any {
-                type_url: RETRY_INFO_TYPE.into(),
-                value: info.encode_to_vec(),
-            }],
+            details: vec![wire::Any { type_url: RETRY_INFO_TYPE.into(), value: info.encode_to_vec() }],
         };
         let status = Status::with_details(Code::ResourceExhausted, "slow down", details.encode_to_vec().into());
-        assert_eq!(
-            classify(&status).kind,
-            ExportErrorKind::Retryable {
-                throttle: Some(Duration::new(2, 500))
-            }
-        );
+        assert_eq!(classify(&status).kind, ExportErrorKind::Retryable { throttle: Some(Duration::new(2, 500)) });
     }
 }

@@ -33,7 +33,8 @@ impl OtlpHttpExporter {
         install_crypto_provider();
         let mut headers = header::HeaderMap::new();
         for (name, value) in &config.headers {
-            let name = header::HeaderName::from_bytes(name.as_bytes()).map_err(|err| format!("headers::{name}: {err}"))?;
+            let name =
+                header::HeaderName::from_bytes(name.as_bytes()).map_err(|err| format!("headers::{name}: {err}"))?;
             let value = header::HeaderValue::from_str(value).map_err(|err| format!("headers::{name}: {err}"))?;
             headers.insert(name, value);
         }
@@ -93,16 +94,14 @@ impl Exporter for OtlpHttpExporter {
                 "application/json",
             ),
         };
-        let (body, content_encoding) =
-            compress(self.compression, body).map_err(|err| ExportError::permanent(format!("cannot compress: {err}")))?;
+        let (body, content_encoding) = compress(self.compression, body)
+            .map_err(|err| ExportError::permanent(format!("cannot compress: {err}")))?;
         let mut builder = self.client.post(url.clone()).header(header::CONTENT_TYPE, content_type).body(body);
         if let Some(content_encoding) = content_encoding {
             builder = builder.header(header::CONTENT_ENCODING, content_encoding);
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|err| ExportError::retryable(format!("POST {url}: {err}"), None))?;
+        let response =
+            builder.send().await.map_err(|err| ExportError::retryable(format!("POST {url}: {err}"), None))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -119,9 +118,10 @@ impl Exporter for OtlpHttpExporter {
         }
         let message = format!("POST {url}: HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(512)]));
         Err(match status {
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
-                ExportError::retryable(message, retry_after)
-            }
+            StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => ExportError::retryable(message, retry_after),
             _ => ExportError::permanent(message),
         })
     }

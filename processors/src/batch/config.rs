@@ -22,11 +22,7 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig {
-            send_batch_size: 8192,
-            send_batch_max_size: 0,
-            timeout: Duration::from_millis(200),
-        }
+        BatchConfig { send_batch_size: 8192, send_batch_max_size: 0, timeout: Duration::from_millis(200) }
     }
 }
 

@@ -21,12 +21,7 @@ pub struct BatchProcessor {
 impl BatchProcessor {
     /// A processor with the given (validated) config.
     pub fn new(config: BatchConfig) -> Self {
-        BatchProcessor {
-            config,
-            pending: None,
-            pending_items: 0,
-            deadline: None,
-        }
+        BatchProcessor { config, pending: None, pending_items: 0, deadline: None }
     }
 
     /// Emits `payload` cut into pieces of at most `send_batch_max_size` items.

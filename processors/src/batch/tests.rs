@@ -8,10 +8,7 @@ use super::{BatchConfig, BatchProcessor};
 
 fn records(n: usize) -> Payload {
     Payload::Logs(vec![ResourceLogs {
-        scope_logs: vec![ScopeLogs {
-            log_records: vec![LogRecord::default(); n],
-            ..Default::default()
-        }],
+        scope_logs: vec![ScopeLogs { log_records: vec![LogRecord::default(); n], ..Default::default() }],
         ..Default::default()
     }])
 }
@@ -21,11 +18,7 @@ fn sizes(out: &[Payload]) -> Vec<usize> {
 }
 
 fn config(size: usize, max: usize, timeout_ms: u64) -> BatchConfig {
-    BatchConfig {
-        send_batch_size: size,
-        send_batch_max_size: max,
-        timeout: Duration::from_millis(timeout_ms),
-    }
+    BatchConfig { send_batch_size: size, send_batch_max_size: max, timeout: Duration::from_millis(timeout_ms) }
 }
 
 #[test]

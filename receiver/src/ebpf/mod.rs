@@ -64,10 +64,7 @@ impl TcTrafficCounter {
             let program_error = |source| EbpfError::Program { program: name, source };
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
-                .ok_or(EbpfError::Map {
-                    map: name,
-                    message: "program missing from the object".into(),
-                })?
+                .ok_or(EbpfError::Map { map: name, message: "program missing from the object".into() })?
                 .try_into()
                 .map_err(program_error)?;
             program.load().map_err(program_error)?;
@@ -78,14 +75,8 @@ impl TcTrafficCounter {
 
     /// Sums the per-CPU counters.
     pub fn totals(&self) -> Result<TrafficTotals, EbpfError> {
-        let map_error = |message: String| EbpfError::Map {
-            map: TRAFFIC_COUNTERS_MAP,
-            message,
-        };
-        let map = self
-            .ebpf
-            .map(TRAFFIC_COUNTERS_MAP)
-            .ok_or_else(|| map_error("missing from the object".into()))?;
+        let map_error = |message: String| EbpfError::Map { map: TRAFFIC_COUNTERS_MAP, message };
+        let map = self.ebpf.map(TRAFFIC_COUNTERS_MAP).ok_or_else(|| map_error("missing from the object".into()))?;
         let counters: PerCpuArray<_, flowtel_ebpf_common::TrafficCounter> =
             PerCpuArray::try_from(map).map_err(|err| map_error(err.to_string()))?;
         let sum = |direction: u32| -> Result<flowtel_ebpf_common::TrafficCounter, EbpfError> {
@@ -95,9 +86,6 @@ impl TcTrafficCounter {
             }
             Ok(total)
         };
-        Ok(TrafficTotals {
-            ingress: sum(DIRECTION_INGRESS)?,
-            egress: sum(DIRECTION_EGRESS)?,
-        })
+        Ok(TrafficTotals { ingress: sum(DIRECTION_INGRESS)?, egress: sum(DIRECTION_EGRESS)? })
     }
 }

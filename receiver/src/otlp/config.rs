@@ -46,10 +46,7 @@ pub struct GrpcConfig {
 
 impl Default for GrpcConfig {
     fn default() -> Self {
-        GrpcConfig {
-            endpoint: HostPort::new("127.0.0.1", 4317),
-            max_recv_msg_size_mib: 4,
-        }
+        GrpcConfig { endpoint: HostPort::new("127.0.0.1", 4317), max_recv_msg_size_mib: 4 }
     }
 }
 
@@ -99,7 +96,8 @@ impl Validate for OtlpReceiverConfig {
                 ("traces_url_path", &http.traces_url_path),
             ] {
                 if !path.starts_with('/') {
-                    problems.push((format!("protocols::http::{field}"), format!("must start with '/', found {path:?}")));
+                    problems
+                        .push((format!("protocols::http::{field}"), format!("must start with '/', found {path:?}")));
                 }
             }
             if http.max_request_body_size.as_u64() == 0 {

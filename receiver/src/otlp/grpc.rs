@@ -26,7 +26,12 @@ use super::{
     signal::{Logs, Metrics, OtlpSignal, Traces},
 };
 
-pub(super) fn serve(listener: TcpListener, config: &GrpcConfig, intake: Intake, stop: CancellationToken) -> JoinHandle<()> {
+pub(super) fn serve(
+    listener: TcpListener,
+    config: &GrpcConfig,
+    intake: Intake,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     let max_message = config.max_recv_msg_size_mib as usize * 1024 * 1024;
     // A signal no pipeline takes from this receiver is not served, so its
     // clients get UNIMPLEMENTED, as from the collector.
@@ -58,21 +63,13 @@ struct ExportService<S> {
 
 impl<S> Clone for ExportService<S> {
     fn clone(&self) -> Self {
-        ExportService {
-            intake: self.intake.clone(),
-            max_message: self.max_message,
-            signal: PhantomData,
-        }
+        ExportService { intake: self.intake.clone(), max_message: self.max_message, signal: PhantomData }
     }
 }
 
 impl<S: OtlpSignal> ExportService<S> {
     fn new(intake: Intake, max_message: usize) -> Self {
-        ExportService {
-            intake,
-            max_message,
-            signal: PhantomData,
-        }
+        ExportService { intake, max_message, signal: PhantomData }
     }
 }
 

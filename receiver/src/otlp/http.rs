@@ -32,7 +32,12 @@ struct HttpState {
     max_body: usize,
 }
 
-pub(super) fn serve(listener: TcpListener, config: &HttpConfig, intake: Intake, stop: CancellationToken) -> JoinHandle<()> {
+pub(super) fn serve(
+    listener: TcpListener,
+    config: &HttpConfig,
+    intake: Intake,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     let max_body = usize::try_from(config.max_request_body_size.as_u64()).unwrap_or(usize::MAX);
     let mut app = Router::new();
     if intake.accepts(Logs::SIGNAL) {
@@ -44,9 +49,7 @@ pub(super) fn serve(listener: TcpListener, config: &HttpConfig, intake: Intake, 
     if intake.accepts(Traces::SIGNAL) {
         app = app.route(&config.traces_url_path, post(export::<Traces>));
     }
-    let app = app
-        .with_state(HttpState { intake, max_body })
-        .layer(DefaultBodyLimit::max(max_body));
+    let app = app.with_state(HttpState { intake, max_body }).layer(DefaultBodyLimit::max(max_body));
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
             tracing::error!(error = %err, "OTLP/HTTP server failed.");
@@ -105,9 +108,7 @@ const CODE_UNAVAILABLE: i32 = 14;
 
 fn reply(status: StatusCode, format: Format, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
     response
 }
 
@@ -117,10 +118,7 @@ fn error_reply(status: StatusCode, format: Format, code: i32, message: String) -
 
 async fn export<S: OtlpSignal>(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(format) = Format::from_headers(&headers) else {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Type must be {PROTOBUF} or {JSON}"),
-        )
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type must be {PROTOBUF} or {JSON}"))
             .into_response();
     };
     let body = match decompress(&headers, body, state.max_body) {
@@ -146,9 +144,7 @@ fn refusal_reply(format: Format, refusal: Refusal) -> Response {
         Refusal::Malformed(message) => error_reply(StatusCode::BAD_REQUEST, format, CODE_INVALID_ARGUMENT, message),
         Refusal::Unavailable(err) => {
             let mut response = error_reply(StatusCode::SERVICE_UNAVAILABLE, format, CODE_UNAVAILABLE, err.to_string());
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
             response
         }
     }

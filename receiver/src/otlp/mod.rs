@@ -34,11 +34,7 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// A receiver with the given (validated) config.
     pub fn new(config: OtlpReceiverConfig) -> Self {
-        OtlpReceiver {
-            config,
-            stop: CancellationToken::new(),
-            servers: Vec::new(),
-        }
+        OtlpReceiver { config, stop: CancellationToken::new(), servers: Vec::new() }
     }
 }
 
@@ -65,7 +61,12 @@ impl Intake {
         let labels = [("receiver", id.as_str()), ("transport", transport)];
         Intake {
             output,
-            accepted: SignalCounters::new(registry, "flowtel_receiver_accepted_items_total", "Items taken into the pipelines.", &labels),
+            accepted: SignalCounters::new(
+                registry,
+                "flowtel_receiver_accepted_items_total",
+                "Items taken into the pipelines.",
+                &labels,
+            ),
             refused: SignalCounters::new(
                 registry,
                 "flowtel_receiver_refused_items_total",
@@ -109,9 +110,17 @@ impl Intake {
     }
 }
 
-async fn bind(id: &ComponentId, protocol: &str, endpoint: &flowtel_core::config::HostPort) -> Result<TcpListener, ComponentError> {
+async fn bind(
+    id: &ComponentId,
+    protocol: &str,
+    endpoint: &flowtel_core::config::HostPort,
+) -> Result<TcpListener, ComponentError> {
     let error = |err: std::io::Error| {
-        ComponentError::new(ComponentKind::Receiver, id, format!("cannot listen for OTLP/{protocol} on {endpoint}: {err}"))
+        ComponentError::new(
+            ComponentKind::Receiver,
+            id,
+            format!("cannot listen for OTLP/{protocol} on {endpoint}: {err}"),
+        )
     };
     let addrs = endpoint.resolve().await.map_err(error)?;
     TcpListener::bind(addrs.as_slice()).await.map_err(error)
