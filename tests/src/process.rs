@@ -154,6 +154,8 @@ pub struct Rotel {
     pub child: Child,
     /// Its OTLP/gRPC port.
     pub grpc_port: u16,
+    /// Its OTLP/HTTP port.
+    pub http_port: u16,
 }
 
 /// The rotel binary shipped inside the `rotel` Python package.
@@ -194,6 +196,6 @@ impl Rotel {
             child.assert_running();
             std::net::TcpStream::connect(("127.0.0.1", grpc_port)).ok()
         });
-        Rotel { child, grpc_port }
+        Rotel { child, grpc_port, http_port }
     }
 }

@@ -341,3 +341,42 @@ fn a_stalled_pipeline_makes_the_receiver_answer_unavailable_and_counts_it() {
     assert_eq!(flowtel.metric("flowtel_receiver_refused_items_total", &[]), refused as f64);
     assert_eq!(flowtel.metric("flowtel_receiver_accepted_items_total", &[]), (120 - refused) as f64);
 }
+
+#[test]
+fn otlp_http_exporter_delivers_protobuf_and_json_to_rotel() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::start(dir.path());
+    let rotel = Rotel::start(dir.path(), free_port(), recorder.port);
+    let grpc = free_port();
+    let _flowtel = Flowtel::start(&format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{grpc}"}}}}}}
+processors:
+  batch: {{timeout: 100ms}}
+exporters:
+  otlp_http/proto:
+    endpoint: http://127.0.0.1:{http}
+    compression: gzip
+    headers: {{x-flowtel-test: "1"}}
+  otlphttp/json:
+    logs_endpoint: http://127.0.0.1:{http}/v1/logs
+    encoding: json
+    compression: none
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs/proto: {{receivers: [otlp], processors: [batch], exporters: [otlp_http/proto]}}
+    logs/json: {{receivers: [otlp], processors: [batch], exporters: [otlphttp/json]}}
+"#,
+        http = rotel.http_port
+    ));
+    let run = format!("http-{grpc}");
+    assert!(send_logs(grpc, &run, 0, 5, 10).iter().all(|c| *c == tonic::Code::Ok));
+    // Both pipelines take every record: each reaches rotel twice, once per encoding.
+    let seen = wait_for(WAIT, "both encodings' records at the backend", || {
+        let seen = recorded_seqs(&recorder, &run);
+        (seen.len() == 50 && seen.values().all(|&n| n >= 2)).then_some(seen)
+    });
+    assert!(seen.values().all(|&n| n == 2), "{seen:?}");
+}
