@@ -58,13 +58,26 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--tls-cert", help="serve TLS with this PEM certificate chain")
+    parser.add_argument("--tls-key", help="the certificate's PEM private key")
+    parser.add_argument("--client-ca", help="require client certificates signed by this PEM CA")
     args = parser.parse_args()
     recorder = Recorder(args.out)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(recorder), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(recorder), server)
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(recorder), server)
-    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    address = f"127.0.0.1:{args.port}"
+    if args.tls_cert:
+        read = lambda path: open(path, "rb").read()
+        credentials = grpc.ssl_server_credentials(
+            [(read(args.tls_key), read(args.tls_cert))],
+            root_certificates=read(args.client_ca) if args.client_ca else None,
+            require_client_auth=bool(args.client_ca),
+        )
+        server.add_secure_port(address, credentials)
+    else:
+        server.add_insecure_port(address)
     server.start()
     print("ready", flush=True)
     server.wait_for_termination()

@@ -87,3 +87,4 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 pub mod otlp_json;
 pub mod send;
+pub mod tls;

@@ -56,6 +56,9 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} output ---\n{}", self.name, self.output());
+        }
         if !matches!(self.child.try_wait(), Ok(Some(_))) {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -117,6 +120,11 @@ pub struct Recorder {
 impl Recorder {
     /// Starts a recorder writing into `dir`.
     pub fn start(dir: &Path) -> Recorder {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts a recorder with extra arguments (e.g. its TLS files).
+    pub fn start_with(dir: &Path, extra_args: &[&str]) -> Recorder {
         let port = free_port();
         let out = dir.join(format!("recorded-{port}.jsonl"));
         let mut child = Child::spawn(
@@ -124,7 +132,8 @@ impl Recorder {
             Command::new(python())
                 .arg(script("otlp_recorder.py"))
                 .args(["--port", &port.to_string(), "--out"])
-                .arg(&out),
+                .arg(&out)
+                .args(extra_args),
             &dir.join(format!("recorder-{port}.log")),
         );
         wait_for(Duration::from_secs(20), "the recorder to listen", || {

@@ -380,3 +380,47 @@ service:
     });
     assert!(seen.values().all(|&n| n == 2), "{seen:?}");
 }
+
+#[test]
+fn otlp_grpc_exporter_speaks_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = flowtel_tests::tls::TestPki::new(dir.path());
+    let path = |p: &std::path::Path| p.display().to_string();
+    let recorder = Recorder::start_with(
+        dir.path(),
+        &[
+            "--tls-cert",
+            &path(&pki.server_cert),
+            "--tls-key",
+            &path(&pki.server_key),
+            "--client-ca",
+            &path(&pki.ca),
+        ],
+    );
+    let grpc = free_port();
+    let _flowtel = Flowtel::start(&format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{grpc}"}}}}}}
+exporters:
+  otlp_grpc:
+    endpoint: localhost:{port}
+    tls: {{ca_file: "{ca}", cert_file: "{cert}", key_file: "{key}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [otlp], exporters: [otlp_grpc]}}
+"#,
+        port = recorder.port,
+        ca = pki.ca.display(),
+        cert = pki.client_cert.display(),
+        key = pki.client_key.display(),
+    ));
+    let run = format!("tls-{grpc}");
+    assert!(send_logs(grpc, &run, 0, 3, 10).iter().all(|c| *c == tonic::Code::Ok));
+    let seen = wait_for(WAIT, "the records over mutual TLS", || {
+        let seen = recorded_seqs(&recorder, &run);
+        (seen.len() == 30).then_some(seen)
+    });
+    assert!(seen.values().all(|&n| n == 1));
+}

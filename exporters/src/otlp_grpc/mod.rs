@@ -129,7 +129,16 @@ impl Exporter for OtlpGrpcExporter {
 
 /// Maps a gRPC status to a retryable or permanent failure.
 fn classify(status: &Status) -> ExportError {
-    let message = format!("gRPC {:?}: {}", status.code(), status.message());
+    let mut message = format!("gRPC {:?}: {}", status.code(), status.message());
+    // A status made from a connection or TLS failure (tonic reports these as
+    // UNKNOWN or CANCELLED) never reached the server: retry it, as gRPC's
+    // own UNAVAILABLE would be.
+    if let Some(source) = std::error::Error::source(status) {
+        message = format!("{message}: {}", error_chain(source));
+        if source.downcast_ref::<tonic::transport::Error>().is_some() {
+            return ExportError::retryable(message, None);
+        }
+    }
     match status.code() {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -143,6 +152,18 @@ fn classify(status: &Status) -> ExportError {
         },
         _ => ExportError::permanent(message),
     }
+}
+
+/// An error and its causes, joined with `: `.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 /// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
