@@ -388,14 +388,7 @@ fn otlp_grpc_exporter_speaks_mutual_tls() {
     let path = |p: &std::path::Path| p.display().to_string();
     let recorder = Recorder::start_with(
         dir.path(),
-        &[
-            "--tls-cert",
-            &path(&pki.server_cert),
-            "--tls-key",
-            &path(&pki.server_key),
-            "--client-ca",
-            &path(&pki.ca),
-        ],
+        &["--tls-cert", &path(&pki.server_cert), "--tls-key", &path(&pki.server_key), "--client-ca", &path(&pki.ca)],
     );
     let grpc = free_port();
     let _flowtel = Flowtel::start(&format!(

@@ -52,6 +52,20 @@ impl QueueConfig {
 
 impl Validate for QueueConfig {}
 
+/// Checks the settings every network exporter shares, with their paths.
+pub fn validate_client_settings(
+    tls: &TlsClientConfig,
+    retry: &RetryConfig,
+    queue: &QueueConfig,
+) -> Vec<(String, String)> {
+    [("tls", tls.validate()), ("retry_on_failure", retry.validate()), ("sending_queue", queue.validate())]
+        .into_iter()
+        .flat_map(|(prefix, found)| {
+            found.into_iter().map(move |(field, message)| (format!("{prefix}::{field}"), message))
+        })
+        .collect()
+}
+
 /// `compression`: how request bodies are compressed.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -85,68 +85,30 @@ pub(super) fn lines(payload: &Payload) -> String {
 
 fn metric_lines(out: &mut String, metric: &opentelemetry_proto::tonic::metrics::v1::Metric) {
     let unit = if metric.unit.is_empty() { String::new() } else { format!(" {}", metric.unit) };
+    // One line per data point: time, name, value, unit, attributes.
+    let mut line = |time: u64, value: String, attrs: &[KeyValue]| {
+        let _ = write!(out, "{} {} {value}{unit}", timestamp(time), metric.name);
+        attributes(out, attrs);
+        out.push('\n');
+    };
+    let distribution = |count: u64, sum: f64| format!("count={count} sum={sum}");
     match &metric.data {
         Some(Data::Gauge(g)) => {
-            for point in &g.data_points {
-                let _ =
-                    write!(out, "{} {} {}{unit}", timestamp(point.time_unix_nano), metric.name, number(&point.value));
-                attributes(out, &point.attributes);
-                out.push('\n');
-            }
+            g.data_points.iter().for_each(|p| line(p.time_unix_nano, number(&p.value), &p.attributes));
         }
         Some(Data::Sum(s)) => {
-            for point in &s.data_points {
-                let _ =
-                    write!(out, "{} {} {}{unit}", timestamp(point.time_unix_nano), metric.name, number(&point.value));
-                attributes(out, &point.attributes);
-                out.push('\n');
-            }
+            s.data_points.iter().for_each(|p| line(p.time_unix_nano, number(&p.value), &p.attributes));
         }
-        Some(Data::Histogram(h)) => {
-            for point in &h.data_points {
-                let _ = write!(
-                    out,
-                    "{} {} count={} sum={}{unit}",
-                    timestamp(point.time_unix_nano),
-                    metric.name,
-                    point.count,
-                    point.sum.unwrap_or(0.0)
-                );
-                attributes(out, &point.attributes);
-                out.push('\n');
-            }
-        }
-        Some(Data::ExponentialHistogram(h)) => {
-            for point in &h.data_points {
-                let _ = write!(
-                    out,
-                    "{} {} count={} sum={}{unit}",
-                    timestamp(point.time_unix_nano),
-                    metric.name,
-                    point.count,
-                    point.sum.unwrap_or(0.0)
-                );
-                attributes(out, &point.attributes);
-                out.push('\n');
-            }
-        }
+        Some(Data::Histogram(h)) => h.data_points.iter().for_each(|p| {
+            line(p.time_unix_nano, distribution(p.count, p.sum.unwrap_or(0.0)), &p.attributes);
+        }),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.iter().for_each(|p| {
+            line(p.time_unix_nano, distribution(p.count, p.sum.unwrap_or(0.0)), &p.attributes);
+        }),
         Some(Data::Summary(s)) => {
-            for point in &s.data_points {
-                let _ = write!(
-                    out,
-                    "{} {} count={} sum={}{unit}",
-                    timestamp(point.time_unix_nano),
-                    metric.name,
-                    point.count,
-                    point.sum
-                );
-                attributes(out, &point.attributes);
-                out.push('\n');
-            }
+            s.data_points.iter().for_each(|p| line(p.time_unix_nano, distribution(p.count, p.sum), &p.attributes));
         }
-        None => {
-            let _ = writeln!(out, "- {} (no data)", metric.name);
-        }
+        None => line(0, "(no data)".into(), &[]),
     }
 }
 

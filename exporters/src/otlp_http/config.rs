@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use flowtel_core::{
     Signal,
     config::Validate,
-    export::{Compression, QueueConfig, RetryConfig, TlsClientConfig},
+    export::{Compression, QueueConfig, RetryConfig, TlsClientConfig, validate_client_settings},
 };
 use serde::Deserialize;
 
@@ -113,14 +113,7 @@ impl Validate for OtlpHttpConfig {
                 problems.push((format!("headers::{name}"), "not a valid HTTP header".into()));
             }
         }
-        let nested = [
-            ("tls", self.tls.validate()),
-            ("retry_on_failure", self.retry_on_failure.validate()),
-            ("sending_queue", self.sending_queue.validate()),
-        ];
-        for (prefix, found) in nested {
-            problems.extend(found.into_iter().map(|(field, message)| (format!("{prefix}::{field}"), message)));
-        }
+        problems.extend(validate_client_settings(&self.tls, &self.retry_on_failure, &self.sending_queue));
         problems
     }
 }
