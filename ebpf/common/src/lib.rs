@@ -1,20 +1,30 @@
 //! The kernel <-> userspace ABI of flowtel's eBPF programs.
 //!
-//! Every type here is `#[repr(C)]`, has no implicit padding and no `bool`, so
-//! the eBPF programs (built for `bpfel-unknown-none`) and the userspace loader
-//! agree on the bytes. With the `user` feature the types implement
-//! [`aya::Pod`] and can be read straight out of BPF maps.
+//! Every type here is `#[repr(C)]`, has explicit padding and no `bool`, so
+//! the eBPF programs (built for `bpfel-unknown-none`) and the userspace
+//! loader agree on the bytes. With the `user` feature the types implement
+//! `aya::Pod` and can be read straight out of BPF maps.
 #![no_std]
 
-/// Index of the ingress slot in per-direction maps.
-pub const DIRECTION_INGRESS: u32 = 0;
-/// Index of the egress slot in per-direction maps.
-pub const DIRECTION_EGRESS: u32 = 1;
+/// Index of the ingress slot in per-direction maps, and [`FlowKey::direction`] for ingress.
+pub const DIRECTION_INGRESS: u8 = 0;
+/// Index of the egress slot, and [`FlowKey::direction`] for egress.
+pub const DIRECTION_EGRESS: u8 = 1;
 /// Number of per-direction slots.
 pub const DIRECTIONS: u32 = 2;
 
 /// Name of the per-CPU array of [`TrafficCounter`]s, indexed by direction.
 pub const TRAFFIC_COUNTERS_MAP: &str = "TRAFFIC_COUNTERS";
+/// Name of the LRU hash of [`FlowKey`] → [`FlowStats`].
+pub const FLOWS_MAP: &str = "FLOWS";
+/// Name of the ring buffer of [`FlowEvent`]s.
+pub const FLOW_EVENTS_RING: &str = "FLOW_EVENTS";
+/// Name of the perf event array of [`FlowEvent`]s (the fallback transport).
+pub const FLOW_EVENTS_PERF: &str = "FLOW_EVENTS_PERF";
+/// Name of the one-entry array holding the [`FlowConfig`].
+pub const FLOW_CONFIG_MAP: &str = "FLOW_CONFIG";
+/// Name of the per-CPU array of loss and health counters, indexed by [`Counter`].
+pub const FLOW_COUNTERS_MAP: &str = "FLOW_COUNTERS";
 /// Name of the TC classifier for ingress traffic.
 pub const PROG_TC_INGRESS: &str = "flowtel_tc_ingress";
 /// Name of the TC classifier for egress traffic.
@@ -38,7 +48,174 @@ impl TrafficCounter {
     }
 }
 
-// SAFETY: `TrafficCounter` is `repr(C)`, made of two u64 fields with no padding,
-// and every bit pattern is a valid value.
+/// `FlowKey::ip_version` of IPv4.
+pub const IP_V4: u8 = 4;
+/// `FlowKey::ip_version` of IPv6.
+pub const IP_V6: u8 = 6;
+
+/// IP protocol numbers the parser knows the ports of.
+pub mod ipproto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+    /// SCTP.
+    pub const SCTP: u8 = 132;
+}
+
+/// What identifies a flow: one direction of a conversation on one interface.
+///
+/// Addresses are 16 bytes; IPv4 uses the first 4. For ICMP and ICMPv6 the
+/// ports hold the message type and code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source address (network byte order).
+    pub src_addr: [u8; 16],
+    /// Destination address (network byte order).
+    pub dst_addr: [u8; 16],
+    /// Source port (host order), or ICMP type.
+    pub src_port: u16,
+    /// Destination port (host order), or ICMP code.
+    pub dst_port: u16,
+    /// Interface index the packet was seen on.
+    pub ifindex: u32,
+    /// IP protocol number (TCP 6, UDP 17, …).
+    pub protocol: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// [`DIRECTION_INGRESS`] or [`DIRECTION_EGRESS`].
+    pub direction: u8,
+    /// Explicit padding; always zero.
+    pub pad: [u8; 5],
+}
+
+/// TCP flag bits as in the TCP header (`FIN` = 0x01 … `CWR` = 0x80).
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u16 = 0x01;
+    /// SYN.
+    pub const SYN: u16 = 0x02;
+    /// RST.
+    pub const RST: u16 = 0x04;
+    /// PSH.
+    pub const PSH: u16 = 0x08;
+    /// ACK.
+    pub const ACK: u16 = 0x10;
+    /// URG.
+    pub const URG: u16 = 0x20;
+    /// ECE.
+    pub const ECE: u16 = 0x40;
+    /// CWR.
+    pub const CWR: u16 = 0x80;
+}
+
+/// What the kernel aggregated for one flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// `bpf_ktime_get_ns()` of the first packet.
+    pub first_seen_ns: u64,
+    /// `bpf_ktime_get_ns()` of the latest packet.
+    pub last_seen_ns: u64,
+    /// Bytes (`skb->len`), of sampled packets only when sampling.
+    pub bytes: u64,
+    /// Packets, sampled only when sampling.
+    pub packets: u64,
+    /// Union of the TCP flags seen.
+    pub tcp_flags: u16,
+    /// Explicit padding; always zero.
+    pub pad: [u8; 6],
+}
+
+/// [`FlowEvent::kind`]: the first packet of a flow was seen.
+pub const EVENT_NEW_FLOW: u8 = 1;
+/// [`FlowEvent::kind`]: a FIN or RST was seen.
+pub const EVENT_FLOW_END: u8 = 2;
+
+/// A notification from the kernel about one flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// The flow.
+    pub key: FlowKey,
+    /// Its stats when the event was raised.
+    pub stats: FlowStats,
+    /// [`EVENT_NEW_FLOW`] or [`EVENT_FLOW_END`].
+    pub kind: u8,
+    /// The TCP flags of the packet that raised the event.
+    pub packet_tcp_flags: u8,
+    /// Explicit padding; always zero.
+    pub pad: [u8; 6],
+}
+
+/// [`FlowConfig::event_transport`]: BPF ring buffer (kernel 5.8+).
+pub const TRANSPORT_RING_BUFFER: u32 = 0;
+/// [`FlowConfig::event_transport`]: perf event array.
+pub const TRANSPORT_PERF_ARRAY: u32 = 1;
+
+/// Settings userspace writes before attaching the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// Count one packet in this many (0 and 1: every packet).
+    pub sampling: u32,
+    /// [`TRANSPORT_RING_BUFFER`] or [`TRANSPORT_PERF_ARRAY`].
+    pub event_transport: u32,
+}
+
+/// Slots of the counters map.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Packets that reached a classifier.
+    PacketsSeen = 0,
+    /// Packets skipped by sampling.
+    PacketsSampledOut = 1,
+    /// Packets whose headers could not be read (truncated or unknown L2/L3).
+    ParseFailures = 2,
+    /// New flows that could not be inserted in the flow map.
+    FlowMapInsertFailures = 3,
+    /// Events lost because the ring buffer was full.
+    RingBufferFull = 4,
+    /// Events lost because the perf buffer could not take them.
+    PerfOutputFailures = 5,
+    /// Packets that were not IPv4 or IPv6 (ARP, LLDP, …); not an error.
+    NonIpPackets = 6,
+}
+
+/// Number of slots in the counters map.
+pub const COUNTERS: u32 = 7;
+
+// SAFETY (all below): `repr(C)` structs of integers and byte arrays with
+// explicit padding fields, so every bit pattern is valid and there are no
+// uninitialised bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TrafficCounter {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowStats {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowEvent {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowConfig {}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 4 + 1 + 1 + 1 + 5);
+        assert_eq!(size_of::<FlowStats>(), 8 * 4 + 2 + 6);
+        assert_eq!(size_of::<FlowEvent>(), size_of::<FlowKey>() + size_of::<FlowStats>() + 8);
+        assert_eq!(size_of::<FlowConfig>(), 8);
+    }
+}

@@ -6,6 +6,9 @@
 #![no_std]
 #![no_main]
 
+mod flows;
+mod parse;
+
 use aya_ebpf::{
     bindings::TC_ACT_PIPE,
     macros::{classifier, map},
@@ -18,28 +21,29 @@ use flowtel_ebpf_common::{DIRECTION_EGRESS, DIRECTION_INGRESS, DIRECTIONS, Traff
 #[map(name = "TRAFFIC_COUNTERS")]
 static TRAFFIC_COUNTERS: PerCpuArray<TrafficCounter> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
 
-/// Counts traffic received on the interface it is attached to.
+/// Observes traffic received on the interface it is attached to.
 #[classifier]
 pub fn flowtel_tc_ingress(ctx: TcContext) -> i32 {
-    count(&ctx, DIRECTION_INGRESS);
+    observe(&ctx, DIRECTION_INGRESS);
     TC_ACT_PIPE
 }
 
-/// Counts traffic sent from the interface it is attached to.
+/// Observes traffic sent from the interface it is attached to.
 #[classifier]
 pub fn flowtel_tc_egress(ctx: TcContext) -> i32 {
-    count(&ctx, DIRECTION_EGRESS);
+    observe(&ctx, DIRECTION_EGRESS);
     TC_ACT_PIPE
 }
 
 #[inline(always)]
-fn count(ctx: &TcContext, direction: u32) {
-    if let Some(counter) = TRAFFIC_COUNTERS.get_ptr_mut(direction) {
+fn observe(ctx: &TcContext, direction: u8) {
+    if let Some(counter) = TRAFFIC_COUNTERS.get_ptr_mut(u32::from(direction)) {
         // SAFETY: the pointer comes from the map lookup and is only used on this CPU.
         let counter = unsafe { &mut *counter };
         counter.packets += 1;
         counter.bytes += u64::from(ctx.len());
     }
+    flows::record(ctx, direction);
 }
 
 #[cfg(not(test))]

@@ -86,6 +86,6 @@ impl TcTrafficCounter {
             }
             Ok(total)
         };
-        Ok(TrafficTotals { ingress: sum(DIRECTION_INGRESS)?, egress: sum(DIRECTION_EGRESS)? })
+        Ok(TrafficTotals { ingress: sum(DIRECTION_INGRESS.into())?, egress: sum(DIRECTION_EGRESS.into())? })
     }
 }

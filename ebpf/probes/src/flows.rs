@@ -1,0 +1,137 @@
+//! Per-flow aggregation in an LRU hash, and the new-flow and flow-end
+//! events. Every way an event or a count can be lost has a counter.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    macros::map,
+    maps::{Array, LruPerCpuHashMap, PerCpuArray, PerfEventArray, RingBuf},
+    programs::TcContext,
+};
+use flowtel_ebpf_common::{
+    COUNTERS, Counter, EVENT_FLOW_END, EVENT_NEW_FLOW, FlowConfig, FlowEvent, FlowKey, FlowStats,
+    TRANSPORT_PERF_ARRAY, ipproto, tcp_flags,
+};
+
+use crate::parse::{Skip, parse};
+
+/// Active flows, one value per CPU so updates need no atomics (userspace
+/// sums them). Userspace reads and deletes entries; the kernel evicts the
+/// least recently used when full (userspace notices and counts that).
+#[map(name = "FLOWS")]
+static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> = LruPerCpuHashMap::with_max_entries(65_536, 0);
+
+/// New-flow and flow-end events (kernel 5.8+).
+#[map(name = "FLOW_EVENTS")]
+static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// The same events, for kernels or setups that want a perf buffer.
+#[map(name = "FLOW_EVENTS_PERF")]
+static FLOW_EVENTS_PERF: PerfEventArray<FlowEvent> = PerfEventArray::new(0);
+
+/// Settings written by userspace before attaching.
+#[map(name = "FLOW_CONFIG")]
+static FLOW_CONFIG: Array<FlowConfig> = Array::with_max_entries(1, 0);
+
+/// Loss and health counters, indexed by `Counter`.
+#[map(name = "FLOW_COUNTERS")]
+static FLOW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+
+#[inline(always)]
+fn count(counter: Counter) {
+    if let Some(slot) = FLOW_COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot, only touched by this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn add(stats: *mut FlowStats, bytes: u64, now: u64, flags: u8) {
+    // SAFETY: `stats` points at this CPU's copy of a live map value.
+    unsafe {
+        if (*stats).packets == 0 {
+            (*stats).first_seen_ns = now;
+        }
+        (*stats).bytes += bytes;
+        (*stats).packets += 1;
+        (*stats).last_seen_ns = now;
+        if flags != 0 {
+            (*stats).tcp_flags |= u16::from(flags);
+        }
+    }
+}
+
+#[inline(always)]
+pub fn record(ctx: &TcContext, direction: u8) {
+    count(Counter::PacketsSeen);
+    let config = FLOW_CONFIG.get(0).copied().unwrap_or_default();
+    // SAFETY: a helper without preconditions.
+    if config.sampling > 1 && unsafe { bpf_get_prandom_u32() } % config.sampling != 0 {
+        count(Counter::PacketsSampledOut);
+        return;
+    }
+    let parsed = match parse(ctx) {
+        Ok(parsed) => parsed,
+        Err(Skip::NotIp) => {
+            count(Counter::NonIpPackets);
+            return;
+        }
+        Err(Skip::Malformed) => {
+            count(Counter::ParseFailures);
+            return;
+        }
+    };
+    let mut key = parsed.key;
+    key.direction = direction;
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    key.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let bytes = u64::from(ctx.len());
+
+    let mut new_flow = false;
+    match FLOWS.get_ptr_mut(&key) {
+        Some(stats) => add(stats, bytes, now, parsed.tcp_flags),
+        None => {
+            let stats = FlowStats {
+                first_seen_ns: now,
+                last_seen_ns: now,
+                bytes,
+                packets: 1,
+                tcp_flags: u16::from(parsed.tcp_flags),
+                pad: [0; 6],
+            };
+            if FLOWS.insert(&key, &stats, u64::from(BPF_NOEXIST)).is_ok() {
+                new_flow = true;
+            } else if let Some(stats) = FLOWS.get_ptr_mut(&key) {
+                // Another CPU inserted it first (this CPU's copy starts at zero).
+                add(stats, bytes, now, parsed.tcp_flags);
+            } else {
+                count(Counter::FlowMapInsertFailures);
+                return;
+            }
+        }
+    }
+    if new_flow {
+        emit(ctx, &config, &key, EVENT_NEW_FLOW, parsed.tcp_flags);
+    }
+    if key.protocol == ipproto::TCP && u16::from(parsed.tcp_flags) & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+        emit(ctx, &config, &key, EVENT_FLOW_END, parsed.tcp_flags);
+    }
+}
+
+#[inline(always)]
+fn emit(ctx: &TcContext, config: &FlowConfig, key: &FlowKey, kind: u8, packet_tcp_flags: u8) {
+    let stats = match FLOWS.get_ptr(key) {
+        // SAFETY: a live map value, copied out.
+        Some(stats) => unsafe { *stats },
+        None => FlowStats::default(),
+    };
+    let event = FlowEvent { key: *key, stats, kind, packet_tcp_flags, pad: [0; 6] };
+    if config.event_transport == TRANSPORT_PERF_ARRAY {
+        // Perf buffer losses are reported to userspace by the perf ring itself.
+        FLOW_EVENTS_PERF.output(ctx, &event, 0);
+    } else if FLOW_EVENTS.output::<FlowEvent>(&event, 0).is_err() {
+        count(Counter::RingBufferFull);
+    }
+}
