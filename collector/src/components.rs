@@ -18,7 +18,10 @@ use flowtel_exporters::{
     otlp_http::{OtlpHttpConfig, OtlpHttpExporter},
 };
 use flowtel_processors::batch::{BatchConfig, BatchProcessor};
-use flowtel_receiver::otlp::{OtlpReceiver, OtlpReceiverConfig};
+use flowtel_receiver::{
+    ebpf::{EbpfReceiver, EbpfReceiverConfig},
+    otlp::{OtlpReceiver, OtlpReceiverConfig},
+};
 
 /// A built-in component type.
 pub struct ComponentType {
@@ -35,9 +38,17 @@ pub struct ComponentType {
 }
 
 const ALL_SIGNALS: &[Signal] = &[Signal::Logs, Signal::Metrics, Signal::Traces];
+const LOGS_AND_METRICS: &[Signal] = &[Signal::Logs, Signal::Metrics];
 
 /// Every built-in component type.
 pub const COMPONENT_TYPES: &[ComponentType] = &[
+    ComponentType {
+        kind: ComponentKind::Receiver,
+        name: "ebpf",
+        aliases: &[],
+        signals: LOGS_AND_METRICS,
+        description: "network flows from the kernel's TC hooks (eBPF)",
+    },
     ComponentType {
         kind: ComponentKind::Receiver,
         name: "otlp",
@@ -98,6 +109,8 @@ pub fn component_type(kind: ComponentKind, id: &ComponentId) -> Result<&'static 
 
 /// A receiver's decoded config.
 pub enum ReceiverConfig {
+    /// `ebpf`.
+    Ebpf(EbpfReceiverConfig),
     /// `otlp`.
     Otlp(OtlpReceiverConfig),
 }
@@ -123,6 +136,7 @@ pub enum ExporterConfig {
 /// Decodes a receiver's config.
 pub fn decode_receiver(kind: &ComponentType, config: &ComponentConfig) -> Result<ReceiverConfig, ConfigErrors> {
     match kind.name {
+        "ebpf" => config.decode().map(ReceiverConfig::Ebpf),
         "otlp" => config.decode().map(ReceiverConfig::Otlp),
         other => Err(ConfigErrors::one(config.path(), format!("receiver `{other}` cannot be built"))),
     }
@@ -151,6 +165,7 @@ impl ReceiverConfig {
     /// A new receiver instance.
     pub fn build(&self) -> Box<dyn Receiver> {
         match self {
+            ReceiverConfig::Ebpf(config) => Box::new(EbpfReceiver::new(config.clone())),
             ReceiverConfig::Otlp(config) => Box::new(OtlpReceiver::new(config.clone())),
         }
     }

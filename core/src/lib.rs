@@ -12,6 +12,7 @@ pub mod config;
 pub mod export;
 pub mod payload;
 pub mod self_telemetry;
+pub mod time;
 pub mod topology;
 
 pub use component::{ComponentId, ComponentKind, PipelineId};

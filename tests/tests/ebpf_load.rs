@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use flowtel_receiver::ebpf::TcTrafficCounter;
+use flowtel_receiver::ebpf::{ProbeSettings, Probes, TcAttach};
 use flowtel_tests::netns::{VethPair, is_root};
 
 /// Packets and bytes the interface itself counted, per direction.
@@ -26,15 +26,17 @@ fn tc_programs_count_every_packet_the_interface_sends_and_receives() {
         scope
             .spawn(|| {
                 pair.a.enter_current_thread();
-                let counter = TcTrafficCounter::attach(VethPair::A_IF)
+                let mut probes = Probes::load(&ProbeSettings::default()).expect("load the eBPF object");
+                probes
+                    .attach(VethPair::A_IF, TcAttach::Auto)
                     .unwrap_or_else(|err| panic!("attach in {}: {err}", pair.a.name));
-                let before = counter.totals().expect("read the counters");
+                let before = probes.traffic_totals().expect("read the counters");
                 let interface_before = interface_counts(&pair);
 
                 let ping = pair.a.run(&["ping", "-c", "5", "-i", "0.2", "-W", "2", VethPair::B_V4]);
                 assert!(String::from_utf8_lossy(&ping.stdout).contains("5 received"));
 
-                let after = counter.totals().expect("read the counters");
+                let after = probes.traffic_totals().expect("read the counters");
                 let interface_after = interface_counts(&pair);
                 let programs = [
                     after.egress.packets - before.egress.packets,

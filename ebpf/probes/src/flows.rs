@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use flowtel_ebpf_common::{
-    COUNTERS, Counter, EVENT_FLOW_END, EVENT_NEW_FLOW, FlowConfig, FlowEvent, FlowKey, FlowStats,
-    TRANSPORT_PERF_ARRAY, ipproto, tcp_flags,
+    COUNTERS, Counter, EVENT_FLOW_END, EVENT_NEW_FLOW, FlowConfig, FlowEvent, FlowKey, FlowStats, TRANSPORT_PERF_ARRAY,
+    ipproto, tcp_flags,
 };
 
 use crate::parse::{Skip, parse};

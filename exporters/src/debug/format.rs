@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use flowtel_core::Payload;
+use flowtel_core::{Payload, time::rfc3339_millis as timestamp};
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value},
     metrics::v1::{metric::Data, number_data_point},
@@ -137,33 +137,6 @@ fn severity(text: &str, number: i32) -> String {
     }
 }
 
-/// RFC 3339 UTC time with milliseconds, or `-` when unset.
-fn timestamp(unix_nanos: u64) -> String {
-    if unix_nanos == 0 {
-        return "-".into();
-    }
-    let secs = unix_nanos / 1_000_000_000;
-    let millis = (unix_nanos / 1_000_000) % 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days as i64);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
-}
-
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 fn attributes(out: &mut String, attributes: &[KeyValue]) {
     for kv in attributes {
         let rendered = kv.value.as_ref().and_then(|v: &AnyValue| v.value.as_ref()).map(value).unwrap_or_default();
@@ -203,16 +176,5 @@ fn value(value: &Value) -> String {
             format!("{{{}}}", items.join(","))
         }
         Value::StringValueStrindex(i) => format!("#{i}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339() {
-        assert_eq!(timestamp(1_700_000_000_123_000_000), "2023-11-14T22:13:20.123Z");
-        assert_eq!(timestamp(0), "-");
     }
 }

@@ -1,91 +1,405 @@
-//! flowtel's eBPF programs, embedded in the binary, and their loader.
+//! The `ebpf` receiver: the kernel's view of the network.
 //!
-//! The object is built from `ebpf/probes` by this crate's build script.
-//! [`TcTrafficCounter`] attaches the TC classifiers to one interface and reads
-//! back what they counted.
+//! TC classifiers on the watched interfaces aggregate traffic per flow in
+//! the kernel (see `ebpf/probes`); new-flow and flow-end events arrive
+//! through a ring buffer (or perf buffers). Every `flush_interval` the
+//! receiver reads the kernel's flow table and reports each active flow's
+//! traffic since its previous report as a `network.flow` log record, ends
+//! idle flows, and emits the `network.flow.*` metrics. A FIN or RST reports
+//! the flow at once.
 
-use aya::{
-    Ebpf, include_bytes_aligned,
-    maps::PerCpuArray,
-    programs::{SchedClassifier, TcAttachType, tc},
+mod config;
+mod convert;
+mod events;
+mod flow_table;
+mod interfaces;
+mod loader;
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use async_trait::async_trait;
+use flowtel_core::{
+    ComponentId, ComponentKind, Payload, Signal,
+    component::{ComponentError, Receiver, ReceiverContext},
+    self_telemetry::{Counter, MetricsRegistry, SignalCounters},
+    topology::ReceiverOutput,
 };
-use flowtel_ebpf_common::{DIRECTION_EGRESS, DIRECTION_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS, TRAFFIC_COUNTERS_MAP};
+use flowtel_ebpf_common::{
+    Counter as KernelCounter, EVENT_FLOW_END, FlowConfig, FlowEvent, TRANSPORT_PERF_ARRAY, TRANSPORT_RING_BUFFER,
+    tcp_flags,
+};
+use opentelemetry_proto::tonic::{
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    metrics::v1::{ResourceMetrics, ScopeMetrics},
+};
+use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
-/// The eBPF object built from `ebpf/probes`.
-pub static PROBES_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtel-probes"));
+pub use config::{EbpfReceiverConfig, EventTransport, TcAttach};
+pub use convert::{address, tcp_flag_names};
+pub use flow_table::{EndReason, FlowReport, FlowTable};
+pub use interfaces::{Interface, InterfaceFilter};
+pub use loader::{EbpfError, PROBES_OBJECT, ProbeSettings, Probes, TrafficTotals};
 
-/// Errors of the eBPF loader, each naming what it was doing.
-#[derive(Debug, thiserror::Error)]
-pub enum EbpfError {
-    /// The object could not be loaded.
-    #[error("cannot load flowtel's eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
-    /// A program is missing from the object or could not be loaded or attached.
-    #[error("eBPF program {program}: {source}")]
-    Program {
-        /// Program name.
-        program: &'static str,
-        /// What failed.
-        source: aya::programs::ProgramError,
-    },
-    /// A map is missing or has the wrong type.
-    #[error("eBPF map {map}: {message}")]
-    Map {
-        /// Map name.
-        map: &'static str,
-        /// What failed.
-        message: String,
-    },
+use self::{
+    convert::{FlowMetrics, RecordContext},
+    events::EventLoss,
+};
+
+/// Events waiting between the readers and the flow table.
+const EVENT_QUEUE: usize = 16_384;
+/// How often flow-end reports are handed on.
+const END_REPORT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The `ebpf` receiver.
+pub struct EbpfReceiver {
+    config: EbpfReceiverConfig,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
 }
 
-/// Packets and bytes per direction on one interface, counted in the kernel.
-pub struct TcTrafficCounter {
-    ebpf: Ebpf,
+impl EbpfReceiver {
+    /// A receiver with the given (validated) config.
+    pub fn new(config: EbpfReceiverConfig) -> Self {
+        EbpfReceiver { config, stop: CancellationToken::new(), tasks: Vec::new() }
+    }
 }
 
-/// Totals read back from the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrafficTotals {
-    /// Received by the interface.
-    pub ingress: flowtel_ebpf_common::TrafficCounter,
-    /// Sent by the interface.
-    pub egress: flowtel_ebpf_common::TrafficCounter,
+/// Unix time minus the kernel's monotonic clock (what `bpf_ktime_get_ns` reads).
+fn monotonic_to_unix_ns() -> u64 {
+    let read = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    read(libc::CLOCK_REALTIME).saturating_sub(read(libc::CLOCK_MONOTONIC))
 }
 
-impl TcTrafficCounter {
-    /// Loads the programs and attaches them to `interface` (in the calling
-    /// thread's network namespace) on ingress and egress. They are detached
-    /// when the value is dropped.
-    pub fn attach(interface: &str) -> Result<Self, EbpfError> {
-        let mut ebpf = Ebpf::load(PROBES_OBJECT)?;
-        // A clsact qdisc may already exist; TCX (kernel 6.6+) does not need one.
-        let _ = tc::qdisc_add_clsact(interface);
-        for (name, attach_type) in [(PROG_TC_INGRESS, TcAttachType::Ingress), (PROG_TC_EGRESS, TcAttachType::Egress)] {
-            let program_error = |source| EbpfError::Program { program: name, source };
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(EbpfError::Map { map: name, message: "program missing from the object".into() })?
-                .try_into()
-                .map_err(program_error)?;
-            program.load().map_err(program_error)?;
-            program.attach(interface, attach_type).map_err(program_error)?;
+fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// flowtel's own metrics about the kernel side.
+struct KernelMetrics {
+    /// Kernel counters mirrored into the registry, with the value last mirrored.
+    mirrored: Vec<(KernelCounter, Counter, u64)>,
+    evicted: Counter,
+    accepted: SignalCounters,
+    refused: SignalCounters,
+}
+
+impl KernelMetrics {
+    fn new(registry: &MetricsRegistry, id: &str, loss: &mut Option<EventLoss>) -> Self {
+        let receiver = [("receiver", id)];
+        let lost = |reason: &str| {
+            registry.counter(
+                "flowtel_ebpf_events_lost_total",
+                "Flow events that never reached userspace's flow table, by reason.",
+                &[("receiver", id), ("reason", reason)],
+            )
+        };
+        *loss = Some(EventLoss {
+            perf_buffer_full: lost("perf_buffer_full"),
+            userspace_queue_full: lost("userspace_queue_full"),
+            malformed: lost("malformed"),
+        });
+        let mirror = |counter, name, help| (counter, registry.counter(name, help, &receiver), 0);
+        KernelMetrics {
+            mirrored: vec![
+                mirror(KernelCounter::PacketsSeen, "flowtel_ebpf_packets_total", "Packets seen by the TC programs."),
+                mirror(
+                    KernelCounter::PacketsSampledOut,
+                    "flowtel_ebpf_packets_sampled_out_total",
+                    "Packets not counted because of 1-in-N sampling.",
+                ),
+                mirror(
+                    KernelCounter::ParseFailures,
+                    "flowtel_ebpf_parse_failures_total",
+                    "Packets whose headers were truncated or malformed.",
+                ),
+                mirror(KernelCounter::NonIpPackets, "flowtel_ebpf_non_ip_packets_total", "Packets that were not IP."),
+                mirror(
+                    KernelCounter::FlowMapInsertFailures,
+                    "flowtel_ebpf_flow_insert_failures_total",
+                    "New flows the kernel's flow table could not take.",
+                ),
+                (KernelCounter::RingBufferFull, lost("ring_buffer_full"), 0),
+            ],
+            evicted: registry.counter(
+                "flowtel_ebpf_flows_evicted_total",
+                "Flows the kernel evicted from its full flow table before they were reported.",
+                &receiver,
+            ),
+            accepted: SignalCounters::new(
+                registry,
+                "flowtel_receiver_accepted_items_total",
+                "Items taken into the pipelines.",
+                &[("receiver", id), ("transport", "kernel")],
+            ),
+            refused: SignalCounters::new(
+                registry,
+                "flowtel_receiver_refused_items_total",
+                "Items refused because the pipelines were full or stopping (the sender was told to retry).",
+                &[("receiver", id), ("transport", "kernel")],
+            ),
         }
-        Ok(TcTrafficCounter { ebpf })
     }
 
-    /// Sums the per-CPU counters.
-    pub fn totals(&self) -> Result<TrafficTotals, EbpfError> {
-        let map_error = |message: String| EbpfError::Map { map: TRAFFIC_COUNTERS_MAP, message };
-        let map = self.ebpf.map(TRAFFIC_COUNTERS_MAP).ok_or_else(|| map_error("missing from the object".into()))?;
-        let counters: PerCpuArray<_, flowtel_ebpf_common::TrafficCounter> =
-            PerCpuArray::try_from(map).map_err(|err| map_error(err.to_string()))?;
-        let sum = |direction: u32| -> Result<flowtel_ebpf_common::TrafficCounter, EbpfError> {
-            let mut total = flowtel_ebpf_common::TrafficCounter::default();
-            for per_cpu in counters.get(&direction, 0).map_err(|err| map_error(err.to_string()))?.iter() {
-                total.merge(per_cpu);
-            }
-            Ok(total)
+    fn mirror(&mut self, probes: &Probes) {
+        let Ok(values) = probes.counters() else { return };
+        for (which, counter, last) in &mut self.mirrored {
+            let value = values[*which as usize];
+            counter.add(value.saturating_sub(*last));
+            *last = value;
+        }
+    }
+}
+
+#[async_trait]
+impl Receiver for EbpfReceiver {
+    async fn start(&mut self, ctx: ReceiverContext) -> Result<(), ComponentError> {
+        let error = |message: String| ComponentError::new(ComponentKind::Receiver, &ctx.id, message);
+        let settings = ProbeSettings {
+            max_flows: self.config.max_flows.get(),
+            flow_config: FlowConfig {
+                sampling: self.config.sampling.get(),
+                event_transport: match self.config.event_transport {
+                    EventTransport::RingBuffer => TRANSPORT_RING_BUFFER,
+                    EventTransport::PerfArray => TRANSPORT_PERF_ARRAY,
+                },
+            },
         };
-        Ok(TrafficTotals { ingress: sum(DIRECTION_INGRESS.into())?, egress: sum(DIRECTION_EGRESS.into())? })
+        let mut probes = Probes::load(&settings).map_err(|e| error(e.to_string()))?;
+        let filter = InterfaceFilter::new(&self.config.interfaces, &self.config.exclude_interfaces)
+            .map_err(|(field, message)| error(format!("{field}: {message}")))?;
+        let mut watcher = InterfaceWatcher { filter, names: BTreeMap::new(), mode: self.config.tc_attach };
+        // At startup an interface that cannot be attached is an error; later ones are logged.
+        watcher.sync(&mut probes, true).map_err(|e| error(e.to_string()))?;
+        if probes.attached().next().is_none() {
+            tracing::warn!(receiver = %ctx.id, "No interface matches yet; waiting for one to appear.");
+        }
+
+        let id = ctx.id.to_string();
+        let mut loss = None;
+        let metrics = KernelMetrics::new(&ctx.metrics, &id, &mut loss);
+        let (sender, events) = mpsc::channel(EVENT_QUEUE);
+        let loss = loss.ok_or_else(|| error("event loss counters missing".into()))?;
+        self.tasks = events::start(probes.ebpf_mut(), self.config.event_transport, sender, loss, self.stop.clone())
+            .map_err(|e| error(e.to_string()))?;
+        let run = FlowLoop {
+            id: ctx.id.clone(),
+            config: self.config.clone(),
+            probes,
+            watcher,
+            table: FlowTable::new(self.config.idle_timeout.as_nanos() as u64),
+            flow_metrics: FlowMetrics::new(monotonic_to_unix_ns() + monotonic_now_ns()),
+            metrics,
+            output: ctx.output,
+            pending: Vec::new(),
+            host: host_name(),
+        };
+        self.tasks.push(tokio::spawn(run.run(events, self.stop.clone())));
+        tracing::info!(receiver = %ctx.id, transport = ?self.config.event_transport, "Watching network flows.");
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) {
+        self.stop.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Keeps the attached interfaces in line with the filter.
+struct InterfaceWatcher {
+    filter: InterfaceFilter,
+    names: BTreeMap<u32, String>,
+    mode: TcAttach,
+}
+
+impl InterfaceWatcher {
+    fn sync(&mut self, probes: &mut Probes, strict: bool) -> Result<(), EbpfError> {
+        let Ok(present) = interfaces::list(Path::new("/sys/class/net")) else { return Ok(()) };
+        for interface in &present {
+            self.names.insert(interface.ifindex, interface.name.clone());
+        }
+        let wanted: Vec<&Interface> = present.iter().filter(|i| self.filter.matches(i)).collect();
+        let gone: Vec<String> =
+            probes.attached().filter(|name| !wanted.iter().any(|i| i.name == *name)).map(str::to_owned).collect();
+        for name in gone {
+            tracing::info!(interface = %name, "Interface gone or no longer matching; detaching.");
+            probes.detach(&name);
+        }
+        for interface in wanted {
+            if probes.attached().any(|name| name == interface.name) {
+                continue;
+            }
+            match probes.attach(&interface.name, self.mode) {
+                Ok(()) => tracing::info!(interface = %interface.name, "Attached flow programs."),
+                Err(err) if strict => return Err(err),
+                Err(err) => tracing::warn!(interface = %interface.name, error = %err, "Cannot attach; will retry."),
+            }
+        }
+        Ok(())
+    }
+
+    fn name(&self, ifindex: u32) -> String {
+        self.names.get(&ifindex).cloned().unwrap_or_else(|| format!("if{ifindex}"))
+    }
+}
+
+/// The receiver's task: events in, flushes out.
+struct FlowLoop {
+    id: ComponentId,
+    config: EbpfReceiverConfig,
+    probes: Probes,
+    watcher: InterfaceWatcher,
+    table: FlowTable,
+    flow_metrics: FlowMetrics,
+    metrics: KernelMetrics,
+    output: ReceiverOutput,
+    /// Flow-end records not yet handed on.
+    pending: Vec<LogRecord>,
+    host: String,
+}
+
+impl FlowLoop {
+    async fn run(mut self, mut events: mpsc::Receiver<FlowEvent>, stop: CancellationToken) {
+        let interval = |period| {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval
+        };
+        let mut flush = interval(self.config.flush_interval);
+        let mut poll = interval(self.config.interface_poll_interval);
+        let mut ends = interval(END_REPORT_INTERVAL);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                Some(event) = events.recv() => self.on_event(&event),
+                _ = ends.tick() => self.hand_on_ends().await,
+                _ = flush.tick() => self.flush().await,
+                _ = poll.tick() => {
+                    let _ = self.watcher.sync(&mut self.probes, false);
+                }
+            }
+        }
+        while let Ok(event) = events.try_recv() {
+            self.on_event(&event);
+        }
+        // Final report of everything counted so far.
+        self.flush().await;
+        self.probes.detach_all();
+        tracing::info!(receiver = %self.id, "Flow programs detached.");
+    }
+
+    fn to_record(&self, report: &FlowReport) -> LogRecord {
+        let offset = monotonic_to_unix_ns();
+        let now = offset + monotonic_now_ns();
+        let name = |ifindex| self.watcher.name(ifindex);
+        let ctx = RecordContext {
+            interface_name: &name,
+            sampling: self.config.sampling.get(),
+            monotonic_to_unix_ns: offset,
+            now_unix_ns: now,
+        };
+        convert::flow_record(report, &ctx)
+    }
+
+    fn on_event(&mut self, event: &FlowEvent) {
+        if event.kind != EVENT_FLOW_END {
+            return;
+        }
+        let reason =
+            if u16::from(event.packet_tcp_flags) & tcp_flags::RST != 0 { EndReason::Rst } else { EndReason::Fin };
+        let stats = self.probes.flow(&event.key).unwrap_or(event.stats);
+        if let Some(report) = self.table.end(&event.key, &stats, reason) {
+            self.flow_metrics.add(&report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
+            let record = self.to_record(&report);
+            self.pending.push(record);
+        }
+    }
+
+    async fn hand_on_ends(&mut self) {
+        if !self.pending.is_empty() {
+            let records = std::mem::take(&mut self.pending);
+            self.push_logs(records).await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        let kernel = match self.probes.flows() {
+            Ok(kernel) => kernel,
+            Err(err) => {
+                tracing::error!(receiver = %self.id, error = %err, "Cannot read the flow table.");
+                return;
+            }
+        };
+        let flush = self.table.flush(&kernel, monotonic_now_ns());
+        self.probes.delete_flows(&flush.delete);
+        self.metrics.evicted.add(flush.evicted);
+        if flush.evicted > 0 {
+            tracing::warn!(receiver = %self.id, evicted = flush.evicted, "The kernel's flow table was full; raise max_flows.");
+        }
+        self.metrics.mirror(&self.probes);
+        let mut records = std::mem::take(&mut self.pending);
+        for report in &flush.reports {
+            self.flow_metrics.add(report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
+            records.push(self.to_record(report));
+        }
+        self.push_logs(records).await;
+
+        let mut active: BTreeMap<String, usize> = BTreeMap::new();
+        for (key, _) in &kernel {
+            *active.entry(self.watcher.name(key.ifindex)).or_default() += 1;
+        }
+        let now = monotonic_to_unix_ns() + monotonic_now_ns();
+        let metrics = self.flow_metrics.metrics(now, &active);
+        let payload = Payload::Metrics(vec![ResourceMetrics {
+            resource: Some(convert::resource(&self.host)),
+            scope_metrics: vec![ScopeMetrics { scope: Some(convert::scope()), metrics, schema_url: String::new() }],
+            schema_url: String::new(),
+        }]);
+        self.push(payload).await;
+    }
+
+    async fn push_logs(&mut self, records: Vec<LogRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let payload = Payload::Logs(vec![ResourceLogs {
+            resource: Some(convert::resource(&self.host)),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(convert::scope()),
+                log_records: records,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }]);
+        self.push(payload).await;
+    }
+
+    async fn push(&mut self, payload: Payload) {
+        let signal: Signal = payload.signal();
+        if !self.output.accepts(signal) {
+            return;
+        }
+        let items = payload.item_count() as u64;
+        match self.output.push(payload).await {
+            Ok(()) => self.metrics.accepted.get(signal).add(items),
+            Err(err) => {
+                self.metrics.refused.get(signal).add(items);
+                tracing::warn!(receiver = %self.id, items, error = %err, "Pipelines did not take flow data; dropped.");
+            }
+        }
     }
 }

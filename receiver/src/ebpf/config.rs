@@ -1,0 +1,99 @@
+//! `receivers::ebpf` config.
+
+use std::{num::NonZeroU32, time::Duration};
+
+use flowtel_core::config::Validate;
+use serde::Deserialize;
+
+use super::interfaces::InterfaceFilter;
+
+/// `receivers::ebpf`: the kernel's view of the network.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EbpfReceiverConfig {
+    /// Interfaces to watch, by name or glob (`eth*`, `veth*`). Empty: every
+    /// interface that is up, except loopback (`lo` only when named).
+    /// Interfaces that appear later and match are attached too.
+    pub interfaces: Vec<String>,
+    /// Interfaces never to watch, by name or glob.
+    pub exclude_interfaces: Vec<String>,
+    /// How the TC programs attach: `auto` (TCX where the kernel has it,
+    /// else a clsact qdisc), `tcx` or `netlink` (clsact).
+    pub tc_attach: TcAttach,
+    /// How flow events reach userspace: `ring_buffer` or `perf_array`.
+    pub event_transport: EventTransport,
+    /// How often active flows are reported (as deltas since the last report).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// A flow without packets for this long is ended and forgotten.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Count one packet in this many, in the kernel (1: every packet). The
+    /// rate is written on every record as `flow.sampling_rate`.
+    pub sampling: NonZeroU32,
+    /// Size of the kernel's flow table; the least recently used flow is
+    /// evicted when it is full (and counted).
+    pub max_flows: NonZeroU32,
+    /// How often the interface list is checked for new and removed interfaces.
+    #[serde(with = "humantime_serde")]
+    pub interface_poll_interval: Duration,
+}
+
+impl Default for EbpfReceiverConfig {
+    fn default() -> Self {
+        EbpfReceiverConfig {
+            interfaces: Vec::new(),
+            exclude_interfaces: Vec::new(),
+            tc_attach: TcAttach::Auto,
+            event_transport: EventTransport::RingBuffer,
+            flush_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            sampling: NonZeroU32::MIN,
+            max_flows: NonZeroU32::new(65_536).unwrap_or(NonZeroU32::MIN),
+            interface_poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// How the TC programs are attached.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TcAttach {
+    /// TCX when the kernel supports it (6.6+), else netlink.
+    #[default]
+    Auto,
+    /// TCX links, first in the chain.
+    Tcx,
+    /// A clsact qdisc and direct-action filters at priority 1.
+    Netlink,
+}
+
+/// How events reach userspace.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventTransport {
+    /// BPF ring buffer (kernel 5.8+): one buffer shared by all CPUs.
+    #[default]
+    RingBuffer,
+    /// Perf event array: one buffer per CPU.
+    PerfArray,
+}
+
+impl Validate for EbpfReceiverConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let Err((field, message)) = InterfaceFilter::new(&self.interfaces, &self.exclude_interfaces) {
+            problems.push((field.into(), message));
+        }
+        for (field, value) in [
+            ("flush_interval", self.flush_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("interface_poll_interval", self.interface_poll_interval),
+        ] {
+            if value.is_zero() {
+                problems.push((field.into(), "must be more than 0".into()));
+            }
+        }
+        problems
+    }
+}
