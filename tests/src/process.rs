@@ -96,6 +96,33 @@ impl Flowtel {
         Flowtel { child, metrics_port, _dir: dir }
     }
 
+    /// Starts flowtel inside network namespace `netns` with `config`; waits
+    /// until it says it is running. Its own telemetry is on 127.0.0.1 inside
+    /// the namespace (`${METRICS_PORT}` as for [`Flowtel::start`]).
+    pub fn start_in_netns(config: &str, netns: &str) -> Flowtel {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics_port = free_port();
+        let config = config.replace("${METRICS_PORT}", &metrics_port.to_string());
+        let path = dir.path().join("otel-config.yaml");
+        fs::write(&path, config).unwrap();
+        let mut child = Child::spawn(
+            "flowtel",
+            Command::new("ip")
+                .args(["netns", "exec", netns])
+                .arg(flowtel_bin())
+                .arg("--config")
+                .arg(&path)
+                .arg("--shutdown-timeout")
+                .arg("5s"),
+            &dir.path().join("flowtel.log"),
+        );
+        wait_for(Duration::from_secs(20), "flowtel to be running", || {
+            child.assert_running();
+            child.output().contains("flowtel is running").then_some(())
+        });
+        Flowtel { child, metrics_port, _dir: dir }
+    }
+
     /// flowtel's own metrics, in Prometheus text.
     pub fn metrics(&self) -> String {
         http_get(self.metrics_port, "/metrics").map(|(_, body)| body).unwrap_or_default()

@@ -1,0 +1,286 @@
+//! Privileged, real kernel: flowtel's `ebpf` receiver watches a veth in a
+//! network namespace this test creates; the test makes TCP, UDP and ICMP
+//! traffic of known sizes and checks the exported `network.flow` records
+//! against the interface's own counters and against what was sent. Needs
+//! root (it creates namespaces and loads eBPF programs).
+//!
+//! One test function runs every scenario in turn, so that the kernel's
+//! program and link listings checked after each shutdown are its alone.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::{
+    collections::BTreeMap,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use flowtel_tests::{
+    Flowtel,
+    netns::{Netns, VethPair, is_root},
+    otlp_json::{Item, items},
+};
+
+const TCP_BYTES: usize = 200_000;
+const UDP_DATAGRAMS: usize = 100;
+const UDP_PAYLOAD: usize = 200;
+const PINGS: usize = 5;
+
+struct Scenario {
+    tc_attach: &'static str,
+    event_transport: &'static str,
+    sampling: u32,
+}
+
+fn config(file: &std::path::Path, scenario: &Scenario) -> String {
+    format!(
+        r#"
+receivers:
+  ebpf:
+    interfaces: [veth0]
+    tc_attach: {tc}
+    event_transport: {transport}
+    sampling: {sampling}
+    flush_interval: 1s
+exporters:
+  file: {{path: "{file}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], exporters: [file]}}
+"#,
+        tc = scenario.tc_attach,
+        transport = scenario.event_transport,
+        sampling = scenario.sampling,
+        file = file.display()
+    )
+}
+
+/// Runs python3 (the system's) inside `ns`.
+fn python_in(ns: &Netns, code: &str) -> std::process::Child {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", code])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: std::process::Child) -> String {
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// TCP of `TCP_BYTES` from a to b:5001, UDP datagrams to b:5002 (and
+/// `udp6_to` over IPv6 when given), and pings.
+fn make_traffic(pair: &VethPair, udp_datagrams: usize, udp6_to: Option<&str>) {
+    let tcp_server = python_in(
+        &pair.b,
+        "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('10.77.0.2',5001));s.listen();c,_=s.accept();n=0\n\
+         while True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close();print(n)",
+    );
+    let udp_sink = python_in(
+        &pair.b,
+        "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('10.77.0.2',5002))\n\
+         s.settimeout(5)\ntry:\n  while True: s.recv(65536)\nexcept socket.timeout: pass",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    finish(python_in(
+        &pair.a,
+        &format!(
+            "import socket\ns=socket.create_connection(('10.77.0.2',5001));s.sendall(b'x'*{TCP_BYTES})\n\
+             s.shutdown(socket.SHUT_WR)\nwhile s.recv(65536): pass\ns.close()"
+        ),
+    ));
+    assert_eq!(finish(tcp_server), TCP_BYTES.to_string());
+    let udp6 = udp6_to.map_or(String::new(), |to| {
+        format!(
+            "u6=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n\
+             for i in range({udp_datagrams}): u6.sendto(b'y'*{UDP_PAYLOAD},('{to}',5003)); time.sleep(0.0005)\n"
+        )
+    });
+    finish(python_in(
+        &pair.a,
+        &format!(
+            "import socket,time\nu=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             for i in range({udp_datagrams}): u.sendto(b'y'*{UDP_PAYLOAD},('10.77.0.2',5002)); time.sleep(0.0005)\n{udp6}"
+        ),
+    ));
+    let ping = pair.a.run(&["ping", "-c", &PINGS.to_string(), "-i", "0.2", "-W", "2", VethPair::B_V4]);
+    assert!(String::from_utf8_lossy(&ping.stdout).contains(&format!("{PINGS} received")));
+    drop(udp_sink);
+}
+
+fn interface_counts(ns: &Netns) -> [u64; 4] {
+    ["tx_packets", "rx_packets", "tx_bytes", "rx_bytes"].map(|stat| ns.interface_stat(VethPair::A_IF, stat))
+}
+
+fn flow_records(file: &std::path::Path) -> Vec<Item> {
+    let requests: Vec<serde_json::Value> = std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    items(&requests, "logs")
+}
+
+fn num(item: &Item, key: &str) -> u64 {
+    item.attributes.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Sums (packets, bytes) of the records matching `filter`.
+fn sum(records: &[Item], filter: impl Fn(&Item) -> bool) -> (u64, u64) {
+    records
+        .iter()
+        .filter(|r| filter(r))
+        .fold((0, 0), |(p, b), r| (p + num(r, "flow.packets"), b + num(r, "flow.bytes")))
+}
+
+fn attr<'a>(item: &'a Item, key: &str) -> &'a str {
+    item.attributes.get(key).map_or("", String::as_str)
+}
+
+/// Nothing of flowtel's is left in the kernel after it stopped.
+fn assert_nothing_left(pair: &VethPair) {
+    let programs = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (cargo xtask setup)");
+    let programs = String::from_utf8_lossy(&programs.stdout);
+    assert!(!programs.contains("flowtel_tc_"), "programs left behind:\n{programs}");
+    let qdiscs =
+        String::from_utf8_lossy(&pair.a.run(&["tc", "qdisc", "show", "dev", VethPair::A_IF]).stdout).into_owned();
+    assert!(!qdiscs.contains("clsact"), "qdisc left behind: {qdiscs}");
+    for direction in ["ingress", "egress"] {
+        let filters =
+            String::from_utf8_lossy(&pair.a.run(&["tc", "filter", "show", "dev", VethPair::A_IF, direction]).stdout)
+                .into_owned();
+        assert!(filters.trim().is_empty(), "{direction} filters left behind: {filters}");
+    }
+}
+
+/// A veth pair whose only traffic is the test's: static neighbours (no
+/// ARP), and IPv6 off unless asked for.
+fn quiet_pair(label: &str, ipv6: bool) -> VethPair {
+    let pair = VethPair::create(label);
+    for (ns, peer_ns, peer_if, peer_v4) in
+        [(&pair.a, &pair.b, VethPair::B_IF, VethPair::B_V4), (&pair.b, &pair.a, VethPair::A_IF, VethPair::A_V4)]
+    {
+        let mac = String::from_utf8_lossy(&peer_ns.run(&["cat", &format!("/sys/class/net/{peer_if}/address")]).stdout)
+            .trim()
+            .to_owned();
+        let own_if = if peer_if == VethPair::B_IF { VethPair::A_IF } else { VethPair::B_IF };
+        ns.run(&["ip", "neigh", "replace", peer_v4, "lladdr", &mac, "dev", own_if, "nud", "permanent"]);
+        if ipv6 {
+            let peer_v6 = if peer_if == VethPair::B_IF { "fd77::2" } else { "fd77::1" };
+            ns.run(&["ip", "-6", "neigh", "replace", peer_v6, "lladdr", &mac, "dev", own_if, "nud", "permanent"]);
+        } else {
+            ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        }
+    }
+    // Let link-up chatter (IPv6 router solicitations, MLD reports) pass.
+    std::thread::sleep(Duration::from_millis(if ipv6 { 3000 } else { 300 }));
+    pair
+}
+
+fn exact_counts(scenario: &Scenario) {
+    let pair = quiet_pair("flow", false);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flows.jsonl");
+    let mut flowtel = Flowtel::start_in_netns(&config(&file, scenario), &pair.a.name);
+    let before = interface_counts(&pair.a);
+    make_traffic(&pair, UDP_DATAGRAMS, None);
+    let after = interface_counts(&pair.a);
+    assert!(flowtel.child.stop().success(), "{}", flowtel.child.output());
+    let what = format!("{} + {}", scenario.tc_attach, scenario.event_transport);
+
+    let records = flow_records(&file);
+    assert!(records.iter().all(|r| r.name.is_empty() && r.scope_name == "flowtel.receiver.ebpf"));
+    assert!(records.iter().all(|r| r.resource.get("service.name").map(String::as_str) == Some("flowtel")));
+    let transmit = sum(&records, |r| attr(r, "network.io.direction") == "transmit");
+    let receive = sum(&records, |r| attr(r, "network.io.direction") == "receive");
+    assert_eq!(
+        [transmit.0, receive.0, transmit.1, receive.1],
+        [after[0] - before[0], after[1] - before[1], after[2] - before[2], after[3] - before[3]],
+        "{what}: flow records [tx packets, rx packets, tx bytes, rx bytes] vs the interface's counters"
+    );
+
+    let udp = |r: &Item| attr(r, "network.transport") == "udp" && attr(r, "destination.port") == "5002";
+    let udp_frame = (UDP_PAYLOAD + 8 + 20 + 14) as u64;
+    assert_eq!(sum(&records, udp), (UDP_DATAGRAMS as u64, UDP_DATAGRAMS as u64 * udp_frame), "{what}: UDP flow");
+    for r in records.iter().filter(|r| udp(r)) {
+        assert_eq!(
+            (attr(r, "source.address"), attr(r, "destination.address"), attr(r, "network.type")),
+            (VethPair::A_V4, VethPair::B_V4, "ipv4"),
+            "{what}"
+        );
+        assert_eq!(attr(r, "network.interface.name"), VethPair::A_IF);
+    }
+
+    let echo = |kind: &'static str| {
+        move |r: &Item| attr(r, "network.transport") == "icmp" && attr(r, "network.icmp.type") == kind
+    };
+    assert_eq!(sum(&records, echo("8")), (PINGS as u64, PINGS as u64 * 98), "{what}: echo requests");
+    assert_eq!(sum(&records, echo("0")), (PINGS as u64, PINGS as u64 * 98), "{what}: echo replies");
+
+    let tcp_out = |r: &Item| attr(r, "network.transport") == "tcp" && attr(r, "destination.port") == "5001";
+    let (_, tcp_bytes) = sum(&records, tcp_out);
+    assert!(tcp_bytes > TCP_BYTES as u64, "{what}: TCP bytes {tcp_bytes} carry the {TCP_BYTES}-byte payload");
+    let flags: Vec<&str> = records.iter().filter(|r| tcp_out(r)).map(|r| attr(r, "network.tcp.flags")).collect();
+    assert!(flags.iter().any(|f| f.contains("SYN")) && flags.iter().any(|f| f.contains("FIN")), "{what}: {flags:?}");
+    assert!(records.iter().any(|r| tcp_out(r) && attr(r, "flow.end_reason") == "fin"), "{what}: FIN ends the flow");
+    assert!(records.iter().all(|r| attr(r, "flow.sampling_rate") == "1"));
+    assert_nothing_left(&pair);
+}
+
+fn ipv6_udp() {
+    let pair = quiet_pair("flow6", true);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flows.jsonl");
+    let scenario = Scenario { tc_attach: "auto", event_transport: "ring_buffer", sampling: 1 };
+    let mut flowtel = Flowtel::start_in_netns(&config(&file, &scenario), &pair.a.name);
+    make_traffic(&pair, UDP_DATAGRAMS, Some("fd77::2"));
+    assert!(flowtel.child.stop().success());
+    let records = flow_records(&file);
+    let udp6 = |r: &Item| attr(r, "network.type") == "ipv6" && attr(r, "destination.port") == "5003";
+    let frame = (UDP_PAYLOAD + 8 + 40 + 14) as u64;
+    assert_eq!(sum(&records, udp6), (UDP_DATAGRAMS as u64, UDP_DATAGRAMS as u64 * frame), "IPv6 UDP flow");
+    let record = records.iter().find(|r| udp6(r)).unwrap();
+    assert_eq!((attr(record, "source.address"), attr(record, "destination.address")), ("fd77::1", "fd77::2"));
+}
+
+fn sampling() {
+    const N: u32 = 4;
+    const DATAGRAMS: usize = 4000;
+    let pair = quiet_pair("samp", false);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flows.jsonl");
+    let scenario = Scenario { tc_attach: "auto", event_transport: "ring_buffer", sampling: N };
+    let mut flowtel = Flowtel::start_in_netns(&config(&file, &scenario), &pair.a.name);
+    make_traffic(&pair, DATAGRAMS, None);
+    assert!(flowtel.child.stop().success());
+    let records = flow_records(&file);
+    let udp = |r: &Item| attr(r, "network.transport") == "udp" && attr(r, "destination.port") == "5002";
+    assert!(records.iter().filter(|r| udp(r)).all(|r| attr(r, "flow.sampling_rate") == N.to_string()));
+    let (sampled, _) = sum(&records, udp);
+    let estimate = sampled * u64::from(N);
+    // Binomial(4000, 1/4): the standard deviation of the estimate is ~110
+    // packets, so ±15% (600) is more than five of them.
+    let truth = DATAGRAMS as u64;
+    assert!(estimate.abs_diff(truth) <= truth * 15 / 100, "scaled estimate {estimate} vs {truth} sent");
+}
+
+#[test]
+fn flows_are_counted_exactly_in_every_attach_mode_and_transport() {
+    assert!(is_root(), "this privileged test needs root: run `cargo xtask test` as root");
+    let mut seen = BTreeMap::new();
+    for scenario in [
+        Scenario { tc_attach: "tcx", event_transport: "ring_buffer", sampling: 1 },
+        Scenario { tc_attach: "netlink", event_transport: "perf_array", sampling: 1 },
+    ] {
+        exact_counts(&scenario);
+        seen.insert(scenario.tc_attach, scenario.event_transport);
+    }
+    ipv6_udp();
+    sampling();
+    assert_eq!(seen.len(), 2);
+}
