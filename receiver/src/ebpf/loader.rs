@@ -8,7 +8,7 @@ use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType,
+        LinkOrder, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions,
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
     },
 };
@@ -214,6 +214,18 @@ impl Probes {
         for interface in interfaces {
             self.detach(&interface);
         }
+    }
+
+    /// Runs the ingress classifier once on a crafted packet (an Ethernet
+    /// frame) with `BPF_PROG_TEST_RUN`; returns its verdict.
+    pub fn test_run_ingress(&mut self, frame: &[u8]) -> Result<u32, EbpfError> {
+        let program = classifier(&mut self.ebpf, PROG_TC_INGRESS)?;
+        let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
+        program.test_run(options).map(|result| result.return_value).map_err(|e| EbpfError::Program {
+            program: PROG_TC_INGRESS,
+            on: String::new(),
+            message: format!("test run failed: {e:?}"),
+        })
     }
 
     /// Every flow in the kernel's table, per-CPU values summed.

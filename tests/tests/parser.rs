@@ -1,0 +1,197 @@
+//! Privileged: the flow programs' header parser, run by the kernel on
+//! crafted frames with BPF_PROG_TEST_RUN. Truncated and malformed headers
+//! must be counted as parse failures, never turned into flows with wrong
+//! addresses or ports. Needs root (it loads eBPF programs).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use flowtel_ebpf_common::{Counter, FlowKey, ipproto};
+use flowtel_receiver::ebpf::{ProbeSettings, Probes};
+use flowtel_tests::netns::is_root;
+
+const TC_ACT_PIPE: u32 = 3;
+
+fn ethernet(ether_type: u16) -> Vec<u8> {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    frame.extend_from_slice(&ether_type.to_be_bytes());
+    frame
+}
+
+/// An IPv4 header with `options` 4-byte words of options and the given fragment field.
+fn ipv4(protocol: u8, options: usize, fragment: u16, payload_len: usize) -> Vec<u8> {
+    let header_len = 20 + options * 4;
+    let mut header = vec![0x40 | (header_len / 4) as u8, 0];
+    header.extend_from_slice(&((header_len + payload_len) as u16).to_be_bytes());
+    header.extend_from_slice(&[0, 1]);
+    header.extend_from_slice(&fragment.to_be_bytes());
+    header.extend_from_slice(&[64, protocol, 0, 0, 10, 1, 2, 3, 10, 4, 5, 6]);
+    header.extend(std::iter::repeat_n(1u8, options * 4));
+    header
+}
+
+fn ipv6(next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut header = vec![0x60, 0, 0, 0];
+    header.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    header.extend_from_slice(&[next, 64]);
+    header.extend_from_slice(&[0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    header.extend_from_slice(&[0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    header.extend_from_slice(payload);
+    header
+}
+
+fn ports(src: u16, dst: u16, rest: usize) -> Vec<u8> {
+    let mut l4 = src.to_be_bytes().to_vec();
+    l4.extend_from_slice(&dst.to_be_bytes());
+    l4.extend(std::iter::repeat_n(0u8, rest));
+    l4
+}
+
+fn tcp(src: u16, dst: u16, flags: u8) -> Vec<u8> {
+    let mut l4 = ports(src, dst, 16);
+    l4[12] = 0x50;
+    l4[13] = flags;
+    l4
+}
+
+fn frame(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// Runs one frame; returns the flows it made and how the counters moved.
+fn run(probes: &mut Probes, frame: &[u8]) -> (Vec<FlowKey>, [u64; 7]) {
+    let existing: Vec<FlowKey> = probes.flows().unwrap().into_iter().map(|(k, _)| k).collect();
+    probes.delete_flows(&existing);
+    let before = probes.counters().unwrap();
+    let verdict =
+        probes.test_run_ingress(frame).unwrap_or_else(|e| panic!("{e} on a {}-byte frame {frame:02x?}", frame.len()));
+    assert_eq!(verdict, TC_ACT_PIPE, "the verdict is never changed");
+    let after = probes.counters().unwrap();
+    let mut delta = [0; 7];
+    for i in 0..7 {
+        delta[i] = after[i] - before[i];
+    }
+    (probes.flows().unwrap().into_iter().map(|(k, _)| k).collect(), delta)
+}
+
+fn only_flow(probes: &mut Probes, what: &str, frame: &[u8]) -> FlowKey {
+    let (flows, counters) = run(probes, frame);
+    assert_eq!(flows.len(), 1, "{what}: one flow, counters {counters:?}");
+    assert_eq!(counters[Counter::ParseFailures as usize], 0, "{what}");
+    flows[0]
+}
+
+fn refused(probes: &mut Probes, what: &str, frame: &[u8], counter: Counter) {
+    let (flows, counters) = run(probes, frame);
+    assert!(flows.is_empty(), "{what}: no flow from a bad frame, got {flows:?}");
+    assert_eq!(counters[counter as usize], 1, "{what}: counted as {counter:?}, counters {counters:?}");
+}
+
+#[test]
+fn crafted_frames_parse_or_are_counted_as_failures() {
+    assert!(is_root(), "this privileged test needs root: run `cargo xtask test` as root");
+    let mut probes = Probes::load(&ProbeSettings::default()).expect("load the eBPF object");
+
+    // IPv4 with 8 bytes of options: the ports come after the options.
+    let key = only_flow(
+        &mut probes,
+        "ipv4 options",
+        &frame(&[&ethernet(0x0800), &ipv4(ipproto::TCP, 2, 0, 20), &tcp(1234, 80, 0x02)]),
+    );
+    assert_eq!((key.protocol, key.src_port, key.dst_port), (ipproto::TCP, 1234, 80));
+    assert_eq!((&key.src_addr[..4], &key.dst_addr[..4], key.ip_version), (&[10, 1, 2, 3][..], &[10, 4, 5, 6][..], 4));
+
+    // A first fragment (MF set, offset 0) has ports; a later one has none.
+    let key = only_flow(
+        &mut probes,
+        "first fragment",
+        &frame(&[&ethernet(0x0800), &ipv4(ipproto::UDP, 0, 0x2000, 8), &ports(53, 5353, 4)]),
+    );
+    assert_eq!((key.src_port, key.dst_port), (53, 5353));
+    let key = only_flow(
+        &mut probes,
+        "later fragment",
+        &frame(&[&ethernet(0x0800), &ipv4(ipproto::UDP, 0, 0x00b9, 8), &ports(53, 5353, 4)]),
+    );
+    assert_eq!((key.protocol, key.src_port, key.dst_port), (ipproto::UDP, 0, 0));
+
+    // 802.1ad + 802.1Q tags in front of IPv4.
+    let mut tagged = ethernet(0x88a8);
+    tagged.extend_from_slice(&[0, 100, 0x81, 0x00, 0, 200, 0x08, 0x00]);
+    let key = only_flow(
+        &mut probes,
+        "double VLAN",
+        &frame(&[&tagged, &ipv4(ipproto::SCTP, 0, 0, 12), &ports(3868, 3869, 8)]),
+    );
+    assert_eq!((key.protocol, key.src_port, key.dst_port), (ipproto::SCTP, 3868, 3869));
+
+    // IPv6: hop-by-hop (8 bytes) then destination options (16 bytes) then UDP.
+    let mut chain = vec![60, 0, 0, 0, 0, 0, 0, 0];
+    chain.extend_from_slice(&[ipproto::UDP, 1]);
+    chain.extend(std::iter::repeat_n(0u8, 14));
+    chain.extend(ports(4000, 443, 4));
+    let key = only_flow(&mut probes, "ipv6 extension headers", &frame(&[&ethernet(0x86dd), &ipv6(0, &chain)]));
+    assert_eq!((key.ip_version, key.protocol, key.src_port, key.dst_port), (6, ipproto::UDP, 4000, 443));
+    assert_eq!(key.dst_addr[15], 2);
+
+    // IPv6 fragment header, not the first fragment: no ports.
+    let mut fragment = vec![ipproto::TCP, 0, 0x05, 0x00, 0, 0, 0, 1];
+    fragment.extend(tcp(1, 2, 0x02));
+    let key = only_flow(&mut probes, "ipv6 later fragment", &frame(&[&ethernet(0x86dd), &ipv6(44, &fragment)]));
+    assert_eq!((key.protocol, key.src_port, key.dst_port), (ipproto::TCP, 0, 0));
+
+    // ICMP echo request: type and code in the port fields.
+    let key = only_flow(
+        &mut probes,
+        "icmp",
+        &frame(&[&ethernet(0x0800), &ipv4(ipproto::ICMP, 0, 0, 8), &[8, 0, 0, 0, 0, 1, 0, 1]]),
+    );
+    assert_eq!((key.protocol, key.src_port, key.dst_port), (ipproto::ICMP, 8, 0));
+
+    // A protocol without ports (GRE) is a flow by protocol number.
+    let key = only_flow(&mut probes, "gre", &frame(&[&ethernet(0x0800), &ipv4(47, 0, 0, 4), &[0, 0, 0x08, 0]]));
+    assert_eq!((key.protocol, key.src_port, key.dst_port), (47, 0, 0));
+
+    // Truncated and malformed headers. The kernel's test runner refuses an
+    // untagged IPv4 or IPv6 frame shorter than its IP header, so those
+    // truncations ride behind a VLAN tag (as they can on a real link).
+    let mut vlan = ethernet(0x8100);
+    vlan.extend_from_slice(&[0, 7, 0x08, 0x00]);
+    let mut vlan6 = ethernet(0x8100);
+    vlan6.extend_from_slice(&[0, 7, 0x86, 0xdd]);
+    refused(
+        &mut probes,
+        "ipv4 cut short",
+        &frame(&[&vlan, &ipv4(ipproto::TCP, 0, 0, 20)[..12]]),
+        Counter::ParseFailures,
+    );
+    refused(
+        &mut probes,
+        "tcp cut short",
+        &frame(&[&ethernet(0x0800), &ipv4(ipproto::TCP, 0, 0, 20), &[0x04, 0xd2]]),
+        Counter::ParseFailures,
+    );
+    let mut bad_ihl = ipv4(ipproto::UDP, 0, 0, 8);
+    bad_ihl[0] = 0x43;
+    refused(
+        &mut probes,
+        "ihl below 5",
+        &frame(&[&ethernet(0x0800), &bad_ihl, &ports(1, 2, 4)]),
+        Counter::ParseFailures,
+    );
+    let mut wrong_version = ipv4(ipproto::UDP, 0, 0, 8);
+    wrong_version[0] = 0x65;
+    refused(
+        &mut probes,
+        "version 6 in an IPv4 frame",
+        &frame(&[&ethernet(0x0800), &wrong_version, &ports(1, 2, 4)]),
+        Counter::ParseFailures,
+    );
+    refused(
+        &mut probes,
+        "options past the end",
+        &frame(&[&ethernet(0x0800), &ipv4(ipproto::TCP, 10, 0, 0)[..24]]),
+        Counter::ParseFailures,
+    );
+    refused(&mut probes, "ipv6 cut short", &frame(&[&vlan6, &ipv6(ipproto::UDP, &[])[..30]]), Counter::ParseFailures);
+    refused(&mut probes, "arp", &frame(&[&ethernet(0x0806), &[0; 28]]), Counter::NonIpPackets);
+}
