@@ -96,7 +96,6 @@ fn run(cli: &Cli) -> ExitCode {
     match runtime.block_on(serve(checked, cli.shutdown_timeout)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
             eprintln!("flowtel: {err:#}");
             ExitCode::FAILURE
         }

@@ -269,6 +269,94 @@ fn sampling() {
     assert!(estimate.abs_diff(truth) <= truth * 15 / 100, "scaled estimate {estimate} vs {truth} sent");
 }
 
+/// Interfaces that appear after startup are watched; ones that go away are released.
+fn hot_plug() {
+    let pair = quiet_pair("plug", false);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flows.jsonl");
+    let config = format!(
+        r#"
+receivers:
+  ebpf: {{interfaces: ["vplug*"], interface_poll_interval: 200ms, flush_interval: 1s}}
+exporters:
+  file: {{path: "{file}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], exporters: [file]}}
+"#,
+        file = file.display()
+    );
+    let mut flowtel = Flowtel::start_in_netns(&config, &pair.a.name);
+    assert!(flowtel.child.output().contains("No interface matches yet"));
+    flowtel_tests::netns::ip(&[
+        "link",
+        "add",
+        "vplug0",
+        "netns",
+        &pair.a.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vplug1",
+        "netns",
+        &pair.b.name,
+    ]);
+    pair.a.run(&["ip", "addr", "add", "10.78.0.1/24", "dev", "vplug0"]);
+    pair.b.run(&["ip", "addr", "add", "10.78.0.2/24", "dev", "vplug1"]);
+    pair.b.run(&["ip", "link", "set", "vplug1", "up"]);
+    pair.a.run(&["ip", "link", "set", "vplug0", "up"]);
+    flowtel_tests::wait_for(Duration::from_secs(10), "flowtel to attach to vplug0", || {
+        flowtel.child.output().contains("Attached flow programs. interface=vplug0").then_some(())
+    });
+    let ping = pair.a.run(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.78.0.2"]);
+    assert!(String::from_utf8_lossy(&ping.stdout).contains("3 received"));
+    pair.a.run(&["ip", "link", "del", "vplug0"]);
+    flowtel_tests::wait_for(Duration::from_secs(10), "flowtel to release vplug0", || {
+        flowtel
+            .child
+            .output()
+            .contains("Interface gone or no longer matching; detaching. interface=vplug0")
+            .then_some(())
+    });
+    flowtel.child.assert_running();
+    assert!(flowtel.child.stop().success(), "{}", flowtel.child.output());
+    let records = flow_records(&file);
+    let echo = |r: &Item| {
+        attr(r, "network.interface.name") == "vplug0"
+            && attr(r, "network.icmp.type") == "8"
+            && attr(r, "destination.address") == "10.78.0.2"
+    };
+    assert_eq!(sum(&records, echo).0, 3, "echo requests on the hot-plugged interface");
+}
+
+#[test]
+fn without_privileges_flowtel_exits_naming_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    // The unprivileged user must be able to read the config.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = dir.path().join("otel-config.yaml");
+    let port = flowtel_tests::free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "receivers: {{ebpf: {{}}}}\nexporters: {{debug: {{}}}}\nservice:\n  telemetry: {{metrics: {{address: \"127.0.0.1:{port}\"}}}}\n  pipelines: {{logs: {{receivers: [ebpf], exporters: [debug]}}}}\n"
+        ),
+    )
+    .unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(flowtel_tests::flowtel_bin())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("receivers::ebpf") && stderr.contains("needs root, or CAP_BPF"), "{stderr}");
+}
+
 #[test]
 fn flows_are_counted_exactly_in_every_attach_mode_and_transport() {
     assert!(is_root(), "this privileged test needs root: run `cargo xtask test` as root");
@@ -282,5 +370,6 @@ fn flows_are_counted_exactly_in_every_attach_mode_and_transport() {
     }
     ipv6_udp();
     sampling();
+    hot_plug();
     assert_eq!(seen.len(), 2);
 }

@@ -26,10 +26,10 @@ pub static PROBES_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR")
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
     /// The object could not be loaded.
-    #[error("cannot load flowtel's eBPF object{hint}: {source}")]
+    #[error("cannot load flowtel's eBPF object{hint}: {message}")]
     Load {
-        /// What failed.
-        source: aya::EbpfError,
+        /// What failed, with its causes.
+        message: String,
         /// What is likely missing.
         hint: &'static str,
     },
@@ -57,9 +57,16 @@ fn map_error(map: &'static str) -> impl Fn(String) -> EbpfError {
     move |message| EbpfError::Map { map, message }
 }
 
-fn is_permission_error(err: &aya::EbpfError) -> bool {
-    let text = format!("{err:?}");
-    text.contains("EPERM") || text.contains("Operation not permitted") || text.contains("PermissionDenied")
+/// An error and its causes, joined with `: `.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 /// What the programs are set up with before attaching.
@@ -104,12 +111,13 @@ impl Probes {
     pub fn load(settings: &ProbeSettings) -> Result<Self, EbpfError> {
         let mut ebpf =
             EbpfLoader::new().map_max_entries(FLOWS_MAP, settings.max_flows).load(PROBES_OBJECT).map_err(|source| {
-                let hint = if is_permission_error(&source) {
+                let message = error_chain(&source);
+                let hint = if message.contains("Operation not permitted") {
                     " (needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
                 } else {
                     ""
                 };
-                EbpfError::Load { source, hint }
+                EbpfError::Load { message, hint }
             })?;
         {
             let map = ebpf.map_mut(FLOW_CONFIG_MAP).ok_or_else(|| map_error(FLOW_CONFIG_MAP)("missing".into()))?;
