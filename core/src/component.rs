@@ -268,6 +268,19 @@ pub trait Exporter: Send + Sync + 'static {
     async fn shutdown(&self) {}
 }
 
+/// An error and its causes, joined with `: ` (for messages that must say
+/// everything in one line).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

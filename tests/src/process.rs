@@ -79,46 +79,38 @@ impl Flowtel {
     /// Starts flowtel with `config`, in which `${METRICS_PORT}` is replaced by
     /// a free port for its own telemetry; waits until `/readyz` says ready.
     pub fn start(config: &str) -> Flowtel {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics_port = free_port();
-        let config = config.replace("${METRICS_PORT}", &metrics_port.to_string());
-        let path = dir.path().join("otel-config.yaml");
-        fs::write(&path, config).unwrap();
-        let mut child = Child::spawn(
-            "flowtel",
-            Command::new(flowtel_bin()).arg("--config").arg(&path).arg("--shutdown-timeout").arg("5s"),
-            &dir.path().join("flowtel.log"),
-        );
-        wait_for(Duration::from_secs(20), "flowtel to be ready", || {
-            child.assert_running();
-            http_get(metrics_port, "/readyz").filter(|(status, _)| *status == 200)
-        });
-        Flowtel { child, metrics_port, _dir: dir }
+        Self::launch(config, None)
     }
 
     /// Starts flowtel inside network namespace `netns` with `config`; waits
-    /// until it says it is running. Its own telemetry is on 127.0.0.1 inside
-    /// the namespace (`${METRICS_PORT}` as for [`Flowtel::start`]).
+    /// until it says it is running (its telemetry endpoint is inside the
+    /// namespace, out of the test's reach).
     pub fn start_in_netns(config: &str, netns: &str) -> Flowtel {
+        Self::launch(config, Some(netns))
+    }
+
+    fn launch(config: &str, netns: Option<&str>) -> Flowtel {
         let dir = tempfile::tempdir().unwrap();
         let metrics_port = free_port();
         let config = config.replace("${METRICS_PORT}", &metrics_port.to_string());
         let path = dir.path().join("otel-config.yaml");
         fs::write(&path, config).unwrap();
-        let mut child = Child::spawn(
-            "flowtel",
-            Command::new("ip")
-                .args(["netns", "exec", netns])
-                .arg(flowtel_bin())
-                .arg("--config")
-                .arg(&path)
-                .arg("--shutdown-timeout")
-                .arg("5s"),
-            &dir.path().join("flowtel.log"),
-        );
-        wait_for(Duration::from_secs(20), "flowtel to be running", || {
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(flowtel_bin());
+                command
+            }
+            None => Command::new(flowtel_bin()),
+        };
+        command.arg("--config").arg(&path).args(["--shutdown-timeout", "5s"]);
+        let mut child = Child::spawn("flowtel", &mut command, &dir.path().join("flowtel.log"));
+        wait_for(Duration::from_secs(20), "flowtel to be ready", || {
             child.assert_running();
-            child.output().contains("flowtel is running").then_some(())
+            match netns {
+                Some(_) => child.output().contains("flowtel is running").then_some(()),
+                None => http_get(metrics_port, "/readyz").filter(|(status, _)| *status == 200).map(|_| ()),
+            }
         });
         Flowtel { child, metrics_port, _dir: dir }
     }

@@ -32,16 +32,12 @@ struct Scenario {
     sampling: u32,
 }
 
-fn config(file: &std::path::Path, scenario: &Scenario) -> String {
+/// A config with the `ebpf` receiver body `receiver` writing flows to `file`.
+fn config_with(file: &std::path::Path, receiver: &str) -> String {
     format!(
         r#"
 receivers:
-  ebpf:
-    interfaces: [veth0]
-    tc_attach: {tc}
-    event_transport: {transport}
-    sampling: {sampling}
-    flush_interval: 1s
+  ebpf: {receiver}
 exporters:
   file: {{path: "{file}"}}
 service:
@@ -49,10 +45,17 @@ service:
   pipelines:
     logs: {{receivers: [ebpf], exporters: [file]}}
 "#,
-        tc = scenario.tc_attach,
-        transport = scenario.event_transport,
-        sampling = scenario.sampling,
         file = file.display()
+    )
+}
+
+fn config(file: &std::path::Path, scenario: &Scenario) -> String {
+    config_with(
+        file,
+        &format!(
+            "{{interfaces: [veth0], tc_attach: {}, event_transport: {}, sampling: {}, flush_interval: 1s}}",
+            scenario.tc_attach, scenario.event_transport, scenario.sampling
+        ),
     )
 }
 
@@ -274,19 +277,7 @@ fn hot_plug() {
     let pair = quiet_pair("plug", false);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
-    let config = format!(
-        r#"
-receivers:
-  ebpf: {{interfaces: ["vplug*"], interface_poll_interval: 200ms, flush_interval: 1s}}
-exporters:
-  file: {{path: "{file}"}}
-service:
-  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
-  pipelines:
-    logs: {{receivers: [ebpf], exporters: [file]}}
-"#,
-        file = file.display()
-    );
+    let config = config_with(&file, r#"{interfaces: ["vplug*"], interface_poll_interval: 200ms, flush_interval: 1s}"#);
     let mut flowtel = Flowtel::start_in_netns(&config, &pair.a.name);
     assert!(flowtel.child.output().contains("No interface matches yet"));
     flowtel_tests::netns::ip(&[

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flowtel_core::{
     Payload,
-    component::{ExportError, ExportOutcome, Exporter},
+    component::{ExportError, ExportOutcome, Exporter, error_chain},
     export::{Compression, ExportRequest, TlsClientConfig, install_crypto_provider, outcome},
 };
 use opentelemetry_proto::tonic::collector::{
@@ -152,18 +152,6 @@ fn classify(status: &Status) -> ExportError {
         },
         _ => ExportError::permanent(message),
     }
-}
-
-/// An error and its causes, joined with `: `.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }
 
 /// `google.rpc.Status`, as carried in `grpc-status-details-bin`.

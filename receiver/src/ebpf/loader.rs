@@ -17,6 +17,8 @@ use flowtel_ebpf_common::{
     FlowStats, PROG_TC_EGRESS, PROG_TC_INGRESS, TRAFFIC_COUNTERS_MAP, TrafficCounter,
 };
 
+use flowtel_core::component::error_chain;
+
 use super::{config::TcAttach, flow_table::merge_per_cpu};
 
 /// The eBPF object built from `ebpf/probes`.
@@ -55,18 +57,6 @@ pub enum EbpfError {
 
 fn map_error(map: &'static str) -> impl Fn(String) -> EbpfError {
     move |message| EbpfError::Map { map, message }
-}
-
-/// An error and its causes, joined with `: `.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }
 
 /// What the programs are set up with before attaching.
