@@ -235,15 +235,47 @@ fn exact_counts(scenario: &Scenario) {
     assert_nothing_left(&pair);
 }
 
-fn ipv6_udp() {
+fn ipv6() {
     let pair = quiet_pair("flow6", true);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
     let scenario = Scenario { tc_attach: "auto", event_transport: "ring_buffer", sampling: 1 };
     let mut flowtel = Flowtel::start_in_netns(&config(&file, &scenario), &pair.a.name);
     make_traffic(&pair, UDP_DATAGRAMS, Some("fd77::2"));
+    let tcp_server = python_in(
+        &pair.b,
+        "import socket\ns=socket.socket(socket.AF_INET6);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('fd77::2',5004));s.listen();c,_=s.accept();n=0\n\
+         while True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close();print(n)",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    finish(python_in(
+        &pair.a,
+        &format!(
+            "import socket\ns=socket.create_connection(('fd77::2',5004));s.sendall(b'z'*{TCP_BYTES})\n\
+             s.shutdown(socket.SHUT_WR)\nwhile s.recv(65536): pass\ns.close()"
+        ),
+    ));
+    assert_eq!(finish(tcp_server), TCP_BYTES.to_string());
+    let ping = pair.a.run(&["ping", "-6", "-c", &PINGS.to_string(), "-i", "0.2", "-W", "2", "fd77::2"]);
+    assert!(String::from_utf8_lossy(&ping.stdout).contains(&format!("{PINGS} received")));
     assert!(flowtel.child.stop().success());
     let records = flow_records(&file);
+    let echo6 = |kind: &'static str| {
+        move |r: &Item| attr(r, "network.transport") == "icmpv6" && attr(r, "network.icmp.type") == kind
+    };
+    let echo_frame = (56 + 8 + 40 + 14) as u64;
+    assert_eq!(sum(&records, echo6("128")), (PINGS as u64, PINGS as u64 * echo_frame), "ICMPv6 echo requests");
+    assert_eq!(sum(&records, echo6("129")), (PINGS as u64, PINGS as u64 * echo_frame), "ICMPv6 echo replies");
+    let tcp6 = |r: &Item| attr(r, "network.type") == "ipv6" && attr(r, "destination.port") == "5004";
+    let tcp6_records: Vec<&Item> = records.iter().filter(|r| tcp6(r)).collect();
+    assert!(sum(&records, tcp6).1 > TCP_BYTES as u64, "IPv6 TCP carries the payload");
+    assert!(
+        tcp6_records
+            .iter()
+            .all(|r| attr(r, "source.address") == "fd77::1" && attr(r, "network.io.direction") == "transmit")
+    );
+    assert!(tcp6_records.iter().any(|r| attr(r, "flow.end_reason") == "fin"));
     let udp6 = |r: &Item| attr(r, "network.type") == "ipv6" && attr(r, "destination.port") == "5003";
     let frame = (UDP_PAYLOAD + 8 + 40 + 14) as u64;
     assert_eq!(sum(&records, udp6), (UDP_DATAGRAMS as u64, UDP_DATAGRAMS as u64 * frame), "IPv6 UDP flow");
@@ -359,7 +391,7 @@ fn flows_are_counted_exactly_in_every_attach_mode_and_transport() {
         exact_counts(&scenario);
         seen.insert(scenario.tc_attach, scenario.event_transport);
     }
-    ipv6_udp();
+    ipv6();
     sampling();
     hot_plug();
     assert_eq!(seen.len(), 2);
