@@ -31,6 +31,11 @@ impl Child {
         Child { child, name: name.to_owned(), log: log.to_owned() }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the process printed so far.
     pub fn output(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

@@ -85,17 +85,36 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             // The end-to-end tests start the real binary.
             run(cargo().args(["build", "--package", "flowtel"]))?;
+            let filtered = !args.is_empty();
             run(cargo()
                 .args(["test", "--all-targets"])
                 .args(args)
                 .env("FLOWTEL_BIN", root().join("target/debug/flowtel"))
-                .env("FLOWTEL_PYTHON", setup::venv_python()))
+                .env("FLOWTEL_PYTHON", setup::venv_python()))?;
+            if !filtered {
+                // Every benchmark once at a tiny size, so none can rot
+                // (the Criterion ones ran above, as tests).
+                kernel_bench(&["--quick", "--out", "target/bench-quick"], "target/debug/flowtel")?;
+            }
+            Ok(())
         }
         Task::Bench { args } => {
             setup::setup()?;
-            run(cargo().args(["bench"]).args(args))
+            run(cargo().args(["build", "--release", "--package", "flowtel"]))?;
+            run(cargo().args(["bench"]).args(args))?;
+            kernel_bench(&["--out", "target/bench"], "target/release/flowtel")?;
+            println!("Report: target/bench/kernel.md (Criterion: target/criterion/report/index.html)");
+            Ok(())
         }
     }
+}
+
+/// The kernel-side benchmark (tests/src/bin/kernel_bench.rs) against `flowtel`.
+fn kernel_bench(args: &[&str], flowtel: &str) -> anyhow::Result<()> {
+    run(cargo()
+        .args(["run", "--release", "--package", "flowtel-tests", "--bin", "kernel_bench", "--"])
+        .args(args)
+        .env("FLOWTEL_BIN", root().join(flowtel)))
 }
 
 fn build() -> anyhow::Result<()> {

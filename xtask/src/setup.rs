@@ -21,8 +21,13 @@ const PYTHON_REQUIREMENTS: &[&str] = &[
 ];
 
 /// Debian packages the tests use, by the command that shows they are there.
-const APT_PACKAGES: &[(&str, &str)] =
-    &[("ip", "iproute2"), ("ping", "iputils-ping"), ("bpftool", "bpftool"), ("python3", "python3-venv")];
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("bpftool", "bpftool"),
+    ("iperf3", "iperf3"),
+    ("python3", "python3-venv"),
+];
 
 /// The Python interpreter of the test virtualenv.
 pub fn venv_python() -> PathBuf {

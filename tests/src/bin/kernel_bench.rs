@@ -1,0 +1,246 @@
+//! The kernel-side benchmark: iperf3 TCP and small-packet UDP over a veth
+//! pair between two namespaces, without flowtel and with it attached
+//! (`ebpf` receiver on the sender's veth). Reports, for each load, the
+//! throughput kept (a ratio against the baseline measured in the same run,
+//! alternating runs to spread the machine's noise), the programs' kernel
+//! time per packet from the kernel's BPF stats, flowtel's CPU seconds per
+//! million packets, and every event flowtel's own metrics count as lost.
+//!
+//! `--quick` runs each load once for a second (used by `cargo xtask test`
+//! so the benchmark cannot rot); `--out DIR` writes `report.md` and
+//! `report.json` there. Needs root.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr, missing_docs)]
+
+use std::{fmt::Write as _, path::PathBuf, process::Command, time::Duration};
+
+use flowtel_tests::{
+    Flowtel, metric_value,
+    netns::{Netns, VethPair, is_root},
+};
+use serde_json::{Value, json};
+
+struct Options {
+    quick: bool,
+    out: PathBuf,
+}
+
+fn options() -> Options {
+    let mut options = Options { quick: false, out: flowtel_tests::root().join("target/bench") };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--out" => options.out = PathBuf::from(args.next().expect("--out DIR")),
+            other => panic!("unknown argument {other}; use --quick and --out DIR"),
+        }
+    }
+    options
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    Tcp,
+    SmallUdp,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Tcp => "iperf3 TCP",
+            Load::SmallUdp => "iperf3 UDP, 64-byte datagrams",
+        }
+    }
+}
+
+/// One iperf3 run: (bits per second received, packets sent).
+fn iperf(pair: &VethPair, load: Load, seconds: u32) -> (f64, f64) {
+    let server = Command::new("ip")
+        .args(["netns", "exec", &pair.b.name, "iperf3", "-s", "-1", "-B", VethPair::B_V4])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let seconds = seconds.to_string();
+    let mut args = vec!["iperf3", "-c", VethPair::B_V4, "-t", &seconds, "-J"];
+    if let Load::SmallUdp = load {
+        args.extend(["-u", "-b", "0", "-l", "64"]);
+    }
+    let output = pair.a.run(&args);
+    let _ = server.wait_with_output();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    match load {
+        Load::Tcp => (
+            report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap(),
+            report["end"]["sum_sent"]["bytes"].as_f64().unwrap() / 1448.0,
+        ),
+        Load::SmallUdp => (
+            report["end"]["sum"]["bits_per_second"].as_f64().unwrap()
+                * (1.0 - report["end"]["sum"]["lost_percent"].as_f64().unwrap_or(0.0) / 100.0),
+            report["end"]["sum"]["packets"].as_f64().unwrap(),
+        ),
+    }
+}
+
+/// (run_time_ns, run_cnt) summed over flowtel's TC programs.
+fn bpf_stats() -> (f64, f64) {
+    let output = Command::new("bpftool").args(["prog", "show", "--json"]).output().unwrap();
+    let programs: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    programs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("flowtel_tc_")))
+        .fold((0.0, 0.0), |(time, count), p| {
+            (time + p["run_time_ns"].as_f64().unwrap_or(0.0), count + p["run_cnt"].as_f64().unwrap_or(0.0))
+        })
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / ticks
+}
+
+/// flowtel's own metrics, fetched from inside its namespace.
+fn own_metrics(ns: &Netns, port: u16) -> String {
+    let code = format!(
+        "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode())"
+    );
+    String::from_utf8_lossy(&ns.run(&["python3", "-c", &code]).stdout).into_owned()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+struct LoadResult {
+    load: Load,
+    baseline_bps: f64,
+    with_flowtel_bps: f64,
+    kernel_ns_per_packet: f64,
+    cpu_seconds_per_million_packets: f64,
+    packets_seen: f64,
+    events_lost: f64,
+}
+
+fn measure(load: Load, options: &Options) -> LoadResult {
+    let (rounds, seconds) = if options.quick { (1, 1) } else { (3, 5) };
+    let pair = VethPair::create("bench");
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+receivers:
+  ebpf: {{interfaces: [veth0], flush_interval: 1s}}
+exporters:
+  file: {{path: "{}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], exporters: [file]}}
+    metrics: {{receivers: [ebpf], exporters: [file]}}
+"#,
+        dir.path().join("flows.jsonl").display()
+    );
+    let (mut baseline, mut attached) = (Vec::new(), Vec::new());
+    let (mut cpu, mut packets, mut lost, mut seen, mut kernel_ns) = (0.0, 0.0, 0.0, 0.0, Vec::new());
+    for _ in 0..rounds {
+        baseline.push(iperf(&pair, load, seconds).0);
+        let mut flowtel = Flowtel::start_in_netns(&config, &pair.a.name);
+        let pid = flowtel.child.pid();
+        let (time_before, count_before) = bpf_stats();
+        let cpu_before = cpu_seconds(pid);
+        let (bps, sent) = iperf(&pair, load, seconds);
+        std::thread::sleep(Duration::from_millis(1500));
+        let (time_after, count_after) = bpf_stats();
+        cpu += cpu_seconds(pid) - cpu_before;
+        packets += sent;
+        attached.push(bps);
+        if count_after > count_before {
+            kernel_ns.push((time_after - time_before) / (count_after - count_before));
+        }
+        let metrics = own_metrics(&pair.a, flowtel.metrics_port);
+        lost += [
+            "flowtel_ebpf_events_lost_total",
+            "flowtel_ebpf_flows_evicted_total",
+            "flowtel_ebpf_flow_insert_failures_total",
+        ]
+        .iter()
+        .map(|name| metric_value(&metrics, name, &[]))
+        .sum::<f64>()
+            + metric_value(&metrics, "flowtel_receiver_refused_items_total", &[]);
+        seen += metric_value(&metrics, "flowtel_ebpf_packets_total", &[]);
+        flowtel.child.stop();
+    }
+    LoadResult {
+        load,
+        baseline_bps: median(baseline),
+        with_flowtel_bps: median(attached),
+        kernel_ns_per_packet: if kernel_ns.is_empty() { f64::NAN } else { median(kernel_ns) },
+        cpu_seconds_per_million_packets: cpu / (packets / 1e6),
+        packets_seen: seen,
+        events_lost: lost,
+    }
+}
+
+fn main() {
+    let options = options();
+    assert!(is_root(), "the kernel benchmark needs root");
+    // The kernel's per-program run time and count.
+    let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
+    let results: Vec<LoadResult> =
+        [Load::Tcp, Load::SmallUdp].into_iter().map(|load| measure(load, &options)).collect();
+
+    let mut md = String::from("# flowtel kernel-side benchmark\n\n");
+    let _ = writeln!(
+        md,
+        "Machine: {} cores, kernel {}. Each figure is the median of alternating runs without and with flowtel, in the same run{}.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        if options.quick { " (--quick: one short round, not a measurement)" } else { "" }
+    );
+    md.push_str("| load | baseline | with flowtel | kept | kernel ns/packet | flowtel CPU s per 1M packets | events lost |\n|---|---|---|---|---|---|---|\n");
+    let mut json_results = Vec::new();
+    for r in &results {
+        let kept = r.with_flowtel_bps / r.baseline_bps;
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} Gbit/s | {:.2} Gbit/s | {:.1}% | {:.0} | {:.3} | {} |",
+            r.load.name(),
+            r.baseline_bps / 1e9,
+            r.with_flowtel_bps / 1e9,
+            kept * 100.0,
+            r.kernel_ns_per_packet,
+            r.cpu_seconds_per_million_packets,
+            r.events_lost
+        );
+        json_results.push(json!({
+            "load": r.load.name(),
+            "baseline_bits_per_second": r.baseline_bps,
+            "with_flowtel_bits_per_second": r.with_flowtel_bps,
+            "throughput_kept_ratio": kept,
+            "kernel_ns_per_packet": r.kernel_ns_per_packet,
+            "flowtel_cpu_seconds_per_million_packets": r.cpu_seconds_per_million_packets,
+            "packets_seen_by_programs": r.packets_seen,
+            "events_lost": r.events_lost,
+        }));
+    }
+    md.push_str("\nTargets: ≥ 99% of TCP throughput kept, ≥ 95% of the small-packet rate kept, 0 events lost.\n");
+    std::fs::create_dir_all(&options.out).unwrap();
+    std::fs::write(options.out.join("kernel.md"), &md).unwrap();
+    std::fs::write(
+        options.out.join("kernel.json"),
+        serde_json::to_string_pretty(&json!({"quick": options.quick, "results": json_results})).unwrap(),
+    )
+    .unwrap();
+    print!("{md}");
+    for r in &results {
+        assert!(r.packets_seen > 0.0, "{}: the programs saw no packets", r.load.name());
+    }
+}
