@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
             if !filtered {
                 // Every benchmark once at a tiny size, so none can rot
                 // (the Criterion ones ran above, as tests).
-                kernel_bench(&["--quick", "--out", "target/bench-quick"], "target/debug/flowtel")?;
+                kernel_bench(&["--quick", "--out", "target/bench-quick"], "debug")?;
             }
             Ok(())
         }
@@ -102,19 +102,22 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             run(cargo().args(["build", "--release", "--package", "flowtel"]))?;
             run(cargo().args(["bench"]).args(args))?;
-            kernel_bench(&["--out", "target/bench"], "target/release/flowtel")?;
+            kernel_bench(&["--out", "target/bench"], "release")?;
             println!("Report: target/bench/kernel.md (Criterion: target/criterion/report/index.html)");
             Ok(())
         }
     }
 }
 
-/// The kernel-side benchmark (tests/src/bin/kernel_bench.rs) against `flowtel`.
-fn kernel_bench(args: &[&str], flowtel: &str) -> anyhow::Result<()> {
-    run(cargo()
-        .args(["run", "--release", "--package", "flowtel-tests", "--bin", "kernel_bench", "--"])
-        .args(args)
-        .env("FLOWTEL_BIN", root().join(flowtel)))
+/// The kernel-side benchmark (tests/src/bin/kernel_bench.rs), built in
+/// `profile` (`debug` or `release`) against the flowtel built in it.
+fn kernel_bench(args: &[&str], profile: &str) -> anyhow::Result<()> {
+    let mut command = cargo();
+    command.args(["run", "--package", "flowtel-tests", "--bin", "kernel_bench"]);
+    if profile == "release" {
+        command.arg("--release");
+    }
+    run(command.arg("--").args(args).env("FLOWTEL_BIN", root().join("target").join(profile).join("flowtel")))
 }
 
 fn build() -> anyhow::Result<()> {
