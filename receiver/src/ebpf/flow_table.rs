@@ -93,11 +93,6 @@ impl FlowTable {
         FlowTable { flows: HashMap::new(), idle_timeout_ns }
     }
 
-    /// Flows currently tracked.
-    pub fn active(&self) -> usize {
-        self.flows.len()
-    }
-
     fn report(&mut self, key: &FlowKey, stats: &FlowStats, end: Option<EndReason>) -> Option<FlowReport> {
         let tracked = self.flows.entry(*key).or_default();
         // A kernel entry smaller than what was reported was deleted and
@@ -187,7 +182,6 @@ mod tests {
         assert_eq!(flush.reports[0].end, Some(EndReason::Idle));
         assert_eq!(flush.reports[0].packets, 0);
         assert_eq!(flush.delete, vec![key(1)]);
-        assert_eq!(table.active(), 0);
         // Deleted by us: not an eviction.
         assert_eq!(table.flush(&[], 21 * SECOND).evicted, 0);
     }

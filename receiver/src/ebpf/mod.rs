@@ -36,14 +36,13 @@ use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{EbpfReceiverConfig, EventTransport, TcAttach};
-pub use convert::{address, tcp_flag_names};
-pub use flow_table::{EndReason, FlowReport, FlowTable};
-pub use interfaces::{Interface, InterfaceFilter};
 pub use loader::{EbpfError, PROBES_OBJECT, ProbeSettings, Probes, TrafficTotals};
 
 use self::{
     convert::{FlowMetrics, RecordContext},
     events::EventLoss,
+    flow_table::{EndReason, FlowReport, FlowTable},
+    interfaces::{Interface, InterfaceFilter},
 };
 
 /// Events waiting between the readers and the flow table.
@@ -97,7 +96,8 @@ struct KernelMetrics {
 }
 
 impl KernelMetrics {
-    fn new(registry: &MetricsRegistry, id: &str, loss: &mut Option<EventLoss>) -> Self {
+    /// The metrics, and the loss counters the event readers update.
+    fn new(registry: &MetricsRegistry, id: &str) -> (Self, EventLoss) {
         let receiver = [("receiver", id)];
         let lost = |reason: &str| {
             registry.counter(
@@ -106,13 +106,13 @@ impl KernelMetrics {
                 &[("receiver", id), ("reason", reason)],
             )
         };
-        *loss = Some(EventLoss {
+        let loss = EventLoss {
             perf_buffer_full: lost("perf_buffer_full"),
             userspace_queue_full: lost("userspace_queue_full"),
             malformed: lost("malformed"),
-        });
+        };
         let mirror = |counter, name, help| (counter, registry.counter(name, help, &receiver), 0);
-        KernelMetrics {
+        let metrics = KernelMetrics {
             mirrored: vec![
                 mirror(KernelCounter::PacketsSeen, "flowtel_ebpf_packets_total", "Packets seen by the TC programs."),
                 mirror(
@@ -150,7 +150,8 @@ impl KernelMetrics {
                 "Items refused because the pipelines were full or stopping (the sender was told to retry).",
                 &[("receiver", id), ("transport", "kernel")],
             ),
-        }
+        };
+        (metrics, loss)
     }
 
     fn mirror(&mut self, probes: &Probes) {
@@ -188,10 +189,8 @@ impl Receiver for EbpfReceiver {
         }
 
         let id = ctx.id.to_string();
-        let mut loss = None;
-        let metrics = KernelMetrics::new(&ctx.metrics, &id, &mut loss);
+        let (metrics, loss) = KernelMetrics::new(&ctx.metrics, &id);
         let (sender, events) = mpsc::channel(EVENT_QUEUE);
-        let loss = loss.ok_or_else(|| error("event loss counters missing".into()))?;
         self.tasks = events::start(probes.ebpf_mut(), self.config.event_transport, sender, loss, self.stop.clone())
             .map_err(|e| error(e.to_string()))?;
         let run = FlowLoop {

@@ -205,19 +205,19 @@ fn main() {
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         if options.quick { " (--quick: one short round, not a measurement)" } else { "" }
     );
-    md.push_str("| load | baseline | with flowtel | kept | kernel ns/packet | flowtel CPU s per 1M packets | events lost |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("| load | baseline | with flowtel | kept | kernel ns/packet | flowtel CPU ms per 1M packets | events lost |\n|---|---|---|---|---|---|---|\n");
     let mut json_results = Vec::new();
     for r in &results {
         let kept = r.with_flowtel_bps / r.baseline_bps;
         let _ = writeln!(
             md,
-            "| {} | {:.2} Gbit/s | {:.2} Gbit/s | {:.1}% | {:.0} | {:.3} | {} |",
+            "| {} | {:.2} Gbit/s | {:.2} Gbit/s | {:.1}% | {:.0} | {:.1} | {} |",
             r.load.name(),
             r.baseline_bps / 1e9,
             r.with_flowtel_bps / 1e9,
             kept * 100.0,
             r.kernel_ns_per_packet,
-            r.cpu_seconds_per_million_packets,
+            r.cpu_seconds_per_million_packets * 1000.0,
             r.events_lost
         );
         json_results.push(json!({
