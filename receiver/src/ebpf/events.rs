@@ -34,7 +34,8 @@ pub struct EventLoss {
     pub malformed: Counter,
 }
 
-fn decode(bytes: &[u8]) -> Option<FlowEvent> {
+/// A flow event from the bytes the kernel wrote, if there are enough of them.
+pub fn decode(bytes: &[u8]) -> Option<FlowEvent> {
     // SAFETY: `FlowEvent` is plain data and the length is checked.
     (bytes.len() >= size_of::<FlowEvent>()).then(|| unsafe { bytes.as_ptr().cast::<FlowEvent>().read_unaligned() })
 }

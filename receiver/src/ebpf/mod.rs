@@ -9,9 +9,9 @@
 //! the flow at once.
 
 mod config;
-mod convert;
+pub mod convert;
 mod events;
-mod flow_table;
+pub mod flow_table;
 mod interfaces;
 mod loader;
 
@@ -36,6 +36,7 @@ use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{EbpfReceiverConfig, EventTransport, TcAttach};
+pub use events::decode as decode_event;
 pub use loader::{EbpfError, PROBES_OBJECT, ProbeSettings, Probes, TrafficTotals};
 
 use self::{
