@@ -10,7 +10,7 @@ use std::num::NonZeroUsize;
 
 use serde::Deserialize;
 
-pub use request::{ExportRequest, outcome};
+pub use request::{JsonRequest, encode_json, encode_protobuf, outcome_of_protobuf_response};
 pub use retry::{Backoff, RetryConfig};
 pub use tls::{TlsClientConfig, install_crypto_provider};
 

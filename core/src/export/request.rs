@@ -1,82 +1,132 @@
-//! A payload as an OTLP export request, in either wire encoding, and the
-//! partial-success part of the response.
+//! A payload as an OTLP export request, in either wire encoding, written
+//! straight from the payload (no copy of the data), and the partial-success
+//! part of the response.
 
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
-    metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
-    trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+use opentelemetry_proto::tonic::{
+    collector::{
+        logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
+        trace::v1::ExportTraceServiceResponse,
+    },
+    logs::v1::ResourceLogs,
+    metrics::v1::ResourceMetrics,
+    trace::v1::ResourceSpans,
 };
 use prost::Message as _;
+use serde::Serialize;
 
-use crate::{component::ExportOutcome, payload::Payload};
+use crate::{
+    component::ExportOutcome,
+    payload::{Payload, Signal},
+};
 
-/// The OTLP export request of one signal.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ExportRequest {
+/// The protobuf encoding of the payload's export request: every request
+/// type is `repeated Resource* = 1`, so the resources are written as field 1.
+pub fn encode_protobuf(payload: &Payload) -> Vec<u8> {
+    fn write<M: prost::Message>(items: &[M]) -> Vec<u8> {
+        let length: usize = items.iter().map(|m| prost::encoding::message::encoded_len(1, m)).sum();
+        let mut buf = Vec::with_capacity(length);
+        for item in items {
+            prost::encoding::message::encode(1, item, &mut buf);
+        }
+        buf
+    }
+    match payload {
+        Payload::Logs(v) => write(v),
+        Payload::Metrics(v) => write(v),
+        Payload::Traces(v) => write(v),
+    }
+}
+
+/// The payload's export request as OTLP/JSON would write it
+/// (`{"resourceLogs": [...]}`, hex ids, 64-bit integers as strings).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum JsonRequest<'a> {
     /// `ExportLogsServiceRequest`.
-    Logs(ExportLogsServiceRequest),
+    Logs {
+        /// The resources.
+        #[serde(rename = "resourceLogs")]
+        resource_logs: &'a [ResourceLogs],
+    },
     /// `ExportMetricsServiceRequest`.
-    Metrics(ExportMetricsServiceRequest),
+    Metrics {
+        /// The resources.
+        #[serde(rename = "resourceMetrics")]
+        resource_metrics: &'a [ResourceMetrics],
+    },
     /// `ExportTraceServiceRequest`.
-    Traces(ExportTraceServiceRequest),
+    Traces {
+        /// The resources.
+        #[serde(rename = "resourceSpans")]
+        resource_spans: &'a [ResourceSpans],
+    },
 }
 
-impl ExportRequest {
-    /// The request carrying a copy of `payload`.
-    pub fn from_payload(payload: &Payload) -> Self {
+impl<'a> JsonRequest<'a> {
+    /// A borrowed view of `payload` as a request.
+    pub fn of(payload: &'a Payload) -> Self {
         match payload {
-            Payload::Logs(v) => ExportRequest::Logs(ExportLogsServiceRequest { resource_logs: v.clone() }),
-            Payload::Metrics(v) => ExportRequest::Metrics(ExportMetricsServiceRequest { resource_metrics: v.clone() }),
-            Payload::Traces(v) => ExportRequest::Traces(ExportTraceServiceRequest { resource_spans: v.clone() }),
+            Payload::Logs(v) => JsonRequest::Logs { resource_logs: v },
+            Payload::Metrics(v) => JsonRequest::Metrics { resource_metrics: v },
+            Payload::Traces(v) => JsonRequest::Traces { resource_spans: v },
         }
-    }
-
-    /// Protobuf encoding.
-    pub fn encode_protobuf(&self) -> Vec<u8> {
-        match self {
-            ExportRequest::Logs(r) => r.encode_to_vec(),
-            ExportRequest::Metrics(r) => r.encode_to_vec(),
-            ExportRequest::Traces(r) => r.encode_to_vec(),
-        }
-    }
-
-    /// OTLP/JSON encoding (hex ids, lowerCamelCase field names).
-    pub fn encode_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        match self {
-            ExportRequest::Logs(r) => serde_json::to_vec(r),
-            ExportRequest::Metrics(r) => serde_json::to_vec(r),
-            ExportRequest::Traces(r) => serde_json::to_vec(r),
-        }
-    }
-
-    /// Reads the partial success of a protobuf response to this request.
-    /// An empty or unreadable body means full success, as the spec allows.
-    pub fn outcome_of_protobuf_response(&self, body: &[u8]) -> ExportOutcome {
-        let partial = match self {
-            ExportRequest::Logs(_) => ExportLogsServiceResponse::decode(body)
-                .ok()
-                .and_then(|r| r.partial_success)
-                .map(|p| (p.rejected_log_records, p.error_message)),
-            ExportRequest::Metrics(_) => ExportMetricsServiceResponse::decode(body)
-                .ok()
-                .and_then(|r| r.partial_success)
-                .map(|p| (p.rejected_data_points, p.error_message)),
-            ExportRequest::Traces(_) => ExportTraceServiceResponse::decode(body)
-                .ok()
-                .and_then(|r| r.partial_success)
-                .map(|p| (p.rejected_spans, p.error_message)),
-        };
-        outcome(partial)
     }
 }
 
-/// An outcome from a partial success's `(rejected, message)`.
-pub fn outcome(partial: Option<(i64, String)>) -> ExportOutcome {
+/// OTLP/JSON encoding of the payload's export request.
+pub fn encode_json(payload: &Payload) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&JsonRequest::of(payload))
+}
+
+/// Reads the partial success of a protobuf response to an export of
+/// `signal`. An empty or unreadable body means full success, as the spec allows.
+pub fn outcome_of_protobuf_response(signal: Signal, body: &[u8]) -> ExportOutcome {
+    let partial = match signal {
+        Signal::Logs => ExportLogsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_log_records, p.error_message)),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_data_points, p.error_message)),
+        Signal::Traces => ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_spans, p.error_message)),
+    };
     match partial {
         Some((rejected, message)) => ExportOutcome {
             rejected_items: u64::try_from(rejected).unwrap_or(0),
             message: (!message.is_empty()).then_some(message),
         },
         None => ExportOutcome::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::{
+        collector::logs::v1::ExportLogsServiceRequest,
+        logs::v1::{LogRecord, ScopeLogs},
+    };
+
+    use super::*;
+
+    #[test]
+    fn both_encodings_are_the_standard_request() {
+        let resource_logs = vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord { event_name: "network.flow".into(), ..Default::default() }; 3],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let expected = ExportLogsServiceRequest { resource_logs: resource_logs.clone() };
+        let payload = Payload::Logs(resource_logs);
+        assert_eq!(encode_protobuf(&payload), expected.encode_to_vec());
+        let json = encode_json(&payload).expect("json");
+        let decoded: ExportLogsServiceRequest = serde_json::from_slice(&json).expect("OTLP/JSON");
+        assert_eq!(decoded, expected);
     }
 }

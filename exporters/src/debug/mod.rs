@@ -11,7 +11,7 @@ use flowtel_core::{
     Payload,
     component::{ExportError, ExportOutcome, Exporter},
     config::Validate,
-    export::ExportRequest,
+    export::JsonRequest,
 };
 use serde::Deserialize;
 
@@ -57,11 +57,7 @@ impl DebugExporter {
             Verbosity::Basic => format::summary(payload),
             Verbosity::Normal => format::lines(payload),
             Verbosity::Detailed => {
-                let json = match ExportRequest::from_payload(payload) {
-                    ExportRequest::Logs(r) => serde_json::to_string_pretty(&r),
-                    ExportRequest::Metrics(r) => serde_json::to_string_pretty(&r),
-                    ExportRequest::Traces(r) => serde_json::to_string_pretty(&r),
-                };
+                let json = serde_json::to_string_pretty(&JsonRequest::of(payload));
                 format!("{}\n{}\n", format::summary(payload).trim_end(), json.unwrap_or_default())
             }
         }

@@ -16,7 +16,7 @@ use flowtel_core::{
     Payload,
     component::{ExportError, ExportOutcome, Exporter},
     config::Validate,
-    export::ExportRequest,
+    export::encode_json,
 };
 use serde::Deserialize;
 
@@ -130,9 +130,8 @@ fn open(path: &Path) -> Result<OpenFile, String> {
 #[async_trait]
 impl Exporter for FileExporter {
     async fn export(&self, payload: &Payload) -> Result<ExportOutcome, ExportError> {
-        let mut line = ExportRequest::from_payload(payload)
-            .encode_json()
-            .map_err(|err| ExportError::permanent(format!("cannot encode OTLP/JSON: {err}")))?;
+        let mut line =
+            encode_json(payload).map_err(|err| ExportError::permanent(format!("cannot encode OTLP/JSON: {err}")))?;
         line.push(b'\n');
         self.write_line(&line)
             .map_err(|err| ExportError::permanent(format!("cannot write {}: {err}", self.path.display())))?;

@@ -10,19 +10,18 @@ mod config;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::{Buf as _, BufMut as _, Bytes};
 use flowtel_core::{
-    Payload,
+    Payload, Signal,
     component::{ExportError, ExportOutcome, Exporter, error_chain},
-    export::{Compression, ExportRequest, TlsClientConfig, install_crypto_provider, outcome},
+    export::{Compression, TlsClientConfig, encode_protobuf, install_crypto_provider, outcome_of_protobuf_response},
 };
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::logs_service_client::LogsServiceClient, metrics::v1::metrics_service_client::MetricsServiceClient,
-    trace::v1::trace_service_client::TraceServiceClient,
-};
+use http::uri::PathAndQuery;
 use prost::Message as _;
 use tonic::{
     Code, Status,
-    codec::CompressionEncoding,
+    client::Grpc,
+    codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder},
     metadata::{MetadataKey, MetadataMap, MetadataValue},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
@@ -31,11 +30,18 @@ pub use config::OtlpGrpcConfig;
 
 /// The `otlp_grpc` exporter.
 pub struct OtlpGrpcExporter {
-    logs: LogsServiceClient<Channel>,
-    metrics: MetricsServiceClient<Channel>,
-    traces: TraceServiceClient<Channel>,
+    client: Grpc<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
+}
+
+/// The `Export` method of each signal's service.
+fn export_path(signal: Signal) -> PathAndQuery {
+    PathAndQuery::from_static(match signal {
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    })
 }
 
 impl OtlpGrpcExporter {
@@ -61,22 +67,52 @@ impl OtlpGrpcExporter {
             Compression::Zstd => Some(CompressionEncoding::Zstd),
             Compression::None => None,
         };
-        let mut logs = LogsServiceClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
-        let mut metrics = MetricsServiceClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
-        let mut traces = TraceServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+        let mut client = Grpc::new(channel).max_decoding_message_size(usize::MAX);
         if let Some(encoding) = encoding {
-            logs = logs.send_compressed(encoding).accept_compressed(encoding);
-            metrics = metrics.send_compressed(encoding).accept_compressed(encoding);
-            traces = traces.send_compressed(encoding).accept_compressed(encoding);
+            client = client.send_compressed(encoding).accept_compressed(encoding);
         }
-        Ok(OtlpGrpcExporter { logs, metrics, traces, metadata, timeout: config.timeout })
+        Ok(OtlpGrpcExporter { client, metadata, timeout: config.timeout })
+    }
+}
+
+/// Sends an already encoded request; hands back the response's bytes.
+#[derive(Clone, Copy, Default)]
+struct EncodedCodec;
+
+struct EncodedEncoder;
+struct BytesDecoder;
+
+impl Codec for EncodedCodec {
+    type Encode = Vec<u8>;
+    type Decode = Bytes;
+    type Encoder = EncodedEncoder;
+    type Decoder = BytesDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedEncoder
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        *request.metadata_mut() = self.metadata.clone();
-        request.set_timeout(self.timeout);
-        request
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesDecoder
+    }
+}
+
+impl Encoder for EncodedEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
@@ -103,27 +139,14 @@ fn tls_config(tls: &TlsClientConfig) -> Result<ClientTlsConfig, String> {
 #[async_trait]
 impl Exporter for OtlpGrpcExporter {
     async fn export(&self, payload: &Payload) -> Result<ExportOutcome, ExportError> {
-        let partial = match ExportRequest::from_payload(payload) {
-            ExportRequest::Logs(r) => self
-                .logs
-                .clone()
-                .export(self.request(r))
-                .await
-                .map(|r| r.into_inner().partial_success.map(|p| (p.rejected_log_records, p.error_message))),
-            ExportRequest::Metrics(r) => self
-                .metrics
-                .clone()
-                .export(self.request(r))
-                .await
-                .map(|r| r.into_inner().partial_success.map(|p| (p.rejected_data_points, p.error_message))),
-            ExportRequest::Traces(r) => self
-                .traces
-                .clone()
-                .export(self.request(r))
-                .await
-                .map(|r| r.into_inner().partial_success.map(|p| (p.rejected_spans, p.error_message))),
-        };
-        partial.map(outcome).map_err(|status| classify(&status))
+        let signal = payload.signal();
+        let mut request = tonic::Request::new(encode_protobuf(payload));
+        *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(self.timeout);
+        let mut client = self.client.clone();
+        client.ready().await.map_err(|err| ExportError::retryable(format!("gRPC connection: {err}"), None))?;
+        let response = client.unary(request, export_path(signal), EncodedCodec).await.map_err(|s| classify(&s))?;
+        Ok(outcome_of_protobuf_response(signal, response.get_ref()))
     }
 }
 

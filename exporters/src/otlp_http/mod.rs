@@ -13,7 +13,10 @@ use async_trait::async_trait;
 use flowtel_core::{
     Payload, Signal,
     component::{ExportError, ExportOutcome, Exporter},
-    export::{Compression, ExportRequest, TlsClientConfig, install_crypto_provider},
+    export::{
+        Compression, TlsClientConfig, encode_json, encode_protobuf, install_crypto_provider,
+        outcome_of_protobuf_response,
+    },
 };
 use reqwest::{StatusCode, header};
 
@@ -86,11 +89,10 @@ impl Exporter for OtlpHttpExporter {
         let Some(url) = &self.urls[signal as usize] else {
             return Err(ExportError::permanent(format!("no endpoint is configured for {signal}")));
         };
-        let request = ExportRequest::from_payload(payload);
         let (body, content_type) = match self.encoding {
-            Encoding::Proto => (request.encode_protobuf(), "application/x-protobuf"),
+            Encoding::Proto => (encode_protobuf(payload), "application/x-protobuf"),
             Encoding::Json => (
-                request.encode_json().map_err(|err| ExportError::permanent(format!("cannot encode JSON: {err}")))?,
+                encode_json(payload).map_err(|err| ExportError::permanent(format!("cannot encode JSON: {err}")))?,
                 "application/json",
             ),
         };
@@ -112,7 +114,7 @@ impl Exporter for OtlpHttpExporter {
         let body = response.bytes().await.unwrap_or_default();
         if status.is_success() {
             return Ok(match self.encoding {
-                Encoding::Proto => request.outcome_of_protobuf_response(&body),
+                Encoding::Proto => outcome_of_protobuf_response(signal, &body),
                 Encoding::Json => ExportOutcome::default(),
             });
         }

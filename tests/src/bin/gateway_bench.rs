@@ -1,0 +1,375 @@
+//! The gateway benchmark: OTLP/gRPC logs in → `batch` → OTLP/gRPC out to a
+//! null sink, for flowtel and for rotel (the Rust OTel collector from PyPI)
+//! doing the same job on the same machine, in the same run.
+//!
+//! The load generator and the null sink live in this process, pinned to the
+//! last core; the collector under test is pinned to the first. The
+//! generator's own ceiling (straight into the sink) is measured first, so it
+//! is shown not to be the bottleneck. Reports records per second, records
+//! per second per core of the collector (its CPU time over the wall time),
+//! and the collector's peak RSS, for 512-record batches whose records carry
+//! 4 or 10 attributes.
+//!
+//! `--quick` runs each case for a second (used by `cargo xtask test`);
+//! `--out DIR` writes `gateway.md` and `gateway.json` there.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
+
+use std::{
+    fmt::Write as _,
+    marker::PhantomData,
+    path::PathBuf,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use flowtel_tests::{Child, free_port, python, wait_for};
+use opentelemetry_proto::tonic::{
+    collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+        logs_service_server::{LogsService, LogsServiceServer},
+    },
+    common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    resource::v1::Resource,
+};
+use prost::Message as _;
+use serde_json::json;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+const RECORDS_PER_BATCH: usize = 512;
+const GENERATOR_STREAMS: usize = 8;
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// A 512-record request whose records have `attributes` attributes (~300 bytes each).
+fn request(attributes: usize) -> Bytes {
+    let value = |s: String| Some(AnyValue { value: Some(Value::StringValue(s)) });
+    let record = |i: usize| LogRecord {
+        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+        severity_number: 9,
+        severity_text: "INFO".into(),
+        event_name: "network.flow".into(),
+        body: value(format!("connection {i} established to the upstream service")),
+        attributes: (0..attributes)
+            .map(|a| KeyValue {
+                key: format!("attribute.key.{a}"),
+                value: value(format!("value-{}-{}", a, "x".repeat(if attributes > 4 { 8 } else { 30 }))),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: value("bench".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope { name: "bench".into(), ..Default::default() }),
+                log_records: (0..RECORDS_PER_BATCH).map(record).collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    Bytes::from(request.encode_to_vec())
+}
+
+/// Sends pre-encoded requests as they are; ignores the response body.
+#[derive(Default)]
+struct RawCodec(PhantomData<()>);
+
+struct RawEncoder;
+struct IgnoreDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = RawEncoder;
+    type Decoder = IgnoreDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> IgnoreDecoder {
+        IgnoreDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for IgnoreDecoder {
+    type Item = ();
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
+/// The null sink: counts the log records it is sent.
+#[derive(Clone, Default)]
+struct Sink {
+    records: Arc<AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let records: usize =
+            request.get_ref().resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// Sends `body` on `GENERATOR_STREAMS` connections until `stop`.
+async fn generate(port: u16, body: Bytes, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let mut tasks = Vec::new();
+    for _ in 0..GENERATOR_STREAMS {
+        let (body, stop) = (body.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let channel = loop {
+                match tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                {
+                    Ok(channel) => break channel,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            };
+            let mut grpc = tonic::client::Grpc::new(channel);
+            let path =
+                http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.logs.v1.LogsService/Export");
+            while !stop.load(Ordering::Relaxed) {
+                if grpc.ready().await.is_err() {
+                    break;
+                }
+                let _ = grpc.unary(tonic::Request::new(body.clone()), path.clone(), RawCodec::default()).await;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / ticks
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+struct Measurement {
+    records_per_second: f64,
+    cores: f64,
+    peak_rss_mib: f64,
+}
+
+/// Runs the generator into `target_port` for `seconds` after a warm-up and
+/// measures what reaches the sink, and `pid`'s CPU and memory when given.
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    sink: &Sink,
+    target_port: u16,
+    body: &Bytes,
+    pid: Option<u32>,
+    seconds: f64,
+) -> Measurement {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let generator = runtime.spawn(generate(target_port, body.clone(), stop.clone()));
+    std::thread::sleep(Duration::from_secs(1));
+    let (start, start_records) = (Instant::now(), sink.records.load(Ordering::Relaxed));
+    let start_cpu = pid.map_or(0.0, cpu_seconds);
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let wall = start.elapsed().as_secs_f64();
+    let records = sink.records.load(Ordering::Relaxed) - start_records;
+    let cpu = pid.map_or(0.0, cpu_seconds) - start_cpu;
+    stop.store(true, Ordering::Relaxed);
+    let _ = runtime.block_on(generator);
+    Measurement {
+        records_per_second: records as f64 / wall,
+        cores: cpu / wall,
+        peak_rss_mib: pid.map_or(0.0, peak_rss_mib),
+    }
+}
+
+fn rotel_bin() -> PathBuf {
+    let out = Command::new(python())
+        .args(["-c", "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .map_or_else(|| flowtel_tests::root().join("target/bench"), |i| PathBuf::from(&args[i + 1]));
+    let seconds = if quick { 1.0 } else { 5.0 };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (collector_cpu, load_cpu) = (0, cores - 1);
+    pin_to_cpu(load_cpu);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let sink = Sink::default();
+    let sink_port = free_port();
+    let server = LogsServiceServer::new(sink.clone()).max_decoding_message_size(64 << 20);
+    runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(server)
+            .serve(format!("127.0.0.1:{sink_port}").parse().unwrap()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut rows = Vec::new();
+    for attributes in [4usize, 10] {
+        let body = request(attributes);
+        let record_bytes = body.len() / RECORDS_PER_BATCH;
+        let ceiling = measure(&runtime, &sink, sink_port, &body, None, seconds);
+
+        let flowtel_port = free_port();
+        let config = format!(
+            "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: \"127.0.0.1:{flowtel_port}\", max_recv_msg_size_mib: 64}}}}}}}}\n\
+             processors: {{batch: {{send_batch_size: 8192, timeout: 200ms}}}}\n\
+             exporters: {{otlp_grpc: {{endpoint: \"http://127.0.0.1:{sink_port}\", compression: none}}}}\n\
+             service:\n  telemetry: {{metrics: {{level: none}}}}\n  pipelines: {{logs: {{receivers: [otlp], processors: [batch], exporters: [otlp_grpc]}}}}\n"
+        );
+        let config_path = dir.path().join("flowtel.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut flowtel = Child::spawn(
+            "flowtel",
+            Command::new("taskset")
+                .arg("-c")
+                .arg(collector_cpu.to_string())
+                .arg(flowtel_tests::flowtel_bin())
+                .arg("--config")
+                .arg(&config_path),
+            &dir.path().join(format!("flowtel-{attributes}.log")),
+        );
+        wait_for(Duration::from_secs(20), "flowtel to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", flowtel_port)).ok()
+        });
+        let with_flowtel = measure(&runtime, &sink, flowtel_port, &body, Some(flowtel.pid()), seconds);
+        flowtel.stop();
+
+        let (rotel_port, rotel_http) = (free_port(), free_port());
+        let mut rotel = Child::spawn(
+            "rotel",
+            Command::new("taskset").arg("-c").arg(collector_cpu.to_string()).arg(rotel_bin()).args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{rotel_port}"),
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{rotel_http}"),
+                "--otlp-grpc-max-recv-msg-size-mib",
+                "64",
+                "--exporter",
+                "otlp",
+                "--otlp-exporter-endpoint",
+                &format!("http://127.0.0.1:{sink_port}"),
+                "--otlp-exporter-protocol",
+                "grpc",
+                "--otlp-exporter-compression",
+                "none",
+            ]),
+            &dir.path().join(format!("rotel-{attributes}.log")),
+        );
+        wait_for(Duration::from_secs(20), "rotel to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", rotel_port)).ok()
+        });
+        let with_rotel = measure(&runtime, &sink, rotel_port, &body, Some(rotel.pid()), seconds);
+        rotel.stop();
+        rows.push((attributes, record_bytes, ceiling, with_flowtel, with_rotel));
+    }
+
+    let per_core = |m: &Measurement| if m.cores > 0.0 { m.records_per_second / m.cores } else { f64::NAN };
+    let mut md = String::from("# flowtel gateway benchmark\n\n");
+    let _ = writeln!(
+        md,
+        "OTLP/gRPC logs → batch → OTLP/gRPC to a null sink; collector pinned to CPU {collector_cpu}, load generator and sink to CPU {load_cpu} of {cores}; {seconds} s per case after a 1 s warm-up{}.\n",
+        if quick { " (--quick: not a measurement)" } else { "" }
+    );
+    md.push_str("| attributes | record size | generator ceiling | flowtel records/s | flowtel per core | flowtel peak RSS | rotel records/s | rotel per core | rotel peak RSS | flowtel / rotel per core |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut json_rows = Vec::new();
+    for (attributes, record_bytes, ceiling, flowtel, rotel) in &rows {
+        let ratio = per_core(flowtel) / per_core(rotel);
+        let _ = writeln!(
+            md,
+            "| {attributes} | {record_bytes} B | {:.0} | {:.0} | {:.0} | {:.1} MiB | {:.0} | {:.0} | {:.1} MiB | {:.2}× |",
+            ceiling.records_per_second,
+            flowtel.records_per_second,
+            per_core(flowtel),
+            flowtel.peak_rss_mib,
+            rotel.records_per_second,
+            per_core(rotel),
+            rotel.peak_rss_mib,
+            ratio
+        );
+        json_rows.push(json!({
+            "attributes": attributes,
+            "record_bytes": record_bytes,
+            "generator_ceiling_records_per_second": ceiling.records_per_second,
+            "flowtel": {"records_per_second": flowtel.records_per_second, "cores": flowtel.cores, "records_per_second_per_core": per_core(flowtel), "peak_rss_mib": flowtel.peak_rss_mib},
+            "rotel": {"records_per_second": rotel.records_per_second, "cores": rotel.cores, "records_per_second_per_core": per_core(rotel), "peak_rss_mib": rotel.peak_rss_mib},
+            "flowtel_over_rotel_per_core": ratio,
+        }));
+    }
+    md.push_str("\nTargets: ≥ 1,000,000 records/s per core, and ≥ 1.5× rotel's records/s per core.\n");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("gateway.md"), &md).unwrap();
+    std::fs::write(
+        out.join("gateway.json"),
+        serde_json::to_string_pretty(&json!({"quick": quick, "results": json_rows})).unwrap(),
+    )
+    .unwrap();
+    print!("{md}");
+    for (attributes, _, _, flowtel, rotel) in &rows {
+        assert!(flowtel.records_per_second > 0.0, "{attributes} attributes: nothing reached the sink through flowtel");
+        assert!(rotel.records_per_second > 0.0, "{attributes} attributes: nothing reached the sink through rotel");
+    }
+}
