@@ -94,7 +94,8 @@ fn main() -> anyhow::Result<()> {
             if !filtered {
                 // Every benchmark once at a tiny size, so none can rot
                 // (the Criterion ones ran above, as tests).
-                kernel_bench(&["--quick", "--out", "target/bench-quick"], "debug")?;
+                bench_binary("kernel_bench", &["--quick", "--out", "target/bench-quick"], "debug")?;
+                bench_binary("gateway_bench", &["--quick", "--out", "target/bench-quick"], "debug")?;
             }
             Ok(())
         }
@@ -102,22 +103,39 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             run(cargo().args(["build", "--release", "--package", "flowtel"]))?;
             run(cargo().args(["bench"]).args(args))?;
-            kernel_bench(&["--out", "target/bench"], "release")?;
-            println!("Report: target/bench/kernel.md (Criterion: target/criterion/report/index.html)");
-            Ok(())
+            bench_binary("gateway_bench", &["--out", "target/bench"], "release")?;
+            bench_binary("kernel_bench", &["--out", "target/bench"], "release")?;
+            write_report()
         }
     }
 }
 
-/// The kernel-side benchmark (tests/src/bin/kernel_bench.rs), built in
-/// `profile` (`debug` or `release`) against the flowtel built in it.
-fn kernel_bench(args: &[&str], profile: &str) -> anyhow::Result<()> {
+/// A benchmark program of tests/src/bin, built in `profile` (`debug` or
+/// `release`) and run against the flowtel built in it.
+fn bench_binary(name: &str, args: &[&str], profile: &str) -> anyhow::Result<()> {
     let mut command = cargo();
-    command.args(["run", "--package", "flowtel-tests", "--bin", "kernel_bench"]);
+    command.args(["run", "--package", "flowtel-tests", "--bin", name]);
     if profile == "release" {
         command.arg("--release");
     }
     run(command.arg("--").args(args).env("FLOWTEL_BIN", root().join("target").join(profile).join("flowtel")))
+}
+
+/// `target/bench/report.md` and `report.json`: the gateway and kernel
+/// reports together, with the machine they came from.
+fn write_report() -> anyhow::Result<()> {
+    let dir = root().join("target/bench");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).with_context(|| format!("missing {name}"));
+    let markdown = format!(
+        "{}\n{}\nCriterion benches of the hot paths: `target/criterion/report/index.html`.\nProduced by `cargo xtask bench`.\n",
+        read("gateway.md")?,
+        read("kernel.md")?
+    );
+    std::fs::write(dir.join("report.md"), &markdown)?;
+    let json = format!("{{\"gateway\": {}, \"kernel\": {}}}\n", read("gateway.json")?, read("kernel.json")?);
+    std::fs::write(dir.join("report.json"), json)?;
+    println!("{markdown}\nReport: target/bench/report.md and report.json");
+    Ok(())
 }
 
 fn build() -> anyhow::Result<()> {
