@@ -6,47 +6,28 @@
 //! `aya::Pod` and can be read straight out of BPF maps.
 #![no_std]
 
-/// Index of the ingress slot in per-direction maps, and [`FlowKey::direction`] for ingress.
+/// [`FlowKey::direction`] of traffic an interface received.
 pub const DIRECTION_INGRESS: u8 = 0;
-/// Index of the egress slot, and [`FlowKey::direction`] for egress.
+/// [`FlowKey::direction`] of traffic an interface sent.
 pub const DIRECTION_EGRESS: u8 = 1;
-/// Number of per-direction slots.
-pub const DIRECTIONS: u32 = 2;
-
-/// Name of the per-CPU array of [`TrafficCounter`]s, indexed by direction.
-pub const TRAFFIC_COUNTERS_MAP: &str = "TRAFFIC_COUNTERS";
 /// Name of the LRU hash of [`FlowKey`] → [`FlowStats`].
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Name of the ring buffer of [`FlowEvent`]s.
 pub const FLOW_EVENTS_RING: &str = "FLOW_EVENTS";
 /// Name of the perf event array of [`FlowEvent`]s (the fallback transport).
 pub const FLOW_EVENTS_PERF: &str = "FLOW_EVENTS_PERF";
-/// Name of the one-entry array holding the [`FlowConfig`].
-pub const FLOW_CONFIG_MAP: &str = "FLOW_CONFIG";
+/// Name of the load-time constant `u32`: count one packet in this many
+/// (0 and 1: every packet).
+pub const GLOBAL_SAMPLING: &str = "FLOWTEL_SAMPLING";
+/// Name of the load-time constant `u32`: [`TRANSPORT_RING_BUFFER`] or
+/// [`TRANSPORT_PERF_ARRAY`].
+pub const GLOBAL_EVENT_TRANSPORT: &str = "FLOWTEL_EVENT_TRANSPORT";
 /// Name of the per-CPU array of loss and health counters, indexed by [`Counter`].
 pub const FLOW_COUNTERS_MAP: &str = "FLOW_COUNTERS";
 /// Name of the TC classifier for ingress traffic.
 pub const PROG_TC_INGRESS: &str = "flowtel_tc_ingress";
 /// Name of the TC classifier for egress traffic.
 pub const PROG_TC_EGRESS: &str = "flowtel_tc_egress";
-
-/// Packets and bytes seen by a TC classifier in one direction on one CPU.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrafficCounter {
-    /// Packets seen.
-    pub packets: u64,
-    /// Bytes seen, counted as `skb->len` (the L2 frame without FCS).
-    pub bytes: u64,
-}
-
-impl TrafficCounter {
-    /// Adds another counter to this one (used to sum per-CPU values).
-    pub fn merge(&mut self, other: &TrafficCounter) {
-        self.packets = self.packets.wrapping_add(other.packets);
-        self.bytes = self.bytes.wrapping_add(other.bytes);
-    }
-}
 
 /// `FlowKey::ip_version` of IPv4.
 pub const IP_V4: u8 = 4;
@@ -153,20 +134,10 @@ pub struct FlowEvent {
     pub pad: [u8; 6],
 }
 
-/// [`FlowConfig::event_transport`]: BPF ring buffer (kernel 5.8+).
+/// [`GLOBAL_EVENT_TRANSPORT`]: BPF ring buffer (kernel 5.8+).
 pub const TRANSPORT_RING_BUFFER: u32 = 0;
-/// [`FlowConfig::event_transport`]: perf event array.
+/// [`GLOBAL_EVENT_TRANSPORT`]: perf event array.
 pub const TRANSPORT_PERF_ARRAY: u32 = 1;
-
-/// Settings userspace writes before attaching the programs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowConfig {
-    /// Count one packet in this many (0 and 1: every packet).
-    pub sampling: u32,
-    /// [`TRANSPORT_RING_BUFFER`] or [`TRANSPORT_PERF_ARRAY`].
-    pub event_transport: u32,
-}
 
 /// Slots of the counters map.
 #[repr(u32)]
@@ -195,15 +166,11 @@ pub const COUNTERS: u32 = 7;
 // explicit padding fields, so every bit pattern is valid and there are no
 // uninitialised bytes.
 #[cfg(feature = "user")]
-unsafe impl aya::Pod for TrafficCounter {}
-#[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowStats {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowEvent {}
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for FlowConfig {}
 
 #[cfg(test)]
 mod tests {
@@ -216,6 +183,5 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 4 + 1 + 1 + 1 + 5);
         assert_eq!(size_of::<FlowStats>(), 8 * 4 + 2 + 6);
         assert_eq!(size_of::<FlowEvent>(), size_of::<FlowKey>() + size_of::<FlowStats>() + 8);
-        assert_eq!(size_of::<FlowConfig>(), 8);
     }
 }

@@ -5,12 +5,12 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, LruPerCpuHashMap, PerCpuArray, PerfEventArray, RingBuf},
+    maps::{LruPerCpuHashMap, PerCpuArray, PerfEventArray, RingBuf},
     programs::TcContext,
 };
 use flowtel_ebpf_common::{
-    COUNTERS, Counter, EVENT_FLOW_END, EVENT_NEW_FLOW, FlowConfig, FlowEvent, FlowKey, FlowStats, TRANSPORT_PERF_ARRAY,
-    ipproto, tcp_flags,
+    COUNTERS, Counter, EVENT_FLOW_END, EVENT_NEW_FLOW, FlowEvent, FlowKey, FlowStats, TRANSPORT_PERF_ARRAY, ipproto,
+    tcp_flags,
 };
 
 use crate::parse::{Skip, parse};
@@ -29,9 +29,21 @@ static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map(name = "FLOW_EVENTS_PERF")]
 static FLOW_EVENTS_PERF: PerfEventArray<FlowEvent> = PerfEventArray::new(0);
 
-/// Settings written by userspace before attaching.
-#[map(name = "FLOW_CONFIG")]
-static FLOW_CONFIG: Array<FlowConfig> = Array::with_max_entries(1, 0);
+/// Count one packet in this many; set by userspace at load time (a
+/// constant to the verifier, so it costs no map lookup per packet).
+#[unsafe(no_mangle)]
+static FLOWTEL_SAMPLING: u32 = 1;
+
+/// `TRANSPORT_RING_BUFFER` or `TRANSPORT_PERF_ARRAY`; set at load time.
+#[unsafe(no_mangle)]
+static FLOWTEL_EVENT_TRANSPORT: u32 = 0;
+
+/// Reads a load-time constant (volatile, so the compiler keeps the read).
+#[inline(always)]
+fn global(value: &u32) -> u32 {
+    // SAFETY: a reference to a static is valid to read.
+    unsafe { core::ptr::read_volatile(value) }
+}
 
 /// Loss and health counters, indexed by `Counter`.
 #[map(name = "FLOW_COUNTERS")]
@@ -64,9 +76,9 @@ fn add(stats: *mut FlowStats, bytes: u64, now: u64, flags: u8) {
 #[inline(always)]
 pub fn record(ctx: &TcContext, direction: u8) {
     count(Counter::PacketsSeen);
-    let config = FLOW_CONFIG.get(0).copied().unwrap_or_default();
+    let sampling = global(&FLOWTEL_SAMPLING);
     // SAFETY: a helper without preconditions.
-    if config.sampling > 1 && unsafe { bpf_get_prandom_u32() } % config.sampling != 0 {
+    if sampling > 1 && unsafe { bpf_get_prandom_u32() } % sampling != 0 {
         count(Counter::PacketsSampledOut);
         return;
     }
@@ -113,22 +125,22 @@ pub fn record(ctx: &TcContext, direction: u8) {
         }
     }
     if new_flow {
-        emit(ctx, &config, &key, EVENT_NEW_FLOW, parsed.tcp_flags);
+        emit(ctx, &key, EVENT_NEW_FLOW, parsed.tcp_flags);
     }
     if key.protocol == ipproto::TCP && u16::from(parsed.tcp_flags) & (tcp_flags::FIN | tcp_flags::RST) != 0 {
-        emit(ctx, &config, &key, EVENT_FLOW_END, parsed.tcp_flags);
+        emit(ctx, &key, EVENT_FLOW_END, parsed.tcp_flags);
     }
 }
 
 #[inline(always)]
-fn emit(ctx: &TcContext, config: &FlowConfig, key: &FlowKey, kind: u8, packet_tcp_flags: u8) {
+fn emit(ctx: &TcContext, key: &FlowKey, kind: u8, packet_tcp_flags: u8) {
     let stats = match FLOWS.get_ptr(key) {
         // SAFETY: a live map value, copied out.
         Some(stats) => unsafe { *stats },
         None => FlowStats::default(),
     };
     let event = FlowEvent { key: *key, stats, kind, packet_tcp_flags, pad: [0; 6] };
-    if config.event_transport == TRANSPORT_PERF_ARRAY {
+    if global(&FLOWTEL_EVENT_TRANSPORT) == TRANSPORT_PERF_ARRAY {
         // Perf buffer losses are reported to userspace by the perf ring itself.
         FLOW_EVENTS_PERF.output(ctx, &event, 0);
     } else if FLOW_EVENTS.output::<FlowEvent>(&event, 0).is_err() {

@@ -6,15 +6,15 @@ use std::{collections::BTreeMap, process::Command};
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
     programs::{
         LinkOrder, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions,
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
     },
 };
 use flowtel_ebpf_common::{
-    COUNTERS, DIRECTION_EGRESS, DIRECTION_INGRESS, FLOW_CONFIG_MAP, FLOW_COUNTERS_MAP, FLOWS_MAP, FlowConfig, FlowKey,
-    FlowStats, PROG_TC_EGRESS, PROG_TC_INGRESS, TRAFFIC_COUNTERS_MAP, TrafficCounter,
+    COUNTERS, FLOW_COUNTERS_MAP, FLOWS_MAP, FlowKey, FlowStats, GLOBAL_EVENT_TRANSPORT, GLOBAL_SAMPLING,
+    PROG_TC_EGRESS, PROG_TC_INGRESS, TRANSPORT_RING_BUFFER,
 };
 
 use flowtel_core::component::error_chain;
@@ -64,13 +64,15 @@ fn map_error(map: &'static str) -> impl Fn(String) -> EbpfError {
 pub struct ProbeSettings {
     /// The kernel flow table's size.
     pub max_flows: u32,
-    /// The values written to the config map.
-    pub flow_config: FlowConfig,
+    /// Count one packet in this many (1: every packet).
+    pub sampling: u32,
+    /// `TRANSPORT_RING_BUFFER` or `TRANSPORT_PERF_ARRAY`.
+    pub event_transport: u32,
 }
 
 impl Default for ProbeSettings {
     fn default() -> Self {
-        ProbeSettings { max_flows: 65_536, flow_config: FlowConfig { sampling: 1, event_transport: 0 } }
+        ProbeSettings { max_flows: 65_536, sampling: 1, event_transport: TRANSPORT_RING_BUFFER }
     }
 }
 
@@ -79,15 +81,6 @@ struct Attachment {
     links: Vec<(&'static str, SchedClassifierLinkId)>,
     /// We added its clsact qdisc, so we remove it again.
     added_clsact: bool,
-}
-
-/// Traffic per direction, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrafficTotals {
-    /// Received by the watched interfaces.
-    pub ingress: TrafficCounter,
-    /// Sent by the watched interfaces.
-    pub egress: TrafficCounter,
 }
 
 /// flowtel's loaded eBPF programs and their maps.
@@ -99,8 +92,12 @@ pub struct Probes {
 impl Probes {
     /// Loads the object and the two TC programs, and writes the settings.
     pub fn load(settings: &ProbeSettings) -> Result<Self, EbpfError> {
-        let mut ebpf =
-            EbpfLoader::new().map_max_entries(FLOWS_MAP, settings.max_flows).load(PROBES_OBJECT).map_err(|source| {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FLOWS_MAP, settings.max_flows)
+            .override_global(GLOBAL_SAMPLING, &settings.sampling, true)
+            .override_global(GLOBAL_EVENT_TRANSPORT, &settings.event_transport, true)
+            .load(PROBES_OBJECT)
+            .map_err(|source| {
                 let message = error_chain(&source);
                 let hint = if message.contains("Operation not permitted") {
                     " (needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
@@ -109,12 +106,6 @@ impl Probes {
                 };
                 EbpfError::Load { message, hint }
             })?;
-        {
-            let map = ebpf.map_mut(FLOW_CONFIG_MAP).ok_or_else(|| map_error(FLOW_CONFIG_MAP)("missing".into()))?;
-            let mut config: Array<&mut MapData, FlowConfig> =
-                Array::try_from(map).map_err(|e| map_error(FLOW_CONFIG_MAP)(e.to_string()))?;
-            config.set(0, settings.flow_config, 0).map_err(|e| map_error(FLOW_CONFIG_MAP)(e.to_string()))?;
-        }
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
             let program = classifier(&mut ebpf, name)?;
             program.load().map_err(|e| EbpfError::Program {
@@ -269,22 +260,6 @@ impl Probes {
             *slot = values.iter().sum();
         }
         Ok(out)
-    }
-
-    /// Packets and bytes per direction over every watched interface.
-    pub fn traffic_totals(&self) -> Result<TrafficTotals, EbpfError> {
-        let map =
-            self.ebpf.map(TRAFFIC_COUNTERS_MAP).ok_or_else(|| map_error(TRAFFIC_COUNTERS_MAP)("missing".into()))?;
-        let counters: PerCpuArray<&MapData, TrafficCounter> =
-            PerCpuArray::try_from(map).map_err(|e| map_error(TRAFFIC_COUNTERS_MAP)(e.to_string()))?;
-        let sum = |direction: u8| -> Result<TrafficCounter, EbpfError> {
-            let mut total = TrafficCounter::default();
-            let values =
-                counters.get(&u32::from(direction), 0).map_err(|e| map_error(TRAFFIC_COUNTERS_MAP)(e.to_string()))?;
-            values.iter().for_each(|v| total.merge(v));
-            Ok(total)
-        };
-        Ok(TrafficTotals { ingress: sum(DIRECTION_INGRESS)?, egress: sum(DIRECTION_EGRESS)? })
     }
 }
 

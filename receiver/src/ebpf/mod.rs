@@ -25,8 +25,7 @@ use flowtel_core::{
     topology::ReceiverOutput,
 };
 use flowtel_ebpf_common::{
-    Counter as KernelCounter, EVENT_FLOW_END, FlowConfig, FlowEvent, TRANSPORT_PERF_ARRAY, TRANSPORT_RING_BUFFER,
-    tcp_flags,
+    Counter as KernelCounter, EVENT_FLOW_END, FlowEvent, TRANSPORT_PERF_ARRAY, TRANSPORT_RING_BUFFER, tcp_flags,
 };
 use opentelemetry_proto::tonic::{
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
@@ -37,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{EbpfReceiverConfig, EventTransport, TcAttach};
 pub use events::decode as decode_event;
-pub use loader::{EbpfError, PROBES_OBJECT, ProbeSettings, Probes, TrafficTotals};
+pub use loader::{EbpfError, PROBES_OBJECT, ProbeSettings, Probes};
 
 use self::{
     convert::{FlowMetrics, RecordContext},
@@ -171,12 +170,10 @@ impl Receiver for EbpfReceiver {
         let error = |message: String| ComponentError::new(ComponentKind::Receiver, &ctx.id, message);
         let settings = ProbeSettings {
             max_flows: self.config.max_flows.get(),
-            flow_config: FlowConfig {
-                sampling: self.config.sampling.get(),
-                event_transport: match self.config.event_transport {
-                    EventTransport::RingBuffer => TRANSPORT_RING_BUFFER,
-                    EventTransport::PerfArray => TRANSPORT_PERF_ARRAY,
-                },
+            sampling: self.config.sampling.get(),
+            event_transport: match self.config.event_transport {
+                EventTransport::RingBuffer => TRANSPORT_RING_BUFFER,
+                EventTransport::PerfArray => TRANSPORT_PERF_ARRAY,
             },
         };
         let mut probes = Probes::load(&settings).map_err(|e| error(e.to_string()))?;
