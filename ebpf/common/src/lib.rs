@@ -24,6 +24,10 @@ pub const GLOBAL_SAMPLING: &str = "FLOWTEL_SAMPLING";
 pub const GLOBAL_EVENT_TRANSPORT: &str = "FLOWTEL_EVENT_TRANSPORT";
 /// Name of the per-CPU array of loss and health counters, indexed by [`Counter`].
 pub const FLOW_COUNTERS_MAP: &str = "FLOW_COUNTERS";
+/// Name of the benchmark-only tracepoint program that writes one
+/// [`FlowEvent`] (kind [`EVENT_BENCH`]) to the event ring buffer per call;
+/// the receiver never attaches it.
+pub const PROG_RING_FILL: &str = "flowtel_ring_fill";
 /// Name of the TC classifier for ingress traffic.
 pub const PROG_TC_INGRESS: &str = "flowtel_tc_ingress";
 /// Name of the TC classifier for egress traffic.
@@ -117,6 +121,8 @@ pub struct FlowStats {
 pub const EVENT_NEW_FLOW: u8 = 1;
 /// [`FlowEvent::kind`]: a FIN or RST was seen.
 pub const EVENT_FLOW_END: u8 = 2;
+/// [`FlowEvent::kind`]: written by the benchmark's ring filler; ignored.
+pub const EVENT_BENCH: u8 = 3;
 
 /// A notification from the kernel about one flow.
 #[repr(C)]

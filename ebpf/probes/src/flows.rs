@@ -23,7 +23,7 @@ static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> = LruPerCpuHashMap::with_max_
 
 /// New-flow and flow-end events (kernel 5.8+).
 #[map(name = "FLOW_EVENTS")]
-static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub(crate) static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// The same events, for kernels or setups that want a perf buffer.
 #[map(name = "FLOW_EVENTS_PERF")]
@@ -50,7 +50,7 @@ fn global(value: &u32) -> u32 {
 static FLOW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
 
 #[inline(always)]
-fn count(counter: Counter) {
+pub(crate) fn count(counter: Counter) {
     if let Some(slot) = FLOW_COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot, only touched by this CPU.
         unsafe { *slot += 1 };

@@ -8,6 +8,7 @@
 
 mod flows;
 mod parse;
+mod ring_fill;
 
 use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
 use flowtel_ebpf_common::{DIRECTION_EGRESS, DIRECTION_INGRESS};

@@ -8,13 +8,13 @@ use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{MapData, PerCpuArray, PerCpuHashMap},
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions,
+        LinkOrder, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, TracePoint,
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
     },
 };
 use flowtel_ebpf_common::{
     COUNTERS, FLOW_COUNTERS_MAP, FLOWS_MAP, FlowKey, FlowStats, GLOBAL_EVENT_TRANSPORT, GLOBAL_SAMPLING,
-    PROG_TC_EGRESS, PROG_TC_INGRESS, TRANSPORT_RING_BUFFER,
+    PROG_RING_FILL, PROG_TC_EGRESS, PROG_TC_INGRESS, TRANSPORT_RING_BUFFER,
 };
 
 use flowtel_core::component::error_chain;
@@ -215,6 +215,22 @@ impl Probes {
             on: String::new(),
             message: format!("test run failed: {e:?}"),
         })
+    }
+
+    /// Benchmark only: attaches the program that writes one event to the
+    /// flow event ring buffer per `getpid(2)` (tracepoint
+    /// `syscalls:sys_enter_getpid`).
+    pub fn attach_ring_fill(&mut self) -> Result<(), EbpfError> {
+        let error = |message: String| EbpfError::Program { program: PROG_RING_FILL, on: String::new(), message };
+        let program: &mut TracePoint = self
+            .ebpf
+            .program_mut(PROG_RING_FILL)
+            .ok_or_else(|| error("missing from the object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| error(e.to_string()))?;
+        program.load().map_err(|e| error(format!("the kernel refused it: {e}")))?;
+        program.attach("syscalls", "sys_enter_getpid").map_err(|e| error(format!("cannot attach: {e}")))?;
+        Ok(())
     }
 
     /// Every flow in the kernel's table, per-CPU values summed.

@@ -35,12 +35,11 @@ use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{EbpfReceiverConfig, EventTransport, TcAttach};
-pub use events::decode as decode_event;
+pub use events::{EventLoss, decode as decode_event, start as start_event_readers};
 pub use loader::{EbpfError, PROBES_OBJECT, ProbeSettings, Probes};
 
 use self::{
     convert::{FlowMetrics, RecordContext},
-    events::EventLoss,
     flow_table::{EndReason, FlowReport, FlowTable},
     interfaces::{Interface, InterfaceFilter},
 };

@@ -12,7 +12,13 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
-use std::{fmt::Write as _, path::PathBuf, process::Command, time::Duration};
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    process::Command,
+    sync::{Arc, atomic::AtomicU64},
+    time::{Duration, Instant},
+};
 
 use flowtel_tests::{
     Flowtel, metric_value,
@@ -260,6 +266,102 @@ service:
     }
 }
 
+/// Events per second through the flow event ring buffer, filled by a
+/// tracepoint program (one event per `getpid(2)`, called in a tight loop on
+/// another thread): (produced/s, drained/s, lost).
+struct RingDrain {
+    produced: f64,
+    drained: f64,
+    lost: f64,
+}
+
+/// Calls getpid(2) (the raw syscall, so every call reaches the kernel)
+/// until `stop`; returns how many calls were made.
+fn fill(stop: &std::sync::atomic::AtomicBool) -> u64 {
+    let mut calls = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for _ in 0..1000 {
+            // SAFETY: getpid has no preconditions.
+            unsafe { libc::syscall(libc::SYS_getpid) };
+        }
+        calls += 1000;
+    }
+    calls
+}
+
+fn ring_lost(probes: &flowtel_receiver::ebpf::Probes) -> f64 {
+    probes.counters().map_or(0.0, |c| c[flowtel_ebpf_common::Counter::RingBufferFull as usize] as f64)
+}
+
+/// The ceiling: a minimal reader that only counts what it takes off the ring.
+fn ring_drain_minimal(seconds: f64) -> RingDrain {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut probes = flowtel_receiver::ebpf::Probes::load(&flowtel_receiver::ebpf::ProbeSettings::default()).unwrap();
+    let map = probes.ebpf_mut().take_map(flowtel_ebpf_common::FLOW_EVENTS_RING).unwrap();
+    let mut ring = aya::maps::RingBuf::try_from(map).unwrap();
+    probes.attach_ring_fill().unwrap();
+    let stop = AtomicBool::new(false);
+    let (calls, drained) = std::thread::scope(|scope| {
+        let filler = scope.spawn(|| fill(&stop));
+        let start = Instant::now();
+        let mut drained = 0u64;
+        while start.elapsed().as_secs_f64() < seconds {
+            while ring.next().is_some() {
+                drained += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        (filler.join().unwrap(), drained)
+    });
+    RingDrain { produced: calls as f64 / seconds, drained: drained as f64 / seconds, lost: ring_lost(&probes) }
+}
+
+/// flowtel's own reader: epoll-driven, decoding each event and queueing it
+/// for the flow table.
+fn ring_drain_flowtel(seconds: f64) -> RingDrain {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mut probes = flowtel_receiver::ebpf::Probes::load(&flowtel_receiver::ebpf::ProbeSettings::default()).unwrap();
+    let registry = flowtel_core::self_telemetry::MetricsRegistry::new();
+    let loss = flowtel_receiver::ebpf::EventLoss {
+        perf_buffer_full: registry.counter("perf", "", &[]),
+        userspace_queue_full: registry.counter("queue", "", &[]),
+        malformed: registry.counter("malformed", "", &[]),
+    };
+    let (sender, mut events) = tokio::sync::mpsc::channel(16_384);
+    let stop_readers = tokio_util::sync::CancellationToken::new();
+    let _readers = {
+        let _guard = runtime.enter();
+        flowtel_receiver::ebpf::start_event_readers(
+            probes.ebpf_mut(),
+            flowtel_receiver::ebpf::EventTransport::RingBuffer,
+            sender,
+            loss.clone(),
+            stop_readers.clone(),
+        )
+        .unwrap()
+    };
+    let drained = Arc::new(AtomicU64::new(0));
+    let counter = drained.clone();
+    runtime.spawn(async move {
+        while events.recv().await.is_some() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    probes.attach_ring_fill().unwrap();
+    let stop = AtomicBool::new(false);
+    let calls = std::thread::scope(|scope| {
+        let filler = scope.spawn(|| fill(&stop));
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        stop.store(true, Ordering::Relaxed);
+        filler.join().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    stop_readers.cancel();
+    let lost = ring_lost(&probes) + loss.userspace_queue_full.get() as f64;
+    RingDrain { produced: calls as f64 / seconds, drained: drained.load(Ordering::Relaxed) as f64 / seconds, lost }
+}
+
 fn main() {
     let options = options();
     assert!(is_root(), "the kernel benchmark needs root");
@@ -268,6 +370,11 @@ fn main() {
     let results: Vec<LoadResult> =
         [Load::Tcp, Load::SmallUdp].into_iter().map(|load| measure(load, &options)).collect();
     let many = many_flows(&options);
+    let ring_seconds = if options.quick { 0.5 } else { 3.0 };
+    let ring = [
+        ("minimal reader (ceiling)", ring_drain_minimal(ring_seconds)),
+        ("flowtel's reader", ring_drain_flowtel(ring_seconds)),
+    ];
 
     let mut md = String::from("# flowtel kernel-side benchmark\n\n");
     let _ = writeln!(
@@ -308,7 +415,11 @@ fn main() {
         "\n{} active flows: flowtel peak RSS {:.1} MiB, {:.1} CPU seconds per million new-flow events, {} flow records written, {} events lost.\n",
         many.flows, many.peak_rss_mib, many.cpu_seconds_per_million_events, many.records, many.events_lost
     );
-    md.push_str("Targets: ≥ 99% of TCP throughput kept, ≥ 95% of the small-packet rate kept, 0 events lost, ≤ 40 MB RSS at 10,000 active flows.\n");
+    md.push_str("| ring buffer reader | events produced/s | events drained/s | lost |\n|---|---|---|---|\n");
+    for (name, r) in &ring {
+        let _ = writeln!(md, "| {name} | {:.0} | {:.0} | {} |", r.produced, r.drained, r.lost);
+    }
+    md.push_str("\nTargets: ≥ 99% of TCP throughput kept, ≥ 95% of the small-packet rate kept, 0 events lost, ≤ 40 MB RSS at 10,000 active flows.\n");
     std::fs::create_dir_all(&options.out).unwrap();
     std::fs::write(options.out.join("kernel.md"), &md).unwrap();
     std::fs::write(
@@ -316,6 +427,7 @@ fn main() {
         serde_json::to_string_pretty(&json!({
             "quick": options.quick,
             "results": json_results,
+            "ring_buffer": ring.iter().map(|(name, r)| json!({"reader": name, "produced_per_second": r.produced, "drained_per_second": r.drained, "lost": r.lost})).collect::<Vec<_>>(),
             "active_flows": {
                 "flows": many.flows,
                 "peak_rss_mib": many.peak_rss_mib,
