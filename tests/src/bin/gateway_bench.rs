@@ -30,7 +30,7 @@ use std::{
 };
 
 use bytes::{Buf as _, BufMut as _, Bytes};
-use flowtel_tests::{Child, free_port, python, wait_for};
+use flowtel_tests::{Child, cpu_seconds, free_port, peak_rss_mib, python, wait_for};
 use opentelemetry_proto::tonic::{
     collector::logs::v1::{
         ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -211,25 +211,6 @@ async fn generate(port: u16, body: Bytes, rate: Rate, stop: Arc<std::sync::atomi
     for task in tasks {
         let _ = task.await;
     }
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (field(11) + field(12)) / ticks
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 struct Measurement {

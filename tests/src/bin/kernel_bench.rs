@@ -21,8 +21,9 @@ use std::{
 };
 
 use flowtel_tests::{
-    Flowtel, metric_value,
+    Flowtel, cpu_seconds, metric_value,
     netns::{Netns, VethPair, is_root},
+    peak_rss_mib,
 };
 use serde_json::{Value, json};
 
@@ -102,15 +103,12 @@ fn bpf_stats() -> (f64, f64) {
         })
 }
 
-/// CPU seconds (user + system) a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (field(11) + field(12)) / ticks
+/// Everything flowtel's own metrics count as lost on the kernel side.
+fn kernel_losses(metrics: &str) -> f64 {
+    ["flowtel_ebpf_events_lost_total", "flowtel_ebpf_flows_evicted_total", "flowtel_ebpf_flow_insert_failures_total"]
+        .iter()
+        .map(|name| metric_value(metrics, name, &[]))
+        .sum()
 }
 
 /// flowtel's own metrics, fetched from inside its namespace.
@@ -172,15 +170,7 @@ service:
             kernel_ns.push((time_after - time_before) / (count_after - count_before));
         }
         let metrics = own_metrics(&pair.a, flowtel.metrics_port);
-        lost += [
-            "flowtel_ebpf_events_lost_total",
-            "flowtel_ebpf_flows_evicted_total",
-            "flowtel_ebpf_flow_insert_failures_total",
-        ]
-        .iter()
-        .map(|name| metric_value(&metrics, name, &[]))
-        .sum::<f64>()
-            + metric_value(&metrics, "flowtel_receiver_refused_items_total", &[]);
+        lost += kernel_losses(&metrics) + metric_value(&metrics, "flowtel_receiver_refused_items_total", &[]);
         seen += metric_value(&metrics, "flowtel_ebpf_packets_total", &[]);
         flowtel.child.stop();
     }
@@ -193,16 +183,6 @@ service:
         packets_seen: seen,
         events_lost: lost,
     }
-}
-
-/// Peak resident memory of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 struct ManyFlows {
@@ -247,14 +227,7 @@ service:
     let cpu = cpu_seconds(pid) - cpu_before;
     let rss = peak_rss_mib(pid);
     let metrics = own_metrics(&pair.a, flowtel.metrics_port);
-    let lost = [
-        "flowtel_ebpf_events_lost_total",
-        "flowtel_ebpf_flows_evicted_total",
-        "flowtel_ebpf_flow_insert_failures_total",
-    ]
-    .iter()
-    .map(|name| metric_value(&metrics, name, &[]))
-    .sum::<f64>();
+    let lost = kernel_losses(&metrics);
     flowtel.child.stop();
     let records = std::fs::read_to_string(&file).unwrap_or_default().matches("network.flow").count() as u64;
     ManyFlows {
