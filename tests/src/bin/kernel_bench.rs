@@ -17,7 +17,7 @@ use std::{
     path::PathBuf,
     process::Command,
     sync::{Arc, atomic::AtomicU64},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use flowtel_tests::{
@@ -266,27 +266,54 @@ fn ring_lost(probes: &flowtel_receiver::ebpf::Probes) -> f64 {
     probes.counters().map_or(0.0, |c| c[flowtel_ebpf_common::Counter::RingBufferFull as usize] as f64)
 }
 
-/// The ceiling: a minimal reader that only counts what it takes off the ring.
+/// The ceiling: a minimal reader, woken by epoll like flowtel's, that only
+/// counts what it takes off the ring (no decoding, no queue).
 fn ring_drain_minimal(seconds: f64) -> RingDrain {
     use std::sync::atomic::{AtomicBool, Ordering};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let mut probes = flowtel_receiver::ebpf::Probes::load(&flowtel_receiver::ebpf::ProbeSettings::default()).unwrap();
     let map = probes.ebpf_mut().take_map(flowtel_ebpf_common::FLOW_EVENTS_RING).unwrap();
-    let mut ring = aya::maps::RingBuf::try_from(map).unwrap();
+    let ring = aya::maps::RingBuf::try_from(map).unwrap();
+    let drained = Arc::new(AtomicU64::new(0));
+    let stop_reader = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (drained, stop_reader) = (drained.clone(), stop_reader.clone());
+        runtime.spawn(async move {
+            // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns it.
+            let mut fd =
+                unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                    .unwrap();
+            while !stop_reader.load(Ordering::Relaxed) {
+                let Ok(Ok(mut guard)) = tokio::time::timeout(Duration::from_millis(100), fd.readable_mut()).await
+                else {
+                    continue;
+                };
+                let ring = guard.get_inner_mut();
+                let mut count = 0;
+                while ring.next().is_some() {
+                    count += 1;
+                }
+                drained.fetch_add(count, Ordering::Relaxed);
+                guard.clear_ready();
+            }
+        })
+    };
     probes.attach_ring_fill().unwrap();
     let stop = AtomicBool::new(false);
-    let (calls, drained) = std::thread::scope(|scope| {
+    let calls = std::thread::scope(|scope| {
         let filler = scope.spawn(|| fill(&stop));
-        let start = Instant::now();
-        let mut drained = 0u64;
-        while start.elapsed().as_secs_f64() < seconds {
-            while ring.next().is_some() {
-                drained += 1;
-            }
-        }
+        std::thread::sleep(Duration::from_secs_f64(seconds));
         stop.store(true, Ordering::Relaxed);
-        (filler.join().unwrap(), drained)
+        filler.join().unwrap()
     });
-    RingDrain { produced: calls as f64 / seconds, drained: drained as f64 / seconds, lost: ring_lost(&probes) }
+    std::thread::sleep(Duration::from_millis(200));
+    stop_reader.store(true, Ordering::Relaxed);
+    let _ = runtime.block_on(reader);
+    RingDrain {
+        produced: calls as f64 / seconds,
+        drained: drained.load(Ordering::Relaxed) as f64 / seconds,
+        lost: ring_lost(&probes),
+    }
 }
 
 /// flowtel's own reader: epoll-driven, decoding each event and queueing it
