@@ -69,6 +69,18 @@ fn python_in(ns: &Netns, code: &str) -> std::process::Child {
         .unwrap()
 }
 
+/// A one-connection TCP server in `ns` that prints how many bytes it read.
+fn tcp_sink(ns: &Netns, family: &str, address: &str, port: u16) -> std::process::Child {
+    python_in(
+        ns,
+        &format!(
+            "import socket\ns=socket.socket(socket.{family});s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('{address}',{port}));s.listen();c,_=s.accept();n=0\n\
+             while True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close();print(n)"
+        ),
+    )
+}
+
 fn finish(child: std::process::Child) -> String {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
@@ -78,12 +90,7 @@ fn finish(child: std::process::Child) -> String {
 /// TCP of `TCP_BYTES` from a to b:5001, UDP datagrams to b:5002 (and
 /// `udp6_to` over IPv6 when given), and pings.
 fn make_traffic(pair: &VethPair, udp_datagrams: usize, udp6_to: Option<&str>) {
-    let tcp_server = python_in(
-        &pair.b,
-        "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-         s.bind(('10.77.0.2',5001));s.listen();c,_=s.accept();n=0\n\
-         while True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close();print(n)",
-    );
+    let tcp_server = tcp_sink(&pair.b, "AF_INET", VethPair::B_V4, 5001);
     let udp_sink = python_in(
         &pair.b,
         "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('10.77.0.2',5002))\n\
@@ -242,12 +249,7 @@ fn ipv6() {
     let scenario = Scenario { tc_attach: "auto", event_transport: "ring_buffer", sampling: 1 };
     let mut flowtel = Flowtel::start_in_netns(&config(&file, &scenario), &pair.a.name);
     make_traffic(&pair, UDP_DATAGRAMS, Some("fd77::2"));
-    let tcp_server = python_in(
-        &pair.b,
-        "import socket\ns=socket.socket(socket.AF_INET6);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-         s.bind(('fd77::2',5004));s.listen();c,_=s.accept();n=0\n\
-         while True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close();print(n)",
-    );
+    let tcp_server = tcp_sink(&pair.b, "AF_INET6", "fd77::2", 5004);
     std::thread::sleep(Duration::from_millis(300));
     finish(python_in(
         &pair.a,

@@ -262,6 +262,17 @@ fn fill(stop: &std::sync::atomic::AtomicBool) -> u64 {
     calls
 }
 
+/// Runs [`fill`] on its own thread for `seconds`; returns the calls made.
+fn fill_for(seconds: f64) -> u64 {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let filler = scope.spawn(|| fill(&stop));
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        filler.join().unwrap()
+    })
+}
+
 fn ring_lost(probes: &flowtel_receiver::ebpf::Probes) -> f64 {
     probes.counters().map_or(0.0, |c| c[flowtel_ebpf_common::Counter::RingBufferFull as usize] as f64)
 }
@@ -299,13 +310,7 @@ fn ring_drain_minimal(seconds: f64) -> RingDrain {
         })
     };
     probes.attach_ring_fill().unwrap();
-    let stop = AtomicBool::new(false);
-    let calls = std::thread::scope(|scope| {
-        let filler = scope.spawn(|| fill(&stop));
-        std::thread::sleep(Duration::from_secs_f64(seconds));
-        stop.store(true, Ordering::Relaxed);
-        filler.join().unwrap()
-    });
+    let calls = fill_for(seconds);
     std::thread::sleep(Duration::from_millis(200));
     stop_reader.store(true, Ordering::Relaxed);
     let _ = runtime.block_on(reader);
@@ -319,7 +324,7 @@ fn ring_drain_minimal(seconds: f64) -> RingDrain {
 /// flowtel's own reader: epoll-driven, decoding each event and queueing it
 /// for the flow table.
 fn ring_drain_flowtel(seconds: f64) -> RingDrain {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let mut probes = flowtel_receiver::ebpf::Probes::load(&flowtel_receiver::ebpf::ProbeSettings::default()).unwrap();
     let registry = flowtel_core::self_telemetry::MetricsRegistry::new();
@@ -349,13 +354,7 @@ fn ring_drain_flowtel(seconds: f64) -> RingDrain {
         }
     });
     probes.attach_ring_fill().unwrap();
-    let stop = AtomicBool::new(false);
-    let calls = std::thread::scope(|scope| {
-        let filler = scope.spawn(|| fill(&stop));
-        std::thread::sleep(Duration::from_secs_f64(seconds));
-        stop.store(true, Ordering::Relaxed);
-        filler.join().unwrap()
-    });
+    let calls = fill_for(seconds);
     std::thread::sleep(Duration::from_millis(200));
     stop_readers.cancel();
     let lost = ring_lost(&probes) + loss.userspace_queue_full.get() as f64;
