@@ -39,9 +39,8 @@ impl OtlpPush {
             let registry = registry.clone();
             let observe = move || {
                 registry
-                    .samples()
+                    .family_samples(name)
                     .into_iter()
-                    .filter(|s| s.name == name)
                     .map(|s| {
                         let attrs: Vec<KeyValue> = s.labels.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
                         (s.value, attrs)

@@ -166,9 +166,19 @@ impl MetricsRegistry {
 
     /// Every series' current value.
     pub fn samples(&self) -> Vec<Sample> {
+        self.collect(|_| true)
+    }
+
+    /// The current value of every series of the metric `name`.
+    pub fn family_samples(&self, name: &str) -> Vec<Sample> {
+        self.collect(|family| family == name)
+    }
+
+    fn collect(&self, wanted: impl Fn(&str) -> bool) -> Vec<Sample> {
         let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
         families
             .iter()
+            .filter(|(name, _)| wanted(name))
             .flat_map(|(name, family)| {
                 family.series.iter().map(|(labels, series)| Sample {
                     name,

@@ -81,6 +81,12 @@ fn monotonic_now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `(monotonic_to_unix_ns(), Unix time now)`.
+fn clock_now() -> (u64, u64) {
+    let offset = monotonic_to_unix_ns();
+    (offset, offset + monotonic_now_ns())
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
 }
@@ -196,7 +202,7 @@ impl Receiver for EbpfReceiver {
             probes,
             watcher,
             table: FlowTable::new(self.config.idle_timeout.as_nanos() as u64),
-            flow_metrics: FlowMetrics::new(monotonic_to_unix_ns() + monotonic_now_ns()),
+            flow_metrics: FlowMetrics::new(clock_now().1),
             metrics,
             output: ctx.output,
             pending: Vec::new(),
@@ -298,15 +304,14 @@ impl FlowLoop {
         tracing::info!(receiver = %self.id, "Flow programs detached.");
     }
 
-    fn to_record(&self, report: &FlowReport) -> LogRecord {
-        let offset = monotonic_to_unix_ns();
-        let now = offset + monotonic_now_ns();
+    /// `clock` is `(monotonic_to_unix_ns(), Unix time now)`, read once per batch of records.
+    fn to_record(&self, report: &FlowReport, clock: (u64, u64)) -> LogRecord {
         let name = |ifindex| self.watcher.name(ifindex);
         let ctx = RecordContext {
             interface_name: &name,
             sampling: self.config.sampling.get(),
-            monotonic_to_unix_ns: offset,
-            now_unix_ns: now,
+            monotonic_to_unix_ns: clock.0,
+            now_unix_ns: clock.1,
         };
         convert::flow_record(report, &ctx)
     }
@@ -320,7 +325,7 @@ impl FlowLoop {
         let stats = self.probes.flow(&event.key).unwrap_or(event.stats);
         if let Some(report) = self.table.end(&event.key, &stats, reason) {
             self.flow_metrics.add(&report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
-            let record = self.to_record(&report);
+            let record = self.to_record(&report, clock_now());
             self.pending.push(record);
         }
     }
@@ -347,10 +352,11 @@ impl FlowLoop {
             tracing::warn!(receiver = %self.id, evicted = flush.evicted, "The kernel's flow table was full; raise max_flows.");
         }
         self.metrics.mirror(&self.probes);
+        let clock = clock_now();
         let mut records = std::mem::take(&mut self.pending);
         for report in &flush.reports {
             self.flow_metrics.add(report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
-            records.push(self.to_record(report));
+            records.push(self.to_record(report, clock));
         }
         self.push_logs(records).await;
 
@@ -358,8 +364,7 @@ impl FlowLoop {
         for (key, _) in &kernel {
             *active.entry(self.watcher.name(key.ifindex)).or_default() += 1;
         }
-        let now = monotonic_to_unix_ns() + monotonic_now_ns();
-        let metrics = self.flow_metrics.metrics(now, &active);
+        let metrics = self.flow_metrics.metrics(clock.1, &active);
         let payload = Payload::Metrics(vec![ResourceMetrics {
             resource: Some(convert::resource(&self.host)),
             scope_metrics: vec![ScopeMetrics { scope: Some(convert::scope()), metrics, schema_url: String::new() }],
