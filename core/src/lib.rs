@@ -10,6 +10,7 @@
 pub mod component;
 pub mod config;
 pub mod export;
+pub mod histogram;
 pub mod payload;
 pub mod self_telemetry;
 pub mod time;

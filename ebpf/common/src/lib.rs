@@ -6,6 +6,13 @@
 //! `aya::Pod` and can be read straight out of BPF maps.
 #![no_std]
 
+pub mod histogram;
+mod kernel_events;
+mod layout;
+
+pub use kernel_events::*;
+pub use layout::*;
+
 /// [`FlowKey::direction`] of traffic an interface received.
 pub const DIRECTION_INGRESS: u8 = 0;
 /// [`FlowKey::direction`] of traffic an interface sent.
@@ -177,6 +184,22 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowStats {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowEvent {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelLayout {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DropSettings {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TcpSettings {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DropCountKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DropCount {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DropEvent {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SockOpen {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TcpEvent {}
 
 #[cfg(test)]
 mod tests {
@@ -189,5 +212,11 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 4 + 1 + 1 + 1 + 5);
         assert_eq!(size_of::<FlowStats>(), 8 * 4 + 2 + 6);
         assert_eq!(size_of::<FlowEvent>(), size_of::<FlowKey>() + size_of::<FlowStats>() + 8);
+        assert_eq!(size_of::<KernelLayout>(), 2 * 28);
+        assert_eq!(size_of::<DropCountKey>(), 16);
+        assert_eq!(size_of::<DropCount>(), 8 + 8 + NAME_BYTES);
+        assert_eq!(size_of::<DropEvent>(), 4 + 4 + 8 + 8 + 32 + 4 + 4 + 4 + 4 + 8 + NAME_BYTES);
+        assert_eq!(size_of::<SockOpen>(), 8 * 4 + 4 + 4 + NAME_BYTES);
+        assert_eq!(size_of::<TcpEvent>(), 8 + 8 * 4 + size_of::<SockOpen>() + RECORD_BYTES);
     }
 }

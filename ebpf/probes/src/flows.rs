@@ -36,11 +36,11 @@ static FLOWTEL_SAMPLING: u32 = 1;
 
 /// `TRANSPORT_RING_BUFFER` or `TRANSPORT_PERF_ARRAY`; set at load time.
 #[unsafe(no_mangle)]
-static FLOWTEL_EVENT_TRANSPORT: u32 = 0;
+pub(crate) static FLOWTEL_EVENT_TRANSPORT: u32 = 0;
 
 /// Reads a load-time constant (volatile, so the compiler keeps the read).
 #[inline(always)]
-fn global(value: &u32) -> u32 {
+pub(crate) fn global(value: &u32) -> u32 {
     // SAFETY: a reference to a static is valid to read.
     unsafe { core::ptr::read_volatile(value) }
 }

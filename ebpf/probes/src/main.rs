@@ -6,12 +6,22 @@
 #![no_std]
 #![no_main]
 
+mod drops;
 mod flows;
+mod kernel;
 mod parse;
 mod ring_fill;
+mod tcp;
 
-use aya_ebpf::{bindings::TC_ACT_PIPE, macros::classifier, programs::TcContext};
-use flowtel_ebpf_common::{DIRECTION_EGRESS, DIRECTION_INGRESS};
+use aya_ebpf::{
+    bindings::TC_ACT_PIPE,
+    macros::{btf_tracepoint, classifier, tracepoint},
+    programs::{BtfTracePointContext, TcContext, TracePointContext},
+};
+use flowtel_ebpf_common::{
+    DIRECTION_EGRESS, DIRECTION_INGRESS, EVENT_TCP_RESET_RECEIVED, EVENT_TCP_RESET_SENT, EVENT_TCP_RETRANSMIT,
+    EventCounter,
+};
 
 /// Observes traffic received on the interface it is attached to.
 #[classifier]
@@ -25,6 +35,74 @@ pub fn flowtel_tc_ingress(ctx: TcContext) -> i32 {
 pub fn flowtel_tc_egress(ctx: TcContext) -> i32 {
     flows::record(&ctx, DIRECTION_EGRESS);
     TC_ACT_PIPE
+}
+
+/// `kfree_skb(skb, location, reason, …)` as a BTF tracepoint: arguments,
+/// not a record, so no offsets are needed to find them.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn flowtel_kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    let reason: u32 = ctx.arg(2);
+    drops::on_kfree_skb(&ctx, skb as *const u8, location, reason);
+    0
+}
+
+/// `skb:kfree_skb` as a classic tracepoint, for kernels that refuse the BTF one.
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn flowtel_kfree_skb(ctx: TracePointContext) -> i32 {
+    let layout = &kernel::FLOWTEL_LAYOUT;
+    let skb = kernel::field::<u64>(&ctx, &layout.kfree_skb_skbaddr).unwrap_or(0);
+    let location = kernel::field::<u64>(&ctx, &layout.kfree_skb_location).unwrap_or(0);
+    // Before 5.17 the record has no reason; userspace reports those drops as not specified.
+    let reason = kernel::field::<u32>(&ctx, &layout.kfree_skb_reason).unwrap_or(u32::MAX);
+    drops::on_kfree_skb(&ctx, skb as *const u8, location, reason);
+    0
+}
+
+/// A retransmitted segment.
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+pub fn flowtel_tcp_retransmit(ctx: TracePointContext) -> i32 {
+    tcp::on_socket_event(
+        &ctx,
+        EVENT_TCP_RETRANSMIT,
+        EventCounter::Retransmits,
+        &kernel::FLOWTEL_LAYOUT.retransmit_skaddr,
+    );
+    0
+}
+
+/// A reset sent.
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+pub fn flowtel_tcp_send_reset(ctx: TracePointContext) -> i32 {
+    tcp::on_send_reset(&ctx, EVENT_TCP_RESET_SENT);
+    0
+}
+
+/// A reset received.
+#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+pub fn flowtel_tcp_receive_reset(ctx: TracePointContext) -> i32 {
+    tcp::on_socket_event(
+        &ctx,
+        EVENT_TCP_RESET_RECEIVED,
+        EventCounter::ResetsReceived,
+        &kernel::FLOWTEL_LAYOUT.receive_reset_skaddr,
+    );
+    0
+}
+
+/// A segment received on an established connection: an RTT sample.
+#[tracepoint(category = "tcp", name = "tcp_probe")]
+pub fn flowtel_tcp_probe(ctx: TracePointContext) -> i32 {
+    tcp::on_probe(&ctx);
+    0
+}
+
+/// A socket changed state.
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn flowtel_sock_set_state(ctx: TracePointContext) -> i32 {
+    tcp::on_set_state(&ctx);
+    0
 }
 
 #[cfg(not(test))]

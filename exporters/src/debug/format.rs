@@ -2,7 +2,11 @@
 
 use std::fmt::Write as _;
 
-use flowtel_core::{Payload, time::rfc3339_millis as timestamp};
+use flowtel_core::{
+    Payload,
+    histogram::{REPORTED_QUANTILES, explicit_quantile, exponential_quantile},
+    time::rfc3339_millis as timestamp,
+};
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value},
     metrics::v1::{metric::Data, number_data_point},
@@ -100,16 +104,34 @@ fn metric_lines(out: &mut String, metric: &opentelemetry_proto::tonic::metrics::
             s.data_points.iter().for_each(|p| line(p.time_unix_nano, number(&p.value), &p.attributes));
         }
         Some(Data::Histogram(h)) => h.data_points.iter().for_each(|p| {
-            line(p.time_unix_nano, distribution(p.count, p.sum.unwrap_or(0.0)), &p.attributes);
+            let quantile = |q| explicit_quantile(&p.explicit_bounds, &p.bucket_counts, q, p.min, p.max);
+            let text = distribution(p.count, p.sum.unwrap_or(0.0)) + &percentiles(quantile);
+            line(p.time_unix_nano, text, &p.attributes);
         }),
         Some(Data::ExponentialHistogram(h)) => h.data_points.iter().for_each(|p| {
-            line(p.time_unix_nano, distribution(p.count, p.sum.unwrap_or(0.0)), &p.attributes);
+            // Percentiles of the positive range (latencies and sizes have no negative values).
+            let positive = p.positive.as_ref();
+            let (offset, counts) = positive.map_or((0, &[][..]), |b| (b.offset, b.bucket_counts.as_slice()));
+            let quantile = |q| exponential_quantile(p.scale, p.zero_count, offset, counts, q);
+            let text = distribution(p.count, p.sum.unwrap_or(0.0)) + &percentiles(quantile);
+            line(p.time_unix_nano, text, &p.attributes);
         }),
         Some(Data::Summary(s)) => {
             s.data_points.iter().for_each(|p| line(p.time_unix_nano, distribution(p.count, p.sum), &p.attributes));
         }
         None => line(0, "(no data)".into(), &[]),
     }
+}
+
+/// ` p50=… p90=… p99=… p99.9=…` where the histogram has data.
+fn percentiles(quantile: impl Fn(f64) -> Option<f64>) -> String {
+    let mut text = String::new();
+    for (q, name) in REPORTED_QUANTILES {
+        if let Some(value) = quantile(q) {
+            let _ = write!(text, " {name}={value:.6}");
+        }
+    }
+    text
 }
 
 fn number(value: &Option<number_data_point::Value>) -> String {

@@ -37,6 +37,70 @@ pub struct EbpfReceiverConfig {
     /// How often the interface list is checked for new and removed interfaces.
     #[serde(with = "humantime_serde")]
     pub interface_poll_interval: Duration,
+    /// Packet drops with the kernel's reason (`skb:kfree_skb`).
+    pub drops: DropsConfig,
+    /// TCP retransmits, resets, RTT, handshake latency and connections.
+    pub tcp: TcpConfig,
+}
+
+/// `drops`: packet drops from `skb:kfree_skb`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DropsConfig {
+    /// Whether drops are watched.
+    pub enabled: bool,
+    /// Drop reasons never reported nor counted, by the kernel's name
+    /// (`NOT_SPECIFIED`, or with its `SKB_DROP_REASON_` prefix). Normal
+    /// frees (`SKB_CONSUMED`) are always skipped.
+    pub exclude_reasons: Vec<String>,
+    /// `network.packet.drop` records per second at most; drops above it are
+    /// still counted in `network.packet.drops`, and what the limit held back
+    /// in `flowtel_ebpf_drop_events_rate_limited_total`.
+    pub max_events_per_second: u32,
+    /// Attach the kernel stack of each drop to its record (`network.drop.stack`).
+    pub stack_trace: bool,
+    /// Which `kfree_skb` tracepoint: `auto` (the BTF one, else the classic
+    /// one), `btf` or `classic`.
+    pub tracepoint: DropTracepoint,
+}
+
+impl Default for DropsConfig {
+    fn default() -> Self {
+        DropsConfig {
+            enabled: true,
+            exclude_reasons: Vec::new(),
+            max_events_per_second: 1000,
+            stack_trace: false,
+            tracepoint: DropTracepoint::Auto,
+        }
+    }
+}
+
+/// Which `kfree_skb` tracepoint the drop program attaches to.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DropTracepoint {
+    /// The BTF tracepoint (`tp_btf/kfree_skb`), else the classic one.
+    #[default]
+    Auto,
+    /// Only the BTF tracepoint.
+    Btf,
+    /// Only the classic tracepoint (`skb:kfree_skb`).
+    Classic,
+}
+
+/// `tcp`: TCP events from the `tcp` and `sock` tracepoints.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Whether TCP is watched.
+    pub enabled: bool,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig { enabled: true }
+    }
 }
 
 impl Default for EbpfReceiverConfig {
@@ -51,6 +115,8 @@ impl Default for EbpfReceiverConfig {
             sampling: NonZeroU32::MIN,
             max_flows: NonZeroU32::new(65_536).unwrap_or(NonZeroU32::MIN),
             interface_poll_interval: Duration::from_secs(2),
+            drops: DropsConfig::default(),
+            tcp: TcpConfig::default(),
         }
     }
 }
@@ -92,6 +158,14 @@ impl Validate for EbpfReceiverConfig {
         ] {
             if value.is_zero() {
                 problems.push((field.into(), "must be more than 0".into()));
+            }
+        }
+        for (index, reason) in self.drops.exclude_reasons.iter().enumerate() {
+            if reason.is_empty() || !reason.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+                problems.push((
+                    format!("drops.exclude_reasons[{index}]"),
+                    format!("`{reason}` is not a drop reason name (upper case, like NO_SOCKET)"),
+                ));
             }
         }
         problems

@@ -32,12 +32,13 @@ pub fn resource(host_name: &str) -> Resource {
     Resource { attributes: vec![kv("service.name", "flowtel"), kv("host.name", host_name)], ..Default::default() }
 }
 
-fn kv(key: &str, value: impl Into<AnyValueOf>) -> KeyValue {
+/// An attribute.
+pub(crate) fn kv(key: &str, value: impl Into<AnyValueOf>) -> KeyValue {
     KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value.into().0) }), ..Default::default() }
 }
 
 /// Something that can be an attribute value.
-struct AnyValueOf(Value);
+pub(crate) struct AnyValueOf(Value);
 
 impl From<&str> for AnyValueOf {
     fn from(s: &str) -> Self {
@@ -52,6 +53,17 @@ impl From<String> for AnyValueOf {
 impl From<i64> for AnyValueOf {
     fn from(i: i64) -> Self {
         AnyValueOf(Value::IntValue(i))
+    }
+}
+impl From<f64> for AnyValueOf {
+    fn from(d: f64) -> Self {
+        AnyValueOf(Value::DoubleValue(d))
+    }
+}
+impl From<Vec<String>> for AnyValueOf {
+    fn from(items: Vec<String>) -> Self {
+        let values = items.into_iter().map(|s| AnyValue { value: Some(Value::StringValue(s)) }).collect();
+        AnyValueOf(Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue { values }))
     }
 }
 
@@ -199,13 +211,6 @@ impl FlowMetrics {
     /// `network.flow.bytes`, `network.flow.packets` and `network.flows.active`
     /// (per interface) at `now_unix_ns`.
     pub fn metrics(&self, now_unix_ns: u64, active: &BTreeMap<String, usize>) -> Vec<Metric> {
-        let point = |attributes: Vec<KeyValue>, value: i64, start: u64| NumberDataPoint {
-            attributes,
-            start_time_unix_nano: start,
-            time_unix_nano: now_unix_ns,
-            value: Some(number_data_point::Value::AsInt(value)),
-            ..Default::default()
-        };
         let series = |pick: fn(&(u64, u64)) -> u64| -> Vec<NumberDataPoint> {
             self.totals
                 .iter()
@@ -216,28 +221,24 @@ impl FlowMetrics {
                         kv("network.io.direction", key.direction),
                         kv("network.interface.name", key.interface.clone()),
                     ];
-                    point(attributes, pick(total) as i64, self.start_unix_ns)
+                    int_point(attributes, pick(total), self.start_unix_ns, now_unix_ns)
                 })
                 .collect()
         };
-        let sum = |name: &str, unit: &str, description: &str, points| Metric {
-            name: name.into(),
-            description: description.into(),
-            unit: unit.into(),
-            data: Some(Data::Sum(Sum {
-                data_points: points,
-                aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                is_monotonic: true,
-            })),
-            ..Default::default()
-        };
         let active_points = active
             .iter()
-            .map(|(interface, count)| point(vec![kv("network.interface.name", interface.clone())], *count as i64, 0))
+            .map(|(interface, count)| {
+                int_point(vec![kv("network.interface.name", interface.clone())], *count as u64, 0, now_unix_ns)
+            })
             .collect();
         vec![
-            sum("network.flow.bytes", "By", "Bytes seen by flowtel's TC programs.", series(|t| t.0)),
-            sum("network.flow.packets", "{packet}", "Packets seen by flowtel's TC programs.", series(|t| t.1)),
+            cumulative_sum("network.flow.bytes", "By", "Bytes seen by flowtel's TC programs.", series(|t| t.0)),
+            cumulative_sum(
+                "network.flow.packets",
+                "{packet}",
+                "Packets seen by flowtel's TC programs.",
+                series(|t| t.1),
+            ),
             Metric {
                 name: "network.flows.active".into(),
                 description: "Flows in the kernel's flow table.".into(),
@@ -246,6 +247,32 @@ impl FlowMetrics {
                 ..Default::default()
             },
         ]
+    }
+}
+
+/// A monotonic cumulative Sum.
+pub(crate) fn cumulative_sum(name: &str, unit: &str, description: &str, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        description: description.into(),
+        unit: unit.into(),
+        data: Some(Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+/// An integer data point.
+pub(crate) fn int_point(attributes: Vec<KeyValue>, value: u64, start_unix_ns: u64, now_unix_ns: u64) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes,
+        start_time_unix_nano: start_unix_ns,
+        time_unix_nano: now_unix_ns,
+        value: Some(number_data_point::Value::AsInt(value as i64)),
+        ..Default::default()
     }
 }
 

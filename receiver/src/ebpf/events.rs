@@ -1,6 +1,7 @@
-//! Readers of the kernel's flow events: the BPF ring buffer, or one perf
-//! buffer per CPU. They never make the kernel wait: an event that finds the
-//! userspace queue full is dropped and counted.
+//! Readers of the kernel's event streams (flow events; drop and TCP
+//! events): the BPF ring buffer, or one perf buffer per CPU. They never make
+//! the kernel wait: an event that finds the userspace queue full is dropped
+//! and counted.
 
 use std::mem::size_of;
 
@@ -10,7 +11,10 @@ use aya::{
     util::online_cpus,
 };
 use flowtel_core::self_telemetry::Counter;
-use flowtel_ebpf_common::{FLOW_EVENTS_PERF, FLOW_EVENTS_RING, FlowEvent};
+use flowtel_ebpf_common::{
+    DropEvent, EVENT_DROP, EVENT_TCP_CONNECTION, EVENT_TCP_RETRANSMIT, FLOW_EVENTS_PERF, FLOW_EVENTS_RING, FlowEvent,
+    KERNEL_EVENTS_PERF, KERNEL_EVENTS_RING, TcpEvent,
+};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc,
@@ -23,7 +27,42 @@ use super::{config::EventTransport, loader::EbpfError};
 /// Pages of each per-CPU perf buffer.
 const PERF_PAGES: usize = 64;
 
-/// Counters of events that never reached the flow table.
+/// The two maps of one event stream: ring buffer and perf array.
+#[derive(Clone, Copy, Debug)]
+pub struct Stream {
+    ring: &'static str,
+    perf: &'static str,
+}
+
+/// New-flow and flow-end events ([`FlowEvent`]).
+pub const FLOW_STREAM: Stream = Stream { ring: FLOW_EVENTS_RING, perf: FLOW_EVENTS_PERF };
+/// Drop and TCP events ([`KernelEvent`]).
+pub const KERNEL_STREAM: Stream = Stream { ring: KERNEL_EVENTS_RING, perf: KERNEL_EVENTS_PERF };
+
+/// An event of the drop and TCP programs.
+#[derive(Clone, Copy, Debug)]
+pub enum KernelEvent {
+    /// A dropped packet.
+    Drop(DropEvent),
+    /// A TCP retransmit, reset or closed connection.
+    Tcp(TcpEvent),
+}
+
+fn read_pod<T: Copy>(bytes: &[u8]) -> Option<T> {
+    // SAFETY: only used with `repr(C)` plain-data types; the length is checked.
+    (bytes.len() >= size_of::<T>()).then(|| unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// A drop or TCP event from the bytes the kernel wrote, by its kind byte.
+pub fn decode_kernel_event(bytes: &[u8]) -> Option<KernelEvent> {
+    match *bytes.first()? {
+        EVENT_DROP => read_pod(bytes).map(KernelEvent::Drop),
+        EVENT_TCP_RETRANSMIT..=EVENT_TCP_CONNECTION => read_pod(bytes).map(KernelEvent::Tcp),
+        _ => None,
+    }
+}
+
+/// Counters of events that never reached their handler.
 #[derive(Clone)]
 pub struct EventLoss {
     /// The perf buffer was full (reported by the kernel as lost samples).
@@ -34,13 +73,23 @@ pub struct EventLoss {
     pub malformed: Counter,
 }
 
-/// A flow event from the bytes the kernel wrote, if there are enough of them.
-pub fn decode(bytes: &[u8]) -> Option<FlowEvent> {
-    // SAFETY: `FlowEvent` is plain data and the length is checked.
-    (bytes.len() >= size_of::<FlowEvent>()).then(|| unsafe { bytes.as_ptr().cast::<FlowEvent>().read_unaligned() })
+impl EventLoss {
+    /// Loss counters made by `lost(reason)`.
+    pub fn new(lost: &dyn Fn(&str) -> Counter) -> Self {
+        EventLoss {
+            perf_buffer_full: lost("perf_buffer_full"),
+            userspace_queue_full: lost("userspace_queue_full"),
+            malformed: lost("malformed"),
+        }
+    }
 }
 
-fn forward(bytes: &[u8], events: &mpsc::Sender<FlowEvent>, loss: &EventLoss) {
+/// A flow event from the bytes the kernel wrote, if there are enough of them.
+pub fn decode(bytes: &[u8]) -> Option<FlowEvent> {
+    read_pod(bytes)
+}
+
+fn forward<T>(bytes: &[u8], decode: fn(&[u8]) -> Option<T>, events: &mpsc::Sender<T>, loss: &EventLoss) {
     match decode(bytes) {
         Some(event) => {
             if events.try_send(event).is_err() {
@@ -51,30 +100,34 @@ fn forward(bytes: &[u8], events: &mpsc::Sender<FlowEvent>, loss: &EventLoss) {
     }
 }
 
-/// Starts the readers of `transport`, forwarding events to `events`.
-pub fn start(
+/// Starts the readers of `stream` on `transport`, forwarding what `decode`
+/// makes of each event to `events`.
+pub fn start<T: Send + 'static>(
     ebpf: &mut Ebpf,
+    stream: Stream,
     transport: EventTransport,
-    events: mpsc::Sender<FlowEvent>,
+    decode: fn(&[u8]) -> Option<T>,
+    events: mpsc::Sender<T>,
     loss: EventLoss,
     stop: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, EbpfError> {
     let map_error = |map: &'static str| move |message: String| EbpfError::Map { map, message };
     match transport {
         EventTransport::RingBuffer => {
-            let map = ebpf.take_map(FLOW_EVENTS_RING).ok_or_else(|| map_error(FLOW_EVENTS_RING)("missing".into()))?;
-            let ring = RingBuf::try_from(map).map_err(|e| map_error(FLOW_EVENTS_RING)(e.to_string()))?;
+            let name = stream.ring;
+            let map = ebpf.take_map(name).ok_or_else(|| map_error(name)("missing".into()))?;
+            let ring = RingBuf::try_from(map).map_err(|e| map_error(name)(e.to_string()))?;
             // SAFETY: the ring buffer owns its map fd, which stays open and
             // the same for as long as the AsyncFd owns the ring buffer.
             let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-                .map_err(|e| map_error(FLOW_EVENTS_RING)(e.to_string()))?;
+                .map_err(|e| map_error(name)(e.to_string()))?;
             Ok(vec![tokio::spawn(async move {
                 loop {
                     let mut guard = tokio::select! {
                         guard = fd.readable_mut() => match guard {
                             Ok(guard) => guard,
                             Err(err) => {
-                                tracing::error!(error = %err, "Ring buffer poll failed; flow events stop.");
+                                tracing::error!(map = name, error = %err, "Ring buffer poll failed; its events stop.");
                                 return;
                             }
                         },
@@ -82,35 +135,36 @@ pub fn start(
                     };
                     let ring = guard.get_inner_mut();
                     while let Some(item) = ring.next() {
-                        forward(&item, &events, &loss);
+                        forward(&item, decode, &events, &loss);
                     }
                     guard.clear_ready();
                 }
             })])
         }
         EventTransport::PerfArray => {
-            let map = ebpf.take_map(FLOW_EVENTS_PERF).ok_or_else(|| map_error(FLOW_EVENTS_PERF)("missing".into()))?;
+            let name = stream.perf;
+            let map = ebpf.take_map(name).ok_or_else(|| map_error(name)("missing".into()))?;
             let mut perf: PerfEventArray<MapData> =
-                PerfEventArray::try_from(map).map_err(|e| map_error(FLOW_EVENTS_PERF)(e.to_string()))?;
-            let cpus = online_cpus().map_err(|(what, e)| map_error(FLOW_EVENTS_PERF)(format!("{what}: {e}")))?;
+                PerfEventArray::try_from(map).map_err(|e| map_error(name)(e.to_string()))?;
+            let cpus = online_cpus().map_err(|(what, e)| map_error(name)(format!("{what}: {e}")))?;
             let mut readers = Vec::with_capacity(cpus.len());
             for cpu in cpus {
                 let buffer = perf
                     .open(cpu, Some(PERF_PAGES))
-                    .map_err(|e| map_error(FLOW_EVENTS_PERF)(format!("CPU {cpu}: {e}")))?;
+                    .map_err(|e| map_error(name)(format!("CPU {cpu}: {e}")))?;
                 // SAFETY: the buffer owns its perf event fd, which stays open
                 // and the same for as long as the AsyncFd owns the buffer.
                 let mut fd = unsafe { AsyncFd::register_with_interest(buffer, Interest::READABLE) }
-                    .map_err(|e| map_error(FLOW_EVENTS_PERF)(e.to_string()))?;
+                    .map_err(|e| map_error(name)(e.to_string()))?;
                 let (events, loss, stop) = (events.clone(), loss.clone(), stop.clone());
                 readers.push(tokio::spawn(async move {
-                    let mut sample = Vec::with_capacity(size_of::<FlowEvent>() + 8);
+                    let mut sample = Vec::with_capacity(size_of::<TcpEvent>() + 8);
                     loop {
                         let mut guard = tokio::select! {
                             guard = fd.readable_mut() => match guard {
                                 Ok(guard) => guard,
                                 Err(err) => {
-                                    tracing::error!(cpu, error = %err, "Perf buffer poll failed; flow events stop.");
+                                    tracing::error!(map = name, cpu, error = %err, "Perf buffer poll failed; its events stop.");
                                     return;
                                 }
                             },
@@ -121,7 +175,7 @@ pub fn start(
                                 sample.clear();
                                 sample.extend_from_slice(head);
                                 sample.extend_from_slice(tail);
-                                forward(&sample, &events, &loss);
+                                forward(&sample, decode, &events, &loss);
                             }
                             PerfEvent::Lost { count } => loss.perf_buffer_full.add(count),
                         });

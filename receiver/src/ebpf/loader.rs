@@ -5,21 +5,28 @@
 use std::{collections::BTreeMap, process::Command};
 
 use aya::{
-    Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    Btf, Ebpf, EbpfLoader, include_bytes_aligned,
+    maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, TracePoint,
+        BtfTracePoint, LinkOrder, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, TracePoint,
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
     },
 };
 use flowtel_ebpf_common::{
-    COUNTERS, FLOW_COUNTERS_MAP, FLOWS_MAP, FlowKey, FlowStats, GLOBAL_EVENT_TRANSPORT, GLOBAL_SAMPLING,
-    PROG_RING_FILL, PROG_TC_EGRESS, PROG_TC_INGRESS, TRANSPORT_RING_BUFFER,
+    COUNTERS, DROP_COUNTS_MAP, DROP_STACKS_MAP, DropCount, DropCountKey, DropSettings, EVENT_COUNTERS,
+    EVENT_COUNTERS_MAP, EXCLUDED_DROP_REASONS_MAP, FLOW_COUNTERS_MAP, FLOWS_MAP, FlowKey, FlowStats, GLOBAL_DROPS,
+    GLOBAL_EVENT_TRANSPORT, GLOBAL_LAYOUT, GLOBAL_SAMPLING, GLOBAL_TCP, HISTOGRAMS, KernelLayout, PROG_KFREE_SKB,
+    PROG_KFREE_SKB_BTF, PROG_RING_FILL, PROG_SOCK_SET_STATE, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TCP_PROBE,
+    PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET, TCP_HISTOGRAMS_MAP, TRANSPORT_RING_BUFFER,
+    TcpSettings, histogram,
 };
 
 use flowtel_core::component::error_chain;
 
-use super::{config::TcAttach, flow_table::merge_per_cpu};
+use super::{
+    config::{DropTracepoint, TcAttach},
+    flow_table::merge_per_cpu,
+};
 
 /// The eBPF object built from `ebpf/probes`.
 pub static PROBES_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtel-probes"));
@@ -68,13 +75,35 @@ pub struct ProbeSettings {
     pub sampling: u32,
     /// `TRANSPORT_RING_BUFFER` or `TRANSPORT_PERF_ARRAY`.
     pub event_transport: u32,
+    /// Field offsets of this kernel.
+    pub layout: KernelLayout,
+    /// The drop program's settings.
+    pub drops: DropSettings,
+    /// The TCP programs' settings.
+    pub tcp: TcpSettings,
 }
 
 impl Default for ProbeSettings {
     fn default() -> Self {
-        ProbeSettings { max_flows: 65_536, sampling: 1, event_transport: TRANSPORT_RING_BUFFER }
+        ProbeSettings {
+            max_flows: 65_536,
+            sampling: 1,
+            event_transport: TRANSPORT_RING_BUFFER,
+            layout: KernelLayout::unknown(),
+            drops: DropSettings::default(),
+            tcp: TcpSettings::default(),
+        }
     }
 }
+
+/// The TCP tracepoints: program, category, name.
+pub const TCP_TRACEPOINTS: [(&str, &str, &str); 5] = [
+    (PROG_TCP_RETRANSMIT, "tcp", "tcp_retransmit_skb"),
+    (PROG_TCP_SEND_RESET, "tcp", "tcp_send_reset"),
+    (PROG_TCP_RECEIVE_RESET, "tcp", "tcp_receive_reset"),
+    (PROG_TCP_PROBE, "tcp", "tcp_probe"),
+    (PROG_SOCK_SET_STATE, "sock", "inet_sock_set_state"),
+];
 
 /// How one interface is attached.
 struct Attachment {
@@ -96,6 +125,9 @@ impl Probes {
             .map_max_entries(FLOWS_MAP, settings.max_flows)
             .override_global(GLOBAL_SAMPLING, &settings.sampling, true)
             .override_global(GLOBAL_EVENT_TRANSPORT, &settings.event_transport, true)
+            .override_global(GLOBAL_LAYOUT, &settings.layout, true)
+            .override_global(GLOBAL_DROPS, &settings.drops, true)
+            .override_global(GLOBAL_TCP, &settings.tcp, true)
             .load(PROBES_OBJECT)
             .map_err(|source| {
                 let message = error_chain(&source);
@@ -233,6 +265,68 @@ impl Probes {
         Ok(())
     }
 
+    /// Loads and attaches the drop program: the BTF tracepoint, the classic
+    /// one, or (`auto`) the first the kernel takes. Returns which.
+    pub fn attach_drops(&mut self, which: DropTracepoint) -> Result<&'static str, EbpfError> {
+        let btf_attempt = |ebpf: &mut Ebpf| -> Result<(), String> {
+            let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+            let program: &mut BtfTracePoint = program(ebpf, PROG_KFREE_SKB_BTF)?;
+            program.load("kfree_skb", &btf).map_err(|e| format!("the kernel refused it: {}", error_chain(&e)))?;
+            program.attach().map_err(|e| format!("cannot attach: {}", error_chain(&e)))?;
+            Ok(())
+        };
+        let classic_attempt = |ebpf: &mut Ebpf| attach_tracepoint(ebpf, PROG_KFREE_SKB, "skb", "kfree_skb");
+        let error = |program: &'static str| move |message: String| EbpfError::Program { program, on: String::new(), message };
+        match which {
+            DropTracepoint::Btf => btf_attempt(&mut self.ebpf).map(|()| "tp_btf/kfree_skb").map_err(error(PROG_KFREE_SKB_BTF)),
+            DropTracepoint::Classic => {
+                classic_attempt(&mut self.ebpf).map(|()| "tracepoint/skb/kfree_skb").map_err(error(PROG_KFREE_SKB))
+            }
+            DropTracepoint::Auto => match btf_attempt(&mut self.ebpf) {
+                Ok(()) => Ok("tp_btf/kfree_skb"),
+                Err(btf_error) => {
+                    tracing::info!(error = %btf_error, "BTF tracepoint kfree_skb unavailable; using the classic one.");
+                    classic_attempt(&mut self.ebpf)
+                        .map(|()| "tracepoint/skb/kfree_skb")
+                        .map_err(|e| error(PROG_KFREE_SKB)(format!("{e} (and tp_btf: {btf_error})")))
+                }
+            },
+        }
+    }
+
+    /// Drop reasons the drop program skips.
+    pub fn exclude_drop_reasons(&mut self, reasons: &[u32]) -> Result<(), EbpfError> {
+        let fail = map_error(EXCLUDED_DROP_REASONS_MAP);
+        let map = self.ebpf.map_mut(EXCLUDED_DROP_REASONS_MAP).ok_or_else(|| fail("missing".into()))?;
+        let mut excluded: HashMap<&mut MapData, u32, u8> = HashMap::try_from(map).map_err(|e| fail(e.to_string()))?;
+        for reason in reasons {
+            excluded.insert(reason, 1, 0).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Loads and attaches the TCP programs; returns the tracepoints that
+    /// could not be attached, with why (the others run).
+    pub fn attach_tcp(&mut self) -> Vec<(&'static str, String)> {
+        TCP_TRACEPOINTS
+            .iter()
+            .filter_map(|&(name, category, tracepoint)| {
+                attach_tracepoint(&mut self.ebpf, name, category, tracepoint).err().map(|e| (tracepoint, e))
+            })
+            .collect()
+    }
+
+    /// Takes the drop and TCP counter maps out of the object, for the task that reads them.
+    pub fn take_kernel_maps(&mut self) -> Result<KernelMaps, EbpfError> {
+        let mut take = |name: &'static str| self.ebpf.take_map(name).ok_or_else(|| map_error(name)("missing".into()));
+        Ok(KernelMaps {
+            drop_counts: take(DROP_COUNTS_MAP)?,
+            drop_stacks: take(DROP_STACKS_MAP)?,
+            counters: take(EVENT_COUNTERS_MAP)?,
+            histograms: take(TCP_HISTOGRAMS_MAP)?,
+        })
+    }
+
     /// Every flow in the kernel's table, per-CPU values summed.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, EbpfError> {
         let map = self.ebpf.map(FLOWS_MAP).ok_or_else(|| map_error(FLOWS_MAP)("missing".into()))?;
@@ -268,14 +362,7 @@ impl Probes {
     /// The loss and health counters, summed over CPUs, indexed by `Counter`.
     pub fn counters(&self) -> Result<[u64; COUNTERS as usize], EbpfError> {
         let map = self.ebpf.map(FLOW_COUNTERS_MAP).ok_or_else(|| map_error(FLOW_COUNTERS_MAP)("missing".into()))?;
-        let counters: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|e| map_error(FLOW_COUNTERS_MAP)(e.to_string()))?;
-        let mut out = [0u64; COUNTERS as usize];
-        for (index, slot) in out.iter_mut().enumerate() {
-            let values = counters.get(&(index as u32), 0).map_err(|e| map_error(FLOW_COUNTERS_MAP)(e.to_string()))?;
-            *slot = values.iter().sum();
-        }
-        Ok(out)
+        sum_per_cpu_slots::<{ COUNTERS as usize }>(map, FLOW_COUNTERS_MAP)
     }
 }
 
@@ -283,6 +370,79 @@ impl Drop for Probes {
     fn drop(&mut self) {
         self.detach_all();
     }
+}
+
+/// A program of the object as its type.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, String>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name).ok_or_else(|| "missing from the object".to_owned())?.try_into().map_err(|e| format!("{e}"))
+}
+
+/// Loads a classic tracepoint program and attaches it to `category:name`.
+fn attach_tracepoint(ebpf: &mut Ebpf, program_name: &str, category: &str, name: &str) -> Result<(), String> {
+    let program: &mut TracePoint = program(ebpf, program_name)?;
+    program.load().map_err(|e| format!("the kernel refused it: {}", error_chain(&e)))?;
+    program.attach(category, name).map_err(|e| format!("cannot attach to {category}:{name}: {}", error_chain(&e)))?;
+    Ok(())
+}
+
+/// The drop and TCP programs' counting maps.
+pub struct KernelMaps {
+    drop_counts: Map,
+    drop_stacks: Map,
+    counters: Map,
+    histograms: Map,
+}
+
+impl KernelMaps {
+    /// Every per-reason drop counter with its per-CPU values.
+    pub fn drop_counts(&self) -> Result<Vec<(DropCountKey, Vec<DropCount>)>, EbpfError> {
+        let fail = map_error(DROP_COUNTS_MAP);
+        let counts: PerCpuHashMap<&MapData, DropCountKey, DropCount> =
+            PerCpuHashMap::try_from(&self.drop_counts).map_err(|e| fail(e.to_string()))?;
+        Ok(counts.iter().filter_map(Result::ok).map(|(key, values)| (key, values.iter().copied().collect())).collect())
+    }
+
+    /// The addresses of a kernel stack, innermost first.
+    pub fn stack(&self, id: i64) -> Option<Vec<u64>> {
+        let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(&self.drop_stacks).ok()?;
+        let stack = stacks.get(&u32::try_from(id).ok()?, 0).ok()?;
+        Some(stack.frames().iter().map(|frame| frame.ip).collect())
+    }
+
+    /// The event counters summed over CPUs, indexed by `EventCounter`.
+    pub fn counters(&self) -> Result<[u64; EVENT_COUNTERS as usize], EbpfError> {
+        sum_per_cpu_slots::<{ EVENT_COUNTERS as usize }>(&self.counters, EVENT_COUNTERS_MAP)
+    }
+
+    /// The histograms' slots summed over CPUs, indexed by `Histogram`.
+    pub fn histograms(&self) -> Result<Vec<Vec<u64>>, EbpfError> {
+        let fail = map_error(TCP_HISTOGRAMS_MAP);
+        let slots: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(&self.histograms).map_err(|e| fail(e.to_string()))?;
+        (0..HISTOGRAMS)
+            .map(|which| {
+                (0..histogram::SLOTS)
+                    .map(|slot| {
+                        let index = which * histogram::SLOTS + slot;
+                        slots.get(&index, 0).map(|values| values.iter().sum()).map_err(|e| fail(e.to_string()))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The slots of a per-CPU `u64` array, summed over CPUs.
+fn sum_per_cpu_slots<const N: usize>(map: &Map, name: &'static str) -> Result<[u64; N], EbpfError> {
+    let fail = map_error(name);
+    let slots: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(|e| fail(e.to_string()))?;
+    let mut out = [0u64; N];
+    for (index, slot) in out.iter_mut().enumerate() {
+        *slot = slots.get(&(index as u32), 0).map_err(|e| fail(e.to_string()))?.iter().sum();
+    }
+    Ok(out)
 }
 
 fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, EbpfError> {

@@ -7,41 +7,53 @@
 //! traffic since its previous report as a `network.flow` log record, ends
 //! idle flows, and emits the `network.flow.*` metrics. A FIN or RST reports
 //! the flow at once.
+//!
+//! Tracepoint programs add packet drops (`skb:kfree_skb`) and TCP events
+//! (retransmits, resets, RTT, handshakes, connections); see [`tracepoints`].
 
+pub mod btf;
+mod cgroups;
 mod config;
 pub mod convert;
+pub mod drops;
 mod events;
 pub mod flow_table;
 mod interfaces;
+pub mod kallsyms;
 mod loader;
+mod publish;
+pub mod tcp;
+pub mod tracefs;
+pub mod tracepoints;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use async_trait::async_trait;
 use flowtel_core::{
-    ComponentId, ComponentKind, Payload, Signal,
+    ComponentId, ComponentKind,
     component::{ComponentError, Receiver, ReceiverContext},
-    self_telemetry::{Counter, MetricsRegistry, SignalCounters},
-    topology::ReceiverOutput,
+    self_telemetry::{Counter, MetricsRegistry},
 };
 use flowtel_ebpf_common::{
     Counter as KernelCounter, EVENT_FLOW_END, FlowEvent, TRANSPORT_PERF_ARRAY, TRANSPORT_RING_BUFFER, tcp_flags,
 };
-use opentelemetry_proto::tonic::{
-    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
-    metrics::v1::{ResourceMetrics, ScopeMetrics},
-};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{EbpfReceiverConfig, EventTransport, TcAttach};
-pub use events::{EventLoss, decode as decode_event, start as start_event_readers};
-pub use loader::{EbpfError, PROBES_OBJECT, ProbeSettings, Probes};
+pub use config::{DropTracepoint, DropsConfig, EbpfReceiverConfig, EventTransport, TcAttach, TcpConfig};
+pub use events::{
+    EventLoss, FLOW_STREAM, KERNEL_STREAM, KernelEvent, decode as decode_event, decode_kernel_event,
+    start as start_event_readers,
+};
+pub use loader::{EbpfError, KernelMaps, PROBES_OBJECT, ProbeSettings, Probes};
 
 use self::{
     convert::{FlowMetrics, RecordContext},
     flow_table::{EndReason, FlowReport, FlowTable},
     interfaces::{Interface, InterfaceFilter},
+    publish::Publisher,
+    tracepoints::{KernelInfo, Parts, TracepointLoop},
 };
 
 /// Events waiting between the readers and the flow table.
@@ -96,8 +108,6 @@ struct KernelMetrics {
     /// Kernel counters mirrored into the registry, with the value last mirrored.
     mirrored: Vec<(KernelCounter, Counter, u64)>,
     evicted: Counter,
-    accepted: SignalCounters,
-    refused: SignalCounters,
 }
 
 impl KernelMetrics {
@@ -111,11 +121,7 @@ impl KernelMetrics {
                 &[("receiver", id), ("reason", reason)],
             )
         };
-        let loss = EventLoss {
-            perf_buffer_full: lost("perf_buffer_full"),
-            userspace_queue_full: lost("userspace_queue_full"),
-            malformed: lost("malformed"),
-        };
+        let loss = EventLoss::new(&lost);
         let mirror = |counter, name, help| (counter, registry.counter(name, help, &receiver), 0);
         let metrics = KernelMetrics {
             mirrored: vec![
@@ -143,18 +149,6 @@ impl KernelMetrics {
                 "Flows the kernel evicted from its full flow table before they were reported.",
                 &receiver,
             ),
-            accepted: SignalCounters::new(
-                registry,
-                "flowtel_receiver_accepted_items_total",
-                "Items taken into the pipelines.",
-                &[("receiver", id), ("transport", "kernel")],
-            ),
-            refused: SignalCounters::new(
-                registry,
-                "flowtel_receiver_refused_items_total",
-                "Items refused because the pipelines were full or stopping (the sender was told to retry).",
-                &[("receiver", id), ("transport", "kernel")],
-            ),
         };
         (metrics, loss)
     }
@@ -173,43 +167,88 @@ impl KernelMetrics {
 impl Receiver for EbpfReceiver {
     async fn start(&mut self, ctx: ReceiverContext) -> Result<(), ComponentError> {
         let error = |message: String| ComponentError::new(ComponentKind::Receiver, &ctx.id, message);
+        let config = &self.config;
+        let tracepoints_wanted = config.drops.enabled || config.tcp.enabled;
+        let info = if tracepoints_wanted {
+            let tracefs = tracefs::root()
+                .inspect_err(|e| tracing::warn!(receiver = %ctx.id, error = %e, "No tracefs."))
+                .ok();
+            KernelInfo::discover(Path::new(btf::VMLINUX_BTF), tracefs.as_deref())
+        } else {
+            KernelInfo::default()
+        };
+        for gap in &info.gaps {
+            tracing::warn!(receiver = %ctx.id, gap = %gap, "The kernel lacks something the drop or TCP programs use.");
+        }
+        let (drop_settings, excluded_reasons) =
+            if config.drops.enabled { info.drop_settings(&config.drops).map_err(error)? } else { Default::default() };
+        let tcp_settings = info.tcp_settings();
+        if config.tcp.enabled && tcp_settings.is_none() {
+            tracing::warn!(receiver = %ctx.id, "TCP states are unknown (no BTF): handshakes and connections are not followed.");
+        }
         let settings = ProbeSettings {
-            max_flows: self.config.max_flows.get(),
-            sampling: self.config.sampling.get(),
-            event_transport: match self.config.event_transport {
+            max_flows: config.max_flows.get(),
+            sampling: config.sampling.get(),
+            event_transport: match config.event_transport {
                 EventTransport::RingBuffer => TRANSPORT_RING_BUFFER,
                 EventTransport::PerfArray => TRANSPORT_PERF_ARRAY,
             },
+            layout: info.layout,
+            drops: drop_settings,
+            tcp: tcp_settings.unwrap_or_default(),
         };
         let mut probes = Probes::load(&settings).map_err(|e| error(e.to_string()))?;
-        let filter = InterfaceFilter::new(&self.config.interfaces, &self.config.exclude_interfaces)
+        let filter = InterfaceFilter::new(&config.interfaces, &config.exclude_interfaces)
             .map_err(|(field, message)| error(format!("{field}: {message}")))?;
-        let mut watcher = InterfaceWatcher { filter, names: BTreeMap::new(), mode: self.config.tc_attach };
+        let mut watcher = InterfaceWatcher { filter, names: BTreeMap::new(), mode: config.tc_attach };
         // At startup an interface that cannot be attached is an error; later ones are logged.
         watcher.sync(&mut probes, true).map_err(|e| error(e.to_string()))?;
         if probes.attached().next().is_none() {
             tracing::warn!(receiver = %ctx.id, "No interface matches yet; waiting for one to appear.");
         }
+        let parts = attach_tracepoints(&mut probes, config, &excluded_reasons, &ctx.id).map_err(error)?;
 
         let id = ctx.id.to_string();
+        let publisher = Publisher::new(ctx.id.clone(), ctx.output, &ctx.metrics, host_name());
         let (metrics, loss) = KernelMetrics::new(&ctx.metrics, &id);
         let (sender, events) = mpsc::channel(EVENT_QUEUE);
-        self.tasks = events::start(probes.ebpf_mut(), self.config.event_transport, sender, loss, self.stop.clone())
-            .map_err(|e| error(e.to_string()))?;
+        let transport = config.event_transport;
+        let mut tasks =
+            events::start(probes.ebpf_mut(), FLOW_STREAM, transport, events::decode, sender, loss, self.stop.clone())
+                .map_err(|e| error(e.to_string()))?;
+        if parts.drops || parts.tcp {
+            let maps = probes.take_kernel_maps().map_err(|e| error(e.to_string()))?;
+            let lost = |reason: &str| {
+                ctx.metrics.counter(
+                    "flowtel_ebpf_kernel_events_lost_total",
+                    "Drop and TCP events that never reached userspace, by reason.",
+                    &[("receiver", id.as_str()), ("reason", reason)],
+                )
+            };
+            let (kernel_sender, kernel_events) = mpsc::channel(EVENT_QUEUE);
+            let loss = EventLoss::new(&lost);
+            let stop = self.stop.clone();
+            let readers =
+                events::start(probes.ebpf_mut(), KERNEL_STREAM, transport, decode_kernel_event, kernel_sender, loss, stop)
+                    .map_err(|e| error(e.to_string()))?;
+            tasks.extend(readers);
+            let run = TracepointLoop::new(ctx.id.clone(), config, parts, maps, info, &ctx.metrics, publisher.clone());
+            tasks.push(tokio::spawn(run.run(kernel_events, self.stop.clone())));
+        }
         let run = FlowLoop {
             id: ctx.id.clone(),
-            config: self.config.clone(),
+            config: config.clone(),
             probes,
             watcher,
-            table: FlowTable::new(self.config.idle_timeout.as_nanos() as u64),
+            table: FlowTable::new(config.idle_timeout.as_nanos() as u64),
             flow_metrics: FlowMetrics::new(clock_now().1),
             metrics,
-            output: ctx.output,
+            publisher,
             pending: Vec::new(),
-            host: host_name(),
         };
-        self.tasks.push(tokio::spawn(run.run(events, self.stop.clone())));
-        tracing::info!(receiver = %ctx.id, transport = ?self.config.event_transport, "Watching network flows.");
+        tasks.push(tokio::spawn(run.run(events, self.stop.clone())));
+        self.tasks = tasks;
+        tracing::info!(receiver = %ctx.id, transport = ?config.event_transport, "Watching network flows.");
         Ok(())
     }
 
@@ -219,6 +258,40 @@ impl Receiver for EbpfReceiver {
             let _ = task.await;
         }
     }
+}
+
+/// Attaches the drop and TCP programs the config asks for. A part the
+/// kernel cannot run is reported and left off, unless the config named
+/// exactly how to attach it.
+fn attach_tracepoints(
+    probes: &mut Probes,
+    config: &EbpfReceiverConfig,
+    excluded_reasons: &[u32],
+    id: &ComponentId,
+) -> Result<Parts, String> {
+    let mut parts = Parts { drops: false, tcp: false, stack_trace: config.drops.stack_trace };
+    if config.drops.enabled {
+        match probes.attach_drops(config.drops.tracepoint) {
+            Ok(which) => {
+                probes.exclude_drop_reasons(excluded_reasons).map_err(|e| e.to_string())?;
+                tracing::info!(receiver = %id, program = which, "Watching packet drops.");
+                parts.drops = true;
+            }
+            Err(err) if config.drops.tracepoint != DropTracepoint::Auto => return Err(err.to_string()),
+            Err(err) => tracing::warn!(receiver = %id, error = %err, "Packet drops are off: the kernel refused them."),
+        }
+    }
+    if config.tcp.enabled {
+        let failed = probes.attach_tcp();
+        for (tracepoint, why) in &failed {
+            tracing::warn!(receiver = %id, tracepoint, error = %why, "A TCP tracepoint is off; the others run.");
+        }
+        parts.tcp = failed.len() < loader::TCP_TRACEPOINTS.len();
+        if parts.tcp {
+            tracing::info!(receiver = %id, "Watching TCP retransmits, resets, RTT and connections.");
+        }
+    }
+    Ok(parts)
 }
 
 /// Keeps the attached interfaces in line with the filter.
@@ -268,10 +341,9 @@ struct FlowLoop {
     table: FlowTable,
     flow_metrics: FlowMetrics,
     metrics: KernelMetrics,
-    output: ReceiverOutput,
+    publisher: Publisher,
     /// Flow-end records not yet handed on.
     pending: Vec<LogRecord>,
-    host: String,
 }
 
 impl FlowLoop {
@@ -333,7 +405,7 @@ impl FlowLoop {
     async fn hand_on_ends(&mut self) {
         if !self.pending.is_empty() {
             let records = std::mem::take(&mut self.pending);
-            self.push_logs(records).await;
+            self.publisher.logs(records).await;
         }
     }
 
@@ -358,49 +430,12 @@ impl FlowLoop {
             self.flow_metrics.add(report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
             records.push(self.to_record(report, clock));
         }
-        self.push_logs(records).await;
+        self.publisher.logs(records).await;
 
         let mut active: BTreeMap<String, usize> = BTreeMap::new();
         for (key, _) in &kernel {
             *active.entry(self.watcher.name(key.ifindex)).or_default() += 1;
         }
-        let metrics = self.flow_metrics.metrics(clock.1, &active);
-        let payload = Payload::Metrics(vec![ResourceMetrics {
-            resource: Some(convert::resource(&self.host)),
-            scope_metrics: vec![ScopeMetrics { scope: Some(convert::scope()), metrics, schema_url: String::new() }],
-            schema_url: String::new(),
-        }]);
-        self.push(payload).await;
-    }
-
-    async fn push_logs(&mut self, records: Vec<LogRecord>) {
-        if records.is_empty() {
-            return;
-        }
-        let payload = Payload::Logs(vec![ResourceLogs {
-            resource: Some(convert::resource(&self.host)),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(convert::scope()),
-                log_records: records,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }]);
-        self.push(payload).await;
-    }
-
-    async fn push(&mut self, payload: Payload) {
-        let signal: Signal = payload.signal();
-        if !self.output.accepts(signal) {
-            return;
-        }
-        let items = payload.item_count() as u64;
-        match self.output.push(payload).await {
-            Ok(()) => self.metrics.accepted.get(signal).add(items),
-            Err(err) => {
-                self.metrics.refused.get(signal).add(items);
-                tracing::warn!(receiver = %self.id, items, error = %err, "Pipelines did not take flow data; dropped.");
-            }
-        }
+        self.publisher.metrics(self.flow_metrics.metrics(clock.1, &active)).await;
     }
 }

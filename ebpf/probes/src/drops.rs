@@ -1,0 +1,199 @@
+//! Packet drops: `skb:kfree_skb`, through its BTF tracepoint or the classic
+//! one. Every drop is counted per reason, interface and namespace; events
+//! go out up to `max_events_per_second`, and what that held back is counted
+//! too.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_F_REUSE_STACKID, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, HashMap, PerCpuHashMap, StackTrace},
+    programs::tracing::StackIdContext,
+};
+use flowtel_ebpf_common::{
+    DropCount, DropCountKey, DropEvent, DropSettings, EVENT_DROP, EventCounter, IP_V4, IP_V6, NAME_BYTES, ipproto,
+};
+
+use crate::{
+    flows::global,
+    kernel::{FLOWTEL_LAYOUT, count, device, offset, read, read_at, send},
+};
+
+/// What the program loads with; set by userspace.
+#[unsafe(no_mangle)]
+static FLOWTEL_DROPS: DropSettings =
+    DropSettings { consumed_reason: 0, not_dropped_reason: 0, max_events_per_second: 0, stack_trace: 0 };
+
+/// Drops per reason, interface and namespace (one value per CPU).
+#[map(name = "DROP_COUNTS")]
+static DROP_COUNTS: PerCpuHashMap<DropCountKey, DropCount> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Reasons userspace asked never to report.
+#[map(name = "EXCLUDED_DROP_REASONS")]
+static EXCLUDED_DROP_REASONS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
+
+/// Kernel stacks of drops (only filled with `stack_trace`).
+#[map(name = "DROP_STACKS")]
+static DROP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+
+/// The rate limiter's window: `[second, events sent in it]`, shared by all CPUs.
+#[map(name = "DROP_RATE")]
+static DROP_RATE: Array<[u64; 2]> = Array::with_max_entries(1, 0);
+
+/// A value of [`FLOWTEL_DROPS`].
+#[inline(always)]
+fn setting(field: &u32) -> u32 {
+    global(field)
+}
+
+/// Whether one more event fits in this second's budget (and takes it).
+#[inline(always)]
+fn take_event_budget(now: u64) -> bool {
+    let limit = u64::from(setting(&FLOWTEL_DROPS.max_events_per_second));
+    let Some(window) = DROP_RATE.get_ptr_mut(0) else { return false };
+    let second = now / 1_000_000_000;
+    // SAFETY: a live map value. CPUs race on it without atomics (the eBPF
+    // target has no fetch-add in core), which at worst lets a few more
+    // events through in a second than the limit.
+    unsafe {
+        if (*window)[0] != second {
+            (*window)[0] = second;
+            (*window)[1] = 0;
+        }
+        if (*window)[1] >= limit {
+            return false;
+        }
+        (*window)[1] += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn count_drop(key: &DropCountKey, name: &[u8; NAME_BYTES], limited: bool) {
+    let limited = u64::from(limited);
+    if let Some(value) = DROP_COUNTS.get_ptr_mut(key) {
+        // SAFETY: this CPU's copy of a live map value.
+        unsafe {
+            (*value).packets += 1;
+            (*value).rate_limited += limited;
+        }
+        return;
+    }
+    let value = DropCount { packets: 1, rate_limited: limited, ifname: *name };
+    if DROP_COUNTS.insert(key, &value, u64::from(BPF_NOEXIST)).is_ok() {
+        return;
+    }
+    match DROP_COUNTS.get_ptr_mut(key) {
+        // Another CPU made the entry first; this CPU's copy starts at zero.
+        // SAFETY: as above.
+        Some(value) => unsafe {
+            (*value).packets += 1;
+            (*value).rate_limited += limited;
+            (*value).ifname = *name;
+        },
+        None => count(EventCounter::DropCountMapFull),
+    }
+}
+
+/// Handles one `kfree_skb`: `skb` is the `struct sk_buff *`, `location` the
+/// caller's address, `reason` the `enum skb_drop_reason` value.
+#[inline(always)]
+pub fn on_kfree_skb<C: EbpfContext + StackIdContext>(ctx: &C, skb: *const u8, location: u64, reason: u32) {
+    if reason == setting(&FLOWTEL_DROPS.consumed_reason) || reason == setting(&FLOWTEL_DROPS.not_dropped_reason) {
+        return;
+    }
+    // SAFETY: a map lookup; the value is not used.
+    if unsafe { EXCLUDED_DROP_REASONS.get(&reason) }.is_some() {
+        return;
+    }
+    let dev = read::<*const u8>(skb, offset(&FLOWTEL_LAYOUT.skb_dev)).unwrap_or(core::ptr::null());
+    let (ifindex, netns, ifname) = device(dev);
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let send_event = take_event_budget(now);
+    count_drop(&DropCountKey { reason, ifindex, netns, pad: 0 }, &ifname, !send_event);
+    if !send_event {
+        return;
+    }
+    let mut event = DropEvent {
+        kind: EVENT_DROP,
+        reason,
+        time_ns: now,
+        location,
+        ifindex,
+        netns,
+        ifname,
+        length: read::<u32>(skb, offset(&FLOWTEL_LAYOUT.skb_len)).unwrap_or(0),
+        stack_id: -1,
+        ..DropEvent::default()
+    };
+    read_tuple(skb, &mut event);
+    if setting(&FLOWTEL_DROPS.stack_trace) != 0 {
+        event.stack_id = ctx.get_stackid(&DROP_STACKS, u64::from(BPF_F_REUSE_STACKID)).unwrap_or(-1);
+    }
+    send(ctx, &event, EventCounter::DropRingBufferFull);
+}
+
+/// Reads the addresses and ports from the packet's headers, where the
+/// kernel has set its network header.
+#[inline(always)]
+fn read_tuple(skb: *const u8, event: &mut DropEvent) {
+    const UNSET: u16 = 0xffff;
+    let Some(head) = read::<*const u8>(skb, offset(&FLOWTEL_LAYOUT.skb_head)) else { return };
+    let Some(network) = read::<u16>(skb, offset(&FLOWTEL_LAYOUT.skb_network_header)) else { return };
+    let transport = read::<u16>(skb, offset(&FLOWTEL_LAYOUT.skb_transport_header)).unwrap_or(UNSET);
+    if head.is_null() || network == UNSET {
+        return;
+    }
+    // SAFETY: address arithmetic only; every read goes through the helper.
+    let ip = unsafe { head.add(usize::from(network)) };
+    let Some(first) = read_at::<u8>(ip) else { return };
+    let l4_default = match first >> 4 {
+        4 => {
+            let Some(protocol) = read::<u8>(ip, 9) else { return };
+            let (Some(src), Some(dst)) = (read::<[u8; 4]>(ip, 12), read::<[u8; 4]>(ip, 16)) else { return };
+            event.ip_version = IP_V4;
+            event.protocol = protocol;
+            event.src_addr[..4].copy_from_slice(&src);
+            event.dst_addr[..4].copy_from_slice(&dst);
+            // A non-first fragment has no L4 header.
+            let fragment = read::<[u8; 2]>(ip, 6).map(u16::from_be_bytes).unwrap_or(0) & 0x1fff;
+            if fragment != 0 {
+                return;
+            }
+            network + u16::from(first & 0x0f) * 4
+        }
+        6 => {
+            let Some(protocol) = read::<u8>(ip, 6) else { return };
+            let (Some(src), Some(dst)) = (read::<[u8; 16]>(ip, 8), read::<[u8; 16]>(ip, 24)) else { return };
+            event.ip_version = IP_V6;
+            event.protocol = protocol;
+            event.src_addr = src;
+            event.dst_addr = dst;
+            network + 40
+        }
+        _ => return,
+    };
+    // The kernel's transport header, where set, is past any IPv6 extension headers.
+    let l4 = if transport != UNSET && transport > network { transport } else { l4_default };
+    // SAFETY: address arithmetic only.
+    let l4 = unsafe { head.add(usize::from(l4)) };
+    match event.protocol {
+        ipproto::TCP | ipproto::UDP | ipproto::SCTP => {
+            if let (Some(src), Some(dst)) = (read_at::<[u8; 2]>(l4), read::<[u8; 2]>(l4, 2)) {
+                event.src_port = u16::from_be_bytes(src);
+                event.dst_port = u16::from_be_bytes(dst);
+                event.has_ports = 1;
+            }
+        }
+        ipproto::ICMP | ipproto::ICMPV6 => {
+            if let Some([kind, code]) = read_at::<[u8; 2]>(l4) {
+                event.src_port = u16::from(kind);
+                event.dst_port = u16::from(code);
+                event.has_ports = 1;
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,112 @@
+//! What the tracepoint programs share: the kernel layout handed over at load
+//! time, safe reads of kernel memory through it, the event buffers and the
+//! event counters.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_probe_read_kernel,
+    macros::map,
+    maps::{PerCpuArray, PerfEventByteArray, RingBuf},
+    programs::TracePointContext,
+};
+use flowtel_ebpf_common::{EVENT_COUNTERS, EventCounter, KernelLayout, NAME_BYTES, TRANSPORT_PERF_ARRAY, UNKNOWN};
+
+use crate::flows::global;
+
+/// Field offsets of this kernel; set by userspace at load time.
+#[unsafe(no_mangle)]
+pub(crate) static FLOWTEL_LAYOUT: KernelLayout = KernelLayout::unknown();
+
+/// Drop and TCP events (kernel 5.8+).
+#[map(name = "KERNEL_EVENTS")]
+static KERNEL_EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
+
+/// The same events through per-CPU perf buffers.
+#[map(name = "KERNEL_EVENTS_PERF")]
+static KERNEL_EVENTS_PERF: PerfEventByteArray = PerfEventByteArray::new(0);
+
+/// Counters of the drop and TCP programs, indexed by `EventCounter`.
+#[map(name = "EVENT_COUNTERS")]
+static EVENT_COUNTERS_MAP: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVENT_COUNTERS, 0);
+
+/// An offset of [`FLOWTEL_LAYOUT`] (volatile, so the compiler keeps the read).
+#[inline(always)]
+pub(crate) fn offset(field: &u16) -> u16 {
+    // SAFETY: a reference to a static is valid to read.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// Reads a `T` at `base + offset` of kernel memory; `None` when the base is
+/// null, the offset unknown or the memory unreadable.
+#[inline(always)]
+pub(crate) fn read<T>(base: *const u8, offset: u16) -> Option<T> {
+    if base.is_null() || offset == UNKNOWN {
+        return None;
+    }
+    // SAFETY: the helper checks the address; a fault is an error, not a crash.
+    unsafe { bpf_probe_read_kernel(base.add(usize::from(offset)).cast::<T>()).ok() }
+}
+
+/// Reads a `T` at a kernel address.
+#[inline(always)]
+pub(crate) fn read_at<T>(address: *const u8) -> Option<T> {
+    read(address, 0)
+}
+
+/// A field of a tracepoint's record at a layout offset.
+#[inline(always)]
+pub(crate) fn field<T>(ctx: &TracePointContext, at: &u16) -> Option<T> {
+    let at = offset(at);
+    if at == UNKNOWN {
+        return None;
+    }
+    // SAFETY: the helper checks the address.
+    unsafe { ctx.read_at::<T>(usize::from(at)) }.ok()
+}
+
+/// The inode of the network namespace of a `struct net *`.
+#[inline(always)]
+pub(crate) fn netns_inode(net: *const u8) -> u32 {
+    read::<u32>(net, offset(&FLOWTEL_LAYOUT.net_inum)).unwrap_or(0)
+}
+
+/// The network namespace inode of a socket.
+#[inline(always)]
+pub(crate) fn sock_netns(sk: *const u8) -> u32 {
+    let net = read::<*const u8>(sk, offset(&FLOWTEL_LAYOUT.sock_net)).unwrap_or(core::ptr::null());
+    netns_inode(net)
+}
+
+/// `(ifindex, netns inode, name)` of a `struct net_device *` (zeros when null).
+#[inline(always)]
+pub(crate) fn device(dev: *const u8) -> (u32, u32, [u8; NAME_BYTES]) {
+    if dev.is_null() {
+        return (0, 0, [0; NAME_BYTES]);
+    }
+    let ifindex = read::<i32>(dev, offset(&FLOWTEL_LAYOUT.dev_ifindex)).unwrap_or(0) as u32;
+    let name = read::<[u8; NAME_BYTES]>(dev, offset(&FLOWTEL_LAYOUT.dev_name)).unwrap_or([0; NAME_BYTES]);
+    let net = read::<*const u8>(dev, offset(&FLOWTEL_LAYOUT.dev_net)).unwrap_or(core::ptr::null());
+    (ifindex, netns_inode(net), name)
+}
+
+/// Adds one to an event counter.
+#[inline(always)]
+pub(crate) fn count(counter: EventCounter) {
+    if let Some(slot) = EVENT_COUNTERS_MAP.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot, only touched by this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Sends an event (a `repr(C)` struct starting with its kind byte) on the
+/// configured transport; a full ring buffer counts `lost`.
+#[inline(always)]
+pub(crate) fn send<C: EbpfContext, T>(ctx: &C, event: &T, lost: EventCounter) {
+    if global(&crate::flows::FLOWTEL_EVENT_TRANSPORT) == TRANSPORT_PERF_ARRAY {
+        // SAFETY: `T` is plain data; the slice covers exactly the value.
+        let bytes = unsafe { core::slice::from_raw_parts((event as *const T).cast::<u8>(), size_of::<T>()) };
+        KERNEL_EVENTS_PERF.output(ctx, bytes, 0);
+    } else if KERNEL_EVENTS.output::<T>(event, 0).is_err() {
+        count(lost);
+    }
+}

@@ -1,0 +1,147 @@
+//! Drop events and counts as OTLP: `network.packet.drop` log records and
+//! the `network.packet.drops` metric. Pure functions of their inputs.
+
+use std::collections::BTreeMap;
+
+use flowtel_ebpf_common::{DropCount, DropCountKey, DropEvent, NAME_BYTES};
+use opentelemetry_proto::tonic::{logs::v1::LogRecord, metrics::v1::Metric};
+
+use super::{
+    btf::KernelEnums,
+    convert::{address, cumulative_sum, int_point, kv, network_type, transport},
+    kallsyms::Kallsyms,
+};
+
+/// The kernel's name of a drop reason value. Kernels before 5.17 report no
+/// reason (the program passes `u32::MAX`): those are `NOT_SPECIFIED`.
+pub fn reason_name(enums: &KernelEnums, reason: u32) -> String {
+    if let Some(name) = enums.drop_reasons.get(&u64::from(reason)) {
+        return name.clone();
+    }
+    if reason == u32::MAX && enums.drop_reasons.is_empty() {
+        return "NOT_SPECIFIED".into();
+    }
+    // A subsystem's own reason (the high 16 bits name the subsystem).
+    format!("UNKNOWN_{reason:#x}")
+}
+
+/// A NUL-padded kernel name.
+pub fn c_name(bytes: &[u8; NAME_BYTES]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Function name prefixes of the kernel's tracing path into a BPF program.
+const TRACING_FRAMES: [&str; 5] = ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "perf_trace_", "trace_event_raw_event_"];
+
+/// What turning a drop event into a record needs.
+pub struct DropContext<'a> {
+    /// Drop reason names.
+    pub enums: &'a KernelEnums,
+    /// Kernel symbols for the location and the stack.
+    pub kallsyms: &'a Kallsyms,
+    /// Add to a kernel monotonic time to get Unix time.
+    pub monotonic_to_unix_ns: u64,
+    /// Unix time now.
+    pub now_unix_ns: u64,
+}
+
+/// A `network.packet.drop` log record; `stack` holds the kernel stack's
+/// addresses, innermost first, when one was taken.
+pub fn drop_record(event: &DropEvent, stack: Option<&[u64]>, ctx: &DropContext<'_>) -> LogRecord {
+    let mut attributes = Vec::with_capacity(14);
+    if event.ip_version != 0 {
+        attributes.push(kv("network.type", network_type(event.ip_version)));
+        attributes.push(kv("network.transport", transport(event.protocol)));
+        attributes.push(kv("source.address", address(event.ip_version, &event.src_addr).to_string()));
+        attributes.push(kv("destination.address", address(event.ip_version, &event.dst_addr).to_string()));
+        if event.has_ports != 0 {
+            use flowtel_ebpf_common::ipproto::{ICMP, ICMPV6};
+            if matches!(event.protocol, ICMP | ICMPV6) {
+                attributes.push(kv("network.icmp.type", i64::from(event.src_port)));
+                attributes.push(kv("network.icmp.code", i64::from(event.dst_port)));
+            } else {
+                attributes.push(kv("source.port", i64::from(event.src_port)));
+                attributes.push(kv("destination.port", i64::from(event.dst_port)));
+            }
+        }
+    }
+    attributes.push(kv("network.drop.reason", reason_name(ctx.enums, event.reason)));
+    match ctx.kallsyms.resolve(event.location) {
+        Some((function, _)) => attributes.push(kv("network.drop.location", function)),
+        None => attributes.push(kv("network.drop.location", format!("{:#x}", event.location))),
+    }
+    let interface = c_name(&event.ifname);
+    if !interface.is_empty() {
+        attributes.push(kv("network.interface.name", interface));
+    }
+    if event.netns != 0 {
+        attributes.push(kv("linux.netns.inode", i64::from(event.netns)));
+    }
+    attributes.push(kv("network.packet.length", i64::from(event.length)));
+    if let Some(stack) = stack {
+        // The innermost frames are the tracing machinery that ran flowtel's program.
+        let frames: Vec<String> = stack
+            .iter()
+            .take_while(|&&ip| ip != 0)
+            .map(|&ip| ctx.kallsyms.describe(ip))
+            .skip_while(|frame| TRACING_FRAMES.iter().any(|prefix| frame.starts_with(prefix)))
+            .collect();
+        attributes.push(kv("network.drop.stack", frames));
+    }
+    LogRecord {
+        time_unix_nano: event.time_ns + ctx.monotonic_to_unix_ns,
+        observed_time_unix_nano: ctx.now_unix_ns,
+        event_name: "network.packet.drop".into(),
+        severity_number: opentelemetry_proto::tonic::logs::v1::SeverityNumber::Warn as i32,
+        severity_text: "WARN".into(),
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// The kernel's drop counters, summed over CPUs and grouped by reason name
+/// and interface name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DropTotals {
+    /// `(reason, interface)` → packets dropped.
+    pub dropped: BTreeMap<(String, String), u64>,
+    /// Drop events the rate limit held back.
+    pub rate_limited: u64,
+}
+
+impl DropTotals {
+    /// Sums the per-CPU values of every counter entry.
+    pub fn sum<'a>(
+        enums: &KernelEnums,
+        entries: impl IntoIterator<Item = (DropCountKey, &'a [DropCount])>,
+    ) -> DropTotals {
+        let mut totals = DropTotals::default();
+        for (key, per_cpu) in entries {
+            let name = per_cpu.iter().map(|c| c_name(&c.ifname)).find(|n| !n.is_empty()).unwrap_or_default();
+            let packets: u64 = per_cpu.iter().map(|c| c.packets).sum();
+            *totals.dropped.entry((reason_name(enums, key.reason), name)).or_default() += packets;
+            totals.rate_limited += per_cpu.iter().map(|c| c.rate_limited).sum::<u64>();
+        }
+        totals
+    }
+
+    /// `network.packet.drops`, cumulative since `start_unix_ns`.
+    pub fn metric(&self, start_unix_ns: u64, now_unix_ns: u64) -> Metric {
+        let points = self
+            .dropped
+            .iter()
+            .map(|((reason, interface), packets)| {
+                let mut attributes = vec![kv("network.drop.reason", reason.clone())];
+                if !interface.is_empty() {
+                    attributes.push(kv("network.interface.name", interface.clone()));
+                }
+                int_point(attributes, *packets, start_unix_ns, now_unix_ns)
+            })
+            .collect();
+        cumulative_sum("network.packet.drops", "{packet}", "Packets the kernel dropped, by reason.", points)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+//! Hands the receiver's records and metrics to its pipelines, counting what
+//! they took and what they refused.
+
+use flowtel_core::{
+    ComponentId, Payload, Signal,
+    self_telemetry::{MetricsRegistry, SignalCounters},
+    topology::ReceiverOutput,
+};
+use opentelemetry_proto::tonic::{
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    metrics::v1::{Metric, ResourceMetrics, ScopeMetrics},
+};
+
+use super::convert;
+
+/// The receiver's way into its pipelines; one per task, all counting together.
+#[derive(Clone)]
+pub struct Publisher {
+    id: ComponentId,
+    output: ReceiverOutput,
+    host: String,
+    accepted: SignalCounters,
+    refused: SignalCounters,
+}
+
+impl Publisher {
+    /// A publisher for receiver `id`, on host `host`.
+    pub fn new(id: ComponentId, output: ReceiverOutput, registry: &MetricsRegistry, host: String) -> Self {
+        let name = id.to_string();
+        let labels = [("receiver", name.as_str()), ("transport", "kernel")];
+        Publisher {
+            accepted: SignalCounters::new(
+                registry,
+                "flowtel_receiver_accepted_items_total",
+                "Items taken into the pipelines.",
+                &labels,
+            ),
+            refused: SignalCounters::new(
+                registry,
+                "flowtel_receiver_refused_items_total",
+                "Items refused because the pipelines were full or stopping (the sender was told to retry).",
+                &labels,
+            ),
+            id,
+            output,
+            host,
+        }
+    }
+
+    /// Sends log records (nothing when empty).
+    pub async fn logs(&self, records: Vec<LogRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let payload = Payload::Logs(vec![ResourceLogs {
+            resource: Some(convert::resource(&self.host)),
+            scope_logs: vec![ScopeLogs { scope: Some(convert::scope()), log_records: records, schema_url: String::new() }],
+            schema_url: String::new(),
+        }]);
+        self.push(payload).await;
+    }
+
+    /// Sends metrics (nothing when empty).
+    pub async fn metrics(&self, metrics: Vec<Metric>) {
+        if metrics.is_empty() {
+            return;
+        }
+        let payload = Payload::Metrics(vec![ResourceMetrics {
+            resource: Some(convert::resource(&self.host)),
+            scope_metrics: vec![ScopeMetrics { scope: Some(convert::scope()), metrics, schema_url: String::new() }],
+            schema_url: String::new(),
+        }]);
+        self.push(payload).await;
+    }
+
+    async fn push(&self, payload: Payload) {
+        let signal: Signal = payload.signal();
+        if !self.output.accepts(signal) {
+            return;
+        }
+        let items = payload.item_count() as u64;
+        match self.output.push(payload).await {
+            Ok(()) => self.accepted.get(signal).add(items),
+            Err(err) => {
+                self.refused.get(signal).add(items);
+                tracing::warn!(receiver = %self.id, items, error = %err, "Pipelines did not take kernel data; dropped.");
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Tracepoint record layouts from tracefs `format` files, and finding (or
+//! mounting) tracefs.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// One field of a tracepoint record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// The field's name (`saddr`).
+    pub name: String,
+    /// The C declaration's type (`__u8`, `const void *`, `enum skb_drop_reason`).
+    pub c_type: String,
+    /// Elements when the field is an array (`saddr[4]`), else `None`.
+    pub array: Option<usize>,
+    /// Offset from the record's start.
+    pub offset: usize,
+    /// Size in bytes.
+    pub size: usize,
+    /// Whether the kernel marks it signed.
+    pub signed: bool,
+}
+
+/// The layout of one tracepoint's record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Format {
+    /// Every field, the common ones (`common_pid`, …) included.
+    pub fields: Vec<Field>,
+}
+
+impl Format {
+    /// Parses a `format` file's text. Lines that are not field declarations
+    /// are ignored; a field line that cannot be read is an error naming it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut fields = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            let Some(rest) = line.strip_prefix("field:") else { continue };
+            let field = parse_field(rest).map_err(|why| format!("line {}: {why}: `{line}`", number + 1))?;
+            fields.push(field);
+        }
+        if fields.is_empty() {
+            return Err("no fields".into());
+        }
+        Ok(Format { fields })
+    }
+
+    /// The field called `name`.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The offset of `name` as the programs take it, if it has `size` bytes.
+    pub fn offset_of(&self, name: &str, size: usize) -> Option<u16> {
+        self.field(name).filter(|f| f.size == size).and_then(|f| u16::try_from(f.offset).ok())
+    }
+
+    /// Reads field `name` from a record as an unsigned integer (1, 2, 4 or 8 bytes, native order).
+    pub fn read_uint(&self, record: &[u8], name: &str) -> Option<u64> {
+        let field = self.field(name)?;
+        let bytes = record.get(field.offset..field.offset + field.size)?;
+        Some(match field.size {
+            1 => u64::from(bytes[0]),
+            2 => u64::from(u16::from_ne_bytes(bytes.try_into().ok()?)),
+            4 => u64::from(u32::from_ne_bytes(bytes.try_into().ok()?)),
+            8 => u64::from_ne_bytes(bytes.try_into().ok()?),
+            _ => return None,
+        })
+    }
+
+    /// The bytes of field `name` in a record.
+    pub fn bytes<'r>(&self, record: &'r [u8], name: &str) -> Option<&'r [u8]> {
+        let field = self.field(name)?;
+        record.get(field.offset..field.offset + field.size)
+    }
+}
+
+/// `<type> <name>[N]; offset:O; size:S; signed:0|1;` (after `field:`).
+fn parse_field(rest: &str) -> Result<Field, String> {
+    let mut parts = rest.split(';').map(str::trim);
+    let declaration = parts.next().ok_or("no declaration")?;
+    let (mut offset, mut size, mut signed) = (None, None, false);
+    for part in parts {
+        let Some((key, value)) = part.split_once(':') else { continue };
+        match key.trim() {
+            "offset" => offset = value.trim().parse::<usize>().ok(),
+            "size" => size = value.trim().parse::<usize>().ok(),
+            "signed" => signed = value.trim() == "1",
+            _ => {}
+        }
+    }
+    let declaration = declaration.trim();
+    // The name is the last identifier, after any `*`; an array suffix follows it.
+    let (declaration, array) = match declaration.strip_suffix(']').and_then(|d| d.rsplit_once('[')) {
+        Some((before, count)) => (before.trim_end(), Some(count.trim().parse::<usize>().map_err(|_| "bad array length")?)),
+        None => (declaration, None),
+    };
+    let split = declaration.rfind(|c: char| c.is_whitespace() || c == '*').ok_or("no field name")?;
+    let name = declaration[split + 1..].trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err("no field name".into());
+    }
+    Ok(Field {
+        name: name.to_owned(),
+        c_type: declaration[..=split].trim().to_owned(),
+        array,
+        offset: offset.ok_or("no offset")?,
+        size: size.ok_or("no size")?,
+        signed,
+    })
+}
+
+/// Where tracefs is mounted, mounting it at `/sys/kernel/tracing` when it
+/// is nowhere.
+pub fn root() -> Result<PathBuf, String> {
+    for candidate in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if Path::new(candidate).join("events").is_dir() {
+            return Ok(PathBuf::from(candidate));
+        }
+    }
+    let output = Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .output()
+        .map_err(|e| format!("tracefs is not mounted and `mount` cannot run: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(PathBuf::from("/sys/kernel/tracing"))
+}
+
+/// The record layout of tracepoint `category:name`.
+pub fn format(root: &Path, category: &str, name: &str) -> Result<Format, String> {
+    let path = root.join("events").join(category).join(name).join("format");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Format::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests;
