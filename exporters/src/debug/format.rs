@@ -200,3 +200,39 @@ fn value(value: &Value) -> String {
         Value::StringValueStrindex(i) => format!("#{i}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, metric::Data,
+    };
+
+    use super::*;
+
+    #[test]
+    fn histograms_print_their_percentiles() {
+        let point = HistogramDataPoint {
+            count: 100,
+            sum: Some(150.0),
+            explicit_bounds: vec![1.0, 2.0],
+            bucket_counts: vec![0, 100, 0],
+            time_unix_nano: 1,
+            ..Default::default()
+        };
+        let metric = Metric {
+            name: "network.tcp.rtt".into(),
+            unit: "s".into(),
+            data: Some(Data::Histogram(Histogram { data_points: vec![point], aggregation_temporality: 2 })),
+            ..Default::default()
+        };
+        let payload = Payload::Metrics(vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics { metrics: vec![metric], ..Default::default() }],
+            ..Default::default()
+        }]);
+        let text = lines(&payload);
+        assert!(
+            text.contains("network.tcp.rtt count=100 sum=150 p50=1.500000 p90=1.900000 p99=1.990000 p99.9=1.999000 s"),
+            "{text}"
+        );
+    }
+}

@@ -60,20 +60,30 @@ fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct, BtfError> {
         .ok_or_else(|| BtfError(format!("no struct `{name}`")))
 }
 
-/// Bit offset of member `name` in `s`, looking through anonymous struct and
-/// union members, and the member's type.
-fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, Type)> {
+/// A member found in a struct.
+struct Found {
+    /// Bits from the start of the outermost struct searched.
+    bit_offset: u32,
+    /// The member's type.
+    ty: Type,
+    /// Whether it is a bit field.
+    bit_field: bool,
+}
+
+/// Member `name` of `s`, looking through anonymous struct and union members.
+fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<Found> {
     for member in &s.members {
         let member_name = name_of(btf, member);
         let Ok(ty) = btf.resolve_chained_type(member) else { continue };
         if member_name == name {
-            return Some((member.bit_offset(), ty));
+            let bit_field = member.bitfield_size().is_some_and(|size| size != 0);
+            return Some(Found { bit_offset: member.bit_offset(), ty, bit_field });
         }
         if member_name.is_empty()
             && let Type::Struct(inner) | Type::Union(inner) = resolve(btf, ty)
-            && let Some((offset, ty)) = find_member(btf, &inner, name)
+            && let Some(found) = find_member(btf, &inner, name)
         {
-            return Some((member.bit_offset() + offset, ty));
+            return Some(Found { bit_offset: member.bit_offset() + found.bit_offset, ..found });
         }
     }
     None
@@ -86,10 +96,13 @@ pub fn member_offset(btf: &Btf, root: &str, path: &str) -> Result<u16, BtfError>
     let mut bits = 0u32;
     let parts: Vec<&str> = path.split('.').collect();
     for (index, part) in parts.iter().enumerate() {
-        let (offset, ty) = find_member(btf, &current, part).ok_or_else(missing)?;
-        bits += offset;
+        let found = find_member(btf, &current, part).ok_or_else(missing)?;
+        bits += found.bit_offset;
+        if found.bit_field {
+            return Err(BtfError(format!("`{root}.{path}` is a bit field")));
+        }
         if index + 1 < parts.len() {
-            current = match resolve(btf, ty) {
+            current = match resolve(btf, found.ty) {
                 Type::Struct(s) | Type::Union(s) => s,
                 _ => return Err(BtfError(format!("`{part}` in `{root}.{path}` is not a struct"))),
             };
