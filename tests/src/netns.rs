@@ -59,6 +59,23 @@ impl Netns {
         output
     }
 
+    /// Starts the system's python3 inside the namespace running `code`,
+    /// with stdout and stderr captured.
+    pub fn python(&self, code: &str) -> std::process::Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "python3", "-c", code])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The inode of the namespace (what `linux.netns.inode` reports).
+    pub fn inode(&self) -> u64 {
+        let link = String::from_utf8_lossy(&self.run(&["readlink", "/proc/self/ns/net"]).stdout).trim().to_owned();
+        link.trim_start_matches("net:[").trim_end_matches(']').parse().unwrap()
+    }
+
     /// Moves the calling thread into the namespace (for loading programs
     /// and attaching them to its interfaces). Use a dedicated thread.
     pub fn enter_current_thread(&self) {
@@ -81,6 +98,13 @@ impl Drop for Netns {
     }
 }
 
+/// Waits for a python child; its stdout, trimmed. Panics with its stderr when it failed.
+pub fn finish(child: std::process::Child) -> String {
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 /// Two namespaces joined by a veth pair `veth0` (in `a`, 10.77.0.1/24 and
 /// fd77::1/64) ↔ `veth1` (in `b`, 10.77.0.2/24 and fd77::2/64).
 pub struct VethPair {
@@ -99,6 +123,30 @@ impl VethPair {
     pub const A_V4: &'static str = "10.77.0.1";
     /// IPv4 address of `b`.
     pub const B_V4: &'static str = "10.77.0.2";
+
+    /// A pair whose only traffic is the test's: static neighbours (no
+    /// ARP), and IPv6 off unless asked for.
+    pub fn quiet(label: &str, ipv6: bool) -> VethPair {
+        let pair = VethPair::create(label);
+        for (ns, peer_ns, peer_if, peer_v4) in
+            [(&pair.a, &pair.b, Self::B_IF, Self::B_V4), (&pair.b, &pair.a, Self::A_IF, Self::A_V4)]
+        {
+            let mac = String::from_utf8_lossy(&peer_ns.run(&["cat", &format!("/sys/class/net/{peer_if}/address")]).stdout)
+                .trim()
+                .to_owned();
+            let own_if = if peer_if == Self::B_IF { Self::A_IF } else { Self::B_IF };
+            ns.run(&["ip", "neigh", "replace", peer_v4, "lladdr", &mac, "dev", own_if, "nud", "permanent"]);
+            if ipv6 {
+                let peer_v6 = if peer_if == Self::B_IF { "fd77::2" } else { "fd77::1" };
+                ns.run(&["ip", "-6", "neigh", "replace", peer_v6, "lladdr", &mac, "dev", own_if, "nud", "permanent"]);
+            } else {
+                ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            }
+        }
+        // Let link-up chatter (IPv6 router solicitations, MLD reports) pass.
+        std::thread::sleep(std::time::Duration::from_millis(if ipv6 { 3000 } else { 300 }));
+        pair
+    }
 
     /// Creates both namespaces and the link, up and addressed.
     pub fn create(label: &str) -> VethPair {

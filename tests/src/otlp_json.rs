@@ -20,6 +20,10 @@ pub struct Item {
     pub name: String,
     /// Log severity text (empty for other signals).
     pub severity: String,
+    /// A log record's `eventName` (empty for other signals).
+    pub event_name: String,
+    /// The log record, span or data point as it came, for what the flat fields leave out.
+    pub raw: Value,
 }
 
 /// The scalar in an OTLP/JSON `AnyValue`, as a string.
@@ -47,6 +51,14 @@ fn text(value: &Value) -> String {
     value.as_str().unwrap_or_default().to_owned()
 }
 
+/// A JSON number that OTLP/JSON may write as a string (64-bit integers).
+pub fn number(value: &Value) -> u64 {
+    match value {
+        Value::String(s) => s.parse().unwrap_or(0),
+        other => other.as_u64().unwrap_or(0),
+    }
+}
+
 /// Flattens export requests of `signal` (`logs`, `traces`, `metrics`).
 pub fn items<'a>(requests: impl IntoIterator<Item = &'a Value>, signal: &str) -> Vec<Item> {
     let (resources_key, scopes_key, items_key) = match signal {
@@ -66,6 +78,8 @@ pub fn items<'a>(requests: impl IntoIterator<Item = &'a Value>, signal: &str) ->
                     attributes: BTreeMap::new(),
                     name: String::new(),
                     severity: String::new(),
+                    event_name: String::new(),
+                    raw: Value::Null,
                 };
                 for item in scope[items_key].as_array().into_iter().flatten() {
                     match signal {
@@ -73,11 +87,14 @@ pub fn items<'a>(requests: impl IntoIterator<Item = &'a Value>, signal: &str) ->
                             attributes: attributes(&item["attributes"]),
                             name: scalar(&item["body"]),
                             severity: text(&item["severityText"]),
+                            event_name: text(&item["eventName"]),
+                            raw: item.clone(),
                             ..base.clone()
                         }),
                         "traces" => out.push(Item {
                             attributes: attributes(&item["attributes"]),
                             name: text(&item["name"]),
+                            raw: item.clone(),
                             ..base.clone()
                         }),
                         _ => {
@@ -86,6 +103,7 @@ pub fn items<'a>(requests: impl IntoIterator<Item = &'a Value>, signal: &str) ->
                                     out.push(Item {
                                         attributes: attributes(&point["attributes"]),
                                         name: text(&item["name"]),
+                                        raw: point.clone(),
                                         ..base.clone()
                                     });
                                 }

@@ -11,13 +11,13 @@
 
 use std::{
     collections::BTreeMap,
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use flowtel_tests::{
     Flowtel,
-    netns::{Netns, VethPair, is_root},
+    netns::{Netns, VethPair, finish, is_root},
     otlp_json::{Item, items},
 };
 
@@ -59,46 +59,25 @@ fn config(file: &std::path::Path, scenario: &Scenario) -> String {
     )
 }
 
-/// Runs python3 (the system's) inside `ns`.
-fn python_in(ns: &Netns, code: &str) -> std::process::Child {
-    Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-c", code])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// A one-connection TCP server in `ns` that prints how many bytes it read.
 fn tcp_sink(ns: &Netns, family: &str, address: &str, port: u16) -> std::process::Child {
-    python_in(
-        ns,
-        &format!(
-            "import socket\ns=socket.socket(socket.{family});s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-             s.bind(('{address}',{port}));s.listen();c,_=s.accept();n=0\n\
-             while True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close();print(n)"
-        ),
-    )
-}
-
-fn finish(child: std::process::Child) -> String {
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    ns.python(&format!(
+        "import socket\ns=socket.socket(socket.{family});s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('{address}',{port}));s.listen();c,_=s.accept();n=0\n\
+         while True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close();print(n)"
+    ))
 }
 
 /// TCP of `TCP_BYTES` from a to b:5001, UDP datagrams to b:5002 (and
 /// `udp6_to` over IPv6 when given), and pings.
 fn make_traffic(pair: &VethPair, udp_datagrams: usize, udp6_to: Option<&str>) {
     let tcp_server = tcp_sink(&pair.b, "AF_INET", VethPair::B_V4, 5001);
-    let udp_sink = python_in(
-        &pair.b,
+    let udp_sink = pair.b.python(
         "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('10.77.0.2',5002))\n\
          s.settimeout(5)\ntry:\n  while True: s.recv(65536)\nexcept socket.timeout: pass",
     );
     std::thread::sleep(Duration::from_millis(500));
-    finish(python_in(
-        &pair.a,
+    finish(pair.a.python(
         &format!(
             "import socket\ns=socket.create_connection(('10.77.0.2',5001));s.sendall(b'x'*{TCP_BYTES})\n\
              s.shutdown(socket.SHUT_WR)\nwhile s.recv(65536): pass\ns.close()"
@@ -111,8 +90,7 @@ fn make_traffic(pair: &VethPair, udp_datagrams: usize, udp6_to: Option<&str>) {
              for i in range({udp_datagrams}): u6.sendto(b'y'*{UDP_PAYLOAD},('{to}',5003)); time.sleep(0.0005)\n"
         )
     });
-    finish(python_in(
-        &pair.a,
+    finish(pair.a.python(
         &format!(
             "import socket,time\nu=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
              for i in range({udp_datagrams}): u.sendto(b'y'*{UDP_PAYLOAD},('10.77.0.2',5002)); time.sleep(0.0005)\n{udp6}"
@@ -168,32 +146,8 @@ fn assert_nothing_left(pair: &VethPair) {
     }
 }
 
-/// A veth pair whose only traffic is the test's: static neighbours (no
-/// ARP), and IPv6 off unless asked for.
-fn quiet_pair(label: &str, ipv6: bool) -> VethPair {
-    let pair = VethPair::create(label);
-    for (ns, peer_ns, peer_if, peer_v4) in
-        [(&pair.a, &pair.b, VethPair::B_IF, VethPair::B_V4), (&pair.b, &pair.a, VethPair::A_IF, VethPair::A_V4)]
-    {
-        let mac = String::from_utf8_lossy(&peer_ns.run(&["cat", &format!("/sys/class/net/{peer_if}/address")]).stdout)
-            .trim()
-            .to_owned();
-        let own_if = if peer_if == VethPair::B_IF { VethPair::A_IF } else { VethPair::B_IF };
-        ns.run(&["ip", "neigh", "replace", peer_v4, "lladdr", &mac, "dev", own_if, "nud", "permanent"]);
-        if ipv6 {
-            let peer_v6 = if peer_if == VethPair::B_IF { "fd77::2" } else { "fd77::1" };
-            ns.run(&["ip", "-6", "neigh", "replace", peer_v6, "lladdr", &mac, "dev", own_if, "nud", "permanent"]);
-        } else {
-            ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        }
-    }
-    // Let link-up chatter (IPv6 router solicitations, MLD reports) pass.
-    std::thread::sleep(Duration::from_millis(if ipv6 { 3000 } else { 300 }));
-    pair
-}
-
 fn exact_counts(scenario: &Scenario) {
-    let pair = quiet_pair("flow", false);
+    let pair = VethPair::quiet("flow", false);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
     let mut flowtel = Flowtel::start_in_netns(&config(&file, scenario), &pair.a.name);
@@ -243,7 +197,7 @@ fn exact_counts(scenario: &Scenario) {
 }
 
 fn ipv6() {
-    let pair = quiet_pair("flow6", true);
+    let pair = VethPair::quiet("flow6", true);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
     let scenario = Scenario { tc_attach: "auto", event_transport: "ring_buffer", sampling: 1 };
@@ -251,8 +205,7 @@ fn ipv6() {
     make_traffic(&pair, UDP_DATAGRAMS, Some("fd77::2"));
     let tcp_server = tcp_sink(&pair.b, "AF_INET6", "fd77::2", 5004);
     std::thread::sleep(Duration::from_millis(300));
-    finish(python_in(
-        &pair.a,
+    finish(pair.a.python(
         &format!(
             "import socket\ns=socket.create_connection(('fd77::2',5004));s.sendall(b'z'*{TCP_BYTES})\n\
              s.shutdown(socket.SHUT_WR)\nwhile s.recv(65536): pass\ns.close()"
@@ -288,7 +241,7 @@ fn ipv6() {
 fn sampling() {
     const N: u32 = 4;
     const DATAGRAMS: usize = 4000;
-    let pair = quiet_pair("samp", false);
+    let pair = VethPair::quiet("samp", false);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
     let scenario = Scenario { tc_attach: "auto", event_transport: "ring_buffer", sampling: N };
@@ -308,7 +261,7 @@ fn sampling() {
 
 /// Interfaces that appear after startup are watched; ones that go away are released.
 fn hot_plug() {
-    let pair = quiet_pair("plug", false);
+    let pair = VethPair::quiet("plug", false);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
     let config = config_with(&file, r#"{interfaces: ["vplug*"], interface_poll_interval: 200ms, flush_interval: 1s}"#);

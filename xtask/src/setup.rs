@@ -27,6 +27,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("iperf3", "iperf3"),
     ("python3", "python3-venv"),
+    ("nft", "nftables"),
+    ("ethtool", "ethtool"),
 ];
 
 /// The Python interpreter of the test virtualenv.

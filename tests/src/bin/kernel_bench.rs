@@ -339,7 +339,9 @@ fn ring_drain_flowtel(seconds: f64) -> RingDrain {
         let _guard = runtime.enter();
         flowtel_receiver::ebpf::start_event_readers(
             probes.ebpf_mut(),
+            flowtel_receiver::ebpf::FLOW_STREAM,
             flowtel_receiver::ebpf::EventTransport::RingBuffer,
+            flowtel_receiver::ebpf::decode_event,
             sender,
             loss.clone(),
             stop_readers.clone(),
