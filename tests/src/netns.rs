@@ -131,9 +131,10 @@ impl VethPair {
         for (ns, peer_ns, peer_if, peer_v4) in
             [(&pair.a, &pair.b, Self::B_IF, Self::B_V4), (&pair.b, &pair.a, Self::A_IF, Self::A_V4)]
         {
-            let mac = String::from_utf8_lossy(&peer_ns.run(&["cat", &format!("/sys/class/net/{peer_if}/address")]).stdout)
-                .trim()
-                .to_owned();
+            let mac =
+                String::from_utf8_lossy(&peer_ns.run(&["cat", &format!("/sys/class/net/{peer_if}/address")]).stdout)
+                    .trim()
+                    .to_owned();
             let own_if = if peer_if == Self::B_IF { Self::A_IF } else { Self::B_IF };
             ns.run(&["ip", "neigh", "replace", peer_v4, "lladdr", &mac, "dev", own_if, "nud", "permanent"]);
             if ipv6 {
@@ -174,5 +175,57 @@ impl VethPair {
             ns.run(&["ip", "link", "set", interface, "up"]);
         }
         VethPair { a, b }
+    }
+}
+
+/// Two namespaces joined through a userspace relay between TUN devices
+/// (tests/python/delay_line.py) that delays, and drops a share of, what
+/// `a` sends to `b`; what `b` sends arrives at once. It stands in for netem,
+/// which not every kernel has.
+pub struct DelayLine {
+    /// The sending side (`dl0`, 10.78.0.1/24).
+    pub a: Netns,
+    /// The receiving side (`dl1`, 10.78.0.2/24).
+    pub b: Netns,
+    _relay: crate::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl DelayLine {
+    /// Interface name in `a`.
+    pub const A_IF: &'static str = "dl0";
+    /// Interface name in `b`.
+    pub const B_IF: &'static str = "dl1";
+    /// IPv4 address of `a`.
+    pub const A_V4: &'static str = "10.78.0.1";
+    /// IPv4 address of `b`.
+    pub const B_V4: &'static str = "10.78.0.2";
+
+    /// Creates both namespaces and the relay: `delay` from a to b, and a
+    /// `loss` fraction (0–1) of a's packets dropped.
+    pub fn create(label: &str, delay: std::time::Duration, loss: f64) -> DelayLine {
+        let a = Netns::create(&format!("{label}a"));
+        let b = Netns::create(&format!("{label}b"));
+        let dir = tempfile::tempdir().unwrap();
+        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tun = |side: &str| format!("ftdl{}{unique}{side}", std::process::id() % 100_000);
+        let (tun_a, tun_b) = (tun("a"), tun("b"));
+        let mut command = Command::new(crate::python());
+        command.arg(crate::script("delay_line.py")).args([&tun_a, &tun_b]);
+        command.arg(delay.as_secs_f64().to_string()).arg(loss.to_string());
+        let mut relay = crate::process::Child::spawn("delay line", &mut command, &dir.path().join("relay.log"));
+        crate::wait_for(std::time::Duration::from_secs(10), "the delay line", || {
+            relay.assert_running();
+            relay.output().contains("ready").then_some(())
+        });
+        for (ns, tun, name, own, peer) in
+            [(&a, &tun_a, Self::A_IF, Self::A_V4, Self::B_V4), (&b, &tun_b, Self::B_IF, Self::B_V4, Self::A_V4)]
+        {
+            ip(&["link", "set", tun, "netns", &ns.name]);
+            ns.run(&["ip", "link", "set", tun, "name", name]);
+            ns.run(&["ip", "addr", "add", own, "peer", peer, "dev", name]);
+            ns.run(&["ip", "link", "set", name, "up"]);
+        }
+        DelayLine { a, b, _relay: relay, _dir: dir }
     }
 }

@@ -9,11 +9,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::{
-    collections::BTreeMap,
-    process::Command,
-    time::Duration,
-};
+use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use flowtel_tests::{
     Flowtel,
@@ -77,12 +73,10 @@ fn make_traffic(pair: &VethPair, udp_datagrams: usize, udp6_to: Option<&str>) {
          s.settimeout(5)\ntry:\n  while True: s.recv(65536)\nexcept socket.timeout: pass",
     );
     std::thread::sleep(Duration::from_millis(500));
-    finish(pair.a.python(
-        &format!(
-            "import socket\ns=socket.create_connection(('10.77.0.2',5001));s.sendall(b'x'*{TCP_BYTES})\n\
+    finish(pair.a.python(&format!(
+        "import socket\ns=socket.create_connection(('10.77.0.2',5001));s.sendall(b'x'*{TCP_BYTES})\n\
              s.shutdown(socket.SHUT_WR)\nwhile s.recv(65536): pass\ns.close()"
-        ),
-    ));
+    )));
     assert_eq!(finish(tcp_server), TCP_BYTES.to_string());
     let udp6 = udp6_to.map_or(String::new(), |to| {
         format!(
@@ -205,12 +199,10 @@ fn ipv6() {
     make_traffic(&pair, UDP_DATAGRAMS, Some("fd77::2"));
     let tcp_server = tcp_sink(&pair.b, "AF_INET6", "fd77::2", 5004);
     std::thread::sleep(Duration::from_millis(300));
-    finish(pair.a.python(
-        &format!(
-            "import socket\ns=socket.create_connection(('fd77::2',5004));s.sendall(b'z'*{TCP_BYTES})\n\
+    finish(pair.a.python(&format!(
+        "import socket\ns=socket.create_connection(('fd77::2',5004));s.sendall(b'z'*{TCP_BYTES})\n\
              s.shutdown(socket.SHUT_WR)\nwhile s.recv(65536): pass\ns.close()"
-        ),
-    ));
+    )));
     assert_eq!(finish(tcp_server), TCP_BYTES.to_string());
     let ping = pair.a.run(&["ping", "-6", "-c", &PINGS.to_string(), "-i", "0.2", "-W", "2", "fd77::2"]);
     assert!(String::from_utf8_lossy(&ping.stdout).contains(&format!("{PINGS} received")));

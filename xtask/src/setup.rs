@@ -28,7 +28,6 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
     ("python3", "python3-venv"),
     ("nft", "nftables"),
-    ("ethtool", "ethtool"),
 ];
 
 /// The Python interpreter of the test virtualenv.

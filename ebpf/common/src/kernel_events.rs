@@ -188,7 +188,10 @@ pub struct TcpEvent {
     /// One of the `EVENT_TCP_*` kinds.
     pub kind: u8,
     /// Explicit padding; always zero.
-    pub pad: [u8; 3],
+    pub pad: u8,
+    /// For [`EVENT_TCP_RETRANSMIT`]: segments in the retransmitted packet
+    /// (more than one under TSO/GSO; 0: unknown).
+    pub segments: u16,
     /// Inode of the socket's network namespace (0: unknown).
     pub netns: u32,
     /// `bpf_ktime_get_ns()` of the event.
@@ -209,7 +212,8 @@ impl Default for TcpEvent {
     fn default() -> Self {
         TcpEvent {
             kind: 0,
-            pad: [0; 3],
+            pad: 0,
+            segments: 0,
             netns: 0,
             time_ns: 0,
             srtt_us8: 0,
@@ -225,7 +229,8 @@ impl Default for TcpEvent {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventCounter {
-    /// Retransmitted segments (`tcp:tcp_retransmit_skb`).
+    /// Retransmitted segments (`tcp:tcp_retransmit_skb`, counted as the
+    /// kernel's `TcpRetransSegs` counts them).
     Retransmits = 0,
     /// Resets sent.
     ResetsSent = 1,

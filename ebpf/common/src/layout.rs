@@ -67,8 +67,12 @@ pub struct KernelLayout {
     pub send_reset_skbaddr: u16,
     /// `tcp:tcp_receive_reset` record: `skaddr`.
     pub receive_reset_skaddr: u16,
-    /// Explicit padding; always zero.
-    pub pad: [u16; 3],
+    /// `tcp:tcp_retransmit_skb` record: `skbaddr`.
+    pub retransmit_skbaddr: u16,
+    /// `sk_buff.cb` (the control buffer TCP keeps its per-packet state in).
+    pub skb_cb: u16,
+    /// `tcp_skb_cb.tcp_gso_segs` (`u16`): segments in a TCP packet.
+    pub tcp_cb_gso_segs: u16,
 }
 
 impl KernelLayout {
@@ -100,7 +104,9 @@ impl KernelLayout {
             send_reset_skaddr: UNKNOWN,
             send_reset_skbaddr: UNKNOWN,
             receive_reset_skaddr: UNKNOWN,
-            pad: [0; 3],
+            retransmit_skbaddr: UNKNOWN,
+            skb_cb: UNKNOWN,
+            tcp_cb_gso_segs: UNKNOWN,
         }
     }
 }

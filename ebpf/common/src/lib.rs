@@ -213,6 +213,7 @@ mod tests {
         assert_eq!(size_of::<FlowStats>(), 8 * 4 + 2 + 6);
         assert_eq!(size_of::<FlowEvent>(), size_of::<FlowKey>() + size_of::<FlowStats>() + 8);
         assert_eq!(size_of::<KernelLayout>(), 2 * 28);
+        assert_eq!(size_of::<KernelLayout>() % 8, 0);
         assert_eq!(size_of::<DropCountKey>(), 16);
         assert_eq!(size_of::<DropCount>(), 8 + 8 + NAME_BYTES);
         assert_eq!(size_of::<DropEvent>(), 4 + 4 + 8 + 8 + 32 + 4 + 4 + 4 + 4 + 8 + NAME_BYTES);

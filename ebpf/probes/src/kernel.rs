@@ -92,9 +92,15 @@ pub(crate) fn device(dev: *const u8) -> (u32, u32, [u8; NAME_BYTES]) {
 /// Adds one to an event counter.
 #[inline(always)]
 pub(crate) fn count(counter: EventCounter) {
+    add(counter, 1);
+}
+
+/// Adds `value` to an event counter.
+#[inline(always)]
+pub(crate) fn add(counter: EventCounter, value: u64) {
     if let Some(slot) = EVENT_COUNTERS_MAP.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot, only touched by this CPU.
-        unsafe { *slot += 1 };
+        unsafe { *slot += value };
     }
 }
 

@@ -18,10 +18,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, classifier, tracepoint},
     programs::{BtfTracePointContext, TcContext, TracePointContext},
 };
-use flowtel_ebpf_common::{
-    DIRECTION_EGRESS, DIRECTION_INGRESS, EVENT_TCP_RESET_RECEIVED, EVENT_TCP_RESET_SENT, EVENT_TCP_RETRANSMIT,
-    EventCounter,
-};
+use flowtel_ebpf_common::{DIRECTION_EGRESS, DIRECTION_INGRESS};
 
 /// Observes traffic received on the interface it is attached to.
 #[classifier]
@@ -63,31 +60,21 @@ pub fn flowtel_kfree_skb(ctx: TracePointContext) -> i32 {
 /// A retransmitted segment.
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn flowtel_tcp_retransmit(ctx: TracePointContext) -> i32 {
-    tcp::on_socket_event(
-        &ctx,
-        EVENT_TCP_RETRANSMIT,
-        EventCounter::Retransmits,
-        &kernel::FLOWTEL_LAYOUT.retransmit_skaddr,
-    );
+    tcp::on_retransmit(&ctx);
     0
 }
 
 /// A reset sent.
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn flowtel_tcp_send_reset(ctx: TracePointContext) -> i32 {
-    tcp::on_send_reset(&ctx, EVENT_TCP_RESET_SENT);
+    tcp::on_send_reset(&ctx);
     0
 }
 
 /// A reset received.
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn flowtel_tcp_receive_reset(ctx: TracePointContext) -> i32 {
-    tcp::on_socket_event(
-        &ctx,
-        EVENT_TCP_RESET_RECEIVED,
-        EventCounter::ResetsReceived,
-        &kernel::FLOWTEL_LAYOUT.receive_reset_skaddr,
-    );
+    tcp::on_receive_reset(&ctx);
     0
 }
 

@@ -13,13 +13,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use flowtel_ebpf_common::{
-    EVENT_TCP_CONNECTION, EventCounter, HISTOGRAMS, Histogram, SIDE_CLIENT, SIDE_SERVER, SockOpen, TcpEvent,
-    TcpSettings, histogram,
+    EVENT_TCP_CONNECTION, EVENT_TCP_RESET_RECEIVED, EVENT_TCP_RESET_SENT, EVENT_TCP_RETRANSMIT, EventCounter,
+    HISTOGRAMS, Histogram, SIDE_CLIENT, SIDE_SERVER, SockOpen, TcpEvent, TcpSettings, UNKNOWN, histogram,
 };
 
 use crate::{
     flows::global,
-    kernel::{FLOWTEL_LAYOUT, count, device, field, offset, read, send, sock_netns},
+    kernel::{FLOWTEL_LAYOUT, add, count, device, field, offset, read, send, sock_netns},
 };
 
 /// Socket states and protocol numbers of this kernel; set by userspace.
@@ -55,11 +55,12 @@ fn observe(which: Histogram, value_us: u64) {
 /// Sends a [`TcpEvent`] of `kind` for the socket `sk` (may be null):
 /// the record, the socket's namespace and, for connections, its TCP state.
 #[inline(always)]
-fn send_event(ctx: &TracePointContext, kind: u8, sk: *const u8, netns: u32, open: Option<SockOpen>) {
+fn send_event(ctx: &TracePointContext, kind: u8, sk: *const u8, netns: u32, open: Option<SockOpen>, segments: u16) {
     let Some(event) = TCP_EVENT_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
     let event = unsafe { &mut *event };
     event.kind = kind;
+    event.segments = segments;
     event.netns = if sk.is_null() { netns } else { sock_netns(sk) };
     // SAFETY: a helper without preconditions.
     event.time_ns = unsafe { bpf_ktime_get_ns() };
@@ -82,18 +83,34 @@ fn send_event(ctx: &TracePointContext, kind: u8, sk: *const u8, netns: u32, open
     send(ctx, event, EventCounter::RingBufferFull);
 }
 
-/// `tcp:tcp_retransmit_skb`, `tcp:tcp_receive_reset`: count, then send the record.
+/// `tcp:tcp_retransmit_skb`: counts the packet's segments, then sends the record.
 #[inline(always)]
-pub fn on_socket_event(ctx: &TracePointContext, kind: u8, counter: EventCounter, skaddr: &u16) {
-    count(counter);
-    let sk = field::<u64>(ctx, skaddr).unwrap_or(0) as *const u8;
-    send_event(ctx, kind, sk, 0, None);
+pub fn on_retransmit(ctx: &TracePointContext) {
+    let skb = field::<u64>(ctx, &FLOWTEL_LAYOUT.retransmit_skbaddr).unwrap_or(0) as *const u8;
+    let cb = offset(&FLOWTEL_LAYOUT.skb_cb);
+    let segs_in_cb = offset(&FLOWTEL_LAYOUT.tcp_cb_gso_segs);
+    let segments = if cb == UNKNOWN || segs_in_cb == UNKNOWN {
+        0
+    } else {
+        read::<u16>(skb, cb.wrapping_add(segs_in_cb)).unwrap_or(0)
+    };
+    add(EventCounter::Retransmits, u64::from(segments.max(1)));
+    let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.retransmit_skaddr).unwrap_or(0) as *const u8;
+    send_event(ctx, EVENT_TCP_RETRANSMIT, sk, 0, None, segments);
+}
+
+/// `tcp:tcp_receive_reset`: count, then send the record.
+#[inline(always)]
+pub fn on_receive_reset(ctx: &TracePointContext) {
+    count(EventCounter::ResetsReceived);
+    let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.receive_reset_skaddr).unwrap_or(0) as *const u8;
+    send_event(ctx, EVENT_TCP_RESET_RECEIVED, sk, 0, None, 0);
 }
 
 /// `tcp:tcp_send_reset`: like the others, but a reset answering a packet
 /// that found no socket has none; its namespace is the packet's device's.
 #[inline(always)]
-pub fn on_send_reset(ctx: &TracePointContext, kind: u8) {
+pub fn on_send_reset(ctx: &TracePointContext) {
     count(EventCounter::ResetsSent);
     let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.send_reset_skaddr).unwrap_or(0) as *const u8;
     let mut netns = 0;
@@ -102,7 +119,7 @@ pub fn on_send_reset(ctx: &TracePointContext, kind: u8) {
         let dev = read::<*const u8>(skb, offset(&FLOWTEL_LAYOUT.skb_dev)).unwrap_or(core::ptr::null());
         netns = device(dev).1;
     }
-    send_event(ctx, kind, sk, netns, None);
+    send_event(ctx, EVENT_TCP_RESET_SENT, sk, netns, None, 0);
 }
 
 /// `tcp:tcp_probe`: one smoothed-RTT sample per segment received.
@@ -153,7 +170,7 @@ pub fn on_set_state(ctx: &TracePointContext) {
         // SAFETY: copied out of a live map value.
         let open = unsafe { TCP_SOCKETS.get(&sk) }.copied().unwrap_or_default();
         let _ = TCP_SOCKETS.remove(&sk);
-        send_event(ctx, EVENT_TCP_CONNECTION, sk as *const u8, 0, Some(open));
+        send_event(ctx, EVENT_TCP_CONNECTION, sk as *const u8, 0, Some(open), 0);
     }
 }
 

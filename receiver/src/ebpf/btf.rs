@@ -140,10 +140,7 @@ pub fn enum_values(btf: &Btf, name: &str) -> Result<BTreeMap<String, u64>, BtfEr
 
 /// Value → name of an enum's members, with `prefix` removed from the names.
 pub fn names_by_value(members: &BTreeMap<String, u64>, prefix: &str) -> BTreeMap<u64, String> {
-    members
-        .iter()
-        .map(|(name, value)| (*value, name.strip_prefix(prefix).unwrap_or(name).to_owned()))
-        .collect()
+    members.iter().map(|(name, value)| (*value, name.strip_prefix(prefix).unwrap_or(name).to_owned())).collect()
 }
 
 /// The struct offsets the programs need; what this kernel lacks stays
@@ -151,7 +148,7 @@ pub fn names_by_value(members: &BTreeMap<String, u64>, prefix: &str) -> BTreeMap
 pub fn struct_layout(btf: &Btf) -> (KernelLayout, Vec<String>) {
     let mut layout = KernelLayout::unknown();
     let mut missing = Vec::new();
-    let fields: [(&mut u16, &str, &str); 13] = [
+    let fields: [(&mut u16, &str, &str); 15] = [
         (&mut layout.skb_head, "sk_buff", "head"),
         (&mut layout.skb_network_header, "sk_buff", "network_header"),
         (&mut layout.skb_transport_header, "sk_buff", "transport_header"),
@@ -165,6 +162,8 @@ pub fn struct_layout(btf: &Btf) -> (KernelLayout, Vec<String>) {
         (&mut layout.tcp_srtt_us, "tcp_sock", "srtt_us"),
         (&mut layout.tcp_bytes_acked, "tcp_sock", "bytes_acked"),
         (&mut layout.tcp_bytes_received, "tcp_sock", "bytes_received"),
+        (&mut layout.skb_cb, "sk_buff", "cb"),
+        (&mut layout.tcp_cb_gso_segs, "tcp_skb_cb", "tcp_gso_segs"),
     ];
     for (slot, root, path) in fields {
         match member_offset(btf, root, path) {

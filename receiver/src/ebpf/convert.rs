@@ -266,7 +266,12 @@ pub(crate) fn cumulative_sum(name: &str, unit: &str, description: &str, points: 
 }
 
 /// An integer data point.
-pub(crate) fn int_point(attributes: Vec<KeyValue>, value: u64, start_unix_ns: u64, now_unix_ns: u64) -> NumberDataPoint {
+pub(crate) fn int_point(
+    attributes: Vec<KeyValue>,
+    value: u64,
+    start_unix_ns: u64,
+    now_unix_ns: u64,
+) -> NumberDataPoint {
     NumberDataPoint {
         attributes,
         start_time_unix_nano: start_unix_ns,

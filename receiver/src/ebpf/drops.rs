@@ -32,7 +32,8 @@ pub fn c_name(bytes: &[u8; NAME_BYTES]) -> String {
 }
 
 /// Function name prefixes of the kernel's tracing path into a BPF program.
-const TRACING_FRAMES: [&str; 5] = ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "perf_trace_", "trace_event_raw_event_"];
+const TRACING_FRAMES: [&str; 5] =
+    ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "perf_trace_", "trace_event_raw_event_"];
 
 /// What turning a drop event into a record needs.
 pub struct DropContext<'a> {

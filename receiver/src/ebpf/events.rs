@@ -149,9 +149,8 @@ pub fn start<T: Send + 'static>(
             let cpus = online_cpus().map_err(|(what, e)| map_error(name)(format!("{what}: {e}")))?;
             let mut readers = Vec::with_capacity(cpus.len());
             for cpu in cpus {
-                let buffer = perf
-                    .open(cpu, Some(PERF_PAGES))
-                    .map_err(|e| map_error(name)(format!("CPU {cpu}: {e}")))?;
+                let buffer =
+                    perf.open(cpu, Some(PERF_PAGES)).map_err(|e| map_error(name)(format!("CPU {cpu}: {e}")))?;
                 // SAFETY: the buffer owns its perf event fd, which stays open
                 // and the same for as long as the AsyncFd owns the buffer.
                 let mut fd = unsafe { AsyncFd::register_with_interest(buffer, Interest::READABLE) }

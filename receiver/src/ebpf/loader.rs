@@ -276,9 +276,12 @@ impl Probes {
             Ok(())
         };
         let classic_attempt = |ebpf: &mut Ebpf| attach_tracepoint(ebpf, PROG_KFREE_SKB, "skb", "kfree_skb");
-        let error = |program: &'static str| move |message: String| EbpfError::Program { program, on: String::new(), message };
+        let error =
+            |program: &'static str| move |message: String| EbpfError::Program { program, on: String::new(), message };
         match which {
-            DropTracepoint::Btf => btf_attempt(&mut self.ebpf).map(|()| "tp_btf/kfree_skb").map_err(error(PROG_KFREE_SKB_BTF)),
+            DropTracepoint::Btf => {
+                btf_attempt(&mut self.ebpf).map(|()| "tp_btf/kfree_skb").map_err(error(PROG_KFREE_SKB_BTF))
+            }
             DropTracepoint::Classic => {
                 classic_attempt(&mut self.ebpf).map(|()| "tracepoint/skb/kfree_skb").map_err(error(PROG_KFREE_SKB))
             }
@@ -420,7 +423,8 @@ impl KernelMaps {
     /// The histograms' slots summed over CPUs, indexed by `Histogram`.
     pub fn histograms(&self) -> Result<Vec<Vec<u64>>, EbpfError> {
         let fail = map_error(TCP_HISTOGRAMS_MAP);
-        let slots: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(&self.histograms).map_err(|e| fail(e.to_string()))?;
+        let slots: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(&self.histograms).map_err(|e| fail(e.to_string()))?;
         (0..HISTOGRAMS)
             .map(|which| {
                 (0..histogram::SLOTS)

@@ -170,9 +170,8 @@ impl Receiver for EbpfReceiver {
         let config = &self.config;
         let tracepoints_wanted = config.drops.enabled || config.tcp.enabled;
         let info = if tracepoints_wanted {
-            let tracefs = tracefs::root()
-                .inspect_err(|e| tracing::warn!(receiver = %ctx.id, error = %e, "No tracefs."))
-                .ok();
+            let tracefs =
+                tracefs::root().inspect_err(|e| tracing::warn!(receiver = %ctx.id, error = %e, "No tracefs.")).ok();
             KernelInfo::discover(Path::new(btf::VMLINUX_BTF), tracefs.as_deref())
         } else {
             KernelInfo::default()
@@ -228,9 +227,16 @@ impl Receiver for EbpfReceiver {
             let (kernel_sender, kernel_events) = mpsc::channel(EVENT_QUEUE);
             let loss = EventLoss::new(&lost);
             let stop = self.stop.clone();
-            let readers =
-                events::start(probes.ebpf_mut(), KERNEL_STREAM, transport, decode_kernel_event, kernel_sender, loss, stop)
-                    .map_err(|e| error(e.to_string()))?;
+            let readers = events::start(
+                probes.ebpf_mut(),
+                KERNEL_STREAM,
+                transport,
+                decode_kernel_event,
+                kernel_sender,
+                loss,
+                stop,
+            )
+            .map_err(|e| error(e.to_string()))?;
             tasks.extend(readers);
             let run = TracepointLoop::new(ctx.id.clone(), config, parts, maps, info, &ctx.metrics, publisher.clone());
             tasks.push(tokio::spawn(run.run(kernel_events, self.stop.clone())));

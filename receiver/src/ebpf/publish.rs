@@ -54,7 +54,11 @@ impl Publisher {
         }
         let payload = Payload::Logs(vec![ResourceLogs {
             resource: Some(convert::resource(&self.host)),
-            scope_logs: vec![ScopeLogs { scope: Some(convert::scope()), log_records: records, schema_url: String::new() }],
+            scope_logs: vec![ScopeLogs {
+                scope: Some(convert::scope()),
+                log_records: records,
+                schema_url: String::new(),
+            }],
             schema_url: String::new(),
         }]);
         self.push(payload).await;

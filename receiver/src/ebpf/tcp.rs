@@ -92,9 +92,7 @@ pub fn tuple(format: &Format, record: &[u8]) -> Option<Tuple> {
     let address = |v4: &str, v6: &str| -> Option<IpAddr> {
         match format.read_uint(record, "family")? {
             AF_INET => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(format.bytes(record, v4)?).ok()?))),
-            AF_INET6 => {
-                Some(unmap(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(format.bytes(record, v6)?).ok()?))))
-            }
+            AF_INET6 => Some(unmap(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(format.bytes(record, v6)?).ok()?)))),
             _ => None,
         }
     };
@@ -147,6 +145,9 @@ pub fn tcp_record(event: &TcpEvent, ctx: &TcpContext<'_>, cgroups: Option<&mut C
             if let Some(state) = state_name(&formats.retransmit, "state") {
                 attributes.push(kv("network.tcp.state", state));
             }
+            if event.segments != 0 {
+                attributes.push(kv("network.tcp.retransmit.segments", i64::from(event.segments)));
+            }
             if let Some(err) = formats.retransmit.read_uint(record, "err").map(|e| e as u32 as i32)
                 && err != 0
             {
@@ -196,7 +197,12 @@ pub fn tcp_record(event: &TcpEvent, ctx: &TcpContext<'_>, cgroups: Option<&mut C
 }
 
 /// A connection's attributes; source is the end that connected.
-fn connection_attributes(attributes: &mut Vec<KeyValue>, event: &TcpEvent, tuple: Tuple, cgroups: Option<&mut Cgroups>) {
+fn connection_attributes(
+    attributes: &mut Vec<KeyValue>,
+    event: &TcpEvent,
+    tuple: Tuple,
+    cgroups: Option<&mut Cgroups>,
+) {
     let open = &event.open;
     let (tuple, side) = match open.side {
         SIDE_CLIENT => (tuple, Some("client")),

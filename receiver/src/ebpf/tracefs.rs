@@ -94,7 +94,9 @@ fn parse_field(rest: &str) -> Result<Field, String> {
     let declaration = declaration.trim();
     // The name is the last identifier, after any `*`; an array suffix follows it.
     let (declaration, array) = match declaration.strip_suffix(']').and_then(|d| d.rsplit_once('[')) {
-        Some((before, count)) => (before.trim_end(), Some(count.trim().parse::<usize>().map_err(|_| "bad array length")?)),
+        Some((before, count)) => {
+            (before.trim_end(), Some(count.trim().parse::<usize>().map_err(|_| "bad array length")?))
+        }
         None => (declaration, None),
     };
     let split = declaration.rfind(|c: char| c.is_whitespace() || c == '*').ok_or("no field name")?;

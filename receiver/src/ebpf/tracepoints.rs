@@ -86,7 +86,9 @@ impl KernelInfo {
         };
         let probe = format("tcp", "tcp_probe");
         let layout = &mut info.layout;
-        let at = |format: &tracefs::Format, name: &str, size| format.offset_of(name, size).unwrap_or(flowtel_ebpf_common::UNKNOWN);
+        let at = |format: &tracefs::Format, name: &str, size| {
+            format.offset_of(name, size).unwrap_or(flowtel_ebpf_common::UNKNOWN)
+        };
         layout.kfree_skb_skbaddr = at(&kfree_skb, "skbaddr", 8);
         layout.kfree_skb_location = at(&kfree_skb, "location", 8);
         layout.kfree_skb_reason = at(&kfree_skb, "reason", 4);
@@ -96,6 +98,7 @@ impl KernelInfo {
         layout.set_state_protocol = at(&formats.set_state, "protocol", 2);
         layout.tcp_probe_srtt = at(&probe, "srtt", 4);
         layout.retransmit_skaddr = at(&formats.retransmit, "skaddr", 8);
+        layout.retransmit_skbaddr = at(&formats.retransmit, "skbaddr", 8);
         layout.send_reset_skaddr = at(&formats.send_reset, "skaddr", 8);
         layout.send_reset_skbaddr = at(&formats.send_reset, "skbaddr", 8);
         layout.receive_reset_skaddr = at(&formats.receive_reset, "skaddr", 8);

@@ -23,6 +23,8 @@ fn struct_offsets_are_found_through_anonymous_members() {
     assert_eq!(layout.sock_net, 48);
     assert_eq!(layout.net_inum, 176);
     assert_eq!((layout.tcp_srtt_us, layout.tcp_bytes_received, layout.tcp_bytes_acked), (1680, 1752, 1824));
+    // tcp_skb_cb.tcp_gso_segs is in an anonymous struct in an anonymous union, after seq and end_seq.
+    assert_eq!((layout.skb_cb, layout.tcp_cb_gso_segs), (40, 8));
 }
 
 #[test]

@@ -101,7 +101,8 @@ fn a_drop_without_headers_or_device_has_no_tuple() {
     let a = &record.attributes;
     assert_eq!(string(a, "network.drop.reason").as_deref(), Some("NETFILTER_DROP"));
     assert_eq!(string(a, "network.drop.location").as_deref(), Some("0x1234"));
-    for absent in ["source.address", "source.port", "network.interface.name", "linux.netns.inode", "network.drop.stack"] {
+    for absent in ["source.address", "source.port", "network.interface.name", "linux.netns.inode", "network.drop.stack"]
+    {
         assert!(attribute(a, absent).is_none(), "{absent}");
     }
 }

@@ -120,7 +120,11 @@ fn resets_put_the_sender_at_the_source_and_say_the_direction() {
     // Sent: the record's saddr is the sender (flowtel's end).
     let sent = record(
         &f.send_reset,
-        &[("saddr", &sockaddr_in([10, 0, 0, 2], 9)), ("daddr", &sockaddr_in([10, 0, 0, 1], 40_000)), ("reason", &1u32.to_ne_bytes())],
+        &[
+            ("saddr", &sockaddr_in([10, 0, 0, 2], 9)),
+            ("daddr", &sockaddr_in([10, 0, 0, 1], 40_000)),
+            ("reason", &1u32.to_ne_bytes()),
+        ],
     );
     let a = convert(&event(EVENT_TCP_RESET_SENT, sent));
     assert_eq!((a["source.address"].as_str(), a["source.port"].as_str()), ("10.0.0.2", "9"));
