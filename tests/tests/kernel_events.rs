@@ -136,11 +136,21 @@ fn refused_and_udp(pair: &VethPair, v4: usize, v6: usize, udp: usize) -> u32 {
     out.parse().unwrap()
 }
 
-fn refused_connections_and_firewall_drops(tracepoint: &str, transport: &str) {
+/// The frames of a drop record's `network.drop.stack`.
+fn stack(record: &Item) -> Vec<String> {
+    let attributes = record.raw["attributes"].as_array().unwrap();
+    let Some(stack) = attributes.iter().find(|kv| kv["key"] == "network.drop.stack") else { return Vec::new() };
+    let values = stack["value"]["arrayValue"]["values"].as_array().unwrap();
+    values.iter().map(|v| v["stringValue"].as_str().unwrap().to_owned()).collect()
+}
+
+fn refused_connections_and_firewall_drops(tracepoint: &str, transport: &str, stack_trace: bool) {
     let what = format!("{tracepoint} + {transport}");
     let pair = VethPair::quiet("kd", true);
     drop_udp(&pair.b, 7000);
-    let run = Run::start(&format!("event_transport: {transport}, drops: {{tracepoint: {tracepoint}}}"));
+    let run = Run::start(&format!(
+        "event_transport: {transport}, drops: {{tracepoint: {tracepoint}, stack_trace: {stack_trace}}}"
+    ));
     let pid = refused_and_udp(&pair, 3, 2, 5);
     std::thread::sleep(SETTLE);
     let out = run.stop();
@@ -164,6 +174,15 @@ fn refused_connections_and_firewall_drops(tracepoint: &str, transport: &str) {
         assert_eq!(attr(r, "network.interface.name"), VethPair::B_IF, "{what}");
         assert_eq!(attr(r, "linux.netns.inode"), b_inode, "{what}: the server's namespace");
         assert_eq!(r.severity, "WARN");
+        let frames = stack(r);
+        if stack_trace {
+            // Innermost first, from the freeing function out; none of the tracing machinery.
+            assert!(frames.iter().any(|f| f.starts_with("tcp_v4_rcv+0x")), "{what}: {frames:?}");
+            assert!(frames.iter().any(|f| f.starts_with("ip_local_deliver")), "{what}: {frames:?}");
+            assert!(!frames[0].starts_with("bpf_") && !frames[0].starts_with("perf_"), "{what}: {frames:?}");
+        } else {
+            assert!(frames.is_empty());
+        }
     }
     let refused_v6 = records(
         &out.logs,
@@ -420,8 +439,8 @@ fn drops_and_tcp_events_from_the_kernel() {
         return;
     }
     unknown_excluded_reason_is_a_startup_error();
-    refused_connections_and_firewall_drops("btf", "ring_buffer");
-    refused_connections_and_firewall_drops("classic", "perf_array");
+    refused_connections_and_firewall_drops("btf", "ring_buffer", false);
+    refused_connections_and_firewall_drops("classic", "perf_array", true);
     retransmits_match_the_kernels_count();
     latency_handshakes_and_processes();
     rate_limit_and_excluded_reasons();

@@ -203,7 +203,7 @@ fn many_flows(options: &Options) -> ManyFlows {
     let config = format!(
         r#"
 receivers:
-  ebpf: {{interfaces: [veth0], flush_interval: 2s}}
+  ebpf: {{interfaces: [veth0], flush_interval: 2s, drops: {{enabled: false}}, tcp: {{enabled: false}}}}
 exporters:
   file: {{path: "{}"}}
 service:
