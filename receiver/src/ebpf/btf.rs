@@ -108,7 +108,7 @@ pub fn member_offset(btf: &Btf, root: &str, path: &str) -> Result<u16, BtfError>
             };
         }
     }
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         return Err(BtfError(format!("`{root}.{path}` is a bit field")));
     }
     u16::try_from(bits / 8).ok().filter(|offset| *offset != UNKNOWN).ok_or_else(missing)
