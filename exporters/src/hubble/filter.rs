@@ -1,0 +1,378 @@
+//! Hubble's `FlowFilter`s, combined as Hubble combines them: inside one
+//! filter every field that is set must match (AND) and a field matches when
+//! any of its entries does (OR); a flow passes when the whitelist is empty
+//! or any whitelist filter matches, and no blacklist filter matches.
+//!
+//! Filters are checked once, when a request arrives: a bad IP, CIDR, port or
+//! label selector is an `INVALID_ARGUMENT` naming it.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::proto::flow::{
+    Endpoint, EventTypeFilter, Flow, FlowFilter, IpVersion, TcpFlags, TrafficDirection, Verdict,
+    Workload, layer4::Protocol,
+};
+
+/// An IP filter entry: one address or a CIDR.
+#[derive(Clone, Debug)]
+enum IpMatch {
+    Exact(IpAddr),
+    Net(IpNet),
+}
+
+impl IpMatch {
+    fn parse(text: &str) -> Result<Self, String> {
+        if text.contains('/') {
+            text.parse().map(IpMatch::Net).map_err(|_| format!("`{text}` is not a CIDR"))
+        } else {
+            text.parse().map(IpMatch::Exact).map_err(|_| format!("`{text}` is not an IP address"))
+        }
+    }
+
+    fn matches(&self, address: &str) -> bool {
+        let Ok(address) = address.parse::<IpAddr>() else { return false };
+        match self {
+            IpMatch::Exact(ip) => *ip == address,
+            IpMatch::Net(net) => net.contains(&address),
+        }
+    }
+}
+
+/// `namespace/name-prefix`, `namespace/` or `name-prefix` (any namespace).
+#[derive(Clone, Debug)]
+struct NameMatch {
+    namespace: Option<String>,
+    prefix: String,
+}
+
+impl NameMatch {
+    fn parse(text: &str) -> Self {
+        match text.split_once('/') {
+            Some((namespace, prefix)) => NameMatch { namespace: Some(namespace.to_owned()), prefix: prefix.to_owned() },
+            None => NameMatch { namespace: None, prefix: text.to_owned() },
+        }
+    }
+
+    fn matches(&self, namespace: &str, name: &str) -> bool {
+        if let Some(wanted) = &self.namespace
+            && wanted != namespace
+        {
+            return false;
+        }
+        if self.prefix.is_empty() { self.namespace.is_some() || !name.is_empty() } else { name.starts_with(&self.prefix) }
+    }
+}
+
+/// One requirement of a Kubernetes label selector.
+#[derive(Clone, Debug)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+/// A label selector (`app=web,tier!=db,env in (prod,staging),!legacy`), all
+/// requirements ANDed. Labels compare without their source prefix (`k8s:`).
+#[derive(Clone, Debug)]
+struct Selector(Vec<Requirement>);
+
+impl Selector {
+    fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("label selector `{text}`: {why}");
+        let mut requirements = Vec::new();
+        // Split on commas outside parentheses.
+        let (mut depth, mut start) = (0i32, 0);
+        let mut parts = Vec::new();
+        for (index, c) in text.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(&text[start..index]);
+                    start = index + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&text[start..]);
+        let key = |k: &str| -> Result<String, String> {
+            let k = k.trim();
+            let k = k.strip_prefix("k8s:").unwrap_or(k);
+            if k.is_empty() || k.contains(char::is_whitespace) { Err(bad("empty or spaced key")) } else { Ok(k.to_owned()) }
+        };
+        let set = |values: &str| -> Result<Vec<String>, String> {
+            let inner = values.trim().strip_prefix('(').and_then(|v| v.strip_suffix(')')).ok_or_else(|| bad("expected (a,b)"))?;
+            Ok(inner.split(',').map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect())
+        };
+        for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            let requirement = if let Some((k, v)) = part.split_once("!=") {
+                Requirement::NotEquals(key(k)?, v.trim().to_owned())
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                Requirement::Equals(key(k)?, v.trim().to_owned())
+            } else if let Some((k, v)) = part.split_once(" notin ") {
+                Requirement::NotIn(key(k)?, set(v)?)
+            } else if let Some((k, v)) = part.split_once(" in ") {
+                Requirement::In(key(k)?, set(v)?)
+            } else if let Some(k) = part.strip_prefix('!') {
+                Requirement::NotExists(key(k)?)
+            } else {
+                Requirement::Exists(key(part)?)
+            };
+            requirements.push(requirement);
+        }
+        if requirements.is_empty() {
+            return Err(bad("empty"));
+        }
+        Ok(Selector(requirements))
+    }
+
+    fn matches(&self, labels: &[String]) -> bool {
+        let value = |key: &str| {
+            labels.iter().find_map(|label| {
+                let label = label.split_once(':').map_or(label.as_str(), |(_, rest)| rest);
+                let (k, v) = label.split_once('=').unwrap_or((label, ""));
+                (k == key).then_some(v)
+            })
+        };
+        self.0.iter().all(|requirement| match requirement {
+            Requirement::Equals(k, v) => value(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => value(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => value(k).is_some_and(|x| vs.iter().any(|v| v == x)),
+            Requirement::NotIn(k, vs) => !value(k).is_some_and(|x| vs.iter().any(|v| v == x)),
+            Requirement::Exists(k) => value(k).is_some(),
+            Requirement::NotExists(k) => value(k).is_none(),
+        })
+    }
+}
+
+/// `*` matches any run of characters.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(mut remaining) = text.strip_prefix(head) else { return false };
+            if rest.is_empty() {
+                return true;
+            }
+            loop {
+                if glob(rest, remaining) {
+                    return true;
+                }
+                let mut chars = remaining.chars();
+                if chars.next().is_none() {
+                    return false;
+                }
+                remaining = chars.as_str();
+            }
+        }
+    }
+}
+
+/// One checked `FlowFilter`.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    raw: FlowFilter,
+    source_ip: Vec<IpMatch>,
+    destination_ip: Vec<IpMatch>,
+    source_pod: Vec<NameMatch>,
+    destination_pod: Vec<NameMatch>,
+    source_service: Vec<NameMatch>,
+    destination_service: Vec<NameMatch>,
+    source_label: Vec<Selector>,
+    destination_label: Vec<Selector>,
+    source_port: Vec<u16>,
+    destination_port: Vec<u16>,
+    protocol: Vec<String>,
+}
+
+fn ports(field: &str, entries: &[String]) -> Result<Vec<u16>, String> {
+    entries.iter().map(|p| p.trim().parse().map_err(|_| format!("{field}: `{p}` is not a port"))).collect()
+}
+
+fn ips(field: &str, entries: &[String]) -> Result<Vec<IpMatch>, String> {
+    entries.iter().map(|e| IpMatch::parse(e.trim()).map_err(|why| format!("{field}: {why}"))).collect()
+}
+
+fn selectors(field: &str, entries: &[String]) -> Result<Vec<Selector>, String> {
+    entries.iter().map(|e| Selector::parse(e).map_err(|why| format!("{field}: {why}"))).collect()
+}
+
+impl Filter {
+    /// Checks a filter's entries; the error names the field and the entry.
+    pub fn new(raw: FlowFilter) -> Result<Self, String> {
+        let names = |entries: &[String]| entries.iter().map(|e| NameMatch::parse(e)).collect();
+        let protocol = raw.protocol.iter().map(|p| p.trim().to_ascii_lowercase()).collect::<Vec<_>>();
+        for p in &protocol {
+            if !matches!(p.as_str(), "tcp" | "udp" | "icmp" | "icmpv4" | "icmpv6" | "sctp" | "http" | "dns" | "kafka") {
+                return Err(format!("protocol: `{p}` is not a protocol Hubble filters on"));
+            }
+        }
+        Ok(Filter {
+            source_ip: ips("source_ip", &raw.source_ip)?,
+            destination_ip: ips("destination_ip", &raw.destination_ip)?,
+            source_pod: names(&raw.source_pod),
+            destination_pod: names(&raw.destination_pod),
+            source_service: names(&raw.source_service),
+            destination_service: names(&raw.destination_service),
+            source_label: selectors("source_label", &raw.source_label)?,
+            destination_label: selectors("destination_label", &raw.destination_label)?,
+            source_port: ports("source_port", &raw.source_port)?,
+            destination_port: ports("destination_port", &raw.destination_port)?,
+            protocol,
+            raw,
+        })
+    }
+
+    /// Whether every field that is set matches the flow.
+    pub fn matches(&self, flow: &Flow) -> bool {
+        let raw = &self.raw;
+        let ip = flow.ip.as_ref();
+        let (source_ip, destination_ip) = ip.map_or(("", ""), |ip| (ip.source.as_str(), ip.destination.as_str()));
+        let default = Endpoint::default();
+        let source = flow.source.as_ref().unwrap_or(&default);
+        let destination = flow.destination.as_ref().unwrap_or(&default);
+        let (source_port, destination_port, flags) = ports_and_flags(flow);
+        let any = |set: bool, matched: &dyn Fn() -> bool| !set || matched();
+        any(!self.source_ip.is_empty(), &|| self.source_ip.iter().any(|m| m.matches(source_ip)))
+            && any(!self.destination_ip.is_empty(), &|| self.destination_ip.iter().any(|m| m.matches(destination_ip)))
+            && any(!self.source_pod.is_empty(), &|| {
+                self.source_pod.iter().any(|m| m.matches(&source.namespace, &source.pod_name))
+            })
+            && any(!self.destination_pod.is_empty(), &|| {
+                self.destination_pod.iter().any(|m| m.matches(&destination.namespace, &destination.pod_name))
+            })
+            && any(!self.source_service.is_empty(), &|| {
+                flow.source_service.as_ref().is_some_and(|s| self.source_service.iter().any(|m| m.matches(&s.namespace, &s.name)))
+            })
+            && any(!self.destination_service.is_empty(), &|| {
+                flow.destination_service
+                    .as_ref()
+                    .is_some_and(|s| self.destination_service.iter().any(|m| m.matches(&s.namespace, &s.name)))
+            })
+            && any(!self.source_label.is_empty(), &|| self.source_label.iter().any(|s| s.matches(&source.labels)))
+            && any(!self.destination_label.is_empty(), &|| {
+                self.destination_label.iter().any(|s| s.matches(&destination.labels))
+            })
+            && any(!raw.source_workload.is_empty(), &|| workload_matches(&raw.source_workload, source))
+            && any(!raw.destination_workload.is_empty(), &|| workload_matches(&raw.destination_workload, destination))
+            && any(!self.source_port.is_empty(), &|| source_port.is_some_and(|p| self.source_port.contains(&p)))
+            && any(!self.destination_port.is_empty(), &|| {
+                destination_port.is_some_and(|p| self.destination_port.contains(&p))
+            })
+            && any(!self.protocol.is_empty(), &|| self.protocol.iter().any(|p| protocol_matches(p, flow)))
+            && any(!raw.verdict.is_empty(), &|| raw.verdict.contains(&flow.verdict))
+            && any(!raw.drop_reason_desc.is_empty(), &|| {
+                flow.verdict == Verdict::Dropped as i32 && raw.drop_reason_desc.contains(&flow.drop_reason_desc)
+            })
+            && any(!raw.event_type.is_empty(), &|| raw.event_type.iter().any(|e| event_type_matches(e, flow)))
+            && any(!raw.reply.is_empty(), &|| flow.is_reply.is_some_and(|reply| raw.reply.contains(&reply)))
+            && any(!raw.tcp_flags.is_empty(), &|| flags.is_some_and(|f| raw.tcp_flags.iter().any(|w| flags_contain(f, w))))
+            && any(!raw.node_name.is_empty(), &|| raw.node_name.iter().any(|p| node_matches(p, &flow.node_name)))
+            && any(!raw.ip_version.is_empty(), &|| {
+                ip.is_some_and(|ip| raw.ip_version.contains(&ip.ip_version) && ip.ip_version != IpVersion::IpNotUsed as i32)
+            })
+            && any(!raw.traffic_direction.is_empty(), &|| {
+                flow.traffic_direction != TrafficDirection::Unknown as i32
+                    && raw.traffic_direction.contains(&flow.traffic_direction)
+            })
+            && any(!raw.trace_id.is_empty(), &|| {
+                let id = flow.trace_context.as_ref().and_then(|t| t.parent.as_ref()).map(|p| p.trace_id.as_str());
+                id.is_some_and(|id| raw.trace_id.iter().any(|t| t == id))
+            })
+            && any(!raw.uuid.is_empty(), &|| raw.uuid.contains(&flow.uuid))
+            // flowtel knows no FQDNs, identities, L7 or DNS: filters on them match nothing.
+            && raw.source_fqdn.is_empty()
+            && raw.destination_fqdn.is_empty()
+            && raw.source_identity.is_empty()
+            && raw.destination_identity.is_empty()
+            && raw.http_status_code.is_empty()
+            && raw.http_method.is_empty()
+            && raw.http_path.is_empty()
+            && raw.dns_query.is_empty()
+    }
+}
+
+fn ports_and_flags(flow: &Flow) -> (Option<u16>, Option<u16>, Option<&TcpFlags>) {
+    match flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
+        Some(Protocol::Tcp(tcp)) => (Some(tcp.source_port as u16), Some(tcp.destination_port as u16), tcp.flags.as_ref()),
+        Some(Protocol::Udp(udp)) => (Some(udp.source_port as u16), Some(udp.destination_port as u16), None),
+        Some(Protocol::Sctp(sctp)) => (Some(sctp.source_port as u16), Some(sctp.destination_port as u16), None),
+        _ => (None, None, None),
+    }
+}
+
+fn protocol_matches(protocol: &str, flow: &Flow) -> bool {
+    match (protocol, flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref())) {
+        ("tcp", Some(Protocol::Tcp(_))) | ("udp", Some(Protocol::Udp(_))) | ("sctp", Some(Protocol::Sctp(_))) => true,
+        ("icmp", Some(Protocol::IcmPv4(_) | Protocol::IcmPv6(_))) => true,
+        ("icmpv4", Some(Protocol::IcmPv4(_))) | ("icmpv6", Some(Protocol::IcmPv6(_))) => true,
+        _ => false,
+    }
+}
+
+/// Every flag set in `wanted` is set in `flags`.
+fn flags_contain(flags: &TcpFlags, wanted: &TcpFlags) -> bool {
+    let bits = |f: &TcpFlags| [f.fin, f.syn, f.rst, f.psh, f.ack, f.urg, f.ece, f.cwr, f.ns];
+    bits(wanted).iter().zip(bits(flags)).all(|(want, have)| !want || have)
+}
+
+fn event_type_matches(filter: &EventTypeFilter, flow: &Flow) -> bool {
+    flow.event_type
+        .as_ref()
+        .is_some_and(|e| e.r#type == filter.r#type && (!filter.match_sub_type || e.sub_type == filter.sub_type))
+}
+
+fn workload_matches(wanted: &[Workload], endpoint: &Endpoint) -> bool {
+    wanted.iter().any(|w| {
+        endpoint
+            .workloads
+            .iter()
+            .any(|have| (w.name.is_empty() || w.name == have.name) && (w.kind.is_empty() || w.kind == have.kind))
+    })
+}
+
+/// `node`, `cluster/node` or `cluster/` patterns with `*` globs; flowtel's
+/// nodes are in the cluster `default` unless they name one.
+fn node_matches(pattern: &str, node: &str) -> bool {
+    let (cluster, name) = node.split_once('/').unwrap_or(("default", node));
+    match pattern.split_once('/') {
+        Some((cluster_pattern, name_pattern)) => {
+            glob(cluster_pattern, cluster) && (name_pattern.is_empty() || glob(name_pattern, name))
+        }
+        None => glob(pattern, name),
+    }
+}
+
+/// The checked whitelist and blacklist of a request.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    whitelist: Vec<Filter>,
+    blacklist: Vec<Filter>,
+}
+
+impl Filters {
+    /// Checks both lists; the error names the list, the filter's index and the field.
+    pub fn new(whitelist: Vec<FlowFilter>, blacklist: Vec<FlowFilter>) -> Result<Self, String> {
+        let check = |name: &str, list: Vec<FlowFilter>| -> Result<Vec<Filter>, String> {
+            list.into_iter()
+                .enumerate()
+                .map(|(index, filter)| Filter::new(filter).map_err(|why| format!("{name}[{index}].{why}")))
+                .collect()
+        };
+        Ok(Filters { whitelist: check("whitelist", whitelist)?, blacklist: check("blacklist", blacklist)? })
+    }
+
+    /// Whether a flow passes: whitelisted (or no whitelist) and not blacklisted.
+    pub fn allow(&self, flow: &Flow) -> bool {
+        (self.whitelist.is_empty() || self.whitelist.iter().any(|f| f.matches(flow)))
+            && !self.blacklist.iter().any(|f| f.matches(flow))
+    }
+}
+
+#[cfg(test)]
+mod tests;
