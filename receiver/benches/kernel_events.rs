@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use flowtel_ebpf_common::{DropEvent, EVENT_DROP, EVENT_TCP_CONNECTION, IP_V4, SIDE_CLIENT, SockOpen, TcpEvent, ipproto};
+use flowtel_ebpf_common::{
+    DropEvent, EVENT_DROP, EVENT_TCP_CONNECTION, IP_V4, SIDE_CLIENT, SockOpen, TcpEvent, ipproto,
+};
 use flowtel_receiver::ebpf::{
     btf::KernelEnums,
     decode_kernel_event,
@@ -53,8 +55,11 @@ fn kernel_events(c: &mut Criterion) {
         set_state: tracefs::format(&root, "sock", "inet_sock_set_state").unwrap(),
         ..TcpFormats::default()
     };
-    let mut connection =
-        TcpEvent { kind: EVENT_TCP_CONNECTION, open: SockOpen { side: SIDE_CLIENT, pid: 1, ..SockOpen::default() }, ..TcpEvent::default() };
+    let mut connection = TcpEvent {
+        kind: EVENT_TCP_CONNECTION,
+        open: SockOpen { side: SIDE_CLIENT, pid: 1, ..SockOpen::default() },
+        ..TcpEvent::default()
+    };
     let field = |name: &str| formats.set_state.field(name).unwrap().offset;
     connection.record[field("family")..][..2].copy_from_slice(&2u16.to_ne_bytes());
     connection.record[field("saddr")..][..4].copy_from_slice(&[10, 0, 0, 1]);

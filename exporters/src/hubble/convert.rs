@@ -167,10 +167,32 @@ fn is_reply(l4: Option<&Layer4>) -> Option<bool> {
     }
 }
 
+/// How flows get their node name.
+#[derive(Clone, Debug)]
+pub struct NodeNames {
+    /// This host's name (`host.name` of the records flowtel made here).
+    pub local_host: String,
+    /// The node name of this host's records.
+    pub local_node: String,
+}
+
+impl NodeNames {
+    /// `k8s.node.name` when the record has one; else its `host.name`,
+    /// unless that is this host (then the configured node name).
+    fn of(&self, attributes: &Attributes<'_>) -> String {
+        if let Some(node) = attributes.str("k8s.node.name").filter(|n| !n.is_empty()) {
+            return node.to_owned();
+        }
+        match attributes.str("host.name").filter(|h| !h.is_empty()) {
+            Some(host) if host != self.local_host => host.to_owned(),
+            _ => self.local_node.clone(),
+        }
+    }
+}
+
 /// The `Flow` of a `network.flow` or `network.packet.drop` record, or
-/// `None` for other records. `default_node` names records without
-/// `k8s.node.name` or `host.name`.
-pub fn flow(resource: Option<&Resource>, record: &LogRecord, default_node: &str) -> Option<Flow> {
+/// `None` for other records.
+pub fn flow(resource: Option<&Resource>, record: &LogRecord, names: &NodeNames) -> Option<Flow> {
     let dropped = match record.event_name.as_str() {
         "network.flow" => false,
         "network.packet.drop" => true,
@@ -196,12 +218,7 @@ pub fn flow(resource: Option<&Resource>, record: &LogRecord, default_node: &str)
         Some("transmit") => TrafficDirection::Egress,
         _ => TrafficDirection::Unknown,
     };
-    let node_name = attributes
-        .str("k8s.node.name")
-        .or_else(|| attributes.str("host.name"))
-        .filter(|name| !name.is_empty())
-        .unwrap_or(default_node)
-        .to_owned();
+    let node_name = names.of(&attributes);
     let mut flow = Flow {
         time: Some(timestamp(time)),
         verdict: if dropped { Verdict::Dropped } else { Verdict::Forwarded } as i32,
@@ -227,9 +244,8 @@ pub fn flow(resource: Option<&Resource>, record: &LogRecord, default_node: &str)
         interface: attributes
             .str("network.interface.name")
             .map(|name| NetworkInterface { index: 0, name: name.to_owned() }),
-        trace_context: (!record.trace_id.is_empty()).then(|| TraceContext {
-            parent: Some(TraceParent { trace_id: hex::encode(&record.trace_id) }),
-        }),
+        trace_context: (!record.trace_id.is_empty())
+            .then(|| TraceContext { parent: Some(TraceParent { trace_id: hex::encode(&record.trace_id) }) }),
         ..Flow::default()
     };
     flow.reply = flow.is_reply.unwrap_or(false);

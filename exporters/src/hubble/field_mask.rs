@@ -106,7 +106,9 @@ impl FieldMask {
                             }
                         }
                     }
-                    "interface" => copy_interface(out.interface.get_or_insert_default(), flow.interface.as_ref(), field),
+                    "interface" => {
+                        copy_interface(out.interface.get_or_insert_default(), flow.interface.as_ref(), field)
+                    }
                     _ => {}
                 },
                 _ => {}
@@ -205,15 +207,18 @@ mod tests {
             node_name: "node-1".into(),
             source: Some(Endpoint { namespace: "web".into(), pod_name: "front-1".into(), ..Endpoint::default() }),
             ip: Some(Ip { source: "10.0.0.1".into(), destination: "10.0.0.2".into(), ip_version: 1, encrypted: false }),
-            l4: Some(Layer4 { protocol: Some(Protocol::Tcp(Tcp { source_port: 1, destination_port: 2, flags: None })) }),
+            l4: Some(Layer4 {
+                protocol: Some(Protocol::Tcp(Tcp { source_port: 1, destination_port: 2, flags: None })),
+            }),
             ..Flow::default()
         }
     }
 
     #[test]
     fn keeps_only_the_named_fields() {
-        let mask = FieldMask::new(&["verdict".into(), "source.pod_name".into(), "IP.destination".into(), "l4.TCP".into()])
-            .unwrap();
+        let mask =
+            FieldMask::new(&["verdict".into(), "source.pod_name".into(), "IP.destination".into(), "l4.TCP".into()])
+                .unwrap();
         let masked = mask.apply(&flow());
         assert_eq!(masked.verdict, Verdict::Forwarded as i32);
         assert!(masked.node_name.is_empty());

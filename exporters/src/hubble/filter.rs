@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::proto::flow::{
-    Endpoint, EventTypeFilter, Flow, FlowFilter, IpVersion, TcpFlags, TrafficDirection, Verdict,
-    Workload, layer4::Protocol,
+    Endpoint, EventTypeFilter, Flow, FlowFilter, IpVersion, TcpFlags, TrafficDirection, Verdict, Workload,
+    layer4::Protocol,
 };
 
 /// An IP filter entry: one address or a CIDR.
@@ -61,7 +61,11 @@ impl NameMatch {
         {
             return false;
         }
-        if self.prefix.is_empty() { self.namespace.is_some() || !name.is_empty() } else { name.starts_with(&self.prefix) }
+        if self.prefix.is_empty() {
+            self.namespace.is_some() || !name.is_empty()
+        } else {
+            name.starts_with(&self.prefix)
+        }
     }
 }
 
@@ -103,10 +107,18 @@ impl Selector {
         let key = |k: &str| -> Result<String, String> {
             let k = k.trim();
             let k = k.strip_prefix("k8s:").unwrap_or(k);
-            if k.is_empty() || k.contains(char::is_whitespace) { Err(bad("empty or spaced key")) } else { Ok(k.to_owned()) }
+            if k.is_empty() || k.contains(char::is_whitespace) {
+                Err(bad("empty or spaced key"))
+            } else {
+                Ok(k.to_owned())
+            }
         };
         let set = |values: &str| -> Result<Vec<String>, String> {
-            let inner = values.trim().strip_prefix('(').and_then(|v| v.strip_suffix(')')).ok_or_else(|| bad("expected (a,b)"))?;
+            let inner = values
+                .trim()
+                .strip_prefix('(')
+                .and_then(|v| v.strip_suffix(')'))
+                .ok_or_else(|| bad("expected (a,b)"))?;
             Ok(inner.split(',').map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect())
         };
         for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
@@ -299,7 +311,9 @@ impl Filter {
 
 fn ports_and_flags(flow: &Flow) -> (Option<u16>, Option<u16>, Option<&TcpFlags>) {
     match flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
-        Some(Protocol::Tcp(tcp)) => (Some(tcp.source_port as u16), Some(tcp.destination_port as u16), tcp.flags.as_ref()),
+        Some(Protocol::Tcp(tcp)) => {
+            (Some(tcp.source_port as u16), Some(tcp.destination_port as u16), tcp.flags.as_ref())
+        }
         Some(Protocol::Udp(udp)) => (Some(udp.source_port as u16), Some(udp.destination_port as u16), None),
         Some(Protocol::Sctp(sctp)) => (Some(sctp.source_port as u16), Some(sctp.destination_port as u16), None),
         _ => (None, None, None),

@@ -41,7 +41,7 @@ pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
 /// The `hubble` exporter.
 pub struct HubbleExporter {
     config: HubbleConfig,
-    node_name: String,
+    names: convert::NodeNames,
     store: Arc<FlowStore>,
     counters: Mutex<Option<(Counter, Counter)>>,
     server: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
@@ -50,11 +50,12 @@ pub struct HubbleExporter {
 impl HubbleExporter {
     /// An exporter for `config`; the server starts with the pipelines.
     pub fn new(config: &HubbleConfig) -> Self {
-        let node_name = config.node_name.clone().unwrap_or_else(host_name);
+        let local_host = host_name();
+        let local_node = config.node_name.clone().unwrap_or_else(|| local_host.clone());
         HubbleExporter {
-            store: Arc::new(FlowStore::new(config.max_flows.get(), config.follower_buffer.get(), &node_name)),
+            store: Arc::new(FlowStore::new(config.max_flows.get(), config.follower_buffer.get(), &local_node)),
             config: config.clone(),
-            node_name,
+            names: convert::NodeNames { local_host, local_node },
             counters: Mutex::new(None),
             server: Mutex::new(None),
         }
@@ -74,7 +75,7 @@ impl HubbleExporter {
         for resource in resources {
             for scope in &resource.scope_logs {
                 for record in &scope.log_records {
-                    match convert::flow(resource.resource.as_ref(), record, &self.node_name) {
+                    match convert::flow(resource.resource.as_ref(), record, &self.names) {
                         Some(mut flow) => {
                             flow.uuid = uuid();
                             flows.push(flow);
@@ -91,7 +92,9 @@ impl HubbleExporter {
 }
 
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "flowtel".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "flowtel".into())
 }
 
 /// A random (version 4) UUID, as Hubble gives every flow one.
@@ -135,7 +138,8 @@ impl Exporter for HubbleExporter {
         let mut builder = Server::builder();
         let mut tls_server_name = None;
         if let Some(tls) = &self.config.tls {
-            let identity = Identity::from_pem(read(&tls.cert_file).map_err(&error)?, read(&tls.key_file).map_err(&error)?);
+            let identity =
+                Identity::from_pem(read(&tls.cert_file).map_err(&error)?, read(&tls.key_file).map_err(&error)?);
             let mut settings = ServerTlsConfig::new().identity(identity);
             if let Some(ca) = &tls.client_ca_file {
                 settings = settings.client_ca_root(Certificate::from_pem(read(ca).map_err(&error)?));
@@ -144,7 +148,7 @@ impl Exporter for HubbleExporter {
             tls_server_name = Some(endpoint.host().to_owned());
         }
         let info = ServerInfo {
-            node_name: self.node_name.clone(),
+            node_name: self.names.local_node.clone(),
             address: endpoint.to_string(),
             tls_server_name,
             cluster_name: self.config.cluster_name.clone(),
@@ -177,7 +181,7 @@ impl Exporter for HubbleExporter {
             }
         });
         *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((stop, task));
-        tracing::info!(exporter = %ctx.id, address = %local, node = %self.node_name, "Serving the Hubble API.");
+        tracing::info!(exporter = %ctx.id, address = %local, node = %self.names.local_node, "Serving the Hubble API.");
         Ok(())
     }
 

@@ -3,9 +3,9 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use flowtel_core::self_telemetry::Counter;
-use tokio_stream::Stream;
 use prost_types::Timestamp;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -79,7 +79,8 @@ impl Query {
         if request.first && request.follow {
             return Err(Status::invalid_argument("first cannot be combined with follow"));
         }
-        let filters = Filters::new(request.whitelist.clone(), request.blacklist.clone()).map_err(Status::invalid_argument)?;
+        let filters =
+            Filters::new(request.whitelist.clone(), request.blacklist.clone()).map_err(Status::invalid_argument)?;
         let paths = request
             .field_mask
             .as_ref()
@@ -144,7 +145,9 @@ impl Observer for ObserverService {
                     next = live.recv() => next,
                 };
                 let message = match flow {
-                    Ok(flow) if query.until.is_some_and(|until| flow.time.as_ref().map_or(0, unix_nanos) > until) => return,
+                    Ok(flow) if query.until.is_some_and(|until| flow.time.as_ref().map_or(0, unix_nanos) > until) => {
+                        return;
+                    }
                     Ok(flow) if query.wants(&flow) => response(&flow, &query.mask),
                     Ok(_) => continue,
                     Err(RecvError::Lagged(lost)) => {
