@@ -141,15 +141,12 @@ service:
     )
 }
 
-/// The flows of GetFlows responses, by their source address (and port, when set).
+/// The flows of GetFlows responses, by their source address.
 fn sources(responses: &[Value]) -> Vec<String> {
     responses
         .iter()
         .filter_map(|r| r.get("flow"))
-        .map(|flow| {
-            let address = flow["IP"]["source"].as_str().unwrap_or("?").to_owned();
-            address
-        })
+        .map(|flow| flow["IP"]["source"].as_str().unwrap_or("?").to_owned())
         .collect()
 }
 

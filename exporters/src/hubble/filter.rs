@@ -321,12 +321,15 @@ fn ports_and_flags(flow: &Flow) -> (Option<u16>, Option<u16>, Option<&TcpFlags>)
 }
 
 fn protocol_matches(protocol: &str, flow: &Flow) -> bool {
-    match (protocol, flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref())) {
-        ("tcp", Some(Protocol::Tcp(_))) | ("udp", Some(Protocol::Udp(_))) | ("sctp", Some(Protocol::Sctp(_))) => true,
-        ("icmp", Some(Protocol::IcmPv4(_) | Protocol::IcmPv6(_))) => true,
-        ("icmpv4", Some(Protocol::IcmPv4(_))) | ("icmpv6", Some(Protocol::IcmPv6(_))) => true,
-        _ => false,
-    }
+    matches!(
+        (protocol, flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref())),
+        ("tcp", Some(Protocol::Tcp(_)))
+            | ("udp", Some(Protocol::Udp(_)))
+            | ("sctp", Some(Protocol::Sctp(_)))
+            | ("icmp", Some(Protocol::IcmPv4(_) | Protocol::IcmPv6(_)))
+            | ("icmpv4", Some(Protocol::IcmPv4(_)))
+            | ("icmpv6", Some(Protocol::IcmPv6(_)))
+    )
 }
 
 /// Every flag set in `wanted` is set in `flags`.
