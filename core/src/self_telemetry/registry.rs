@@ -243,6 +243,36 @@ impl SignalCounters {
     }
 }
 
+/// What a receiver counts of the items it hands to the pipelines.
+#[derive(Clone)]
+pub struct ReceiverItems {
+    /// `flowtel_receiver_accepted_items_total`: taken into the pipelines.
+    pub accepted: SignalCounters,
+    /// `flowtel_receiver_refused_items_total`: refused (full or stopping pipelines).
+    pub refused: SignalCounters,
+}
+
+impl ReceiverItems {
+    /// The counters of receiver `receiver` over `transport` (`grpc`, `http`, `kernel`).
+    pub fn new(registry: &MetricsRegistry, receiver: &str, transport: &str) -> Self {
+        let labels = [("receiver", receiver), ("transport", transport)];
+        ReceiverItems {
+            accepted: SignalCounters::new(
+                registry,
+                "flowtel_receiver_accepted_items_total",
+                "Items taken into the pipelines.",
+                &labels,
+            ),
+            refused: SignalCounters::new(
+                registry,
+                "flowtel_receiver_refused_items_total",
+                "Items refused because the pipelines were full or stopping (the sender was told to retry).",
+                &labels,
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -250,6 +250,24 @@ impl FlowMetrics {
     }
 }
 
+/// A record's attributes as text, for tests that compare them.
+#[cfg(test)]
+pub(crate) fn attribute_texts(record: &LogRecord) -> BTreeMap<String, String> {
+    record
+        .attributes
+        .iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                Some(Value::IntValue(i)) => i.to_string(),
+                Some(Value::DoubleValue(d)) => d.to_string(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
 /// A monotonic cumulative Sum.
 pub(crate) fn cumulative_sum(name: &str, unit: &str, description: &str, points: Vec<NumberDataPoint>) -> Metric {
     Metric {

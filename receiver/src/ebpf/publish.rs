@@ -3,7 +3,7 @@
 
 use flowtel_core::{
     ComponentId, Payload, Signal,
-    self_telemetry::{MetricsRegistry, SignalCounters},
+    self_telemetry::{MetricsRegistry, ReceiverItems},
     topology::ReceiverOutput,
 };
 use opentelemetry_proto::tonic::{
@@ -19,32 +19,13 @@ pub struct Publisher {
     id: ComponentId,
     output: ReceiverOutput,
     host: String,
-    accepted: SignalCounters,
-    refused: SignalCounters,
+    items: ReceiverItems,
 }
 
 impl Publisher {
     /// A publisher for receiver `id`, on host `host`.
     pub fn new(id: ComponentId, output: ReceiverOutput, registry: &MetricsRegistry, host: String) -> Self {
-        let name = id.to_string();
-        let labels = [("receiver", name.as_str()), ("transport", "kernel")];
-        Publisher {
-            accepted: SignalCounters::new(
-                registry,
-                "flowtel_receiver_accepted_items_total",
-                "Items taken into the pipelines.",
-                &labels,
-            ),
-            refused: SignalCounters::new(
-                registry,
-                "flowtel_receiver_refused_items_total",
-                "Items refused because the pipelines were full or stopping (the sender was told to retry).",
-                &labels,
-            ),
-            id,
-            output,
-            host,
-        }
+        Publisher { items: ReceiverItems::new(registry, &id.to_string(), "kernel"), id, output, host }
     }
 
     /// Sends log records (nothing when empty).
@@ -84,9 +65,9 @@ impl Publisher {
         }
         let items = payload.item_count() as u64;
         match self.output.push(payload).await {
-            Ok(()) => self.accepted.get(signal).add(items),
+            Ok(()) => self.items.accepted.get(signal).add(items),
             Err(err) => {
-                self.refused.get(signal).add(items);
+                self.items.refused.get(signal).add(items);
                 tracing::warn!(receiver = %self.id, items, error = %err, "Pipelines did not take kernel data; dropped.");
             }
         }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use flowtel_core::{
     ComponentId, ComponentKind, Signal,
     component::{ComponentError, Receiver, ReceiverContext},
-    self_telemetry::{MetricsRegistry, SignalCounters},
+    self_telemetry::{MetricsRegistry, ReceiverItems, SignalCounters},
     topology::{PushError, ReceiverOutput},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -42,8 +42,7 @@ impl OtlpReceiver {
 #[derive(Clone)]
 pub(crate) struct Intake {
     output: ReceiverOutput,
-    accepted: SignalCounters,
-    refused: SignalCounters,
+    items: ReceiverItems,
     malformed: SignalCounters,
 }
 
@@ -61,18 +60,7 @@ impl Intake {
         let labels = [("receiver", id.as_str()), ("transport", transport)];
         Intake {
             output,
-            accepted: SignalCounters::new(
-                registry,
-                "flowtel_receiver_accepted_items_total",
-                "Items taken into the pipelines.",
-                &labels,
-            ),
-            refused: SignalCounters::new(
-                registry,
-                "flowtel_receiver_refused_items_total",
-                "Items refused because the pipelines were full or stopping (the sender was told to retry).",
-                &labels,
-            ),
+            items: ReceiverItems::new(registry, &id, transport),
             malformed: SignalCounters::new(
                 registry,
                 "flowtel_receiver_malformed_requests_total",
@@ -99,11 +87,11 @@ impl Intake {
         let items = payload.item_count() as u64;
         match self.output.push(payload).await {
             Ok(()) => {
-                self.accepted.get(S::SIGNAL).add(items);
+                self.items.accepted.get(S::SIGNAL).add(items);
                 Ok(())
             }
             Err(err) => {
-                self.refused.get(S::SIGNAL).add(items);
+                self.items.refused.get(S::SIGNAL).add(items);
                 Err(Refusal::Unavailable(err))
             }
         }

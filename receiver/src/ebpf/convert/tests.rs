@@ -1,25 +1,10 @@
 use std::collections::BTreeMap;
 
 use flowtel_ebpf_common::{DIRECTION_EGRESS, FlowKey, IP_V6, ipproto};
-use opentelemetry_proto::tonic::{common::v1::any_value::Value, metrics::v1::metric::Data};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 
 use super::*;
 use crate::ebpf::flow_table::{EndReason, FlowReport};
-
-fn attributes(record: &LogRecord) -> BTreeMap<String, String> {
-    record
-        .attributes
-        .iter()
-        .map(|kv| {
-            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => s.clone(),
-                Some(Value::IntValue(i)) => i.to_string(),
-                other => format!("{other:?}"),
-            };
-            (kv.key.clone(), value)
-        })
-        .collect()
-}
 
 fn context<'a>(name: &'a dyn Fn(u32) -> String) -> RecordContext<'a> {
     RecordContext { interface_name: name, sampling: 1, monotonic_to_unix_ns: 1_700_000_000_000_000_000, now_unix_ns: 1 }
@@ -70,7 +55,7 @@ fn a_tcp_flow_over_ipv4() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    assert_eq!(attributes(&record), expected);
+    assert_eq!(attribute_texts(&record), expected);
 }
 
 #[test]
@@ -81,7 +66,7 @@ fn icmpv6_has_type_and_code_instead_of_ports() {
     key.src_addr[15] = 1;
     let report = FlowReport { key, first_seen_ns: 0, last_seen_ns: 0, bytes: 1, packets: 1, tcp_flags: 0, end: None };
     let name = |_| "veth0".to_owned();
-    let found = attributes(&flow_record(&report, &context(&name)));
+    let found = attribute_texts(&flow_record(&report, &context(&name)));
     assert_eq!(found["source.address"], "fd00::1");
     assert_eq!(found["network.icmp.type"], "128");
     assert!(!found.contains_key("source.port") && !found.contains_key("network.tcp.flags"));

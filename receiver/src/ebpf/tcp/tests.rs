@@ -1,10 +1,9 @@
 use std::path::Path;
 
 use flowtel_ebpf_common::{RECORD_BYTES, SockOpen};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 use super::*;
-use crate::ebpf::tracefs;
+use crate::ebpf::{convert::attribute_texts, tracefs};
 
 fn formats() -> TcpFormats {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tracefs-6.18");
@@ -52,26 +51,10 @@ fn sockaddr_in6(address: Ipv6Addr, port: u16) -> Vec<u8> {
     out
 }
 
-fn attributes(record: &LogRecord) -> std::collections::BTreeMap<String, String> {
-    record
-        .attributes
-        .iter()
-        .map(|kv| {
-            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => s.clone(),
-                Some(Value::IntValue(i)) => i.to_string(),
-                Some(Value::DoubleValue(d)) => d.to_string(),
-                other => format!("{other:?}"),
-            };
-            (kv.key.clone(), value)
-        })
-        .collect()
-}
-
 fn convert(event: &TcpEvent) -> std::collections::BTreeMap<String, String> {
     let (formats, enums) = (formats(), enums());
     let ctx = TcpContext { formats: &formats, enums: &enums, monotonic_to_unix_ns: 0, now_unix_ns: 0 };
-    attributes(&tcp_record(event, &ctx, None).expect("a record"))
+    attribute_texts(&tcp_record(event, &ctx, None).expect("a record"))
 }
 
 fn event(kind: u8, record: [u8; RECORD_BYTES]) -> TcpEvent {
