@@ -445,3 +445,43 @@ service:
     assert!(dropped["Summary"].as_str().unwrap().contains("NO_SOCKET"), "{dropped}");
     drop(flowtel);
 }
+
+#[test]
+fn hubble_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = flowtel_tests::tls::TestPki::new(dir.path());
+    let (otlp_port, hubble_port) = (free_port(), free_port());
+    let config = format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{otlp_port}"}}}}}}
+exporters:
+  hubble:
+    endpoint: "127.0.0.1:{hubble_port}"
+    tls: {{cert_file: "{cert}", key_file: "{key}", client_ca_file: "{ca}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [otlp], exporters: [hubble]}}
+"#,
+        cert = pki.server_cert.display(),
+        key = pki.server_key.display(),
+        ca = pki.ca.display(),
+    );
+    let _flowtel = Flowtel::start(&config);
+    let address = format!("127.0.0.1:{hubble_port}");
+    let grpcurl_tls = |client_cert: bool| {
+        let mut command = Command::new(grpcurl());
+        command.arg("-cacert").arg(&pki.ca);
+        if client_cert {
+            command.arg("-cert").arg(&pki.client_cert).arg("-key").arg(&pki.client_key);
+        }
+        command.arg(&address).arg("observer.Observer/ServerStatus").output().unwrap()
+    };
+    let with_certificate = grpcurl_tls(true);
+    assert!(with_certificate.status.success(), "{}", String::from_utf8_lossy(&with_certificate.stderr));
+    assert!(String::from_utf8_lossy(&with_certificate.stdout).contains("maxFlows"));
+    assert!(!grpcurl_tls(false).status.success(), "a client without a certificate is refused");
+    let plaintext = Command::new(grpcurl()).arg("-plaintext").arg(&address).arg("list").output().unwrap();
+    assert!(!plaintext.status.success(), "plaintext is refused");
+}
