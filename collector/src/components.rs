@@ -18,7 +18,10 @@ use flowtel_exporters::{
     otlp_grpc::{OtlpGrpcConfig, OtlpGrpcExporter},
     otlp_http::{OtlpHttpConfig, OtlpHttpExporter},
 };
-use flowtel_processors::batch::{BatchConfig, BatchProcessor};
+use flowtel_processors::{
+    batch::{BatchConfig, BatchProcessor},
+    probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
+};
 use flowtel_receiver::{
     ebpf::{EbpfReceiver, EbpfReceiverConfig},
     otlp::{OtlpReceiver, OtlpReceiverConfig},
@@ -64,6 +67,13 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         aliases: &[],
         signals: ALL_SIGNALS,
         description: "groups items into batches by size and time",
+    },
+    ComponentType {
+        kind: ComponentKind::Processor,
+        name: "probabilistic_sampler",
+        aliases: &["probabilisticsampler"],
+        signals: ALL_SIGNALS,
+        description: "keeps a share of the flows (log records), both directions of a flow together",
     },
     ComponentType {
         kind: ComponentKind::Exporter,
@@ -128,6 +138,8 @@ pub enum ReceiverConfig {
 pub enum ProcessorConfig {
     /// `batch`.
     Batch(BatchConfig),
+    /// `probabilistic_sampler`.
+    ProbabilisticSampler(ProbabilisticSamplerConfig),
 }
 
 /// An exporter's decoded config.
@@ -157,6 +169,7 @@ pub fn decode_receiver(kind: &ComponentType, config: &ComponentConfig) -> Result
 pub fn decode_processor(kind: &ComponentType, config: &ComponentConfig) -> Result<ProcessorConfig, ConfigErrors> {
     match kind.name {
         "batch" => config.decode().map(ProcessorConfig::Batch),
+        "probabilistic_sampler" => config.decode().map(ProcessorConfig::ProbabilisticSampler),
         other => Err(ConfigErrors::one(config.path(), format!("processor `{other}` cannot be built"))),
     }
 }
@@ -188,6 +201,7 @@ impl ProcessorConfig {
     pub fn build(&self) -> Box<dyn Processor> {
         match self {
             ProcessorConfig::Batch(config) => Box::new(BatchProcessor::new(config.clone())),
+            ProcessorConfig::ProbabilisticSampler(config) => Box::new(ProbabilisticSampler::new(config.clone())),
         }
     }
 }

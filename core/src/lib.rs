@@ -7,6 +7,7 @@
 //! and exporter queues ([`topology`]) and flowtel's own metrics and logs
 //! ([`self_telemetry`]). The core knows no concrete component.
 
+pub mod attributes;
 pub mod component;
 pub mod config;
 pub mod export;

@@ -5,8 +5,40 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowtel_core::{Payload, component::Processor};
-use flowtel_processors::batch::{BatchConfig, BatchProcessor};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use flowtel_processors::{
+    batch::{BatchConfig, BatchProcessor},
+    probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
+};
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, KeyValue, any_value::Value},
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+};
+
+/// 512 flow records with distinct 5-tuples.
+fn flows() -> Payload {
+    let kv = |key: &str, value: Value| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    };
+    let records = (0..512)
+        .map(|i| LogRecord {
+            event_name: "network.flow".into(),
+            attributes: vec![
+                kv("network.transport", Value::StringValue("tcp".into())),
+                kv("source.address", Value::StringValue(format!("10.0.{}.{}", i / 250, i % 250))),
+                kv("source.port", Value::IntValue(40_000 + i)),
+                kv("destination.address", Value::StringValue("192.0.2.1".into())),
+                kv("destination.port", Value::IntValue(443)),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    Payload::Logs(vec![ResourceLogs {
+        scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+        ..Default::default()
+    }])
+}
 
 fn payload(records: usize) -> Payload {
     Payload::Logs(vec![ResourceLogs {
@@ -29,6 +61,25 @@ fn processors(c: &mut Criterion) {
             || payload(512),
             |p| {
                 batch.process(p, &mut out);
+                out.clear();
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("probabilistic_sampler");
+    group.throughput(Throughput::Elements(512));
+    group.bench_function("512 flow records at 25%", |b| {
+        let mut sampler = ProbabilisticSampler::new(ProbabilisticSamplerConfig {
+            sampling_percentage: 25.0,
+            ..ProbabilisticSamplerConfig::default()
+        });
+        let mut out = Vec::new();
+        b.iter_batched(
+            flows,
+            |p| {
+                sampler.process(p, &mut out);
                 out.clear();
             },
             criterion::BatchSize::SmallInput,

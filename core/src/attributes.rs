@@ -1,0 +1,65 @@
+//! Reading OTLP attributes: what receivers, processors and exporters share
+//! when they look at a record's (or a point's) key-value list.
+
+use std::borrow::Cow;
+
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+
+/// The value of `key`, if the list has it (the last one wins, as in OTLP).
+pub fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attributes.iter().rev().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+/// A scalar as text (`"tcp"`, `443`, `true`, `0.5`); `None` for arrays,
+/// maps and bytes.
+pub fn text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::StringValue(s) => Some(Cow::Borrowed(s)),
+        Value::IntValue(i) => Some(Cow::Owned(i.to_string())),
+        Value::BoolValue(b) => Some(Cow::Owned(b.to_string())),
+        Value::DoubleValue(d) => Some(Cow::Owned(d.to_string())),
+        _ => None,
+    }
+}
+
+/// A number (an integer, a double, or a string holding one).
+pub fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::IntValue(i) => Some(*i as f64),
+        Value::DoubleValue(d) => Some(*d),
+        Value::StringValue(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The text of `key`'s value.
+pub fn find_text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
+    find(attributes, key).and_then(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+
+    use super::*;
+
+    fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    }
+
+    #[test]
+    fn scalars_read_as_text_and_numbers() {
+        let list = vec![
+            kv("a", Value::StringValue("x".into())),
+            kv("port", Value::IntValue(443)),
+            kv("a", Value::StringValue("y".into())),
+            kv("ratio", Value::DoubleValue(0.5)),
+            kv("n", Value::StringValue("12".into())),
+        ];
+        assert_eq!(find_text(&list, "a").as_deref(), Some("y"), "the last one wins");
+        assert_eq!(find_text(&list, "port").as_deref(), Some("443"));
+        assert_eq!(find(&list, "ratio").and_then(number), Some(0.5));
+        assert_eq!(find(&list, "n").and_then(number), Some(12.0));
+        assert_eq!(find(&list, "missing"), None);
+    }
+}

@@ -1,0 +1,109 @@
+use flowtel_core::attributes::find;
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+
+use super::*;
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+}
+
+fn flow(source: (&str, i64), destination: (&str, i64), event_name: &str) -> LogRecord {
+    LogRecord {
+        event_name: event_name.into(),
+        attributes: vec![
+            kv("network.transport", Value::StringValue("tcp".into())),
+            kv("source.address", Value::StringValue(source.0.into())),
+            kv("source.port", Value::IntValue(source.1)),
+            kv("destination.address", Value::StringValue(destination.0.into())),
+            kv("destination.port", Value::IntValue(destination.1)),
+        ],
+        ..Default::default()
+    }
+}
+
+fn sampler(percentage: f64, seed: u32) -> ProbabilisticSampler {
+    ProbabilisticSampler::new(ProbabilisticSamplerConfig {
+        sampling_percentage: percentage,
+        hash_seed: seed,
+        hash_attributes: Vec::new(),
+    })
+}
+
+fn address(i: u32) -> String {
+    format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
+}
+
+#[test]
+fn the_kept_fraction_converges_and_both_directions_stay_together() {
+    let sampler = sampler(25.0, 7);
+    let flows = 100_000u32;
+    let mut kept = 0;
+    for i in 0..flows {
+        let (client, server) = ((address(i).clone(), 30_000 + (i % 20_000) as i64), ("192.0.2.10".to_owned(), 443));
+        let forward = flow((&client.0, client.1), (&server.0, server.1), "network.flow");
+        let reverse = flow((&server.0, server.1), (&client.0, client.1), "network.flow");
+        let drop = flow((&client.0, client.1), (&server.0, server.1), "network.packet.drop");
+        let decision = sampler.keeps(&forward);
+        assert_eq!(sampler.keeps(&reverse), decision, "flow {i}: both directions decide alike");
+        assert_eq!(sampler.keeps(&drop), decision, "flow {i}: every record of the flow decides alike");
+        kept += u32::from(decision);
+    }
+    let fraction = f64::from(kept) / f64::from(flows);
+    // The binomial standard deviation is 0.14%; 5 of them is 0.7%.
+    assert!((fraction - 0.25).abs() < 0.007, "kept {fraction}");
+}
+
+#[test]
+fn seeds_decide_independently_and_extremes_are_exact() {
+    let (a, b) = (sampler(50.0, 1), sampler(50.0, 2));
+    let differ = (0..1000)
+        .filter(|i| {
+            let record = flow((&address(*i), 1000), ("192.0.2.1", 80), "network.flow");
+            a.keeps(&record) != b.keeps(&record)
+        })
+        .count();
+    assert!((400..600).contains(&differ), "{differ} of 1000 decided differently");
+    let record = flow(("10.0.0.1", 1), ("10.0.0.2", 2), "network.flow");
+    assert!(sampler(100.0, 0).keeps(&record));
+    assert!(!sampler(0.0, 0).keeps(&record));
+}
+
+#[test]
+fn kept_records_say_what_they_stand_for_and_other_signals_pass() {
+    let mut sampler = sampler(50.0, 0);
+    let records: Vec<LogRecord> =
+        (0..200).map(|i| flow((&address(i), 1000), ("192.0.2.1", 80), "network.flow")).collect();
+    let mut already = records[0].clone();
+    already.attributes.push(kv(ADJUSTED_COUNT, Value::DoubleValue(2.0)));
+    let payload = Payload::Logs(vec![ResourceLogs {
+        scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+        ..Default::default()
+    }]);
+    let mut out = Vec::new();
+    sampler.process(payload, &mut out);
+    let Payload::Logs(resources) = &out[0] else { panic!() };
+    let kept = &resources[0].scope_logs[0].log_records;
+    assert!((60..140).contains(&kept.len()), "{}", kept.len());
+    assert!(kept.iter().all(|r| find(&r.attributes, ADJUSTED_COUNT) == Some(&Value::DoubleValue(2.0))));
+
+    let mut resampled = already.clone();
+    set_adjusted_count(&mut resampled, 2.0);
+    assert_eq!(find(&resampled.attributes, ADJUSTED_COUNT), Some(&Value::DoubleValue(4.0)));
+
+    let mut out = Vec::new();
+    sampler.process(Payload::Metrics(Vec::new()), &mut out);
+    assert!(out.is_empty(), "an empty payload is not passed on");
+}
+
+#[test]
+fn records_without_a_tuple_use_their_trace_or_are_kept() {
+    let sampler = sampler(1.0, 0);
+    let plain = LogRecord::default();
+    assert!(sampler.keeps(&plain), "nothing to decide by: kept");
+    assert_eq!(decision_key(&plain, &[]), None);
+    let traced = LogRecord { trace_id: vec![0xab; 16], ..Default::default() };
+    assert_eq!(decision_key(&traced, &[]).unwrap(), "ab".repeat(16));
+    let chosen =
+        decision_key(&flow(("10.0.0.1", 1), ("10.0.0.2", 2), "x"), &["destination.port".into(), "absent".into()]);
+    assert_eq!(chosen.unwrap(), "2\u{1f}");
+}
