@@ -20,6 +20,7 @@ use flowtel_exporters::{
 };
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
+    filter::{FilterConfig, FilterProcessor},
     probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
 };
 use flowtel_receiver::{
@@ -67,6 +68,13 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         aliases: &[],
         signals: ALL_SIGNALS,
         description: "groups items into batches by size and time",
+    },
+    ComponentType {
+        kind: ComponentKind::Processor,
+        name: "filter",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        description: "drops records, data points and spans matching conditions",
     },
     ComponentType {
         kind: ComponentKind::Processor,
@@ -138,6 +146,8 @@ pub enum ReceiverConfig {
 pub enum ProcessorConfig {
     /// `batch`.
     Batch(BatchConfig),
+    /// `filter`.
+    Filter(FilterConfig),
     /// `probabilistic_sampler`.
     ProbabilisticSampler(ProbabilisticSamplerConfig),
 }
@@ -169,6 +179,7 @@ pub fn decode_receiver(kind: &ComponentType, config: &ComponentConfig) -> Result
 pub fn decode_processor(kind: &ComponentType, config: &ComponentConfig) -> Result<ProcessorConfig, ConfigErrors> {
     match kind.name {
         "batch" => config.decode().map(ProcessorConfig::Batch),
+        "filter" => config.decode().map(ProcessorConfig::Filter),
         "probabilistic_sampler" => config.decode().map(ProcessorConfig::ProbabilisticSampler),
         other => Err(ConfigErrors::one(config.path(), format!("processor `{other}` cannot be built"))),
     }
@@ -201,6 +212,7 @@ impl ProcessorConfig {
     pub fn build(&self) -> Box<dyn Processor> {
         match self {
             ProcessorConfig::Batch(config) => Box::new(BatchProcessor::new(config.clone())),
+            ProcessorConfig::Filter(config) => Box::new(FilterProcessor::new(config)),
             ProcessorConfig::ProbabilisticSampler(config) => Box::new(ProbabilisticSampler::new(config.clone())),
         }
     }

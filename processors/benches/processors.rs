@@ -7,6 +7,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowtel_core::{Payload, component::Processor};
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
+    filter::{FilterConfig, FilterProcessor, LogConditions},
     probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
 };
 use opentelemetry_proto::tonic::{
@@ -61,6 +62,31 @@ fn processors(c: &mut Criterion) {
             || payload(512),
             |p| {
                 batch.process(p, &mut out);
+                out.clear();
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("filter");
+    group.throughput(Throughput::Elements(512));
+    group.bench_function("512 flow records, 3 conditions", |b| {
+        let mut filter = FilterProcessor::new(&FilterConfig {
+            logs: LogConditions {
+                log_record: vec![
+                    r#"network.transport == "udp" and destination.port == 53"#.into(),
+                    "source.address in 10.0.1.0/24 and destination.port in 8000..8100".into(),
+                    r#"k8s.src.namespace.name matches "^kube-""#.into(),
+                ],
+            },
+            ..FilterConfig::default()
+        });
+        let mut out = Vec::new();
+        b.iter_batched(
+            flows,
+            |p| {
+                filter.process(p, &mut out);
                 out.clear();
             },
             criterion::BatchSize::SmallInput,

@@ -1,7 +1,9 @@
 //! flowtel's processors, one folder each: config, logic, tests and a README.
 //!
 //! - [`batch`]: groups items into batches by size and time.
+//! - [`filter`]: drops records, data points and spans matching conditions.
 //! - [`probabilistic_sampler`]: keeps a share of the flows, both directions together.
 
 pub mod batch;
+pub mod filter;
 pub mod probabilistic_sampler;

@@ -111,6 +111,19 @@ fn each_kind_of_bad_config_names_its_path() {
             format!("{GOOD_HEAD}\nservice:\n  pipelines:\n    profiles: {{receivers: [otlp], exporters: [debug]}}\n"),
             "service::pipelines::profiles:",
         ),
+        (
+            "filter condition syntax",
+            GOOD_HEAD
+                .replace("  batch:\n", "  batch:\n  filter: {logs: {log_record: ['destination.port in 8000-8100']}}\n")
+                + GOOD_TAIL,
+            "processors::filter::logs::log_record[0]: column 21: `in` takes a CIDR",
+        ),
+        (
+            "sampling percentage",
+            GOOD_HEAD.replace("  batch:\n", "  batch:\n  probabilistic_sampler: {sampling_percentage: 101}\n")
+                + GOOD_TAIL,
+            "processors::probabilistic_sampler::sampling_percentage: must be 0 to 100",
+        ),
         ("not YAML", "receivers: [unclosed".to_owned(), "config: not a valid YAML mapping"),
     ];
     for (what, config, expected) in cases {

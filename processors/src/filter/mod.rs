@@ -1,0 +1,144 @@
+//! The `filter` processor: drops log records, metric data points and spans
+//! that match a condition, written in a small language documented in the
+//! README (`network.transport == "udp" and destination.port in 8000..8100`).
+//! Conditions are parsed when the config is checked: a syntax error stops
+//! startup and names its column.
+
+mod config;
+pub mod expression;
+
+use std::borrow::Cow;
+
+use flowtel_core::{Payload, attributes::find_text, component::Processor};
+use opentelemetry_proto::tonic::{
+    common::v1::{KeyValue, any_value::Value},
+    metrics::v1::metric::Data,
+};
+
+pub use config::{FilterConfig, LogConditions, MetricConditions, SpanConditions};
+
+use self::expression::Expr;
+
+/// The `filter` processor.
+pub struct FilterProcessor {
+    logs: Vec<Expr>,
+    datapoints: Vec<Expr>,
+    spans: Vec<Expr>,
+}
+
+fn parse_all(conditions: &[String]) -> Vec<Expr> {
+    // The config was validated: every condition parses.
+    conditions.iter().filter_map(|c| expression::parse(c).ok()).collect()
+}
+
+/// Looks `path` up: `resource.<key>` in the resource's attributes, the
+/// named fields, else the item's own attributes.
+fn lookup(
+    path: &str,
+    own: &[KeyValue],
+    resource: &[KeyValue],
+    field: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    if let Some(key) = path.strip_prefix("resource.") {
+        return find_text(resource, key).map(Cow::into_owned);
+    }
+    field(path).or_else(|| find_text(own, path).map(Cow::into_owned))
+}
+
+fn any(conditions: &[Expr], lookup: &dyn Fn(&str) -> Option<String>) -> bool {
+    conditions.iter().any(|c| c.matches(lookup))
+}
+
+impl FilterProcessor {
+    /// A processor with the given (validated) config.
+    pub fn new(config: &FilterConfig) -> Self {
+        FilterProcessor {
+            logs: parse_all(&config.logs.log_record),
+            datapoints: parse_all(&config.metrics.datapoint),
+            spans: parse_all(&config.traces.span),
+        }
+    }
+}
+
+impl Processor for FilterProcessor {
+    fn process(&mut self, mut payload: Payload, out: &mut Vec<Payload>) {
+        match &mut payload {
+            Payload::Logs(resources) if !self.logs.is_empty() => {
+                for resource in resources.iter_mut() {
+                    let resource_attributes = resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+                    for scope in &mut resource.scope_logs {
+                        scope.log_records.retain(|record| {
+                            let field = |name: &str| match name {
+                                "event_name" => Some(record.event_name.clone()),
+                                "severity_text" => Some(record.severity_text.clone()),
+                                "body" => match record.body.as_ref().and_then(|b| b.value.as_ref()) {
+                                    Some(Value::StringValue(s)) => Some(s.clone()),
+                                    _ => None,
+                                },
+                                _ => None,
+                            };
+                            !any(&self.logs, &|path| lookup(path, &record.attributes, resource_attributes, &field))
+                        });
+                    }
+                    resource.scope_logs.retain(|s| !s.log_records.is_empty());
+                }
+                resources.retain(|r| !r.scope_logs.is_empty());
+            }
+            Payload::Metrics(resources) if !self.datapoints.is_empty() => {
+                for resource in resources.iter_mut() {
+                    let resource_attributes = resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+                    for scope in &mut resource.scope_metrics {
+                        for metric in &mut scope.metrics {
+                            let name = metric.name.as_str();
+                            let field = |path: &str| (path == "metric.name").then(|| name.to_owned());
+                            let drop = |attributes: &[KeyValue]| {
+                                any(&self.datapoints, &|path| lookup(path, attributes, resource_attributes, &field))
+                            };
+                            match &mut metric.data {
+                                Some(Data::Sum(d)) => d.data_points.retain(|p| !drop(&p.attributes)),
+                                Some(Data::Gauge(d)) => d.data_points.retain(|p| !drop(&p.attributes)),
+                                Some(Data::Histogram(d)) => d.data_points.retain(|p| !drop(&p.attributes)),
+                                Some(Data::ExponentialHistogram(d)) => d.data_points.retain(|p| !drop(&p.attributes)),
+                                Some(Data::Summary(d)) => d.data_points.retain(|p| !drop(&p.attributes)),
+                                None => {}
+                            }
+                        }
+                        scope.metrics.retain(|m| m.data.as_ref().is_some_and(has_points));
+                    }
+                    resource.scope_metrics.retain(|s| !s.metrics.is_empty());
+                }
+                resources.retain(|r| !r.scope_metrics.is_empty());
+            }
+            Payload::Traces(resources) if !self.spans.is_empty() => {
+                for resource in resources.iter_mut() {
+                    let resource_attributes = resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+                    for scope in &mut resource.scope_spans {
+                        scope.spans.retain(|span| {
+                            let field = |path: &str| (path == "name").then(|| span.name.clone());
+                            !any(&self.spans, &|path| lookup(path, &span.attributes, resource_attributes, &field))
+                        });
+                    }
+                    resource.scope_spans.retain(|s| !s.spans.is_empty());
+                }
+                resources.retain(|r| !r.scope_spans.is_empty());
+            }
+            _ => {}
+        }
+        if !payload.is_empty() {
+            out.push(payload);
+        }
+    }
+}
+
+fn has_points(data: &Data) -> bool {
+    match data {
+        Data::Sum(d) => !d.data_points.is_empty(),
+        Data::Gauge(d) => !d.data_points.is_empty(),
+        Data::Histogram(d) => !d.data_points.is_empty(),
+        Data::ExponentialHistogram(d) => !d.data_points.is_empty(),
+        Data::Summary(d) => !d.data_points.is_empty(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::{
+    common::v1::AnyValue,
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics},
+    resource::v1::Resource,
+};
+
+use super::{expression::parse, *};
+
+fn matches(condition: &str, attributes: &[(&str, &str)]) -> bool {
+    let map: BTreeMap<&str, &str> = attributes.iter().copied().collect();
+    parse(condition).unwrap().matches(&|path| map.get(path).map(|v| (*v).to_owned()))
+}
+
+#[test]
+fn comparisons_cidrs_ranges_lists_and_regexes() {
+    let flow = [
+        ("network.transport", "udp"),
+        ("source.address", "10.1.2.3"),
+        ("destination.address", "fd00::1"),
+        ("destination.port", "8053"),
+        ("k8s.src.namespace.name", "kube-system"),
+    ];
+    assert!(matches(r#"network.transport == "udp""#, &flow));
+    assert!(!matches(r#"network.transport != "udp""#, &flow));
+    assert!(matches("destination.port == 8053", &flow));
+    assert!(matches("destination.port >= 8000 and destination.port < 9000", &flow));
+    assert!(matches("destination.port in 8000..8100", &flow));
+    assert!(!matches("destination.port in 1..1024", &flow));
+    assert!(matches("source.address in 10.0.0.0/8", &flow));
+    assert!(matches("destination.address in fd00::/8", &flow));
+    assert!(matches("destination.address == fd00:0::1", &flow), "addresses compare as addresses");
+    assert!(matches(r#"network.transport in ["tcp", "udp"]"#, &flow));
+    assert!(matches(r#"k8s.src.namespace.name matches "^kube-""#, &flow));
+    assert!(matches("source.address", &flow), "a bare name tests presence");
+    assert!(!matches("process.pid", &flow));
+    assert!(matches(r#"process.pid != "1""#, &flow), "a missing attribute differs from everything");
+    assert!(!matches("process.pid < 10", &flow));
+}
+
+#[test]
+fn and_binds_tighter_than_or_and_not_negates() {
+    let a = [("a", "1"), ("b", "2")];
+    assert!(matches("a == 1 or b == 9 and b == 8", &a));
+    assert!(!matches("(a == 1 or b == 9) and b == 8", &a));
+    assert!(matches("not b == 9", &a));
+    assert!(!matches("not (a == 1 and b == 2)", &a));
+    assert!(matches(r#"a == "1" and not a == "2""#, &a));
+}
+
+#[test]
+fn syntax_errors_name_their_column() {
+    let error = |text: &str| parse(text).unwrap_err();
+    assert_eq!(error("a == ").column, 6);
+    assert!(error("a == ").message.contains("expected a value"));
+    let e = error(r#"network.transport = "udp""#);
+    assert_eq!(e.column, 19);
+    let e = error("a in 10.0.0.0/99");
+    assert_eq!((e.column, e.message.as_str()), (6, "`10.0.0.0/99` is not a CIDR"));
+    let e = error("a in 9..1");
+    assert!(e.message.contains("empty"), "{e}");
+    let e = error(r#"a matches "(""#);
+    assert_eq!(e.column, 11);
+    assert!(e.message.contains("regular expression"));
+    let e = error("(a == 1");
+    assert!(e.message.contains("`)`") && e.column == 8, "{e}");
+    let e = error("a == 1 b == 2");
+    assert!(e.message.contains("expected `and`, `or`"), "{e}");
+    assert_eq!(error("a == udp").message, "`udp` is not a value (quote text: \"udp\")");
+    assert!(error(r#"a == "open"#).message.contains("unclosed string"));
+    assert!(error("a < \"x\"").message.contains("compares numbers"));
+    assert!(error("").message.contains("found the end"));
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_processor_drops_matching_records_and_points() {
+    let mut processor = FilterProcessor::new(&FilterConfig {
+        logs: LogConditions {
+            log_record: vec![
+                r#"event_name == "network.flow" and destination.port in 8000..8100"#.into(),
+                r#"resource.host.name == "noisy""#.into(),
+            ],
+        },
+        metrics: MetricConditions { datapoint: vec![r#"network.interface.name == "lo""#.into()] },
+        ..FilterConfig::default()
+    });
+    let record = |port: &str| LogRecord {
+        event_name: "network.flow".into(),
+        attributes: vec![kv("destination.port", port)],
+        ..Default::default()
+    };
+    let logs = |host: &str, records: Vec<LogRecord>| ResourceLogs {
+        resource: Some(Resource { attributes: vec![kv("host.name", host)], ..Default::default() }),
+        scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+        schema_url: String::new(),
+    };
+    let mut out = Vec::new();
+    processor.process(
+        Payload::Logs(vec![logs("a", vec![record("80"), record("8080")]), logs("noisy", vec![record("443")])]),
+        &mut out,
+    );
+    let Payload::Logs(resources) = &out[0] else { panic!() };
+    assert_eq!(resources.len(), 1, "the emptied resource is gone");
+    assert_eq!(resources[0].scope_logs[0].log_records, [record("80")]);
+
+    let point = |interface: &str| NumberDataPoint {
+        attributes: vec![kv("network.interface.name", interface)],
+        ..Default::default()
+    };
+    let metric = |points| Metric {
+        name: "network.flows.active".into(),
+        data: Some(Data::Gauge(Gauge { data_points: points })),
+        ..Default::default()
+    };
+    out.clear();
+    processor.process(
+        Payload::Metrics(vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![metric(vec![point("lo"), point("eth0")]), metric(vec![point("lo")])],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]),
+        &mut out,
+    );
+    let Payload::Metrics(resources) = &out[0] else { panic!() };
+    let metrics = &resources[0].scope_metrics[0].metrics;
+    assert_eq!(metrics.len(), 1, "a metric without points is gone");
+    assert_eq!(metrics[0], metric(vec![point("eth0")]));
+}
+
+#[test]
+fn config_errors_carry_the_condition_path() {
+    use flowtel_core::config::Validate;
+    let config = FilterConfig {
+        traces: SpanConditions { span: vec!["ok".into(), "name ==".into()] },
+        ..FilterConfig::default()
+    };
+    let problems = config.validate();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].0, "traces::span[1]");
+    assert!(problems[0].1.starts_with("column 8: expected a value"), "{}", problems[0].1);
+}
