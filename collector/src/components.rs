@@ -21,6 +21,7 @@ use flowtel_exporters::{
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
     filter::{FilterConfig, FilterProcessor},
+    memory_limiter::{MemoryLimiter, MemoryLimiterConfig},
     probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
 };
 use flowtel_receiver::{
@@ -75,6 +76,13 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         aliases: &[],
         signals: ALL_SIGNALS,
         description: "drops records, data points and spans matching conditions",
+    },
+    ComponentType {
+        kind: ComponentKind::Processor,
+        name: "memory_limiter",
+        aliases: &["memorylimiter"],
+        signals: ALL_SIGNALS,
+        description: "refuses data (receivers push back) while memory is above a limit",
     },
     ComponentType {
         kind: ComponentKind::Processor,
@@ -148,6 +156,8 @@ pub enum ProcessorConfig {
     Batch(BatchConfig),
     /// `filter`.
     Filter(FilterConfig),
+    /// `memory_limiter`.
+    MemoryLimiter(MemoryLimiterConfig),
     /// `probabilistic_sampler`.
     ProbabilisticSampler(ProbabilisticSamplerConfig),
 }
@@ -180,6 +190,7 @@ pub fn decode_processor(kind: &ComponentType, config: &ComponentConfig) -> Resul
     match kind.name {
         "batch" => config.decode().map(ProcessorConfig::Batch),
         "filter" => config.decode().map(ProcessorConfig::Filter),
+        "memory_limiter" => config.decode().map(ProcessorConfig::MemoryLimiter),
         "probabilistic_sampler" => config.decode().map(ProcessorConfig::ProbabilisticSampler),
         other => Err(ConfigErrors::one(config.path(), format!("processor `{other}` cannot be built"))),
     }
@@ -213,6 +224,7 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::Batch(config) => Box::new(BatchProcessor::new(config.clone())),
             ProcessorConfig::Filter(config) => Box::new(FilterProcessor::new(config)),
+            ProcessorConfig::MemoryLimiter(config) => Box::new(MemoryLimiter::new(config)),
             ProcessorConfig::ProbabilisticSampler(config) => Box::new(ProbabilisticSampler::new(config.clone())),
         }
     }

@@ -37,7 +37,12 @@ enum Command {
     Components,
 }
 
+/// Counts the heap flowtel holds, for the `memory_limiter` and own metrics.
+#[global_allocator]
+static ALLOCATOR: flowtel_core::memory::CountingAllocator = flowtel_core::memory::CountingAllocator;
+
 fn main() -> ExitCode {
+    flowtel_core::memory::counting_installed();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Components) => {
@@ -105,6 +110,9 @@ fn run(cli: &Cli) -> ExitCode {
 async fn serve(checked: service::CheckedService, shutdown_timeout: Duration) -> anyhow::Result<()> {
     let spec = checked.build().map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let registry = Arc::new(MetricsRegistry::new());
+    registry.observed_gauge("flowtel_process_heap_bytes", "Heap memory flowtel holds.", &[], || {
+        flowtel_core::memory::heap_in_use().map_or(0, |bytes| bytes as i64)
+    });
     let health = Health::default();
     let metrics_config = &checked.telemetry.metrics;
     let mut server = if metrics_config.level == MetricsLevel::None {

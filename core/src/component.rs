@@ -217,6 +217,12 @@ pub trait Processor: Send {
 
     /// Emits everything held back, at shutdown.
     fn flush(&mut self, _out: &mut Vec<Payload>) {}
+
+    /// A say on whether the receivers feeding this pipeline may hand over
+    /// data (the `memory_limiter`); asked once, when the pipeline starts.
+    fn admission(&self) -> Option<std::sync::Arc<dyn crate::topology::Admission>> {
+        None
+    }
 }
 
 /// Why an export attempt failed.

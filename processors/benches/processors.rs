@@ -8,6 +8,7 @@ use flowtel_core::{Payload, component::Processor};
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
     filter::{FilterConfig, FilterProcessor, LogConditions},
+    memory_limiter::{MemoryLimiter, MemoryLimiterConfig},
     probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
 };
 use opentelemetry_proto::tonic::{
@@ -91,6 +92,14 @@ fn processors(c: &mut Criterion) {
             },
             criterion::BatchSize::SmallInput,
         );
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("memory_limiter");
+    group.bench_function("admission check per receiver push", |b| {
+        let limiter = MemoryLimiter::new(&MemoryLimiterConfig { limit_mib: 1 << 20, ..MemoryLimiterConfig::default() });
+        let gate = limiter.admission().unwrap();
+        b.iter(|| gate.refusing());
     });
     group.finish();
 

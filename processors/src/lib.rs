@@ -2,8 +2,10 @@
 //!
 //! - [`batch`]: groups items into batches by size and time.
 //! - [`filter`]: drops records, data points and spans matching conditions.
+//! - [`memory_limiter`]: refuses data (receivers push back) above a memory limit.
 //! - [`probabilistic_sampler`]: keeps a share of the flows, both directions together.
 
 pub mod batch;
 pub mod filter;
+pub mod memory_limiter;
 pub mod probabilistic_sampler;

@@ -149,7 +149,11 @@ impl Recorder {
 
     /// Starts a recorder with extra arguments (e.g. its TLS files).
     pub fn start_with(dir: &Path, extra_args: &[&str]) -> Recorder {
-        let port = free_port();
+        Self::start_on(dir, free_port(), extra_args)
+    }
+
+    /// Starts a recorder on `port`.
+    pub fn start_on(dir: &Path, port: u16, extra_args: &[&str]) -> Recorder {
         let out = dir.join(format!("recorded-{port}.jsonl"));
         let mut child = Child::spawn(
             "otlp recorder",

@@ -17,7 +17,7 @@ use flowtel_tests::{
     Flowtel, Recorder, Rotel, free_port,
     otlp_json::{Item, items},
     python, script,
-    send::send_logs,
+    send::{send_logs, send_requests},
     wait_for,
 };
 use serde_json::Value;
@@ -416,4 +416,58 @@ service:
         (seen.len() == 30).then_some(seen)
     });
     assert!(seen.values().all(|&n| n == 1));
+}
+
+/// A request of `records` records with 1 KiB bodies, numbered from `first`.
+fn heavy_request(
+    run: &str,
+    first: u64,
+    records: u64,
+) -> opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
+    let mut request = flowtel_tests::send::logs_request(run, first..first + records);
+    for record in &mut request.resource_logs[0].scope_logs[0].log_records {
+        record.body = Some(AnyValue { value: Some(Value::StringValue("x".repeat(1024))) });
+    }
+    request
+}
+
+#[test]
+fn the_memory_limiter_pushes_back_and_flow_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend_port = free_port();
+    let grpc = free_port();
+    // The backend is down: what arrives piles up in the exporter's queue.
+    let config = gateway_config(grpc, backend_port, "{queue_size: 100000}")
+        .replace("exporters:\n  otlp_grpc:", "processors:\n  memory_limiter: {limit_mib: 64, spike_limit_mib: 16, check_interval: 50ms}\nexporters:\n  otlp_grpc:")
+        .replace("exporters: [otlp_grpc]}", "processors: [memory_limiter], exporters: [otlp_grpc]}");
+    let flowtel = Flowtel::start(&config);
+    let run = format!("memory-{grpc}");
+    // 1 MiB requests until flowtel refuses one (it holds 48 MiB at most before it does).
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..200u64 {
+        match send_requests(grpc, [heavy_request(&run, i * 1000, 1000)])[0] {
+            tonic::Code::Ok => accepted += 1,
+            code => {
+                refused = Some(code);
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, Some(tonic::Code::Unavailable), "refused with a retryable status after {accepted} MiB");
+    assert!((20..=64).contains(&accepted), "{accepted} MiB taken before the limit");
+    let heap = flowtel.metric("flowtel_process_heap_bytes", &[]);
+    assert!(heap > 40.0 * 1024.0 * 1024.0, "near the 48 MiB soft limit: {heap}");
+
+    // The backend comes back, the queue drains, memory falls: data is taken again.
+    let recorder = Recorder::start_on(dir.path(), backend_port, &[]);
+    wait_for(Duration::from_secs(60), "flowtel to take data again", || {
+        (send_requests(grpc, [heavy_request(&run, 1_000_000, 10)])[0] == tonic::Code::Ok).then_some(())
+    });
+    let expected = accepted * 1000 + 10;
+    wait_for(Duration::from_secs(60), "everything accepted at the backend", || {
+        (recorded_seqs(&recorder, &run).len() == expected as usize).then_some(())
+    });
+    assert_eq!(flowtel.metric("flowtel_exporter_dropped_items_total", &[]), 0.0, "pushing back lost nothing");
 }

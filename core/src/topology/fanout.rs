@@ -15,10 +15,23 @@ pub enum PushError {
     /// flowtel is shutting down.
     #[error("flowtel is shutting down")]
     ShuttingDown,
+    /// A pipeline refuses data for now (its `memory_limiter` is above its limit).
+    #[error("memory limit reached; retry later")]
+    MemoryLimit,
+}
+
+/// A pipeline's input as a receiver sees it: its signal, its queue and its admissions.
+pub type PipelineInput = (Signal, mpsc::Sender<Payload>, Vec<Arc<dyn Admission>>);
+
+/// A pipeline's say on whether it takes data now (a `memory_limiter`).
+pub trait Admission: Send + Sync {
+    /// Whether data is refused at the moment.
+    fn refusing(&self) -> bool;
 }
 
 struct Targets {
     by_signal: [Vec<mpsc::Sender<Payload>>; 3],
+    admissions: [Vec<Arc<dyn Admission>>; 3],
     wait: Duration,
 }
 
@@ -40,11 +53,21 @@ impl ReceiverOutput {
     /// An output to the given pipeline inputs. A push waits at most `wait`
     /// for room before it reports backpressure.
     pub fn new(inputs: Vec<(Signal, mpsc::Sender<Payload>)>, wait: Duration) -> Self {
+        Self::with_admissions(inputs.into_iter().map(|(signal, sender)| (signal, sender, Vec::new())).collect(), wait)
+    }
+
+    /// An output whose pipelines may refuse data through their admissions.
+    pub fn with_admissions(
+        inputs: Vec<PipelineInput>,
+        wait: Duration,
+    ) -> Self {
         let mut by_signal: [Vec<mpsc::Sender<Payload>>; 3] = Default::default();
-        for (signal, sender) in inputs {
+        let mut admissions: [Vec<Arc<dyn Admission>>; 3] = Default::default();
+        for (signal, sender, gates) in inputs {
             by_signal[index(signal)].push(sender);
+            admissions[index(signal)].extend(gates);
         }
-        ReceiverOutput { targets: Arc::new(Targets { by_signal, wait }) }
+        ReceiverOutput { targets: Arc::new(Targets { by_signal, admissions, wait }) }
     }
 
     /// Whether any pipeline takes this signal from the receiver.
@@ -59,6 +82,9 @@ impl ReceiverOutput {
         let senders = &self.targets.by_signal[index(payload.signal())];
         if senders.is_empty() || payload.is_empty() {
             return Ok(());
+        }
+        if self.targets.admissions[index(payload.signal())].iter().any(|gate| gate.refusing()) {
+            return Err(PushError::MemoryLimit);
         }
         let reserve_all = async {
             let mut permits = Vec::with_capacity(senders.len());

@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-pub use fanout::{PushError, ReceiverOutput};
+pub use fanout::{Admission, PipelineInput, PushError, ReceiverOutput};
 
 use self::{exporter_queue::ExporterQueue, pipeline::PipelineRunner};
 use crate::{
@@ -89,12 +89,18 @@ impl Topology {
         }
 
         let pipeline_stop = CancellationToken::new();
-        let mut inputs: BTreeMap<ComponentId, Vec<(crate::Signal, mpsc::Sender<crate::Payload>)>> = BTreeMap::new();
+        let mut inputs: BTreeMap<ComponentId, Vec<PipelineInput>> = BTreeMap::new();
         let mut pipelines = Vec::new();
         for pipeline in spec.pipelines {
             let (sender, receiver) = mpsc::channel(PIPELINE_QUEUE_CAPACITY);
+            let admissions: Vec<Arc<dyn Admission>> =
+                pipeline.processors.iter().filter_map(|(_, processor)| processor.admission()).collect();
             for receiver_id in &pipeline.receivers {
-                inputs.entry(receiver_id.clone()).or_default().push((pipeline.id.signal(), sender.clone()));
+                inputs.entry(receiver_id.clone()).or_default().push((
+                    pipeline.id.signal(),
+                    sender.clone(),
+                    admissions.clone(),
+                ));
             }
             let inlets =
                 pipeline.exporters.iter().filter_map(|id| exporters.get(id)).map(ExporterQueue::inlet).collect();
@@ -112,7 +118,7 @@ impl Topology {
         let mut topology =
             Topology { receivers: Vec::new(), pipelines, pipeline_stop, exporters: exporters.into_values().collect() };
         for (id, mut receiver) in spec.receivers {
-            let output = ReceiverOutput::new(inputs.remove(&id).unwrap_or_default(), RECEIVER_PUSH_WAIT);
+            let output = ReceiverOutput::with_admissions(inputs.remove(&id).unwrap_or_default(), RECEIVER_PUSH_WAIT);
             let ctx = ReceiverContext { id: id.clone(), output, metrics: registry.clone() };
             if let Err(err) = receiver.start(ctx).await {
                 topology.shutdown(Duration::from_secs(5)).await;

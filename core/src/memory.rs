@@ -1,0 +1,105 @@
+//! How much heap flowtel holds: a counting wrapper around the system
+//! allocator, which the `flowtel` binary installs as its global allocator.
+//! The `memory_limiter` processor reads it (it falls back to the resident
+//! set size where the wrapper is not installed, as in unit tests).
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The system allocator, counting the bytes held.
+pub struct CountingAllocator;
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counter is only bookkeeping.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is the system allocator's.
+        let pointer = unsafe { System.alloc(layout) };
+        if !pointer.is_null() {
+            IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        pointer
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        let pointer = unsafe { System.alloc_zeroed(layout) };
+        if !pointer.is_null() {
+            IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(pointer, layout) };
+        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above.
+        let moved = unsafe { System.realloc(pointer, layout, new_size) };
+        if !moved.is_null() {
+            IN_USE.fetch_add(new_size, Ordering::Relaxed);
+            IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        moved
+    }
+}
+
+/// Marks the counting allocator as installed; call once from `main`.
+pub fn counting_installed() {
+    INSTALLED.store(true, Ordering::Relaxed);
+}
+
+/// Heap bytes held, when the counting allocator is installed.
+pub fn heap_in_use() -> Option<u64> {
+    INSTALLED.load(Ordering::Relaxed).then(|| IN_USE.load(Ordering::Relaxed) as u64)
+}
+
+/// The process's resident set size in bytes (from `/proc/self/statm`).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Memory in use: the counted heap, else the resident set.
+pub fn in_use() -> Option<u64> {
+    heap_in_use().or_else(resident_bytes)
+}
+
+/// The machine's memory, or the cgroup's limit when lower (bytes).
+pub fn total() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 =
+        meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let machine = kib * 1024;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .or_else(|_| std::fs::read_to_string("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(machine, |limit| limit.min(machine)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_has_resident_memory_and_the_machine_has_more() {
+        let resident = resident_bytes().unwrap();
+        assert!(resident > 1 << 20);
+        assert!(total().unwrap() > resident);
+        // Not installed in unit tests: in_use falls back to the resident set.
+        assert_eq!(heap_in_use(), None);
+        assert!(in_use().unwrap() > 0);
+    }
+}
