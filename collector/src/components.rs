@@ -21,6 +21,7 @@ use flowtel_exporters::{
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
     filter::{FilterConfig, FilterProcessor},
+    log_dedup::{LogDedupConfig, LogDedupProcessor},
     memory_limiter::{MemoryLimiter, MemoryLimiterConfig},
     probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
 };
@@ -76,6 +77,13 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         aliases: &[],
         signals: ALL_SIGNALS,
         description: "drops records, data points and spans matching conditions",
+    },
+    ComponentType {
+        kind: ComponentKind::Processor,
+        name: "log_dedup",
+        aliases: &["logdedup"],
+        signals: ALL_SIGNALS,
+        description: "identical log records become one with a count; flow mode counts a flow once across interfaces",
     },
     ComponentType {
         kind: ComponentKind::Processor,
@@ -156,6 +164,8 @@ pub enum ProcessorConfig {
     Batch(BatchConfig),
     /// `filter`.
     Filter(FilterConfig),
+    /// `log_dedup`.
+    LogDedup(LogDedupConfig),
     /// `memory_limiter`.
     MemoryLimiter(MemoryLimiterConfig),
     /// `probabilistic_sampler`.
@@ -190,6 +200,7 @@ pub fn decode_processor(kind: &ComponentType, config: &ComponentConfig) -> Resul
     match kind.name {
         "batch" => config.decode().map(ProcessorConfig::Batch),
         "filter" => config.decode().map(ProcessorConfig::Filter),
+        "log_dedup" => config.decode().map(ProcessorConfig::LogDedup),
         "memory_limiter" => config.decode().map(ProcessorConfig::MemoryLimiter),
         "probabilistic_sampler" => config.decode().map(ProcessorConfig::ProbabilisticSampler),
         other => Err(ConfigErrors::one(config.path(), format!("processor `{other}` cannot be built"))),
@@ -224,6 +235,7 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::Batch(config) => Box::new(BatchProcessor::new(config.clone())),
             ProcessorConfig::Filter(config) => Box::new(FilterProcessor::new(config)),
+            ProcessorConfig::LogDedup(config) => Box::new(LogDedupProcessor::new(config.clone())),
             ProcessorConfig::MemoryLimiter(config) => Box::new(MemoryLimiter::new(config)),
             ProcessorConfig::ProbabilisticSampler(config) => Box::new(ProbabilisticSampler::new(config.clone())),
         }

@@ -8,6 +8,7 @@ use flowtel_core::{Payload, component::Processor};
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
     filter::{FilterConfig, FilterProcessor, LogConditions},
+    log_dedup::{LogDedupConfig, LogDedupProcessor},
     memory_limiter::{MemoryLimiter, MemoryLimiterConfig},
     probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
 };
@@ -88,6 +89,35 @@ fn processors(c: &mut Criterion) {
             flows,
             |p| {
                 filter.process(p, &mut out);
+                out.clear();
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("log_dedup");
+    group.throughput(Throughput::Elements(512));
+    group.bench_function("512 flow records, flow mode", |b| {
+        let mut dedup = LogDedupProcessor::new(LogDedupConfig { flow_mode: true, ..LogDedupConfig::default() });
+        let mut out = Vec::new();
+        b.iter_batched(
+            flows,
+            |p| {
+                dedup.process(p, &mut out);
+                out.clear();
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("512 records aggregated", |b| {
+        let mut dedup = LogDedupProcessor::new(LogDedupConfig::default());
+        let mut out = Vec::new();
+        b.iter_batched(
+            flows,
+            |p| {
+                dedup.process(p, &mut out);
+                dedup.flush(&mut out);
                 out.clear();
             },
             criterion::BatchSize::SmallInput,

@@ -57,10 +57,7 @@ impl ReceiverOutput {
     }
 
     /// An output whose pipelines may refuse data through their admissions.
-    pub fn with_admissions(
-        inputs: Vec<PipelineInput>,
-        wait: Duration,
-    ) -> Self {
+    pub fn with_admissions(inputs: Vec<PipelineInput>, wait: Duration) -> Self {
         let mut by_signal: [Vec<mpsc::Sender<Payload>>; 3] = Default::default();
         let mut admissions: [Vec<Arc<dyn Admission>>; 3] = Default::default();
         for (signal, sender, gates) in inputs {

@@ -1,0 +1,68 @@
+//! `processors::log_dedup` config, with the collector's names.
+
+use std::time::Duration;
+
+use flowtel_core::config::Validate;
+use serde::Deserialize;
+
+/// `processors::log_dedup` (alias `logdedup`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogDedupConfig {
+    /// Identical records within this window become one.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The attribute holding how many records one stands for.
+    pub log_count_attribute: String,
+    /// Only these fields decide identity (`attributes.<key>`); empty: all.
+    pub include_fields: Vec<String>,
+    /// Fields ignored for identity (`attributes.<key>`).
+    pub exclude_fields: Vec<String>,
+    /// Flow mode: a `network.flow` record of a 5-tuple already reported from
+    /// another interface within `interval` is dropped (the first interface
+    /// wins), so traffic crossing a veth and the host's NIC counts once.
+    /// Flow records are then passed on at once, not aggregated.
+    pub flow_mode: bool,
+}
+
+impl Default for LogDedupConfig {
+    fn default() -> Self {
+        LogDedupConfig {
+            interval: Duration::from_secs(10),
+            log_count_attribute: "log_count".into(),
+            include_fields: Vec::new(),
+            exclude_fields: Vec::new(),
+            flow_mode: false,
+        }
+    }
+}
+
+impl LogDedupConfig {
+    /// The attribute keys of `include_fields` / `exclude_fields`.
+    pub fn attribute_keys(fields: &[String]) -> Vec<String> {
+        fields.iter().filter_map(|f| f.strip_prefix("attributes.")).map(str::to_owned).collect()
+    }
+}
+
+impl Validate for LogDedupConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if self.interval.is_zero() {
+            problems.push(("interval".into(), "must be more than 0".into()));
+        }
+        if self.log_count_attribute.is_empty() {
+            problems.push(("log_count_attribute".into(), "must not be empty".into()));
+        }
+        if !self.include_fields.is_empty() && !self.exclude_fields.is_empty() {
+            problems.push(("include_fields".into(), "cannot be set together with exclude_fields".into()));
+        }
+        for (name, fields) in [("include_fields", &self.include_fields), ("exclude_fields", &self.exclude_fields)] {
+            for (index, field) in fields.iter().enumerate() {
+                if field.strip_prefix("attributes.").is_none_or(str::is_empty) {
+                    problems.push((format!("{name}[{index}]"), format!("`{field}` is not `attributes.<key>`")));
+                }
+            }
+        }
+        problems
+    }
+}
