@@ -5,11 +5,38 @@
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    cell::Cell,
+    sync::atomic::{AtomicBool, AtomicIsize, Ordering},
 };
 
-static IN_USE: AtomicUsize = AtomicUsize::new(0);
+static IN_USE: AtomicIsize = AtomicIsize::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Bytes a thread may allocate or free before it tells the shared count:
+/// the count is off by at most this much per thread, and the shared
+/// counter's cache line is not fought over on every allocation.
+const FLUSH_BYTES: isize = 256 * 1024;
+
+thread_local! {
+    // Const-initialized and without a destructor: usable from the allocator
+    // at any point of a thread's life, and never allocates itself.
+    static UNFLUSHED: Cell<isize> = const { Cell::new(0) };
+}
+
+fn account(bytes: isize) {
+    let flushed = UNFLUSHED.try_with(|local| {
+        let total = local.get() + bytes;
+        if total.abs() >= FLUSH_BYTES {
+            IN_USE.fetch_add(total, Ordering::Relaxed);
+            local.set(0);
+        } else {
+            local.set(total);
+        }
+    });
+    if flushed.is_err() {
+        IN_USE.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
 
 /// The system allocator, counting the bytes held.
 pub struct CountingAllocator;
@@ -21,7 +48,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         // SAFETY: the caller's contract is the system allocator's.
         let pointer = unsafe { System.alloc(layout) };
         if !pointer.is_null() {
-            IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+            account(layout.size() as isize);
         }
         pointer
     }
@@ -30,7 +57,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         // SAFETY: as above.
         let pointer = unsafe { System.alloc_zeroed(layout) };
         if !pointer.is_null() {
-            IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+            account(layout.size() as isize);
         }
         pointer
     }
@@ -38,15 +65,14 @@ unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
         // SAFETY: as above.
         unsafe { System.dealloc(pointer, layout) };
-        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+        account(-(layout.size() as isize));
     }
 
     unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as above.
         let moved = unsafe { System.realloc(pointer, layout, new_size) };
         if !moved.is_null() {
-            IN_USE.fetch_add(new_size, Ordering::Relaxed);
-            IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+            account(new_size as isize - layout.size() as isize);
         }
         moved
     }
@@ -57,9 +83,10 @@ pub fn counting_installed() {
     INSTALLED.store(true, Ordering::Relaxed);
 }
 
-/// Heap bytes held, when the counting allocator is installed.
+/// Heap bytes held (to within 256 KiB per thread), when the counting
+/// allocator is installed.
 pub fn heap_in_use() -> Option<u64> {
-    INSTALLED.load(Ordering::Relaxed).then(|| IN_USE.load(Ordering::Relaxed) as u64)
+    INSTALLED.load(Ordering::Relaxed).then(|| IN_USE.load(Ordering::Relaxed).max(0) as u64)
 }
 
 /// The process's resident set size in bytes (from `/proc/self/statm`).
