@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use flowtel_core::attributes;
 use opentelemetry_proto::tonic::{
     common::v1::{KeyValue, any_value::Value},
     logs::v1::LogRecord,
@@ -21,30 +22,25 @@ pub const EVENT_TYPE_DROP: i32 = 1;
 /// Cilium's monitor message type of a traced (forwarded) packet.
 pub const EVENT_TYPE_TRACE: i32 = 4;
 
-/// The attributes of a record (and its resource) by key, scalars as text.
-pub struct Attributes<'a>(BTreeMap<&'a str, &'a Value>);
+/// A record's attributes over its resource's.
+pub struct Attributes<'a> {
+    resource: &'a [KeyValue],
+    record: &'a [KeyValue],
+}
 
 impl<'a> Attributes<'a> {
-    /// The record's attributes over its resource's.
+    /// The view of one record.
     pub fn of(resource: Option<&'a Resource>, record: &'a LogRecord) -> Self {
-        let mut map = BTreeMap::new();
-        let mut add = |list: &'a [KeyValue]| {
-            for kv in list {
-                if let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    map.insert(kv.key.as_str(), value);
-                }
-            }
-        };
-        if let Some(resource) = resource {
-            add(&resource.attributes);
-        }
-        add(&record.attributes);
-        Attributes(map)
+        Attributes { resource: resource.map_or(&[][..], |r| &r.attributes[..]), record: &record.attributes }
+    }
+
+    fn value(&self, key: &str) -> Option<&'a Value> {
+        attributes::find(self.record, key).or_else(|| attributes::find(self.resource, key))
     }
 
     /// A string attribute.
     pub fn str(&self, key: &str) -> Option<&'a str> {
-        match self.0.get(key)? {
+        match self.value(key)? {
             Value::StringValue(s) => Some(s.as_str()),
             _ => None,
         }
@@ -52,23 +48,21 @@ impl<'a> Attributes<'a> {
 
     /// An integer attribute (or a string holding one).
     pub fn int(&self, key: &str) -> Option<i64> {
-        match self.0.get(key)? {
-            Value::IntValue(i) => Some(*i),
-            Value::StringValue(s) => s.parse().ok(),
-            _ => None,
-        }
+        attributes::number(self.value(key)?).map(|n| n as i64)
     }
 
-    /// Every `(suffix, value)` of string attributes whose key starts with `prefix`.
+    /// Every `(suffix, value)` of string attributes whose key starts with
+    /// `prefix`, the record's over its resource's, sorted by key.
     pub fn with_prefix(&self, prefix: &str) -> Vec<(&'a str, &'a str)> {
-        self.0
-            .iter()
-            .filter(|(key, _)| key.starts_with(prefix))
-            .filter_map(|(key, value)| match value {
-                Value::StringValue(s) => Some((&key[prefix.len()..], s.as_str())),
-                _ => None,
-            })
-            .collect()
+        let mut found: BTreeMap<&'a str, &'a str> = BTreeMap::new();
+        for kv in self.resource.iter().chain(self.record) {
+            if let (Some(suffix), Some(Value::StringValue(value))) =
+                (kv.key.strip_prefix(prefix), kv.value.as_ref().and_then(|v| v.value.as_ref()))
+            {
+                found.insert(suffix, value.as_str());
+            }
+        }
+        found.into_iter().collect()
     }
 }
 
