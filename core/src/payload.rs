@@ -109,6 +109,34 @@ impl Payload {
         Ok(())
     }
 
+    /// Removes the metrics, scopes and resources left without items (after
+    /// a processor dropped some), so no empty envelope travels on.
+    pub fn prune_empty(&mut self) {
+        match self {
+            Payload::Logs(resources) => {
+                for resource in resources.iter_mut() {
+                    resource.scope_logs.retain(|scope| !scope.log_records.is_empty());
+                }
+                resources.retain(|resource| !resource.scope_logs.is_empty());
+            }
+            Payload::Metrics(resources) => {
+                for resource in resources.iter_mut() {
+                    for scope in &mut resource.scope_metrics {
+                        scope.metrics.retain(|metric| metric.items() > 0);
+                    }
+                    resource.scope_metrics.retain(|scope| !scope.metrics.is_empty());
+                }
+                resources.retain(|resource| !resource.scope_metrics.is_empty());
+            }
+            Payload::Traces(resources) => {
+                for resource in resources.iter_mut() {
+                    resource.scope_spans.retain(|scope| !scope.spans.is_empty());
+                }
+                resources.retain(|resource| !resource.scope_spans.is_empty());
+            }
+        }
+    }
+
     /// Moves the first `n` items out into a new payload, splitting resources,
     /// scopes and metrics where the boundary falls inside one. Resource and
     /// scope envelopes are copied onto both halves.
@@ -345,6 +373,15 @@ mod tests {
         let metric = &front[0].scope_metrics[0].metrics[0];
         assert_eq!(metric.name, "network.flow.bytes");
         assert!(matches!(&metric.data, Some(Data::Sum(s)) if s.is_monotonic && s.aggregation_temporality == 2));
+    }
+
+    #[test]
+    fn pruning_removes_only_what_holds_no_item() {
+        let mut payload = logs(&[("a", 2), ("b", 0), ("c", 1)]);
+        payload.prune_empty();
+        let Payload::Logs(resources) = &payload else { panic!() };
+        assert_eq!(resources.len(), 2);
+        assert_eq!(payload.item_count(), 3);
     }
 
     #[test]

@@ -80,9 +80,7 @@ impl Processor for FilterProcessor {
                             !any(&self.logs, &|path| lookup(path, &record.attributes, resource_attributes, &field))
                         });
                     }
-                    resource.scope_logs.retain(|s| !s.log_records.is_empty());
                 }
-                resources.retain(|r| !r.scope_logs.is_empty());
             }
             Payload::Metrics(resources) if !self.datapoints.is_empty() => {
                 for resource in resources.iter_mut() {
@@ -103,11 +101,8 @@ impl Processor for FilterProcessor {
                                 None => {}
                             }
                         }
-                        scope.metrics.retain(|m| m.data.as_ref().is_some_and(has_points));
                     }
-                    resource.scope_metrics.retain(|s| !s.metrics.is_empty());
                 }
-                resources.retain(|r| !r.scope_metrics.is_empty());
             }
             Payload::Traces(resources) if !self.spans.is_empty() => {
                 for resource in resources.iter_mut() {
@@ -118,25 +113,14 @@ impl Processor for FilterProcessor {
                             !any(&self.spans, &|path| lookup(path, &span.attributes, resource_attributes, &field))
                         });
                     }
-                    resource.scope_spans.retain(|s| !s.spans.is_empty());
                 }
-                resources.retain(|r| !r.scope_spans.is_empty());
             }
             _ => {}
         }
+        payload.prune_empty();
         if !payload.is_empty() {
             out.push(payload);
         }
-    }
-}
-
-fn has_points(data: &Data) -> bool {
-    match data {
-        Data::Sum(d) => !d.data_points.is_empty(),
-        Data::Gauge(d) => !d.data_points.is_empty(),
-        Data::Histogram(d) => !d.data_points.is_empty(),
-        Data::ExponentialHistogram(d) => !d.data_points.is_empty(),
-        Data::Summary(d) => !d.data_points.is_empty(),
     }
 }
 

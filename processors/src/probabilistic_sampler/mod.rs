@@ -123,9 +123,8 @@ impl Processor for ProbabilisticSampler {
                         set_adjusted_count(record, factor);
                     }
                 }
-                resource.scope_logs.retain(|scope| !scope.log_records.is_empty());
             }
-            resources.retain(|resource| !resource.scope_logs.is_empty());
+            payload.prune_empty();
         }
         if !payload.is_empty() {
             out.push(payload);
