@@ -50,6 +50,23 @@ fn payload(records: usize) -> Payload {
     }])
 }
 
+/// Times `processor` on fresh payloads from `make` (made outside the
+/// timing); with `flush`, what it holds is emitted each time too.
+fn per_payload(b: &mut criterion::Bencher<'_>, processor: &mut dyn Processor, make: fn() -> Payload, flush: bool) {
+    let mut out = Vec::new();
+    b.iter_batched(
+        make,
+        |payload| {
+            processor.process(payload, &mut out);
+            if flush {
+                processor.flush(&mut out);
+            }
+            out.clear();
+        },
+        criterion::BatchSize::SmallInput,
+    );
+}
+
 fn processors(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch");
     group.throughput(Throughput::Elements(512));
@@ -59,15 +76,7 @@ fn processors(c: &mut Criterion) {
             send_batch_max_size: 0,
             timeout: Duration::from_secs(1),
         });
-        let mut out = Vec::new();
-        b.iter_batched(
-            || payload(512),
-            |p| {
-                batch.process(p, &mut out);
-                out.clear();
-            },
-            criterion::BatchSize::SmallInput,
-        );
+        per_payload(b, &mut batch, || payload(512), false);
     });
     group.finish();
 
@@ -84,15 +93,7 @@ fn processors(c: &mut Criterion) {
             },
             ..FilterConfig::default()
         });
-        let mut out = Vec::new();
-        b.iter_batched(
-            flows,
-            |p| {
-                filter.process(p, &mut out);
-                out.clear();
-            },
-            criterion::BatchSize::SmallInput,
-        );
+        per_payload(b, &mut filter, flows, false);
     });
     group.finish();
 
@@ -100,28 +101,11 @@ fn processors(c: &mut Criterion) {
     group.throughput(Throughput::Elements(512));
     group.bench_function("512 flow records, flow mode", |b| {
         let mut dedup = LogDedupProcessor::new(LogDedupConfig { flow_mode: true, ..LogDedupConfig::default() });
-        let mut out = Vec::new();
-        b.iter_batched(
-            flows,
-            |p| {
-                dedup.process(p, &mut out);
-                out.clear();
-            },
-            criterion::BatchSize::SmallInput,
-        );
+        per_payload(b, &mut dedup, flows, false);
     });
     group.bench_function("512 records aggregated", |b| {
         let mut dedup = LogDedupProcessor::new(LogDedupConfig::default());
-        let mut out = Vec::new();
-        b.iter_batched(
-            flows,
-            |p| {
-                dedup.process(p, &mut out);
-                dedup.flush(&mut out);
-                out.clear();
-            },
-            criterion::BatchSize::SmallInput,
-        );
+        per_payload(b, &mut dedup, flows, true);
     });
     group.finish();
 
@@ -140,15 +124,7 @@ fn processors(c: &mut Criterion) {
             sampling_percentage: 25.0,
             ..ProbabilisticSamplerConfig::default()
         });
-        let mut out = Vec::new();
-        b.iter_batched(
-            flows,
-            |p| {
-                sampler.process(p, &mut out);
-                out.clear();
-            },
-            criterion::BatchSize::SmallInput,
-        );
+        per_payload(b, &mut sampler, flows, false);
     });
     group.finish();
 }

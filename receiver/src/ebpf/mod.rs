@@ -217,13 +217,7 @@ impl Receiver for EbpfReceiver {
                 .map_err(|e| error(e.to_string()))?;
         if parts.drops || parts.tcp {
             let maps = probes.take_kernel_maps().map_err(|e| error(e.to_string()))?;
-            let lost = |reason: &str| {
-                ctx.metrics.counter(
-                    "flowtel_ebpf_kernel_events_lost_total",
-                    "Drop and TCP events that never reached userspace, by reason.",
-                    &[("receiver", id.as_str()), ("reason", reason)],
-                )
-            };
+            let lost = |reason: &str| tracepoints::kernel_events_lost(&ctx.metrics, &id, reason);
             let (kernel_sender, kernel_events) = mpsc::channel(EVENT_QUEUE);
             let loss = EventLoss::new(&lost);
             let stop = self.stop.clone();

@@ -153,6 +153,16 @@ impl KernelInfo {
     }
 }
 
+/// `flowtel_ebpf_kernel_events_lost_total` for `reason`: drop and TCP
+/// events lost in the kernel (ring buffer) or on their way to this loop.
+pub fn kernel_events_lost(registry: &MetricsRegistry, id: &str, reason: &str) -> Counter {
+    registry.counter(
+        "flowtel_ebpf_kernel_events_lost_total",
+        "Drop and TCP events that never reached userspace, by reason.",
+        &[("receiver", id), ("reason", reason)],
+    )
+}
+
 /// flowtel's own metrics about the tracepoint parts.
 struct OwnMetrics {
     /// Kernel counters mirrored into the registry, with the value last mirrored.
@@ -163,13 +173,7 @@ struct OwnMetrics {
 
 impl OwnMetrics {
     fn new(registry: &MetricsRegistry, id: &str) -> Self {
-        let lost = |reason: &str| {
-            registry.counter(
-                "flowtel_ebpf_kernel_events_lost_total",
-                "Drop and TCP events that never reached userspace, by reason.",
-                &[("receiver", id), ("reason", reason)],
-            )
-        };
+        let lost = |reason: &str| kernel_events_lost(registry, id, reason);
         let failures = |what: &str| {
             registry.counter(
                 "flowtel_ebpf_kernel_map_full_total",
