@@ -169,6 +169,8 @@ struct OwnMetrics {
     mirrored: Vec<(EventCounter, Counter, u64)>,
     rate_limited: Counter,
     rate_limited_last: u64,
+    /// TCP events whose tracepoint record could not be decoded.
+    unreadable: Counter,
 }
 
 impl OwnMetrics {
@@ -194,6 +196,7 @@ impl OwnMetrics {
                 &[("receiver", id)],
             ),
             rate_limited_last: 0,
+            unreadable: lost("unreadable"),
         }
     }
 
@@ -314,7 +317,10 @@ impl TracepointLoop {
         };
         match record {
             Some(record) => self.pending.push(record),
-            None => tracing::debug!(receiver = %self.id, "A TCP event's record could not be read; skipped."),
+            None => {
+                self.metrics.unreadable.inc();
+                tracing::debug!(receiver = %self.id, "A TCP event's record could not be read; skipped and counted.");
+            }
         }
     }
 
