@@ -21,6 +21,7 @@ use flowtel_exporters::{
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
     filter::{FilterConfig, FilterProcessor},
+    k8s_attributes::K8sAttributes,
     log_dedup::{LogDedupConfig, LogDedupProcessor},
     memory_limiter::{MemoryLimiter, MemoryLimiterConfig},
     probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
@@ -77,6 +78,13 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         aliases: &[],
         signals: ALL_SIGNALS,
         description: "drops records, data points and spans matching conditions",
+    },
+    ComponentType {
+        kind: ComponentKind::Processor,
+        name: "k8s_attributes",
+        aliases: &["k8sattributes"],
+        signals: ALL_SIGNALS,
+        description: "Kubernetes pod, workload, service and node of both ends of a flow, and of OTLP senders",
     },
     ComponentType {
         kind: ComponentKind::Processor,
@@ -164,6 +172,8 @@ pub enum ProcessorConfig {
     Batch(BatchConfig),
     /// `filter`.
     Filter(FilterConfig),
+    /// `k8s_attributes`: one view of the cluster shared by its pipelines.
+    K8sAttributes(K8sAttributes),
     /// `log_dedup`.
     LogDedup(LogDedupConfig),
     /// `memory_limiter`.
@@ -200,6 +210,7 @@ pub fn decode_processor(kind: &ComponentType, config: &ComponentConfig) -> Resul
     match kind.name {
         "batch" => config.decode().map(ProcessorConfig::Batch),
         "filter" => config.decode().map(ProcessorConfig::Filter),
+        "k8s_attributes" => config.decode().map(|c| ProcessorConfig::K8sAttributes(K8sAttributes::new(c))),
         "log_dedup" => config.decode().map(ProcessorConfig::LogDedup),
         "memory_limiter" => config.decode().map(ProcessorConfig::MemoryLimiter),
         "probabilistic_sampler" => config.decode().map(ProcessorConfig::ProbabilisticSampler),
@@ -235,6 +246,7 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::Batch(config) => Box::new(BatchProcessor::new(config.clone())),
             ProcessorConfig::Filter(config) => Box::new(FilterProcessor::new(config)),
+            ProcessorConfig::K8sAttributes(shared) => Box::new(shared.processor()),
             ProcessorConfig::LogDedup(config) => Box::new(LogDedupProcessor::new(config.clone())),
             ProcessorConfig::MemoryLimiter(config) => Box::new(MemoryLimiter::new(config)),
             ProcessorConfig::ProbabilisticSampler(config) => Box::new(ProbabilisticSampler::new(config.clone())),

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 /// The value of `key`, if the list has it (the last one wins, as in OTLP).
 pub fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
@@ -37,10 +37,20 @@ pub fn find_text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<Cow<'a, st
     find(attributes, key).and_then(text)
 }
 
+/// Adds `key` with a string value unless the list already has `key`
+/// (what an earlier tier set is kept).
+pub fn insert_absent(attributes: &mut Vec<KeyValue>, key: &str, value: &str) {
+    if !attributes.iter().any(|kv| kv.key == key) {
+        attributes.push(KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue { value: Some(Value::StringValue(value.to_owned())) }),
+            ..Default::default()
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::common::v1::AnyValue;
-
     use super::*;
 
     fn kv(key: &str, value: Value) -> KeyValue {
@@ -61,5 +71,15 @@ mod tests {
         assert_eq!(find(&list, "ratio").and_then(number), Some(0.5));
         assert_eq!(find(&list, "n").and_then(number), Some(12.0));
         assert_eq!(find(&list, "missing"), None);
+    }
+
+    #[test]
+    fn insert_absent_keeps_what_is_there() {
+        let mut list = vec![kv("a", Value::StringValue("x".into()))];
+        insert_absent(&mut list, "a", "y");
+        insert_absent(&mut list, "b", "z");
+        assert_eq!(find_text(&list, "a").as_deref(), Some("x"));
+        assert_eq!(find_text(&list, "b").as_deref(), Some("z"));
+        assert_eq!(list.len(), 2);
     }
 }

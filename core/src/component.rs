@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::{
-    payload::{Payload, Signal},
+    payload::{Client, Payload, Signal},
     self_telemetry::MetricsRegistry,
     topology::ReceiverOutput,
 };
@@ -199,13 +199,36 @@ pub trait Receiver: Send {
     async fn shutdown(&mut self);
 }
 
+/// What a processor gets when its pipeline starts.
+pub struct ProcessorContext {
+    /// The processor's id.
+    pub id: ComponentId,
+    /// The pipeline it runs in.
+    pub pipeline: PipelineId,
+    /// flowtel's own metrics.
+    pub metrics: Arc<MetricsRegistry>,
+}
+
 /// Transforms payloads inside one pipeline (each pipeline has its own instance).
 ///
 /// Processors run synchronously, one after another, on the pipeline's task:
 /// a processor emits zero or more payloads into `out` for each input.
+#[async_trait]
 pub trait Processor: Send {
+    /// Starts what the processor needs besides its payloads (watches of an
+    /// API), before any data arrives. Errors stop flowtel's startup.
+    async fn start(&mut self, _ctx: ProcessorContext) -> Result<(), ComponentError> {
+        Ok(())
+    }
+
     /// Handles one payload.
     fn process(&mut self, payload: Payload, out: &mut Vec<Payload>);
+
+    /// Handles one payload that `client` sent; processors that care who sent
+    /// data override this.
+    fn process_from(&mut self, payload: Payload, _client: &Client, out: &mut Vec<Payload>) {
+        self.process(payload, out);
+    }
 
     /// When the processor next wants [`Processor::on_deadline`] to run.
     fn deadline(&self) -> Option<Instant> {

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use opentelemetry_proto::tonic::{
+    common::v1::KeyValue,
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
     metrics::v1::{Metric, ResourceMetrics, ScopeMetrics, metric::Data},
     trace::v1::{ResourceSpans, ScopeSpans, Span},
@@ -49,6 +50,37 @@ impl Signal {
 impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Who handed a payload to flowtel, as far as a receiver knows: what the
+/// collector calls client info. Processors that associate data with its
+/// sender (`k8s_attributes`' `from: connection`) read it; it travels with a
+/// payload until a processor merges payloads (`batch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Client {
+    /// The peer address of the connection the data arrived on.
+    pub address: Option<std::net::IpAddr>,
+}
+
+/// A payload with the client that sent it: what a pipeline's queue carries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    /// The data.
+    pub payload: Payload,
+    /// Who sent it.
+    pub client: Client,
+}
+
+/// Calls `visit` with the attributes of each of a metric's data points.
+pub fn for_each_point_attributes(metric: &mut Metric, mut visit: impl FnMut(&mut Vec<KeyValue>)) {
+    match &mut metric.data {
+        Some(Data::Sum(d)) => d.data_points.iter_mut().for_each(|p| visit(&mut p.attributes)),
+        Some(Data::Gauge(d)) => d.data_points.iter_mut().for_each(|p| visit(&mut p.attributes)),
+        Some(Data::Histogram(d)) => d.data_points.iter_mut().for_each(|p| visit(&mut p.attributes)),
+        Some(Data::ExponentialHistogram(d)) => d.data_points.iter_mut().for_each(|p| visit(&mut p.attributes)),
+        Some(Data::Summary(d)) => d.data_points.iter_mut().for_each(|p| visit(&mut p.attributes)),
+        None => {}
     }
 }
 

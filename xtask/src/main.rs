@@ -55,9 +55,12 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Runs a command in the workspace root, failing on a non-zero exit.
+/// Runs a command (in the workspace root unless it names a directory), failing on a non-zero exit.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command.current_dir(root()).status().with_context(|| format!("cannot start {command:?}"))?;
+    if command.get_current_dir().is_none() {
+        command.current_dir(root());
+    }
+    let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed: {status}");
     }

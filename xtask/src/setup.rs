@@ -44,6 +44,7 @@ pub fn setup() -> anyhow::Result<()> {
     bpf_linker()?;
     kernel_mounts();
     python_env()?;
+    kube_apiserver()?;
     Ok(())
 }
 
@@ -156,5 +157,81 @@ fn python_env() -> anyhow::Result<()> {
         bail!("the virtualenv at {} has no python", venv.display());
     }
     fs::write(&stamp, wanted)?;
+    Ok(())
+}
+
+/// Where the Kubernetes API server built for the tests is kept.
+pub fn kube_apiserver_path() -> PathBuf {
+    home().join(".cache/flowtel/kubernetes/kube-apiserver")
+}
+
+/// A real Kubernetes API server for the `k8s_attributes` tests, built once per
+/// machine from Debian's own `kubernetes` source package with Debian's Go
+/// (no registry here ships the binary); etcd comes from `etcd-server`.
+fn kube_apiserver() -> anyhow::Result<()> {
+    let binary = kube_apiserver_path();
+    let packages = [("etcd", "etcd-server"), ("go", "golang-go"), ("rsync", "rsync"), ("dpkg-source", "dpkg-dev")];
+    let reflect2 = Path::new("/usr/share/gocode/src/github.com/modern-go/reflect2");
+    let mut missing: Vec<&str> = packages.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    if !reflect2.exists() {
+        missing.push("golang-github-modern-go-reflect2-dev");
+    }
+    let built = Command::new(&binary).arg("--version").output().is_ok_and(|o| o.status.success());
+    if built && missing.is_empty() {
+        return Ok(());
+    }
+    // The machine's sources are deb822 files with binary packages only; the
+    // same archive with `Types: deb-src` lets `apt-get source` fetch the tree.
+    let deb_src = Path::new("/etc/apt/sources.list.d/flowtel-deb-src.sources");
+    let added_sources = !deb_src.exists() && !built;
+    if added_sources {
+        let binary_sources = fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
+            .context("reading /etc/apt/sources.list.d/debian.sources to add its deb-src twin")?;
+        fs::write(deb_src, binary_sources.replace("Types: deb\n", "Types: deb-src\n"))?;
+    }
+    if !missing.is_empty() || added_sources {
+        println!("setup: installing {} with apt-get", missing.join(" "));
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        if !missing.is_empty() {
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
+    }
+    if built {
+        return Ok(());
+    }
+    let work = home().join(".cache/flowtel/kubernetes/build");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    println!("setup: building kube-apiserver from Debian's kubernetes source (about 6 minutes, once per machine)");
+    run(Command::new("apt-get").args(["source", "-q", "kubernetes"]).current_dir(&work))?;
+    let source = fs::read_dir(&work)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kubernetes-")))
+        .context("apt-get source kubernetes left no kubernetes-* directory")?;
+    // The vendored reflect2 1.0.1 crashes under Go >= 1.18 on the first object
+    // written; Debian's 1.0.2 is the fix.
+    let vendored = source.join("vendor/github.com/modern-go/reflect2");
+    fs::remove_dir_all(&vendored)?;
+    run(Command::new("cp").arg("-r").arg(reflect2).arg(&vendored))?;
+    // Kubernetes 1.20 builds in GOPATH mode, as Debian's own rules do.
+    let gopath = work.join("gopath");
+    fs::create_dir_all(gopath.join("src/k8s.io"))?;
+    let in_gopath = gopath.join("src/k8s.io/kubernetes");
+    std::os::unix::fs::symlink(&source, &in_gopath)?;
+    run(Command::new("make")
+        .arg("WHAT=cmd/kube-apiserver")
+        .current_dir(&in_gopath)
+        .env("GOPATH", &gopath)
+        .env("CGO_ENABLED", "0")
+        .env("GOPROXY", "off")
+        .env("GOCACHE", work.join("gocache")))?;
+    let output = source.join("_output/bin/kube-apiserver");
+    let output = if output.exists() { output } else { source.join("_output/local/bin/linux/amd64/kube-apiserver") };
+    fs::rename(&output, &binary).with_context(|| format!("the build left no {}", output.display()))?;
+    fs::remove_dir_all(&work)?;
     Ok(())
 }

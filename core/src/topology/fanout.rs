@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 
-use crate::payload::{Payload, Signal};
+use crate::payload::{Client, Delivery, Payload, Signal};
 
 /// Why a receiver's data was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,7 +21,7 @@ pub enum PushError {
 }
 
 /// A pipeline's input as a receiver sees it: its signal, its queue and its admissions.
-pub type PipelineInput = (Signal, mpsc::Sender<Payload>, Vec<Arc<dyn Admission>>);
+pub type PipelineInput = (Signal, mpsc::Sender<Delivery>, Vec<Arc<dyn Admission>>);
 
 /// A pipeline's say on whether it takes data now (a `memory_limiter`).
 pub trait Admission: Send + Sync {
@@ -30,7 +30,7 @@ pub trait Admission: Send + Sync {
 }
 
 struct Targets {
-    by_signal: [Vec<mpsc::Sender<Payload>>; 3],
+    by_signal: [Vec<mpsc::Sender<Delivery>>; 3],
     admissions: [Vec<Arc<dyn Admission>>; 3],
     wait: Duration,
 }
@@ -52,13 +52,13 @@ fn index(signal: Signal) -> usize {
 impl ReceiverOutput {
     /// An output to the given pipeline inputs. A push waits at most `wait`
     /// for room before it reports backpressure.
-    pub fn new(inputs: Vec<(Signal, mpsc::Sender<Payload>)>, wait: Duration) -> Self {
+    pub fn new(inputs: Vec<(Signal, mpsc::Sender<Delivery>)>, wait: Duration) -> Self {
         Self::with_admissions(inputs.into_iter().map(|(signal, sender)| (signal, sender, Vec::new())).collect(), wait)
     }
 
     /// An output whose pipelines may refuse data through their admissions.
     pub fn with_admissions(inputs: Vec<PipelineInput>, wait: Duration) -> Self {
-        let mut by_signal: [Vec<mpsc::Sender<Payload>>; 3] = Default::default();
+        let mut by_signal: [Vec<mpsc::Sender<Delivery>>; 3] = Default::default();
         let mut admissions: [Vec<Arc<dyn Admission>>; 3] = Default::default();
         for (signal, sender, gates) in inputs {
             by_signal[index(signal)].push(sender);
@@ -76,6 +76,11 @@ impl ReceiverOutput {
     /// is reserved in every pipeline first, so a refused push was delivered
     /// nowhere and a retry cannot duplicate data.
     pub async fn push(&self, payload: Payload) -> Result<(), PushError> {
+        self.push_from(payload, Client::default()).await
+    }
+
+    /// [`ReceiverOutput::push`] for data that arrived from a known client.
+    pub async fn push_from(&self, payload: Payload, client: Client) -> Result<(), PushError> {
         let senders = &self.targets.by_signal[index(payload.signal())];
         if senders.is_empty() || payload.is_empty() {
             return Ok(());
@@ -96,10 +101,10 @@ impl ReceiverOutput {
         };
         let last = permits.pop();
         for permit in permits {
-            permit.send(payload.clone());
+            permit.send(Delivery { payload: payload.clone(), client });
         }
         if let Some(permit) = last {
-            permit.send(payload);
+            permit.send(Delivery { payload, client });
         }
         Ok(())
     }

@@ -20,7 +20,8 @@ pub use fanout::{Admission, PipelineInput, PushError, ReceiverOutput};
 use self::{exporter_queue::ExporterQueue, pipeline::PipelineRunner};
 use crate::{
     component::{
-        ComponentError, ComponentId, Exporter, ExporterContext, PipelineId, Processor, Receiver, ReceiverContext,
+        ComponentError, ComponentId, Exporter, ExporterContext, PipelineId, Processor, ProcessorContext, Receiver,
+        ReceiverContext,
     },
     export::{QueueConfig, RetryConfig},
     self_telemetry::MetricsRegistry,
@@ -91,7 +92,19 @@ impl Topology {
         let pipeline_stop = CancellationToken::new();
         let mut inputs: BTreeMap<ComponentId, Vec<PipelineInput>> = BTreeMap::new();
         let mut pipelines = Vec::new();
-        for pipeline in spec.pipelines {
+        let mut specs = spec.pipelines;
+        for pipeline in &mut specs {
+            for (id, processor) in &mut pipeline.processors {
+                let ctx = ProcessorContext { id: id.clone(), pipeline: pipeline.id.clone(), metrics: registry.clone() };
+                if let Err(err) = processor.start(ctx).await {
+                    for queue in exporters.values_mut() {
+                        queue.shutdown(Instant::now()).await;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        for pipeline in specs {
             let (sender, receiver) = mpsc::channel(PIPELINE_QUEUE_CAPACITY);
             let admissions: Vec<Arc<dyn Admission>> =
                 pipeline.processors.iter().filter_map(|(_, processor)| processor.admission()).collect();

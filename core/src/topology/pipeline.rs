@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::exporter_queue::ExporterInlet;
 use crate::{
     component::{ComponentId, PipelineId, Processor},
-    payload::Payload,
+    payload::{Client, Delivery, Payload},
     self_telemetry::{MetricsRegistry, SignalCounters},
 };
 
@@ -21,7 +21,7 @@ struct Stage {
 
 pub(crate) struct PipelineRunner {
     id: PipelineId,
-    input: mpsc::Receiver<Payload>,
+    input: mpsc::Receiver<Delivery>,
     stages: Vec<Stage>,
     exporters: Vec<ExporterInlet>,
     stop: CancellationToken,
@@ -30,7 +30,7 @@ pub(crate) struct PipelineRunner {
 impl PipelineRunner {
     pub(crate) fn new(
         id: PipelineId,
-        input: mpsc::Receiver<Payload>,
+        input: mpsc::Receiver<Delivery>,
         processors: Vec<(ComponentId, Box<dyn Processor>)>,
         exporters: Vec<ExporterInlet>,
         stop: CancellationToken,
@@ -70,22 +70,22 @@ impl PipelineRunner {
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
-                payload = self.input.recv() => match payload {
-                    Some(payload) => self.process_from(0, vec![payload]).await,
+                delivery = self.input.recv() => match delivery {
+                    Some(Delivery { payload, client }) => self.process_from(0, vec![payload], client).await,
                     None => break,
                 },
                 () = sleep_until(deadline), if deadline.is_some() => self.on_deadlines().await,
             }
         }
         self.input.close();
-        while let Some(payload) = self.input.recv().await {
-            self.process_from(0, vec![payload]).await;
+        while let Some(Delivery { payload, client }) = self.input.recv().await {
+            self.process_from(0, vec![payload], client).await;
         }
         for index in 0..self.stages.len() {
             let mut flushed = Vec::new();
             self.stages[index].processor.flush(&mut flushed);
             self.count_out(index, &flushed);
-            self.process_from(index + 1, flushed).await;
+            self.process_from(index + 1, flushed, Client::default()).await;
         }
         tracing::debug!(pipeline = %self.id, "Pipeline stopped.");
     }
@@ -97,7 +97,7 @@ impl PipelineRunner {
                 let mut out = Vec::new();
                 self.stages[index].processor.on_deadline(now, &mut out);
                 self.count_out(index, &out);
-                self.process_from(index + 1, out).await;
+                self.process_from(index + 1, out, Client::default()).await;
             }
         }
     }
@@ -109,7 +109,8 @@ impl PipelineRunner {
     }
 
     /// Runs payloads through the stages from `start` on, then exports them.
-    async fn process_from(&mut self, start: usize, mut batch: Vec<Payload>) {
+    /// `client` sent them (the default once a processor held them back).
+    async fn process_from(&mut self, start: usize, mut batch: Vec<Payload>, client: Client) {
         for index in start..self.stages.len() {
             if batch.is_empty() {
                 return;
@@ -118,7 +119,7 @@ impl PipelineRunner {
             let stage = &mut self.stages[index];
             for payload in batch {
                 stage.incoming.get(payload.signal()).add(payload.item_count() as u64);
-                stage.processor.process(payload, &mut out);
+                stage.processor.process_from(payload, &client, &mut out);
             }
             self.count_out(index, &out);
             batch = out;

@@ -117,9 +117,10 @@ impl<S: OtlpSignal> tower::Service<tonic::Request<Bytes>> for ExportCall<S> {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let intake = self.0.intake.clone();
         Box::pin(async move {
+            let peer = request.remote_addr();
             let decoded = S::Request::decode(request.into_inner()).map_err(|err| intake.malformed::<S>(err));
             let result = match decoded {
-                Ok(decoded) => intake.accept::<S>(decoded).await,
+                Ok(decoded) => intake.accept::<S>(decoded, peer).await,
                 Err(refusal) => Err(refusal),
             };
             match result {

@@ -1,11 +1,11 @@
 //! OTLP/HTTP: `POST` of protobuf or JSON bodies, optionally gzip- or
 //! zstd-compressed, answered in the request's own encoding.
 
-use std::io::Read as _;
+use std::{io::Read as _, net::SocketAddr};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, State},
+    extract::{ConnectInfo, DefaultBodyLimit, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
@@ -51,7 +51,10 @@ pub(super) fn serve(
     }
     let app = app.with_state(HttpState { intake, max_body }).layer(DefaultBodyLimit::max(max_body));
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        if let Err(err) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
             tracing::error!(error = %err, "OTLP/HTTP server failed.");
         }
     })
@@ -116,7 +119,12 @@ fn error_reply(status: StatusCode, format: Format, code: i32, message: String) -
     reply(status, format, format.encode(&RpcStatus { code, message }))
 }
 
-async fn export<S: OtlpSignal>(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export<S: OtlpSignal>(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(format) = Format::from_headers(&headers) else {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type must be {PROTOBUF} or {JSON}"))
             .into_response();
@@ -130,7 +138,7 @@ async fn export<S: OtlpSignal>(State(state): State<HttpState>, headers: HeaderMa
         Format::Json => serde_json::from_slice::<S::Request>(&body).map_err(|err| err.to_string()),
     };
     let result = match decoded {
-        Ok(request) => state.intake.accept::<S>(request).await,
+        Ok(request) => state.intake.accept::<S>(request, Some(peer)).await,
         Err(reason) => Err(state.intake.malformed::<S>(reason)),
     };
     match result {

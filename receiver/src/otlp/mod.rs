@@ -81,11 +81,16 @@ impl Intake {
         Refusal::Malformed(format!("malformed OTLP {} request: {reason}", S::SIGNAL))
     }
 
-    /// Hands a decoded request to the pipelines.
-    pub(crate) async fn accept<S: OtlpSignal>(&self, request: S::Request) -> Result<(), Refusal> {
+    /// Hands a decoded request from the peer at `peer` to the pipelines.
+    pub(crate) async fn accept<S: OtlpSignal>(
+        &self,
+        request: S::Request,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<(), Refusal> {
         let payload = S::into_payload(request);
         let items = payload.item_count() as u64;
-        match self.output.push(payload).await {
+        let client = flowtel_core::payload::Client { address: peer.map(|p| p.ip().to_canonical()) };
+        match self.output.push_from(payload, client).await {
             Ok(()) => {
                 self.items.accepted.get(S::SIGNAL).add(items);
                 Ok(())

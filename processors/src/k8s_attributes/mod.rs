@@ -1,0 +1,303 @@
+//! The `k8s_attributes` processor: Kubernetes metadata on what flows through.
+//!
+//! It watches Pods, ReplicaSets, Services, Nodes and Namespaces and keeps an
+//! IP index over them ([`metadata`]). Records with a 5-tuple (flows, drops,
+//! TCP events, and metric points that carry addresses) get both ends
+//! described, `k8s.src.*` and `k8s.dst.*`; OTLP resources from applications
+//! find their pod through `pod_association` and get the collector's resource
+//! attributes (`k8s.pod.name`, …). Attributes already set are kept.
+
+mod config;
+mod enrich;
+mod metadata;
+mod watch;
+
+use std::{
+    collections::VecDeque,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use flowtel_core::{
+    ComponentKind, Payload,
+    attributes::{find_text, insert_absent},
+    component::{ComponentError, Processor, ProcessorContext},
+    payload::{Client, for_each_point_attributes},
+};
+use opentelemetry_proto::tonic::{common::v1::KeyValue, resource::v1::Resource};
+use tokio::time::Instant;
+
+pub use self::{
+    config::{
+        AssociationFrom, AssociationRule, AssociationSource, AuthType, ExtractConfig, FieldExtract, FieldSource,
+        FilterConfig, K8sAttributesConfig,
+    },
+    enrich::{Attributes, Extractor, side_name},
+    metadata::{Endpoint, Kind, Metadata, Owner, PodInfo},
+    watch::ClusterView,
+};
+
+/// How often held data checks whether the metadata has been listed.
+const SYNC_POLL: Duration = Duration::from_millis(50);
+
+/// Payloads held at most while waiting for the first listing; more pass as they are.
+const MAX_HELD: usize = 1024;
+
+/// One `k8s_attributes` config: the view and watches its pipelines share.
+pub struct K8sAttributes {
+    config: K8sAttributesConfig,
+    extractor: Arc<Extractor>,
+    view: Arc<ClusterView>,
+    watches: Arc<Mutex<Option<Arc<watch::Watches>>>>,
+}
+
+impl K8sAttributes {
+    /// The shared part of a (validated) config; nothing runs yet.
+    pub fn new(config: K8sAttributesConfig) -> Self {
+        K8sAttributes {
+            extractor: Arc::new(Extractor::new(&config.extract)),
+            config,
+            view: Arc::new(ClusterView::default()),
+            watches: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A processor for one pipeline.
+    pub fn processor(&self) -> K8sAttributesProcessor {
+        K8sAttributesProcessor {
+            config: self.config.clone(),
+            extractor: self.extractor.clone(),
+            view: self.view.clone(),
+            shared_watches: self.watches.clone(),
+            watches: None,
+            associations: self.config.association_rules(),
+            wait_until: None,
+            held: VecDeque::new(),
+        }
+    }
+}
+
+/// The `k8s_attributes` processor of one pipeline.
+pub struct K8sAttributesProcessor {
+    config: K8sAttributesConfig,
+    extractor: Arc<Extractor>,
+    view: Arc<ClusterView>,
+    shared_watches: Arc<Mutex<Option<Arc<watch::Watches>>>>,
+    /// Keeps the watches running while this pipeline runs.
+    watches: Option<Arc<watch::Watches>>,
+    associations: Vec<AssociationRule>,
+    /// Until when data waits for the first complete listing.
+    wait_until: Option<Instant>,
+    held: VecDeque<(Payload, Client)>,
+}
+
+impl K8sAttributesProcessor {
+    /// A processor over a given view, for tests and benches: no API server.
+    pub fn with_view(config: K8sAttributesConfig, view: Arc<ClusterView>) -> Self {
+        let mut shared = K8sAttributes::new(config);
+        shared.view = view;
+        shared.processor()
+    }
+
+    fn waiting(&self) -> bool {
+        !self.config.passthrough && self.wait_until.is_some_and(|until| Instant::now() < until) && !self.view.synced()
+    }
+
+    fn release_held(&mut self, out: &mut Vec<Payload>) {
+        while let Some((payload, client)) = self.held.pop_front() {
+            self.enrich_into(payload, &client, out);
+        }
+    }
+
+    fn enrich_into(&self, mut payload: Payload, client: &Client, out: &mut Vec<Payload>) {
+        if self.config.passthrough {
+            if let Some(address) = client.address {
+                for resource in resources_mut(&mut payload) {
+                    insert_absent(&mut resource.attributes, "k8s.pod.ip", &address.to_string());
+                }
+            }
+        } else {
+            self.view.read(|metadata| enrich(metadata, &self.extractor, &self.associations, &mut payload, client));
+        }
+        out.push(payload);
+    }
+}
+
+/// Adds both ends' attributes to records and points with a 5-tuple, and
+/// the associated pod's attributes to each resource.
+pub fn enrich(
+    metadata: &Metadata,
+    extractor: &Extractor,
+    associations: &[AssociationRule],
+    payload: &mut Payload,
+    client: &Client,
+) {
+    let mut scratch = Attributes::new();
+    let mut sides = |attributes: &mut Vec<KeyValue>| enrich_sides(metadata, extractor, attributes, &mut scratch);
+    match payload {
+        Payload::Logs(resources) => {
+            for record in resources.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records) {
+                sides(&mut record.attributes);
+            }
+        }
+        Payload::Metrics(resources) => {
+            for metric in resources.iter_mut().flat_map(|r| &mut r.scope_metrics).flat_map(|s| &mut s.metrics) {
+                for_each_point_attributes(metric, &mut sides);
+            }
+        }
+        Payload::Traces(_) => {}
+    }
+    for resource in resources_mut(payload) {
+        let Some(pod) = associate(metadata, associations, &resource.attributes, client) else { continue };
+        let mut attributes = Attributes::new();
+        extractor.pod(metadata, pod, None, &mut attributes);
+        for (key, value) in &attributes {
+            insert_absent(&mut resource.attributes, key, value);
+        }
+    }
+}
+
+fn enrich_sides(metadata: &Metadata, extractor: &Extractor, attributes: &mut Vec<KeyValue>, scratch: &mut Attributes) {
+    for (address_key, side) in [("source.address", "src"), ("destination.address", "dst")] {
+        let Some(ip) = find_text(attributes, address_key).and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
+        let Some(endpoint) = metadata.resolve(ip) else { continue };
+        scratch.clear();
+        extractor.endpoint(metadata, &endpoint, ip, scratch);
+        for (key, value) in scratch.iter() {
+            insert_absent(attributes, &side_name(key, side), value);
+        }
+    }
+}
+
+/// The pod an OTLP resource came from, by the first association rule that
+/// resolves.
+pub fn associate<'a>(
+    metadata: &'a Metadata,
+    rules: &[AssociationRule],
+    resource: &[KeyValue],
+    client: &Client,
+) -> Option<&'a PodInfo> {
+    rules.iter().find_map(|rule| {
+        let mut ip = None;
+        let mut uid = None;
+        let mut pod_name = None;
+        let mut namespace = None;
+        for source in &rule.sources {
+            match (source.from, source.name.as_deref()) {
+                (AssociationFrom::Connection, _) => ip = Some(client.address?),
+                (AssociationFrom::ResourceAttribute, Some(name)) => {
+                    let value = find_text(resource, name)?;
+                    match name {
+                        "k8s.pod.uid" => uid = Some(value),
+                        "k8s.pod.name" => pod_name = Some(value),
+                        "k8s.namespace.name" => namespace = Some(value),
+                        _ => ip = Some(value.parse::<IpAddr>().ok()?),
+                    }
+                }
+                (AssociationFrom::ResourceAttribute, None) => return None,
+            }
+        }
+        let pod = if let Some(uid) = uid {
+            metadata.pod_by_uid(&uid)
+        } else if let (Some(name), Some(namespace)) = (&pod_name, &namespace) {
+            metadata.pod(namespace, name)
+        } else {
+            match metadata.resolve(ip?)? {
+                Endpoint::Pod(pod) => Some(pod),
+                _ => None,
+            }
+        }?;
+        // Every source of a rule must agree with the pod found.
+        let agrees = ip.is_none_or(|ip| pod.ips.contains(&ip.to_canonical()))
+            && pod_name.is_none_or(|n| n == pod.name)
+            && namespace.is_none_or(|n| n == pod.namespace);
+        agrees.then_some(pod)
+    })
+}
+
+fn resources_mut(payload: &mut Payload) -> Vec<&mut Resource> {
+    match payload {
+        Payload::Logs(r) => r.iter_mut().map(|r| r.resource.get_or_insert_with(Default::default)).collect(),
+        Payload::Metrics(r) => r.iter_mut().map(|r| r.resource.get_or_insert_with(Default::default)).collect(),
+        Payload::Traces(r) => r.iter_mut().map(|r| r.resource.get_or_insert_with(Default::default)).collect(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Processor for K8sAttributesProcessor {
+    async fn start(&mut self, ctx: ProcessorContext) -> Result<(), ComponentError> {
+        if self.config.passthrough {
+            return Ok(());
+        }
+        let error = |message: String| ComponentError::new(ComponentKind::Processor, &ctx.id, message);
+        let existing = self.shared_watches.lock().map_err(|_| error("watch state poisoned".into()))?.clone();
+        let watches = match existing {
+            Some(watches) => watches,
+            None => {
+                let client = watch::client(&self.config).await.map_err(error)?;
+                let watches = Arc::new(watch::start(client, &self.config, self.view.clone(), &ctx.metrics));
+                if let Ok(mut shared) = self.shared_watches.lock() {
+                    *shared = Some(watches.clone());
+                }
+                watches
+            }
+        };
+        self.watches = Some(watches);
+        let timeout = self.config.wait_for_metadata_timeout;
+        if self.config.wait_for_metadata {
+            let listed = async {
+                while !self.view.synced() {
+                    tokio::time::sleep(SYNC_POLL).await;
+                }
+            };
+            if tokio::time::timeout(timeout, listed).await.is_err() {
+                return Err(error(format!(
+                    "Kubernetes metadata was not listed within wait_for_metadata_timeout ({}); see flowtel_k8s_watch_errors_total and the log",
+                    humantime::format_duration(timeout)
+                )));
+            }
+        }
+        self.wait_until = Some(Instant::now() + timeout);
+        Ok(())
+    }
+
+    fn process(&mut self, payload: Payload, out: &mut Vec<Payload>) {
+        self.process_from(payload, &Client::default(), out);
+    }
+
+    fn process_from(&mut self, payload: Payload, client: &Client, out: &mut Vec<Payload>) {
+        if self.waiting() && self.held.len() < MAX_HELD {
+            self.held.push_back((payload, *client));
+            return;
+        }
+        self.release_held(out);
+        self.enrich_into(payload, client, out);
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let poll = Instant::now() + SYNC_POLL;
+        Some(self.wait_until.map_or(poll, |until| until.min(poll)))
+    }
+
+    fn on_deadline(&mut self, _now: Instant, out: &mut Vec<Payload>) {
+        if !self.waiting() {
+            if !self.view.synced() {
+                tracing::warn!(
+                    "Kubernetes metadata not listed within wait_for_metadata_timeout; data passes without it until it is."
+                );
+            }
+            self.release_held(out);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<Payload>) {
+        self.release_held(out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

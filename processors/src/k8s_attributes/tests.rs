@@ -1,0 +1,352 @@
+use std::collections::BTreeMap;
+
+use flowtel_core::{attributes::find_text, config::Validate as _};
+use k8s_openapi::{
+    api::{
+        apps::v1::ReplicaSet,
+        core::v1::{Namespace, Node, NodeAddress, NodeStatus, Service, ServiceSpec},
+    },
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, KeyValue, any_value::Value},
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    resource::v1::Resource,
+};
+
+use super::*;
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
+    ObjectMeta { name: Some(name.into()), namespace: namespace.map(Into::into), ..Default::default() }
+}
+
+fn owned_by(kind: &str, name: &str) -> Option<Vec<OwnerReference>> {
+    Some(vec![OwnerReference {
+        kind: kind.into(),
+        name: name.into(),
+        controller: Some(true),
+        api_version: "apps/v1".into(),
+        uid: format!("uid-{name}"),
+        ..Default::default()
+    }])
+}
+
+fn pod(name: &str, ip: &str, host_network: bool, owner: Option<Owner>) -> PodInfo {
+    PodInfo {
+        name: name.into(),
+        namespace: "shop".into(),
+        uid: format!("uid-{name}"),
+        node: Some("node-1".into()),
+        ips: vec![ip.parse().expect("ip")],
+        host_network,
+        finished: false,
+        owner,
+        labels: labels(&[("app", name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')), ("tier", "web")]),
+        annotations: labels(&[("team", "payments")]),
+    }
+}
+
+/// A namespace `shop` on `node-1` (10.0.0.1): pod `web-1` (10.1.0.5) of
+/// Deployment `web` through ReplicaSet `web-5d9`, service `web` selecting
+/// it, a host-network pod `agent` and a service `db` with a cluster IP.
+fn cluster() -> Metadata {
+    let mut m = Metadata::default();
+    m.apply_namespace(&Namespace {
+        metadata: ObjectMeta { labels: Some(labels(&[("env", "prod")])), ..meta(None, "shop") },
+        ..Default::default()
+    });
+    m.apply_node(&Node {
+        metadata: ObjectMeta { labels: Some(labels(&[("zone", "a")])), ..meta(None, "node-1") },
+        status: Some(NodeStatus {
+            addresses: Some(vec![
+                NodeAddress { type_: "InternalIP".into(), address: "10.0.0.1".into() },
+                NodeAddress { type_: "Hostname".into(), address: "node-1".into() },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    m.apply_replica_set(&ReplicaSet {
+        metadata: ObjectMeta { owner_references: owned_by("Deployment", "web"), ..meta(Some("shop"), "web-5d9") },
+        ..Default::default()
+    });
+    m.apply_pod(pod("web-1", "10.1.0.5", false, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() })));
+    m.apply_pod(pod("agent", "10.0.0.1", true, Some(Owner { kind: "DaemonSet".into(), name: "agent".into() })));
+    for (name, selector, ip) in [("web", "web", "10.96.0.10"), ("db", "db", "10.96.0.20")] {
+        m.apply_service(&Service {
+            metadata: meta(Some("shop"), name),
+            spec: Some(ServiceSpec {
+                selector: Some(labels(&[("app", selector)])),
+                cluster_ip: Some(ip.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    m
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
+}
+
+fn flow(src: &str, dst: &str) -> Payload {
+    let record = LogRecord {
+        event_name: "network.flow".into(),
+        attributes: vec![kv("source.address", src), kv("destination.address", dst)],
+        ..Default::default()
+    };
+    Payload::Logs(vec![ResourceLogs {
+        scope_logs: vec![ScopeLogs { log_records: vec![record], ..Default::default() }],
+        ..Default::default()
+    }])
+}
+
+fn record_attributes(payload: &Payload) -> Vec<KeyValue> {
+    match payload {
+        Payload::Logs(r) => r[0].scope_logs[0].log_records[0].attributes.clone(),
+        _ => unreachable!(),
+    }
+}
+
+fn resource_attributes(payload: &Payload) -> Vec<KeyValue> {
+    match payload {
+        Payload::Logs(r) => r[0].resource.clone().unwrap_or_default().attributes,
+        _ => unreachable!(),
+    }
+}
+
+fn enriched(m: &Metadata, config: &K8sAttributesConfig, mut payload: Payload, client: Client) -> Payload {
+    let extractor = Extractor::new(&config.extract);
+    enrich(m, &extractor, &config.association_rules(), &mut payload, &client);
+    payload
+}
+
+#[test]
+fn both_ends_of_a_flow_are_described() {
+    let m = cluster();
+    let out = enriched(&m, &K8sAttributesConfig::default(), flow("10.1.0.5", "10.0.0.1"), Client::default());
+    let a = record_attributes(&out);
+    let get = |k: &str| find_text(&a, k).map(|v| v.into_owned());
+    assert_eq!(get("k8s.src.pod.name").as_deref(), Some("web-1"));
+    assert_eq!(get("k8s.src.pod.uid").as_deref(), Some("uid-web-1"));
+    assert_eq!(get("k8s.src.namespace.name").as_deref(), Some("shop"));
+    assert_eq!(get("k8s.src.node.name").as_deref(), Some("node-1"));
+    assert_eq!(get("k8s.src.owner.kind").as_deref(), Some("Deployment"), "a ReplicaSet is followed to its Deployment");
+    assert_eq!(get("k8s.src.owner.name").as_deref(), Some("web"));
+    assert_eq!(get("k8s.src.deployment.name").as_deref(), Some("web"));
+    assert_eq!(get("k8s.src.service.name").as_deref(), Some("web"));
+    // The host-network pod's address is its node's.
+    assert_eq!(get("k8s.dst.node.name").as_deref(), Some("node-1"));
+    assert_eq!(get("k8s.dst.pod.name"), None);
+    assert_eq!(get("k8s.dst.namespace.name"), None);
+}
+
+#[test]
+fn cluster_ips_name_their_service_and_unknown_addresses_add_nothing() {
+    let m = cluster();
+    let out = enriched(&m, &K8sAttributesConfig::default(), flow("192.0.2.7", "10.96.0.20"), Client::default());
+    let a = record_attributes(&out);
+    assert_eq!(find_text(&a, "k8s.dst.service.name").as_deref(), Some("db"));
+    assert_eq!(find_text(&a, "k8s.dst.namespace.name").as_deref(), Some("shop"));
+    assert_eq!(a.len(), 4, "nothing for the unknown source: {a:?}");
+}
+
+#[test]
+fn attributes_already_set_are_kept() {
+    let m = cluster();
+    let mut payload = flow("10.1.0.5", "10.0.0.1");
+    if let Payload::Logs(r) = &mut payload {
+        r[0].scope_logs[0].log_records[0].attributes.push(kv("k8s.src.pod.name", "from-the-agent"));
+    }
+    let out = enriched(&m, &K8sAttributesConfig::default(), payload, Client::default());
+    let a = record_attributes(&out);
+    assert_eq!(a.iter().filter(|kv| kv.key == "k8s.src.pod.name").count(), 1);
+    assert_eq!(find_text(&a, "k8s.src.pod.name").as_deref(), Some("from-the-agent"));
+}
+
+#[test]
+fn a_replaced_pod_takes_over_and_a_deleted_one_is_forgotten() {
+    let mut m = cluster();
+    let web1 = ("shop".to_owned(), "web-1".to_owned());
+    m.remove_pod(&web1);
+    assert_eq!(m.resolve("10.1.0.5".parse().expect("ip")), None);
+    m.apply_pod(pod("web-2", "10.1.0.9", false, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() })));
+    let Some(Endpoint::Pod(found)) = m.resolve("10.1.0.9".parse().expect("ip")) else { panic!("web-2 by its IP") };
+    assert_eq!(found.name, "web-2");
+    // An IP reused by a new pod while the old one is finishing belongs to the new one.
+    m.apply_pod(pod("job-1", "10.1.0.9", false, Some(Owner { kind: "Job".into(), name: "batch".into() })));
+    let Some(Endpoint::Pod(found)) = m.resolve("10.1.0.9".parse().expect("ip")) else { panic!("job-1") };
+    assert_eq!(found.name, "job-1");
+    m.remove_pod(&("shop".into(), "job-1".into()));
+    let Some(Endpoint::Pod(found)) = m.resolve("10.1.0.9".parse().expect("ip")) else { panic!("web-2 again") };
+    assert_eq!(found.name, "web-2", "the remaining holder of the address owns it again");
+}
+
+#[test]
+fn a_relist_forgets_what_it_does_not_show() {
+    let mut m = cluster();
+    let listed = [("shop".to_owned(), "agent".to_owned())].into_iter().collect();
+    m.retain(Kind::Pod, &listed);
+    assert_eq!(m.count(Kind::Pod), 1);
+    assert_eq!(m.resolve("10.1.0.5".parse().expect("ip")), None);
+    assert_eq!(m.resolve("10.0.0.1".parse().expect("ip")), Some(Endpoint::Node("node-1")));
+}
+
+#[test]
+fn labels_and_annotations_are_extracted_by_key_and_pattern() {
+    let m = cluster();
+    let config = K8sAttributesConfig {
+        extract: ExtractConfig {
+            metadata: vec!["k8s.pod.name".into()],
+            labels: vec![
+                FieldExtract {
+                    tag_name: Some("app".into()),
+                    key: Some("app".into()),
+                    key_regex: None,
+                    from: FieldSource::Pod,
+                },
+                FieldExtract { tag_name: None, key: None, key_regex: Some("ti.*".into()), from: FieldSource::Pod },
+                FieldExtract { tag_name: None, key: Some("env".into()), key_regex: None, from: FieldSource::Namespace },
+                FieldExtract { tag_name: None, key: Some("zone".into()), key_regex: None, from: FieldSource::Node },
+            ],
+            annotations: vec![FieldExtract {
+                tag_name: None,
+                key: Some("team".into()),
+                key_regex: None,
+                from: FieldSource::Pod,
+            }],
+        },
+        ..Default::default()
+    };
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    let out = enriched(&m, &config, flow("10.1.0.5", "10.0.0.1"), Client::default());
+    let a = record_attributes(&out);
+    let get = |k: &str| find_text(&a, k).map(|v| v.into_owned());
+    assert_eq!(get("k8s.src.app").as_deref(), Some("web"), "a custom name gets the side prefix");
+    assert_eq!(get("k8s.src.pod.labels.tier").as_deref(), Some("web"));
+    assert_eq!(get("k8s.src.namespace.labels.env").as_deref(), Some("prod"));
+    assert_eq!(get("k8s.src.node.labels.zone").as_deref(), Some("a"));
+    assert_eq!(get("k8s.src.pod.annotations.team").as_deref(), Some("payments"));
+    assert_eq!(get("k8s.dst.node.labels.zone").as_deref(), Some("a"), "a node end gets its node's labels");
+    assert_eq!(get("k8s.src.namespace.name"), None, "only what `metadata` lists");
+}
+
+fn app_logs(resource: Vec<KeyValue>) -> Payload {
+    Payload::Logs(vec![ResourceLogs {
+        resource: Some(Resource { attributes: resource, ..Default::default() }),
+        scope_logs: vec![ScopeLogs { log_records: vec![LogRecord::default()], ..Default::default() }],
+        ..Default::default()
+    }])
+}
+
+#[test]
+fn otlp_resources_find_their_pod_by_attribute_uid_or_connection() {
+    let m = cluster();
+    let config = K8sAttributesConfig::default();
+    let by_ip = enriched(&m, &config, app_logs(vec![kv("k8s.pod.ip", "10.1.0.5")]), Client::default());
+    assert_eq!(find_text(&resource_attributes(&by_ip), "k8s.pod.name").as_deref(), Some("web-1"));
+    assert_eq!(find_text(&resource_attributes(&by_ip), "k8s.deployment.name").as_deref(), Some("web"));
+
+    let by_uid = enriched(&m, &config, app_logs(vec![kv("k8s.pod.uid", "uid-web-1")]), Client::default());
+    assert_eq!(find_text(&resource_attributes(&by_uid), "k8s.namespace.name").as_deref(), Some("shop"));
+
+    let client = Client { address: Some("10.1.0.5".parse().expect("ip")) };
+    let by_connection = enriched(&m, &config, app_logs(vec![kv("service.name", "web")]), client);
+    let resource = resource_attributes(&by_connection);
+    assert_eq!(find_text(&resource, "k8s.pod.name").as_deref(), Some("web-1"));
+    assert_eq!(find_text(&resource, "service.name").as_deref(), Some("web"), "the app's own attributes stay");
+
+    let unknown = Client { address: Some("127.0.0.1".parse().expect("ip")) };
+    let none = enriched(&m, &config, app_logs(vec![]), unknown);
+    assert!(resource_attributes(&none).is_empty());
+}
+
+#[test]
+fn a_rule_with_name_and_namespace_needs_both_to_match() {
+    let m = cluster();
+    let attribute =
+        |name: &str| AssociationSource { from: AssociationFrom::ResourceAttribute, name: Some(name.into()) };
+    let config = K8sAttributesConfig {
+        pod_association: vec![AssociationRule {
+            sources: vec![attribute("k8s.pod.name"), attribute("k8s.namespace.name")],
+        }],
+        ..Default::default()
+    };
+    let found = enriched(
+        &m,
+        &config,
+        app_logs(vec![kv("k8s.pod.name", "web-1"), kv("k8s.namespace.name", "shop")]),
+        Client::default(),
+    );
+    assert_eq!(find_text(&resource_attributes(&found), "k8s.pod.uid").as_deref(), Some("uid-web-1"));
+    let half = enriched(&m, &config, app_logs(vec![kv("k8s.pod.name", "web-1")]), Client::default());
+    assert_eq!(find_text(&resource_attributes(&half), "k8s.pod.uid"), None);
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let config = K8sAttributesConfig {
+        extract: ExtractConfig {
+            metadata: vec!["k8s.pod.colour".into()],
+            labels: vec![FieldExtract {
+                tag_name: None,
+                key: None,
+                key_regex: Some("(".into()),
+                from: FieldSource::Pod,
+            }],
+            annotations: vec![FieldExtract { tag_name: None, key: None, key_regex: None, from: FieldSource::Pod }],
+        },
+        pod_association: vec![AssociationRule {
+            sources: vec![AssociationSource { from: AssociationFrom::ResourceAttribute, name: None }],
+        }],
+        filter: FilterConfig { node_from_env_var: Some("FLOWTEL_TEST_SURELY_UNSET".into()), ..Default::default() },
+        ..Default::default()
+    };
+    let paths: Vec<String> = config.validate().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(
+        paths,
+        [
+            "extract::metadata[0]",
+            "extract::labels[0]::key_regex",
+            "extract::annotations[0]",
+            "pod_association[0]::sources[0]::name",
+            "filter::node_from_env_var",
+        ]
+    );
+}
+
+#[test]
+fn passthrough_tags_resources_with_the_connection_address() {
+    let config = K8sAttributesConfig { passthrough: true, ..Default::default() };
+    let mut processor = K8sAttributesProcessor::with_view(config, Arc::new(ClusterView::default()));
+    let mut out = Vec::new();
+    let client = Client { address: Some("10.1.0.5".parse().expect("ip")) };
+    processor.process_from(app_logs(vec![]), &client, &mut out);
+    assert_eq!(find_text(&resource_attributes(&out[0]), "k8s.pod.ip").as_deref(), Some("10.1.0.5"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_waits_for_the_first_listing_at_most_the_timeout() {
+    let config = K8sAttributesConfig { wait_for_metadata_timeout: Duration::from_secs(2), ..Default::default() };
+    let mut processor = K8sAttributesProcessor::with_view(config, Arc::new(ClusterView::default()));
+    processor.wait_until = Some(Instant::now() + Duration::from_secs(2));
+    let mut out = Vec::new();
+    processor.process(flow("10.1.0.5", "10.0.0.1"), &mut out);
+    assert!(out.is_empty(), "held while nothing is listed");
+    let deadline = processor.deadline().expect("a deadline while holding");
+    assert!(deadline <= Instant::now() + Duration::from_secs(2));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    processor.on_deadline(Instant::now(), &mut out);
+    assert_eq!(out.len(), 1, "released, as it is, at the timeout");
+    processor.process(flow("10.1.0.5", "10.0.0.1"), &mut out);
+    assert_eq!(out.len(), 2, "after the timeout nothing waits");
+}
