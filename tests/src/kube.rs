@@ -1,0 +1,191 @@
+//! A real Kubernetes API server for tests: Debian's etcd and the
+//! kube-apiserver that `cargo xtask setup` builds from Debian's source, both
+//! on free loopback ports, stopped (and their data removed) on drop. No
+//! controllers run, so a test creates every object itself.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::core::v1::{Namespace, Node, Pod},
+    serde::{Serialize, de::DeserializeOwned},
+};
+use kube::{
+    Api, Client, Resource,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde_json::{Value, json};
+
+use crate::{free_port, process::Child, tls::TestPki, wait_for};
+
+/// The kube-apiserver `cargo xtask setup` builds.
+pub fn kube_apiserver_bin() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let path = home.join(".cache/flowtel/kubernetes/kube-apiserver");
+    assert!(path.exists(), "{} is missing: run `cargo xtask setup`", path.display());
+    path
+}
+
+/// etcd and an API server, with a kubeconfig for an all-powerful test user.
+pub struct KubeApiServer {
+    /// The kubeconfig flowtel and the test use.
+    pub kubeconfig: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    // Dropped in this order: the server before its store.
+    _apiserver: Child,
+    _etcd: Child,
+    _dir: tempfile::TempDir,
+}
+
+const TOKEN: &str = "flowtel-test-token";
+
+impl KubeApiServer {
+    /// Starts etcd and the API server and waits until the server answers.
+    pub fn start() -> KubeApiServer {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let etcd = Child::spawn(
+            "etcd",
+            Command::new("etcd")
+                .args(["--name", "flowtel-test", "--data-dir"])
+                .arg(path("etcd"))
+                .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
+                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("flowtel-test={peer_url}")]),
+            &path("etcd.log"),
+        );
+        let pki = TestPki::new(dir.path());
+        // The key service account tokens are signed with, and its public half.
+        let service_account = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(path("sa.key"), service_account.serialize_pem()).unwrap();
+        std::fs::write(path("sa.pub"), service_account.public_key_pem()).unwrap();
+        std::fs::write(path("tokens.csv"), format!("{TOKEN},flowtel-test,1,\"system:masters\"\n")).unwrap();
+        let flag = |name: &str, value: &Path| format!("--{name}={}", value.display());
+        let apiserver = Child::spawn(
+            "kube-apiserver",
+            Command::new(kube_apiserver_bin())
+                .arg(format!("--etcd-servers={etcd_url}"))
+                .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--insecure-port=0"])
+                .arg(format!("--secure-port={api_port}"))
+                .arg(flag("cert-dir", &path("certs")))
+                .arg(flag("tls-cert-file", &pki.server_cert))
+                .arg(flag("tls-private-key-file", &pki.server_key))
+                .arg(flag("token-auth-file", &path("tokens.csv")))
+                .arg("--authorization-mode=RBAC")
+                .arg("--service-account-issuer=https://kubernetes.default.svc")
+                .arg(flag("service-account-key-file", &path("sa.pub")))
+                .arg(flag("service-account-signing-key-file", &path("sa.key")))
+                .arg("--service-cluster-ip-range=10.96.0.0/16")
+                // Without controllers the default would loop on loopback endpoints,
+                // and nothing would create the `default` service account.
+                .arg("--endpoint-reconciler-type=none")
+                .arg("--disable-admission-plugins=ServiceAccount"),
+            &path("kube-apiserver.log"),
+        );
+        let kubeconfig = path("kubeconfig.yaml");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    certificate-authority: {}\n\
+                 users:\n- name: test\n  user:\n    token: {TOKEN}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\ncurrent-context: test\n",
+                pki.ca.display()
+            ),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = runtime.block_on(async {
+            let file = Kubeconfig::read_from(&kubeconfig).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.unwrap();
+            Client::try_from(config).unwrap()
+        });
+        let mut server = KubeApiServer { kubeconfig, runtime, client, _apiserver: apiserver, _etcd: etcd, _dir: dir };
+        wait_for(Duration::from_secs(60), "the API server to answer", || {
+            server._etcd.assert_running();
+            server._apiserver.assert_running();
+            let namespaces: Api<Namespace> = Api::all(server.client.clone());
+            server.runtime.block_on(namespaces.get_opt("default")).ok().flatten().map(|_| ())
+        });
+        server
+    }
+
+    /// Creates a namespaced object from its JSON.
+    pub fn create<K>(&self, object: Value) -> K
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+    {
+        let typed: K = serde_json::from_value(object).unwrap();
+        let namespace = typed.meta().namespace.clone().unwrap_or_else(|| "default".into());
+        self.runtime
+            .block_on(Api::<K>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &typed))
+            .unwrap()
+    }
+
+    /// Creates a namespace.
+    pub fn create_namespace(&self, name: &str, labels: Value) {
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        self.runtime
+            .block_on(Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &namespace))
+            .unwrap();
+    }
+
+    /// Creates a node with these InternalIP addresses (nodes keep the
+    /// status they are created with).
+    pub fn create_node(&self, name: &str, addresses: &[&str]) {
+        let addresses: Vec<Value> = addresses.iter().map(|a| json!({"type": "InternalIP", "address": a})).collect();
+        let node: Node =
+            serde_json::from_value(json!({"metadata": {"name": name}, "status": {"addresses": addresses}})).unwrap();
+        self.runtime.block_on(Api::<Node>::all(self.client.clone()).create(&PostParams::default(), &node)).unwrap();
+    }
+
+    /// Creates a running pod on `node` with `ip`, owned by `owner` (kind,
+    /// name); its status is written through `/status`, as a kubelet would.
+    /// Returns the uid the server gave it.
+    pub fn create_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        ip: &str,
+        host_network: bool,
+        owner: Option<(&str, &str)>,
+        labels: Value,
+    ) -> String {
+        let owners: Vec<Value> = owner
+            .map(|(kind, owner)| {
+                let api_version = if kind == "ReplicaSet" || kind == "DaemonSet" { "apps/v1" } else { "v1" };
+                json!({"apiVersion": api_version, "kind": kind, "name": owner, "uid": format!("uid-{owner}"), "controller": true})
+            })
+            .into_iter()
+            .collect();
+        self.create::<Pod>(json!({
+            "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": owners},
+            "spec": {"nodeName": node, "hostNetwork": host_network, "containers": [{"name": "main", "image": "app:1"}]},
+        }));
+        let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": ip}});
+        let pods = Api::<Pod>::namespaced(self.client.clone(), namespace);
+        let pod = self.runtime.block_on(pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)));
+        pod.unwrap().metadata.uid.unwrap_or_default()
+    }
+
+    /// Deletes a pod at once.
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        let pods = Api::<Pod>::namespaced(self.client.clone(), namespace);
+        self.runtime
+            .block_on(pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }))
+            .unwrap();
+    }
+}

@@ -1,0 +1,186 @@
+//! Privileged, real kernel, real Kubernetes API server: flows between a
+//! pod's network namespace and the host are enriched on both ends from what
+//! the API server says — a pod behind a Deployment, a host-network pod and a
+//! node — and stay right when the pod is replaced by one with a new IP,
+//! with flowtel running throughout. Needs root and `cargo xtask setup`.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use flowtel_tests::{
+    Flowtel,
+    kube::KubeApiServer,
+    netns::{Netns, ip, is_root},
+    otlp_json::{Item, items},
+    wait_for,
+};
+use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Service};
+use serde_json::json;
+
+/// The host's end of the pod's veth, and the addresses on it.
+const HOST_IF: &str = "k8sh0";
+const NODE_1_IP: &str = "10.78.0.1";
+const NODE_2_IP: &str = "10.78.0.4";
+const WEB_1_IP: &str = "10.78.0.2";
+const WEB_2_IP: &str = "10.78.0.3";
+
+/// A pod's namespace joined to the host by `k8sh0` ↔ `eth0`; the host side
+/// holds node-1's and node-2's addresses.
+fn pod_netns() -> Netns {
+    let pod = Netns::create("k8p");
+    ip(&["link", "add", HOST_IF, "type", "veth", "peer", "name", "eth0", "netns", &pod.name]);
+    ip(&["addr", "add", &format!("{NODE_1_IP}/24"), "dev", HOST_IF]);
+    ip(&["addr", "add", &format!("{NODE_2_IP}/32"), "dev", HOST_IF]);
+    ip(&["link", "set", HOST_IF, "up"]);
+    pod.run(&["ip", "addr", "add", &format!("{WEB_1_IP}/24"), "dev", "eth0"]);
+    pod.run(&["ip", "link", "set", "eth0", "up"]);
+    pod.run(&["ip", "link", "set", "lo", "up"]);
+    pod
+}
+
+fn config(kubeconfig: &Path, file: &Path) -> String {
+    format!(
+        r#"
+receivers:
+  ebpf: {{interfaces: [{HOST_IF}], flush_interval: 500ms, drops: {{enabled: false}}, tcp: {{enabled: false}}}}
+processors:
+  k8s_attributes:
+    auth_type: kubeConfig
+    kubeconfig: "{}"
+    wait_for_metadata: true
+    extract:
+      labels: [{{key: app}}]
+exporters:
+  file: {{path: "{}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], processors: [k8s_attributes], exporters: [file]}}
+"#,
+        kubeconfig.display(),
+        file.display()
+    )
+}
+
+fn flow_records(file: &Path) -> Vec<Item> {
+    let requests: Vec<serde_json::Value> = std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    items(&requests, "logs").into_iter().filter(|r| r.event_name == "network.flow").collect()
+}
+
+/// The `k8s.*` attributes of the first ICMP record from `src` to `dst`.
+fn k8s_of(file: &Path, src: &str, dst: &str) -> Option<BTreeMap<String, String>> {
+    flow_records(file)
+        .into_iter()
+        .find(|r| {
+            r.attributes.get("source.address").map(String::as_str) == Some(src)
+                && r.attributes.get("destination.address").map(String::as_str) == Some(dst)
+        })
+        .map(|r| r.attributes.into_iter().filter(|(k, _)| k.starts_with("k8s.")).collect())
+}
+
+fn web_pod(side: &str, name: &str, uid: &str) -> Vec<(String, String)> {
+    [
+        ("pod.name", name),
+        ("pod.uid", uid),
+        ("namespace.name", "shop"),
+        ("node.name", "node-1"),
+        ("owner.kind", "Deployment"),
+        ("owner.name", "web"),
+        ("deployment.name", "web"),
+        ("service.name", "web"),
+        ("pod.labels.app", "web"),
+    ]
+    .iter()
+    .map(|(k, v)| (format!("k8s.{side}.{k}"), (*v).to_owned()))
+    .collect()
+}
+
+#[test]
+fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
+    if !is_root() {
+        eprintln!("skipped: needs root to load eBPF programs and create namespaces");
+        return;
+    }
+    let api = KubeApiServer::start();
+    api.create_namespace("shop", json!({"team": "payments"}));
+    api.create_node("node-1", &[NODE_1_IP]);
+    api.create_node("node-2", &[NODE_2_IP]);
+    let template =
+        json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "main", "image": "app:1"}]}});
+    api.create::<ReplicaSet>(json!({
+        "metadata": {"name": "web-5d9", "namespace": "shop", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "uid-web", "controller": true}]},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template},
+    }));
+    api.create::<Service>(json!({
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"app": "web"}, "clusterIP": "10.96.0.10", "ports": [{"port": 80}]},
+    }));
+    let web_1 = api.create_pod(
+        "shop",
+        "web-1",
+        "node-1",
+        WEB_1_IP,
+        false,
+        Some(("ReplicaSet", "web-5d9")),
+        json!({"app": "web"}),
+    );
+    api.create_pod("shop", "agent", "node-1", NODE_1_IP, true, Some(("DaemonSet", "agent")), json!({"app": "agent"}));
+
+    let pod = pod_netns();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flows.jsonl");
+    let flowtel = Flowtel::start(&config(&api.kubeconfig, &file));
+    let ping = |target: &str| {
+        pod.run(&["ping", "-c", "2", "-i", "0.2", "-W", "1", target]);
+    };
+
+    // The pod pings the host-network pod's address (node-1's) and node-2's.
+    ping(NODE_1_IP);
+    ping(NODE_2_IP);
+    let out = wait_for(Duration::from_secs(20), "web-1's flow to node-1", || k8s_of(&file, WEB_1_IP, NODE_1_IP));
+    let mut expected: BTreeMap<String, String> = web_pod("src", "web-1", &web_1).into_iter().collect();
+    expected.insert("k8s.dst.node.name".into(), "node-1".into());
+    assert_eq!(out, expected, "a pod behind a Deployment → the host network of node-1");
+    let back = wait_for(Duration::from_secs(10), "the reply", || k8s_of(&file, NODE_1_IP, WEB_1_IP));
+    let mut expected: BTreeMap<String, String> = web_pod("dst", "web-1", &web_1).into_iter().collect();
+    expected.insert("k8s.src.node.name".into(), "node-1".into());
+    assert_eq!(back, expected, "the reply has the ends the other way round");
+    let to_node_2 = wait_for(Duration::from_secs(10), "web-1's flow to node-2", || k8s_of(&file, WEB_1_IP, NODE_2_IP));
+    assert_eq!(to_node_2.get("k8s.dst.node.name").map(String::as_str), Some("node-2"), "{to_node_2:?}");
+
+    // The pod is replaced by one with a new address; flowtel keeps running.
+    api.delete_pod("shop", "web-1");
+    let web_2 = api.create_pod(
+        "shop",
+        "web-2",
+        "node-1",
+        WEB_2_IP,
+        false,
+        Some(("ReplicaSet", "web-5d9")),
+        json!({"app": "web"}),
+    );
+    pod.run(&["ip", "addr", "del", &format!("{WEB_1_IP}/24"), "dev", "eth0"]);
+    pod.run(&["ip", "addr", "add", &format!("{WEB_2_IP}/24"), "dev", "eth0"]);
+    wait_for(Duration::from_secs(10), "flowtel to see web-2", || {
+        (flowtel.metric("flowtel_k8s_objects", &[("resource", "pods")]) == 2.0).then_some(())
+    });
+    ping(NODE_1_IP);
+    let out = wait_for(Duration::from_secs(20), "web-2's flow", || k8s_of(&file, WEB_2_IP, NODE_1_IP));
+    let mut expected: BTreeMap<String, String> = web_pod("src", "web-2", &web_2).into_iter().collect();
+    expected.insert("k8s.dst.node.name".into(), "node-1".into());
+    assert_eq!(out, expected);
+    assert_eq!(flowtel.metric("flowtel_k8s_watch_errors_total", &[]), 0.0);
+    for resource in ["pods", "replicasets", "services", "nodes", "namespaces"] {
+        assert_eq!(
+            flowtel.metric("flowtel_k8s_relists_total", &[("resource", resource)]),
+            1.0,
+            "{resource} listed once, then watched"
+        );
+    }
+}
