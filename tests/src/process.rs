@@ -84,17 +84,22 @@ impl Flowtel {
     /// Starts flowtel with `config`, in which `${METRICS_PORT}` is replaced by
     /// a free port for its own telemetry; waits until `/readyz` says ready.
     pub fn start(config: &str) -> Flowtel {
-        Self::launch(config, None)
+        Self::launch(config, None, &[])
+    }
+
+    /// [`Flowtel::start`] with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Flowtel {
+        Self::launch(config, None, env)
     }
 
     /// Starts flowtel inside network namespace `netns` with `config`; waits
     /// until it says it is running (its telemetry endpoint is inside the
     /// namespace, out of the test's reach).
     pub fn start_in_netns(config: &str, netns: &str) -> Flowtel {
-        Self::launch(config, Some(netns))
+        Self::launch(config, Some(netns), &[])
     }
 
-    fn launch(config: &str, netns: Option<&str>) -> Flowtel {
+    fn launch(config: &str, netns: Option<&str>, env: &[(&str, &str)]) -> Flowtel {
         let dir = tempfile::tempdir().unwrap();
         let metrics_port = free_port();
         let config = config.replace("${METRICS_PORT}", &metrics_port.to_string());
@@ -108,7 +113,7 @@ impl Flowtel {
             }
             None => Command::new(flowtel_bin()),
         };
-        command.arg("--config").arg(&path).args(["--shutdown-timeout", "5s"]);
+        command.arg("--config").arg(&path).args(["--shutdown-timeout", "5s"]).envs(env.iter().copied());
         let mut child = Child::spawn("flowtel", &mut command, &dir.path().join("flowtel.log"));
         wait_for(Duration::from_secs(20), "flowtel to be ready", || {
             child.assert_running();

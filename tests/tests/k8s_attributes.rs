@@ -9,11 +9,11 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use flowtel_tests::{
-    Flowtel,
+    Flowtel, free_port,
     kube::KubeApiServer,
     netns::{Netns, ip, is_root},
     otlp_json::{Item, items},
-    wait_for,
+    python, script, wait_for,
 };
 use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Service};
 use serde_json::json;
@@ -39,16 +39,21 @@ fn pod_netns() -> Netns {
     pod
 }
 
-fn config(kubeconfig: &Path, file: &Path) -> String {
+fn config(kubeconfig: &Path, file: &Path, otlp_grpc: u16, otlp_http: u16) -> String {
     format!(
         r#"
 receivers:
   ebpf: {{interfaces: [{HOST_IF}], flush_interval: 500ms, drops: {{enabled: false}}, tcp: {{enabled: false}}}}
+  otlp:
+    protocols:
+      grpc: {{endpoint: "{NODE_1_IP}:{otlp_grpc}"}}
+      http: {{endpoint: "{NODE_1_IP}:{otlp_http}"}}
 processors:
   k8s_attributes:
     auth_type: kubeConfig
     kubeconfig: "{}"
     wait_for_metadata: true
+    filter: {{node_from_env_var: FLOWTEL_TEST_NODE}}
     extract:
       labels: [{{key: app}}]
 exporters:
@@ -56,20 +61,41 @@ exporters:
 service:
   telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
   pipelines:
-    logs: {{receivers: [ebpf], processors: [k8s_attributes], exporters: [file]}}
+    logs: {{receivers: [ebpf, otlp], processors: [k8s_attributes], exporters: [file]}}
+    traces: {{receivers: [otlp], processors: [k8s_attributes], exporters: [file]}}
 "#,
         kubeconfig.display(),
         file.display()
     )
 }
 
-fn flow_records(file: &Path) -> Vec<Item> {
+fn records(file: &Path, signal: &str) -> Vec<Item> {
     let requests: Vec<serde_json::Value> = std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect();
-    items(&requests, "logs").into_iter().filter(|r| r.event_name == "network.flow").collect()
+    items(&requests, signal)
+}
+
+fn flow_records(file: &Path) -> Vec<Item> {
+    records(file, "logs").into_iter().filter(|r| r.event_name == "network.flow").collect()
+}
+
+/// Sends 3 log records over gRPC and 2 spans over HTTP from inside the pod
+/// with the OpenTelemetry Python SDK.
+fn send_from_pod(pod: &Netns, otlp_grpc: u16, otlp_http: u16) {
+    for (transport, port, what) in [("grpc", otlp_grpc, "--logs"), ("http", otlp_http, "--spans")] {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &pod.name])
+            .arg(python())
+            .arg(script("sdk_send.py"))
+            .args(["--transport", transport, "--endpoint", &format!("http://{NODE_1_IP}:{port}"), "--run", "k8s"])
+            .args([what, if what == "--logs" { "3" } else { "2" }])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "sdk_send.py: {}", String::from_utf8_lossy(&output.stderr));
+    }
 }
 
 /// The `k8s.*` attributes of the first ICMP record from `src` to `dst`.
@@ -135,7 +161,14 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
     let pod = pod_netns();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
-    let flowtel = Flowtel::start(&config(&api.kubeconfig, &file));
+    // Pods of other nodes are not watched by this node's agent.
+    api.create_pod("shop", "remote", "node-2", "10.78.9.9", false, None, json!({"app": "remote"}));
+    let (otlp_grpc, otlp_http) = (free_port(), free_port());
+    let flowtel = Flowtel::start_with_env(
+        &config(&api.kubeconfig, &file, otlp_grpc, otlp_http),
+        &[("FLOWTEL_TEST_NODE", "node-1")],
+    );
+    assert_eq!(flowtel.metric("flowtel_k8s_objects", &[("resource", "pods")]), 2.0, "web-1 and agent, not remote");
     let ping = |target: &str| {
         pod.run(&["ping", "-c", "2", "-i", "0.2", "-W", "1", target]);
     };
@@ -154,6 +187,25 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
     let to_node_2 = wait_for(Duration::from_secs(10), "web-1's flow to node-2", || k8s_of(&file, WEB_1_IP, NODE_2_IP));
     assert_eq!(to_node_2.get("k8s.dst.node.name").map(String::as_str), Some("node-2"), "{to_node_2:?}");
 
+    // An application in the pod sends OTLP: its resource finds the pod by
+    // the connection's address.
+    send_from_pod(&pod, otlp_grpc, otlp_http);
+    let from_app = wait_for(Duration::from_secs(20), "the app's logs and spans", || {
+        let logs: Vec<Item> =
+            records(&file, "logs").into_iter().filter(|r| r.resource.get("test.run").is_some()).collect();
+        let spans = records(&file, "traces");
+        (logs.len() == 3 && spans.len() == 2).then(|| logs.into_iter().chain(spans).collect::<Vec<_>>())
+    });
+    for item in from_app {
+        let resource = &item.resource;
+        assert_eq!(resource.get("k8s.pod.name").map(String::as_str), Some("web-1"), "{resource:?}");
+        assert_eq!(resource.get("k8s.pod.uid"), Some(&web_1));
+        assert_eq!(resource.get("k8s.deployment.name").map(String::as_str), Some("web"));
+        assert_eq!(resource.get("k8s.namespace.name").map(String::as_str), Some("shop"));
+        assert_eq!(resource.get("service.name").map(String::as_str), Some("flowtel-e2e"), "the app's own stay");
+        assert!(item.attributes.keys().all(|k| !k.starts_with("k8s.")), "no 5-tuple, no ends: {:?}", item.attributes);
+    }
+
     // The pod is replaced by one with a new address; flowtel keeps running.
     api.delete_pod("shop", "web-1");
     let web_2 = api.create_pod(
@@ -167,11 +219,16 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
     );
     pod.run(&["ip", "addr", "del", &format!("{WEB_1_IP}/24"), "dev", "eth0"]);
     pod.run(&["ip", "addr", "add", &format!("{WEB_2_IP}/24"), "dev", "eth0"]);
-    wait_for(Duration::from_secs(10), "flowtel to see web-2", || {
-        (flowtel.metric("flowtel_k8s_objects", &[("resource", "pods")]) == 2.0).then_some(())
+    // The watch delivers the change within moments; records sent before it
+    // arrived are not enriched with web-2, never with web-1.
+    let out = wait_for(Duration::from_secs(20), "web-2's flow, enriched", || {
+        ping(NODE_1_IP);
+        flow_records(&file)
+            .into_iter()
+            .filter(|r| r.attributes.get("source.address").map(String::as_str) == Some(WEB_2_IP))
+            .map(|r| r.attributes.into_iter().filter(|(k, _)| k.starts_with("k8s.")).collect::<BTreeMap<_, _>>())
+            .find(|k8s| k8s.contains_key("k8s.src.pod.name"))
     });
-    ping(NODE_1_IP);
-    let out = wait_for(Duration::from_secs(20), "web-2's flow", || k8s_of(&file, WEB_2_IP, NODE_1_IP));
     let mut expected: BTreeMap<String, String> = web_pod("src", "web-2", &web_2).into_iter().collect();
     expected.insert("k8s.dst.node.name".into(), "node-1".into());
     assert_eq!(out, expected);
