@@ -350,3 +350,153 @@ async fn data_waits_for_the_first_listing_at_most_the_timeout() {
     processor.process(flow("10.1.0.5", "10.0.0.1"), &mut out);
     assert_eq!(out.len(), 2, "after the timeout nothing waits");
 }
+
+/// A small API server speaking the list and watch JSON of `/api/v1/pods`:
+/// the first watch adds a pod and then drops the connection, the second is
+/// answered with `410 Gone` (the history it asks for is compacted), and the
+/// relist that follows shows one pod deleted and one added meanwhile. Other
+/// kinds list empty and watch quietly. (The real server does not drop
+/// watches or expire versions on cue; these are what the watcher must
+/// survive.)
+mod lost_watch {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use flowtel_core::self_telemetry::MetricsRegistry;
+    use serde_json::{Value, json};
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::{TcpListener, TcpStream},
+    };
+
+    use super::*;
+
+    fn pod_json(name: &str, ip: &str, version: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"), "resourceVersion": version},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "main", "image": "app:1"}]},
+            "status": {"phase": "Running", "podIP": ip},
+        })
+    }
+
+    fn list(items: Vec<Value>, version: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": version}, "items": items})
+    }
+
+    #[derive(Default)]
+    struct Calls {
+        pod_lists: AtomicUsize,
+        pod_watches: AtomicUsize,
+    }
+
+    async fn answer(mut stream: TcpStream, calls: Arc<Calls>) {
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&request).into_owned();
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let watching = path.contains("watch=true") || path.contains("watch=1");
+        let is_pods = path.starts_with("/api/v1/pods");
+        let body = |value: Value| value.to_string() + "\n";
+        let reply = |body: String| {
+            format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{body}")
+        };
+        if !watching {
+            let items = if is_pods {
+                match calls.pod_lists.fetch_add(1, Ordering::SeqCst) {
+                    0 => list(vec![pod_json("a", "10.1.0.1", "10")], "10"),
+                    _ => list(vec![pod_json("b", "10.1.0.2", "11"), pod_json("c", "10.1.0.3", "20")], "20"),
+                }
+            } else {
+                list(Vec::new(), "1")
+            };
+            let _ = stream.write_all(reply(body(items)).as_bytes()).await;
+            return;
+        }
+        let event = match (is_pods, if is_pods { calls.pod_watches.fetch_add(1, Ordering::SeqCst) } else { 99 }) {
+            (true, 0) => Some(json!({"type": "ADDED", "object": pod_json("b", "10.1.0.2", "11")})),
+            (true, 1) => Some(json!({"type": "ERROR", "object": {
+                "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                "message": "too old resource version: 11 (15)", "reason": "Expired", "code": 410}})),
+            _ => None,
+        };
+        let drops = event.is_some();
+        let _ = stream.write_all(reply(event.map(body).unwrap_or_default()).as_bytes()).await;
+        if drops {
+            // The connection drops after its one event.
+            return;
+        }
+        // A quiet watch stays open until the test ends.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+
+    #[tokio::test]
+    async fn a_dropped_watch_and_a_410_gone_end_in_a_fresh_listing() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let calls = Arc::new(Calls::default());
+        let server_calls = calls.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(stream, server_calls.clone()));
+            }
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\n\
+                 users:\n- name: t\n  user: {{}}\ncontexts:\n- name: t\n  context: {{cluster: t, user: t}}\ncurrent-context: t\n"
+            ),
+        )
+        .expect("kubeconfig");
+        let config =
+            K8sAttributesConfig { auth_type: AuthType::KubeConfig, kubeconfig: Some(kubeconfig), ..Default::default() };
+        let registry = MetricsRegistry::new();
+        let view = Arc::new(ClusterView::default());
+        let client = watch::client(&config).await.expect("client");
+        let _watches = watch::start(client, &config, view.clone(), &registry);
+
+        let pod_at = |ip: &str| {
+            view.read(|m| match m.resolve(ip.parse().expect("ip")) {
+                Some(Endpoint::Pod(pod)) => Some(pod.name.clone()),
+                _ => None,
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while pod_at("10.1.0.3").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no relist after the 410 ({} lists)",
+                calls.pod_lists.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(pod_at("10.1.0.1"), None, "a pod the relist lacks is gone");
+        assert_eq!(pod_at("10.1.0.2").as_deref(), Some("b"), "the pod the dropped watch added stays");
+        assert_eq!(pod_at("10.1.0.3").as_deref(), Some("c"));
+        assert!(view.synced());
+        let pods = [("resource", "pods")];
+        let value = |name: &str| {
+            registry
+                .family_samples(name)
+                .iter()
+                .filter(|s| s.labels == pods.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec())
+                .map(|s| s.value)
+                .sum::<f64>()
+        };
+        assert_eq!(value("flowtel_k8s_relists_total"), 2.0);
+        assert!(value("flowtel_k8s_watch_errors_total") >= 1.0, "the 410 is counted");
+        assert_eq!(value("flowtel_k8s_objects"), 2.0);
+        assert!(calls.pod_watches.load(Ordering::SeqCst) >= 3, "watched again after the drop and after the relist");
+    }
+}
