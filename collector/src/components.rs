@@ -21,6 +21,7 @@ use flowtel_exporters::{
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
     filter::{FilterConfig, FilterProcessor},
+    host_attributes::HostAttributes,
     k8s_attributes::K8sAttributes,
     log_dedup::{LogDedupConfig, LogDedupProcessor},
     memory_limiter::{MemoryLimiter, MemoryLimiterConfig},
@@ -78,6 +79,13 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         aliases: &[],
         signals: ALL_SIGNALS,
         description: "drops records, data points and spans matching conditions",
+    },
+    ComponentType {
+        kind: ComponentKind::Processor,
+        name: "host_attributes",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        description: "the local process, container and network namespace at each end of a flow, from /proc",
     },
     ComponentType {
         kind: ComponentKind::Processor,
@@ -172,6 +180,8 @@ pub enum ProcessorConfig {
     Batch(BatchConfig),
     /// `filter`.
     Filter(FilterConfig),
+    /// `host_attributes`: one socket index shared by its pipelines.
+    HostAttributes(HostAttributes),
     /// `k8s_attributes`: one view of the cluster shared by its pipelines.
     K8sAttributes(K8sAttributes),
     /// `log_dedup`.
@@ -210,6 +220,7 @@ pub fn decode_processor(kind: &ComponentType, config: &ComponentConfig) -> Resul
     match kind.name {
         "batch" => config.decode().map(ProcessorConfig::Batch),
         "filter" => config.decode().map(ProcessorConfig::Filter),
+        "host_attributes" => config.decode().map(|c| ProcessorConfig::HostAttributes(HostAttributes::new(c))),
         "k8s_attributes" => config.decode().map(|c| ProcessorConfig::K8sAttributes(K8sAttributes::new(c))),
         "log_dedup" => config.decode().map(ProcessorConfig::LogDedup),
         "memory_limiter" => config.decode().map(ProcessorConfig::MemoryLimiter),
@@ -246,6 +257,7 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::Batch(config) => Box::new(BatchProcessor::new(config.clone())),
             ProcessorConfig::Filter(config) => Box::new(FilterProcessor::new(config)),
+            ProcessorConfig::HostAttributes(shared) => Box::new(shared.processor()),
             ProcessorConfig::K8sAttributes(shared) => Box::new(shared.processor()),
             ProcessorConfig::LogDedup(config) => Box::new(LogDedupProcessor::new(config.clone())),
             ProcessorConfig::MemoryLimiter(config) => Box::new(MemoryLimiter::new(config)),

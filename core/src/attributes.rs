@@ -40,10 +40,15 @@ pub fn find_text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<Cow<'a, st
 /// Adds `key` with a string value unless the list already has `key`
 /// (what an earlier tier set is kept).
 pub fn insert_absent(attributes: &mut Vec<KeyValue>, key: &str, value: &str) {
+    insert_absent_value(attributes, key, || Value::StringValue(value.to_owned()));
+}
+
+/// Adds `key` with the value `make` builds unless the list already has `key`.
+pub fn insert_absent_value(attributes: &mut Vec<KeyValue>, key: &str, make: impl FnOnce() -> Value) {
     if !attributes.iter().any(|kv| kv.key == key) {
         attributes.push(KeyValue {
             key: key.to_owned(),
-            value: Some(AnyValue { value: Some(Value::StringValue(value.to_owned())) }),
+            value: Some(AnyValue { value: Some(make()) }),
             ..Default::default()
         });
     }

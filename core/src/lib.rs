@@ -12,6 +12,7 @@ pub mod component;
 pub mod config;
 pub mod export;
 pub mod histogram;
+pub mod linux;
 pub mod memory;
 pub mod payload;
 pub mod self_telemetry;

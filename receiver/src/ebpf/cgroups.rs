@@ -1,5 +1,4 @@
-//! cgroup v2 ids (what `bpf_get_current_cgroup_id` returns) to cgroup paths
-//! and container ids.
+//! cgroup v2 ids (what `bpf_get_current_cgroup_id` returns) to cgroup paths.
 
 use std::{
     collections::HashMap,
@@ -72,43 +71,9 @@ fn walk(root: &Path, dir: &Path, paths: &mut HashMap<u64, String>, depth: usize)
     }
 }
 
-/// The container id in a cgroup path: the last 64-hex-digit run in it
-/// (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `.../<id>`).
-pub fn container_id(path: &str) -> Option<&str> {
-    let bytes = path.as_bytes();
-    let mut found = None;
-    let mut start = 0;
-    for (index, byte) in bytes.iter().enumerate() {
-        if !byte.is_ascii_hexdigit() || byte.is_ascii_uppercase() {
-            if index - start == 64 {
-                found = Some(&path[start..index]);
-            }
-            start = index + 1;
-        }
-    }
-    if bytes.len() - start == 64 {
-        found = Some(&path[start..]);
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ID: &str = "3f1c2a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170f6e5d4c";
-
-    #[test]
-    fn container_ids_from_runtime_paths() {
-        assert_eq!(container_id(&format!("/system.slice/docker-{ID}.scope")), Some(ID));
-        assert_eq!(
-            container_id(&format!("/kubepods.slice/kubepods-burstable.slice/cri-containerd-{ID}.scope")),
-            Some(ID)
-        );
-        assert_eq!(container_id(&format!("/kubepods/besteffort/pod1234/{ID}")), Some(ID));
-        assert_eq!(container_id("/user.slice/user-0.slice/session-3.scope"), None);
-        assert_eq!(container_id(&format!("/x/{}", &ID[..63])), None);
-    }
 
     #[test]
     fn finds_the_cgroup2_mount_of_hybrid_and_unified_systems() {

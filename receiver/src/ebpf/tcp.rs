@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use flowtel_core::linux::container_id;
 use flowtel_ebpf_common::{
     EVENT_TCP_CONNECTION, EVENT_TCP_RESET_RECEIVED, EVENT_TCP_RESET_SENT, EVENT_TCP_RETRANSMIT, SIDE_CLIENT,
     SIDE_SERVER, TcpEvent, histogram,
@@ -21,7 +22,7 @@ use opentelemetry_proto::tonic::{
 
 use super::{
     btf::KernelEnums,
-    cgroups::{Cgroups, container_id},
+    cgroups::Cgroups,
     convert::{cumulative_sum, int_point, kv},
     drops::c_name,
     tracefs::Format,
