@@ -1,13 +1,15 @@
 //! Per-record cost of each processor.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowtel_core::{Payload, component::Processor};
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
     filter::{FilterConfig, FilterProcessor, LogConditions},
+    host_attributes::{HostAttributesProcessor, SocketIndex, SocketOwner, SocketRow, Transport},
+    k8s_attributes::{ClusterView, K8sAttributesConfig, K8sAttributesProcessor, Owner, PodInfo},
     log_dedup::{LogDedupConfig, LogDedupProcessor},
     memory_limiter::{MemoryLimiter, MemoryLimiterConfig},
     probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
@@ -94,6 +96,56 @@ fn processors(c: &mut Criterion) {
             ..FilterConfig::default()
         });
         per_payload(b, &mut filter, flows, false);
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("k8s_attributes");
+    group.throughput(Throughput::Elements(512));
+    group.bench_function("512 flow records, both ends, 5000 pods known", |b| {
+        let view = Arc::new(ClusterView::default());
+        view.update(|metadata| {
+            for i in 0..5000 {
+                metadata.apply_pod(PodInfo {
+                    name: format!("web-{i}"),
+                    namespace: "shop".into(),
+                    uid: format!("uid-{i}"),
+                    node: Some("node-1".into()),
+                    ips: vec![format!("10.0.{}.{}", i / 250, i % 250).parse().unwrap()],
+                    owner: Some(Owner { kind: "DaemonSet".into(), name: "web".into() }),
+                    ..PodInfo::default()
+                });
+            }
+            // The flows' destination is a host-network pod: its node.
+            metadata.apply_pod(PodInfo {
+                name: "agent".into(),
+                namespace: "shop".into(),
+                node: Some("node-1".into()),
+                ips: vec!["192.0.2.1".parse().unwrap()],
+                host_network: true,
+                ..PodInfo::default()
+            });
+        });
+        let mut processor = K8sAttributesProcessor::with_view(K8sAttributesConfig::default(), view);
+        per_payload(b, &mut processor, flows, false);
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("host_attributes");
+    group.throughput(Throughput::Elements(512));
+    group.bench_function("512 flow records, 10000 local sockets", |b| {
+        let mut index = SocketIndex::default();
+        let owner = Arc::new(SocketOwner { pid: 42, command: "server".into(), container_id: None, netns: 1 });
+        let rows: Vec<SocketRow> = (0..10_000u64)
+            .map(|i| SocketRow {
+                local: format!("10.0.{}.{}:{}", i / 250 % 256, i % 250, 40_000 + i % 512).parse().unwrap(),
+                remote: "192.0.2.1:443".parse().unwrap(),
+                inode: i,
+            })
+            .collect();
+        let owners: HashMap<u64, Arc<SocketOwner>> = (0..10_000u64).map(|i| (i, owner.clone())).collect();
+        index.add(Transport::Tcp, 1, &rows, &owners);
+        let mut processor = HostAttributesProcessor::with_index(index);
+        per_payload(b, &mut processor, flows, false);
     });
     group.finish();
 

@@ -13,7 +13,7 @@ mod metadata;
 mod watch;
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     net::IpAddr,
     sync::{Arc, Mutex},
     time::Duration,
@@ -47,7 +47,6 @@ const MAX_HELD: usize = 1024;
 /// One `k8s_attributes` config: the view and watches its pipelines share.
 pub struct K8sAttributes {
     config: K8sAttributesConfig,
-    extractor: Arc<Extractor>,
     view: Arc<ClusterView>,
     watches: Arc<Mutex<Option<Arc<watch::Watches>>>>,
 }
@@ -55,23 +54,17 @@ pub struct K8sAttributes {
 impl K8sAttributes {
     /// The shared part of a (validated) config; nothing runs yet.
     pub fn new(config: K8sAttributesConfig) -> Self {
-        K8sAttributes {
-            extractor: Arc::new(Extractor::new(&config.extract)),
-            config,
-            view: Arc::new(ClusterView::default()),
-            watches: Arc::new(Mutex::new(None)),
-        }
+        K8sAttributes { config, view: Arc::new(ClusterView::default()), watches: Arc::new(Mutex::new(None)) }
     }
 
     /// A processor for one pipeline.
     pub fn processor(&self) -> K8sAttributesProcessor {
         K8sAttributesProcessor {
             config: self.config.clone(),
-            extractor: self.extractor.clone(),
+            enricher: Enricher::new(&self.config),
             view: self.view.clone(),
             shared_watches: self.watches.clone(),
             watches: None,
-            associations: self.config.association_rules(),
             wait_until: None,
             held: VecDeque::new(),
         }
@@ -81,12 +74,11 @@ impl K8sAttributes {
 /// The `k8s_attributes` processor of one pipeline.
 pub struct K8sAttributesProcessor {
     config: K8sAttributesConfig,
-    extractor: Arc<Extractor>,
+    enricher: Enricher,
     view: Arc<ClusterView>,
     shared_watches: Arc<Mutex<Option<Arc<watch::Watches>>>>,
     /// Keeps the watches running while this pipeline runs.
     watches: Option<Arc<watch::Watches>>,
-    associations: Vec<AssociationRule>,
     /// Until when data waits for the first complete listing.
     wait_until: Option<Instant>,
     held: VecDeque<(Payload, Client)>,
@@ -110,7 +102,7 @@ impl K8sAttributesProcessor {
         }
     }
 
-    fn enrich_into(&self, mut payload: Payload, client: &Client, out: &mut Vec<Payload>) {
+    fn enrich_into(&mut self, mut payload: Payload, client: &Client, out: &mut Vec<Payload>) {
         if self.config.passthrough {
             if let Some(address) = client.address {
                 for resource in resources_mut(&mut payload) {
@@ -118,54 +110,98 @@ impl K8sAttributesProcessor {
                 }
             }
         } else {
-            self.view.read(|metadata| enrich(metadata, &self.extractor, &self.associations, &mut payload, client));
+            let enricher = &mut self.enricher;
+            self.view.read(|metadata, generation| enricher.enrich(metadata, generation, &mut payload, client));
         }
         out.push(payload);
     }
 }
 
-/// Adds both ends' attributes to records and points with a 5-tuple, and
-/// the associated pod's attributes to each resource.
-pub fn enrich(
-    metadata: &Metadata,
-    extractor: &Extractor,
-    associations: &[AssociationRule],
-    payload: &mut Payload,
-    client: &Client,
-) {
-    let mut scratch = Attributes::new();
-    let mut sides = |attributes: &mut Vec<KeyValue>| enrich_sides(metadata, extractor, attributes, &mut scratch);
-    match payload {
-        Payload::Logs(resources) => {
-            for record in resources.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records) {
-                sides(&mut record.attributes);
-            }
-        }
-        Payload::Metrics(resources) => {
-            for metric in resources.iter_mut().flat_map(|r| &mut r.scope_metrics).flat_map(|s| &mut s.metrics) {
-                for_each_point_attributes(metric, &mut sides);
-            }
-        }
-        Payload::Traces(_) => {}
-    }
-    for resource in resources_mut(payload) {
-        let Some(pod) = associate(metadata, associations, &resource.attributes, client) else { continue };
-        let mut attributes = Attributes::new();
-        extractor.pod(metadata, pod, None, &mut attributes);
-        for (key, value) in &attributes {
-            insert_absent(&mut resource.attributes, key, value);
-        }
-    }
+/// Most addresses prebuilt: more are forgotten all at once.
+const MAX_CACHED_ADDRESSES: usize = 65_536;
+
+/// One address's attributes as either end of a flow.
+#[derive(Debug)]
+struct Sides {
+    src: Vec<KeyValue>,
+    dst: Vec<KeyValue>,
 }
 
-fn enrich_sides(metadata: &Metadata, extractor: &Extractor, attributes: &mut Vec<KeyValue>, scratch: &mut Attributes) {
-    for (address_key, side) in [("source.address", "src"), ("destination.address", "dst")] {
-        let Some(ip) = find_text(attributes, address_key).and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
-        let Some(endpoint) = metadata.resolve(ip) else { continue };
-        scratch.clear();
-        extractor.endpoint(metadata, &endpoint, ip, scratch);
-        for (key, value) in scratch.iter() {
-            insert_absent(attributes, &side_name(key, side), value);
+/// Adds Kubernetes attributes to payloads. Both ends' attributes are
+/// built once per address and reused until the cluster view changes.
+pub struct Enricher {
+    extractor: Extractor,
+    associations: Vec<AssociationRule>,
+    generation: u64,
+    sides: HashMap<IpAddr, Option<Arc<Sides>>>,
+}
+
+impl Enricher {
+    /// An enricher for a (validated) config.
+    pub fn new(config: &K8sAttributesConfig) -> Enricher {
+        Enricher {
+            extractor: Extractor::new(&config.extract),
+            associations: config.association_rules(),
+            generation: 0,
+            sides: HashMap::new(),
+        }
+    }
+
+    /// Adds both ends' attributes to records and points with a 5-tuple, and
+    /// the associated pod's attributes to each resource. `generation` is the
+    /// view's: when it changes, prebuilt attributes are rebuilt.
+    pub fn enrich(&mut self, metadata: &Metadata, generation: u64, payload: &mut Payload, client: &Client) {
+        if generation != self.generation || self.sides.len() > MAX_CACHED_ADDRESSES {
+            self.sides.clear();
+            self.generation = generation;
+        }
+        let mut ends = |attributes: &mut Vec<KeyValue>| self.add_ends(metadata, attributes);
+        match payload {
+            Payload::Logs(resources) => {
+                for record in resources.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records) {
+                    ends(&mut record.attributes);
+                }
+            }
+            Payload::Metrics(resources) => {
+                for metric in resources.iter_mut().flat_map(|r| &mut r.scope_metrics).flat_map(|s| &mut s.metrics) {
+                    for_each_point_attributes(metric, &mut ends);
+                }
+            }
+            Payload::Traces(_) => {}
+        }
+        for resource in resources_mut(payload) {
+            let Some(pod) = associate(metadata, &self.associations, &resource.attributes, client) else { continue };
+            let mut attributes = Attributes::new();
+            self.extractor.pod(metadata, pod, None, &mut attributes);
+            for (key, value) in &attributes {
+                insert_absent(&mut resource.attributes, key, value);
+            }
+        }
+    }
+
+    fn add_ends(&mut self, metadata: &Metadata, attributes: &mut Vec<KeyValue>) {
+        for (address_key, is_source) in [("source.address", true), ("destination.address", false)] {
+            let Some(ip) = find_text(attributes, address_key).and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
+            let extractor = &self.extractor;
+            let sides = self.sides.entry(ip).or_insert_with(|| {
+                let endpoint = metadata.resolve(ip)?;
+                let mut found = Attributes::new();
+                extractor.endpoint(metadata, &endpoint, ip, &mut found);
+                let side = |name: &str| -> Vec<KeyValue> {
+                    let mut list = Vec::with_capacity(found.len());
+                    for (key, value) in &found {
+                        insert_absent(&mut list, &side_name(key, name), value);
+                    }
+                    list
+                };
+                Some(Arc::new(Sides { src: side("src"), dst: side("dst") }))
+            });
+            let Some(sides) = sides else { continue };
+            for kv in if is_source { &sides.src } else { &sides.dst } {
+                if !attributes.iter().any(|existing| existing.key == kv.key) {
+                    attributes.push(kv.clone());
+                }
+            }
         }
     }
 }

@@ -125,8 +125,7 @@ fn resource_attributes(payload: &Payload) -> Vec<KeyValue> {
 }
 
 fn enriched(m: &Metadata, config: &K8sAttributesConfig, mut payload: Payload, client: Client) -> Payload {
-    let extractor = Extractor::new(&config.extract);
-    enrich(m, &extractor, &config.association_rules(), &mut payload, &client);
+    Enricher::new(config).enrich(m, 0, &mut payload, &client);
     payload
 }
 
@@ -467,7 +466,7 @@ mod lost_watch {
         let _watches = watch::start(client, &config, view.clone(), &registry);
 
         let pod_at = |ip: &str| {
-            view.read(|m| match m.resolve(ip.parse().expect("ip")) {
+            view.read(|m, _| match m.resolve(ip.parse().expect("ip")) {
                 Some(Endpoint::Pod(pod)) => Some(pod.name.clone()),
                 _ => None,
             })
@@ -499,4 +498,20 @@ mod lost_watch {
         assert_eq!(value("flowtel_k8s_objects"), 2.0);
         assert!(calls.pod_watches.load(Ordering::SeqCst) >= 3, "watched again after the drop and after the relist");
     }
+}
+
+#[test]
+fn a_change_to_the_view_reaches_the_next_record() {
+    let view = Arc::new(ClusterView::default());
+    view.update(|m| *m = cluster());
+    let mut processor = K8sAttributesProcessor::with_view(K8sAttributesConfig::default(), view.clone());
+    let mut out = Vec::new();
+    processor.process(flow("10.1.0.5", "10.0.0.1"), &mut out);
+    assert_eq!(find_text(&record_attributes(&out[0]), "k8s.src.pod.name").as_deref(), Some("web-1"));
+    view.update(|m| {
+        m.remove_pod(&("shop".into(), "web-1".into()));
+        m.apply_pod(pod("web-2", "10.1.0.5", false, None));
+    });
+    processor.process(flow("10.1.0.5", "10.0.0.1"), &mut out);
+    assert_eq!(find_text(&record_attributes(&out[1]), "k8s.src.pod.name").as_deref(), Some("web-2"));
 }

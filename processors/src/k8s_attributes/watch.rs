@@ -6,7 +6,10 @@
 use std::{
     collections::HashSet,
     fmt::Debug,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -34,8 +37,9 @@ use super::{
 /// The shared view of the cluster and whether every kind has been listed.
 #[derive(Default)]
 pub struct ClusterView {
-    /// The objects.
-    pub metadata: RwLock<Metadata>,
+    metadata: RwLock<Metadata>,
+    /// Counts changes, so readers know when what they derived is stale.
+    generation: AtomicU64,
     listed: RwLock<HashSet<Kind>>,
 }
 
@@ -56,12 +60,13 @@ impl ClusterView {
     pub fn update(&self, change: impl FnOnce(&mut Metadata)) {
         let mut guard = self.metadata.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         change(&mut guard);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Reads the metadata.
-    pub fn read<T>(&self, read: impl FnOnce(&Metadata) -> T) -> T {
+    /// Reads the metadata, with the number of changes made to it so far.
+    pub fn read<T>(&self, read: impl FnOnce(&Metadata, u64) -> T) -> T {
         let guard = self.metadata.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        read(&guard)
+        read(&guard, self.generation.load(Ordering::Acquire))
     }
 }
 
@@ -253,7 +258,7 @@ where
                     }
                 }
             }
-            metrics.objects.set(view.read(|m| m.count(kind)) as i64);
+            metrics.objects.set(view.read(|m, _| m.count(kind)) as i64);
         }
     })
 }
