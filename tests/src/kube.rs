@@ -31,6 +31,24 @@ pub fn kube_apiserver_bin() -> PathBuf {
     path
 }
 
+/// A pod to create: where it runs, its address and its controller.
+pub struct TestPod<'a> {
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// `spec.nodeName`.
+    pub node: &'a str,
+    /// `status.podIP`.
+    pub ip: &'a str,
+    /// `spec.hostNetwork`.
+    pub host_network: bool,
+    /// The controller's kind and name.
+    pub owner: Option<(&'a str, &'a str)>,
+    /// `metadata.labels`.
+    pub labels: Value,
+}
+
 /// etcd and an API server, with a kubeconfig for an all-powerful test user.
 pub struct KubeApiServer {
     /// The kubeconfig flowtel and the test use.
@@ -151,19 +169,10 @@ impl KubeApiServer {
         self.runtime.block_on(Api::<Node>::all(self.client.clone()).create(&PostParams::default(), &node)).unwrap();
     }
 
-    /// Creates a running pod on `node` with `ip`, owned by `owner` (kind,
-    /// name); its status is written through `/status`, as a kubelet would.
-    /// Returns the uid the server gave it.
-    pub fn create_pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        node: &str,
-        ip: &str,
-        host_network: bool,
-        owner: Option<(&str, &str)>,
-        labels: Value,
-    ) -> String {
+    /// Creates a running pod as `pod` describes; its status is written
+    /// through `/status`, as a kubelet would. Returns the uid the server gave it.
+    pub fn create_pod(&self, pod: &TestPod<'_>) -> String {
+        let TestPod { namespace, name, node, ip, host_network, owner, labels } = pod;
         let owners: Vec<Value> = owner
             .map(|(kind, owner)| {
                 let api_version = if kind == "ReplicaSet" || kind == "DaemonSet" { "apps/v1" } else { "v1" };

@@ -124,6 +124,12 @@ fn each_kind_of_bad_config_names_its_path() {
                 + GOOD_TAIL,
             "processors::probabilistic_sampler::sampling_percentage: must be 0 to 100",
         ),
+        (
+            "unknown Kubernetes attribute",
+            GOOD_HEAD.replace("  batch:\n", "  batch:\n  k8s_attributes: {extract: {metadata: [k8s.pod.colour]}}\n")
+                + GOOD_TAIL,
+            "processors::k8s_attributes::extract::metadata[0]: unknown attribute \"k8s.pod.colour\"",
+        ),
         ("not YAML", "receivers: [unclosed".to_owned(), "config: not a valid YAML mapping"),
     ];
     for (what, config, expected) in cases {
@@ -160,4 +166,24 @@ service:
     ] {
         assert!(stderr.contains(path), "expected {path:?} in:\n{stderr}");
     }
+}
+
+#[test]
+fn an_unreachable_kubernetes_api_stops_startup_with_the_reason() {
+    let config = format!(
+        "{}{}",
+        GOOD_HEAD.replace(
+            "  batch:\n",
+            "  batch:\n  k8s_attributes: {auth_type: kubeConfig, kubeconfig: /nonexistent/kubeconfig}\n"
+        ),
+        GOOD_TAIL.replace("processors: [batch]", "processors: [k8s_attributes, batch]")
+    );
+    let (output, stderr) = flowtel(&["validate"], &config);
+    assert!(output.status.success(), "the file itself is valid: {stderr}");
+    let (output, stderr) = flowtel(&[], &config);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("processors::k8s_attributes: cannot read the kubeconfig /nonexistent/kubeconfig"),
+        "{stderr}"
+    );
 }

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use flowtel_tests::{
     Flowtel, free_port,
-    kube::KubeApiServer,
+    kube::{KubeApiServer, TestPod},
     netns::{Netns, ip, is_root},
     otlp_json::{Item, items},
     python, script, wait_for,
@@ -109,6 +109,19 @@ fn k8s_of(file: &Path, src: &str, dst: &str) -> Option<BTreeMap<String, String>>
         .map(|r| r.attributes.into_iter().filter(|(k, _)| k.starts_with("k8s.")).collect())
 }
 
+/// A pod of Deployment `web` (through ReplicaSet `web-5d9`) on node-1.
+fn web<'a>(name: &'a str, ip: &'a str) -> TestPod<'a> {
+    TestPod {
+        namespace: "shop",
+        name,
+        node: "node-1",
+        ip,
+        host_network: false,
+        owner: Some(("ReplicaSet", "web-5d9")),
+        labels: json!({"app": "web"}),
+    }
+}
+
 fn web_pod(side: &str, name: &str, uid: &str) -> Vec<(String, String)> {
     [
         ("pod.name", name),
@@ -147,22 +160,30 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"selector": {"app": "web"}, "clusterIP": "10.96.0.10", "ports": [{"port": 80}]},
     }));
-    let web_1 = api.create_pod(
-        "shop",
-        "web-1",
-        "node-1",
-        WEB_1_IP,
-        false,
-        Some(("ReplicaSet", "web-5d9")),
-        json!({"app": "web"}),
-    );
-    api.create_pod("shop", "agent", "node-1", NODE_1_IP, true, Some(("DaemonSet", "agent")), json!({"app": "agent"}));
+    let web_1 = api.create_pod(&web("web-1", WEB_1_IP));
+    api.create_pod(&TestPod {
+        namespace: "shop",
+        name: "agent",
+        node: "node-1",
+        ip: NODE_1_IP,
+        host_network: true,
+        owner: Some(("DaemonSet", "agent")),
+        labels: json!({"app": "agent"}),
+    });
 
     let pod = pod_netns();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
     // Pods of other nodes are not watched by this node's agent.
-    api.create_pod("shop", "remote", "node-2", "10.78.9.9", false, None, json!({"app": "remote"}));
+    api.create_pod(&TestPod {
+        namespace: "shop",
+        name: "remote",
+        node: "node-2",
+        ip: "10.78.9.9",
+        host_network: false,
+        owner: None,
+        labels: json!({"app": "remote"}),
+    });
     let (otlp_grpc, otlp_http) = (free_port(), free_port());
     let flowtel = Flowtel::start_with_env(
         &config(&api.kubeconfig, &file, otlp_grpc, otlp_http),
@@ -192,7 +213,7 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
     send_from_pod(&pod, otlp_grpc, otlp_http);
     let from_app = wait_for(Duration::from_secs(20), "the app's logs and spans", || {
         let logs: Vec<Item> =
-            records(&file, "logs").into_iter().filter(|r| r.resource.get("test.run").is_some()).collect();
+            records(&file, "logs").into_iter().filter(|r| r.resource.contains_key("test.run")).collect();
         let spans = records(&file, "traces");
         (logs.len() == 3 && spans.len() == 2).then(|| logs.into_iter().chain(spans).collect::<Vec<_>>())
     });
@@ -208,15 +229,7 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
 
     // The pod is replaced by one with a new address; flowtel keeps running.
     api.delete_pod("shop", "web-1");
-    let web_2 = api.create_pod(
-        "shop",
-        "web-2",
-        "node-1",
-        WEB_2_IP,
-        false,
-        Some(("ReplicaSet", "web-5d9")),
-        json!({"app": "web"}),
-    );
+    let web_2 = api.create_pod(&web("web-2", WEB_2_IP));
     pod.run(&["ip", "addr", "del", &format!("{WEB_1_IP}/24"), "dev", "eth0"]);
     pod.run(&["ip", "addr", "add", &format!("{WEB_2_IP}/24"), "dev", "eth0"]);
     // The watch delivers the change within moments; records sent before it
