@@ -55,10 +55,12 @@ pub struct KubeApiServer {
     pub kubeconfig: PathBuf,
     runtime: tokio::runtime::Runtime,
     client: Client,
+    server_args: Vec<String>,
+    starts: usize,
     // Dropped in this order: the server before its store.
-    _apiserver: Child,
-    _etcd: Child,
-    _dir: tempfile::TempDir,
+    apiserver: Option<Child>,
+    etcd: Child,
+    dir: tempfile::TempDir,
 }
 
 const TOKEN: &str = "flowtel-test-token";
@@ -88,27 +90,26 @@ impl KubeApiServer {
         std::fs::write(path("sa.pub"), service_account.public_key_pem()).unwrap();
         std::fs::write(path("tokens.csv"), format!("{TOKEN},flowtel-test,1,\"system:masters\"\n")).unwrap();
         let flag = |name: &str, value: &Path| format!("--{name}={}", value.display());
-        let apiserver = Child::spawn(
-            "kube-apiserver",
-            Command::new(kube_apiserver_bin())
-                .arg(format!("--etcd-servers={etcd_url}"))
-                .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--insecure-port=0"])
-                .arg(format!("--secure-port={api_port}"))
-                .arg(flag("cert-dir", &path("certs")))
-                .arg(flag("tls-cert-file", &pki.server_cert))
-                .arg(flag("tls-private-key-file", &pki.server_key))
-                .arg(flag("token-auth-file", &path("tokens.csv")))
-                .arg("--authorization-mode=RBAC")
-                .arg("--service-account-issuer=https://kubernetes.default.svc")
-                .arg(flag("service-account-key-file", &path("sa.pub")))
-                .arg(flag("service-account-signing-key-file", &path("sa.key")))
-                .arg("--service-cluster-ip-range=10.96.0.0/16")
-                // Without controllers the default would loop on loopback endpoints,
-                // and nothing would create the `default` service account.
-                .arg("--endpoint-reconciler-type=none")
-                .arg("--disable-admission-plugins=ServiceAccount"),
-            &path("kube-apiserver.log"),
-        );
+        let server_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            "--insecure-port=0".into(),
+            format!("--secure-port={api_port}"),
+            flag("cert-dir", &path("certs")),
+            flag("tls-cert-file", &pki.server_cert),
+            flag("tls-private-key-file", &pki.server_key),
+            flag("token-auth-file", &path("tokens.csv")),
+            "--authorization-mode=RBAC".into(),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            flag("service-account-key-file", &path("sa.pub")),
+            flag("service-account-signing-key-file", &path("sa.key")),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            // Without controllers the default would loop on loopback endpoints,
+            // and nothing would create the `default` service account.
+            "--endpoint-reconciler-type=none".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+        ];
         let kubeconfig = path("kubeconfig.yaml");
         std::fs::write(
             &kubeconfig,
@@ -125,14 +126,33 @@ impl KubeApiServer {
             let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.unwrap();
             Client::try_from(config).unwrap()
         });
-        let mut server = KubeApiServer { kubeconfig, runtime, client, _apiserver: apiserver, _etcd: etcd, _dir: dir };
-        wait_for(Duration::from_secs(60), "the API server to answer", || {
-            server._etcd.assert_running();
-            server._apiserver.assert_running();
-            let namespaces: Api<Namespace> = Api::all(server.client.clone());
-            server.runtime.block_on(namespaces.get_opt("default")).ok().flatten().map(|_| ())
-        });
+        let mut server =
+            KubeApiServer { kubeconfig, runtime, client, server_args, starts: 0, apiserver: None, etcd, dir };
+        server.start_server();
         server
+    }
+
+    /// Starts the API server (again, after [`KubeApiServer::kill_server`]:
+    /// same port, same store) and waits until it answers.
+    pub fn start_server(&mut self) {
+        self.starts += 1;
+        let log = self.dir.path().join(format!("kube-apiserver-{}.log", self.starts));
+        self.apiserver =
+            Some(Child::spawn("kube-apiserver", Command::new(kube_apiserver_bin()).args(&self.server_args), &log));
+        wait_for(Duration::from_secs(60), "the API server to answer", || {
+            self.etcd.assert_running();
+            self.apiserver.as_mut()?.assert_running();
+            let namespaces: Api<Namespace> = Api::all(self.client.clone());
+            self.runtime.block_on(namespaces.get_opt("default")).ok().flatten().map(|_| ())
+        });
+    }
+
+    /// Kills the API server, as a crash or a lost node would (etcd keeps
+    /// the objects; a graceful stop would wait for open watches).
+    pub fn kill_server(&mut self) {
+        if let Some(mut server) = self.apiserver.take() {
+            server.kill();
+        }
     }
 
     /// Creates a namespaced object from its JSON.
@@ -188,6 +208,11 @@ impl KubeApiServer {
         let pods = Api::<Pod>::namespaced(self.client.clone(), namespace);
         let pod = self.runtime.block_on(pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)));
         pod.unwrap().metadata.uid.unwrap_or_default()
+    }
+
+    /// Deletes a node.
+    pub fn delete_node(&self, name: &str) {
+        self.runtime.block_on(Api::<Node>::all(self.client.clone()).delete(name, &DeleteParams::default())).unwrap();
     }
 
     /// Deletes a pod at once.

@@ -51,6 +51,12 @@ impl Child {
         wait_for(Duration::from_secs(30), &format!("{} to exit", self.name), || self.child.try_wait().ok().flatten())
     }
 
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Panics with the log if the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {

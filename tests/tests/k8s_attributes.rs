@@ -145,7 +145,7 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
         eprintln!("skipped: needs root to load eBPF programs and create namespaces");
         return;
     }
-    let api = KubeApiServer::start();
+    let mut api = KubeApiServer::start();
     api.create_namespace("shop", json!({"team": "payments"}));
     api.create_node("node-1", &[NODE_1_IP]);
     api.create_node("node-2", &[NODE_2_IP]);
@@ -185,7 +185,7 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
         labels: json!({"app": "remote"}),
     });
     let (otlp_grpc, otlp_http) = (free_port(), free_port());
-    let flowtel = Flowtel::start_with_env(
+    let mut flowtel = Flowtel::start_with_env(
         &config(&api.kubeconfig, &file, otlp_grpc, otlp_http),
         &[("FLOWTEL_TEST_NODE", "node-1")],
     );
@@ -253,4 +253,34 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
             "{resource} listed once, then watched"
         );
     }
+
+    // The API server goes away: flowtel keeps the last known state, retries
+    // with backoff, and follows changes made after the server is back.
+    api.kill_server();
+    wait_for(Duration::from_secs(30), "a failed watch to be counted", || {
+        (flowtel.metric("flowtel_k8s_watch_errors_total", &[]) > 0.0).then_some(())
+    });
+    let seen_before = flow_records(&file).len();
+    ping(NODE_1_IP);
+    let during = wait_for(Duration::from_secs(20), "a flow while the API server is away", || {
+        flow_records(&file).into_iter().skip(seen_before).find(|r| {
+            r.attributes.get("source.address").map(String::as_str) == Some(WEB_2_IP)
+                && r.attributes.get("destination.address").map(String::as_str) == Some(NODE_1_IP)
+        })
+    });
+    let during = during.attributes.get("k8s.src.pod.name").cloned();
+    assert_eq!(during.as_deref(), Some("web-2"), "the last known state stays in use");
+    api.start_server();
+    api.delete_node("node-2");
+    api.create_node("node-3", &[NODE_2_IP]);
+    let after = wait_for(Duration::from_secs(60), "node-2's address to belong to node-3", || {
+        ping(NODE_2_IP);
+        flow_records(&file)
+            .into_iter()
+            .filter(|r| r.attributes.get("destination.address").map(String::as_str) == Some(NODE_2_IP))
+            .filter_map(|r| r.attributes.get("k8s.dst.node.name").cloned())
+            .find(|node| node == "node-3")
+    });
+    assert_eq!(after, "node-3");
+    flowtel.child.assert_running();
 }

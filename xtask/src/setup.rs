@@ -170,8 +170,13 @@ pub fn kube_apiserver_path() -> PathBuf {
 /// (no registry here ships the binary); etcd comes from `etcd-server`.
 fn kube_apiserver() -> anyhow::Result<()> {
     let binary = kube_apiserver_path();
-    let packages =
-        [("etcd", "etcd-server"), ("go", "golang-go"), ("rsync", "rsync"), ("dpkg-source", "dpkg-dev"), ("make", "make")];
+    let packages = [
+        ("etcd", "etcd-server"),
+        ("go", "golang-go"),
+        ("rsync", "rsync"),
+        ("dpkg-source", "dpkg-dev"),
+        ("make", "make"),
+    ];
     let reflect2 = Path::new("/usr/share/gocode/src/github.com/modern-go/reflect2");
     let mut missing: Vec<&str> = packages.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
     if !reflect2.exists() {

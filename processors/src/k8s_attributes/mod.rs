@@ -133,7 +133,7 @@ pub struct Enricher {
     extractor: Extractor,
     associations: Vec<AssociationRule>,
     generation: u64,
-    sides: HashMap<IpAddr, Option<Arc<Sides>>>,
+    sides: HashMap<IpAddr, Option<Sides>>,
 }
 
 impl Enricher {
@@ -194,7 +194,7 @@ impl Enricher {
                     }
                     list
                 };
-                Some(Arc::new(Sides { src: side("src"), dst: side("dst") }))
+                Some(Sides { src: side("src"), dst: side("dst") })
             });
             let Some(sides) = sides else { continue };
             for kv in if is_source { &sides.src } else { &sides.dst } {
