@@ -9,7 +9,7 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use flowtel_tests::{
-    Flowtel, free_port,
+    Flowtel, free_port, hubble_call,
     kube::{KubeApiServer, TestPod},
     netns::{Netns, ip, is_root},
     otlp_json::{Item, items},
@@ -39,7 +39,7 @@ fn pod_netns() -> Netns {
     pod
 }
 
-fn config(kubeconfig: &Path, file: &Path, otlp_grpc: u16, otlp_http: u16) -> String {
+fn config(kubeconfig: &Path, file: &Path, otlp_grpc: u16, otlp_http: u16, hubble: u16) -> String {
     format!(
         r#"
 receivers:
@@ -58,10 +58,11 @@ processors:
       labels: [{{key: app}}]
 exporters:
   file: {{path: "{}"}}
+  hubble: {{endpoint: "127.0.0.1:{hubble}"}}
 service:
   telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
   pipelines:
-    logs: {{receivers: [ebpf, otlp], processors: [k8s_attributes], exporters: [file]}}
+    logs: {{receivers: [ebpf, otlp], processors: [k8s_attributes], exporters: [file, hubble]}}
     traces: {{receivers: [otlp], processors: [k8s_attributes], exporters: [file]}}
 "#,
         kubeconfig.display(),
@@ -184,9 +185,9 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
         owner: None,
         labels: json!({"app": "remote"}),
     });
-    let (otlp_grpc, otlp_http) = (free_port(), free_port());
+    let (otlp_grpc, otlp_http, hubble) = (free_port(), free_port(), free_port());
     let mut flowtel = Flowtel::start_with_env(
-        &config(&api.kubeconfig, &file, otlp_grpc, otlp_http),
+        &config(&api.kubeconfig, &file, otlp_grpc, otlp_http, hubble),
         &[("FLOWTEL_TEST_NODE", "node-1")],
     );
     assert_eq!(flowtel.metric("flowtel_k8s_objects", &[("resource", "pods")]), 2.0, "web-1 and agent, not remote");
@@ -207,6 +208,26 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
     assert_eq!(back, expected, "the reply has the ends the other way round");
     let to_node_2 = wait_for(Duration::from_secs(10), "web-1's flow to node-2", || k8s_of(&file, WEB_1_IP, NODE_2_IP));
     assert_eq!(to_node_2.get("k8s.dst.node.name").map(String::as_str), Some("node-2"), "{to_node_2:?}");
+
+    // Hubble clients see the pods, their namespace, labels and workload, and
+    // filter by them.
+    let call = json!({"method": "GetFlows", "request": {"number": 100, "whitelist": [
+        {"source_pod": ["shop/web-"], "source_label": ["k8s:app=web"], "destination_ip": [NODE_1_IP]}]}});
+    let responses = hubble_call(&format!("127.0.0.1:{hubble}"), &call);
+    let flows: Vec<&serde_json::Value> = responses.iter().filter_map(|r| r.get("flow")).collect();
+    assert!(!flows.is_empty(), "{responses:?}");
+    for flow in flows {
+        let source = &flow["source"];
+        assert_eq!(
+            (source["namespace"].as_str(), source["pod_name"].as_str()),
+            (Some("shop"), Some("web-1")),
+            "{flow}"
+        );
+        assert_eq!(source["workloads"], json!([{"name": "web", "kind": "Deployment"}]));
+        assert!(source["labels"].as_array().unwrap().contains(&json!("k8s:io.kubernetes.pod.namespace=shop")));
+        assert_eq!(flow["source_service"], json!({"name": "web", "namespace": "shop"}));
+        assert_eq!(flow["IP"]["source"], WEB_1_IP);
+    }
 
     // An application in the pod sends OTLP: its resource finds the pod by
     // the connection's address.
