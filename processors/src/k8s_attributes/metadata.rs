@@ -133,6 +133,9 @@ pub struct Metadata {
     pod_by_ip: HashMap<IpAddr, ObjectKey>,
     node_by_ip: HashMap<IpAddr, String>,
     service_by_ip: HashMap<IpAddr, ObjectKey>,
+    /// Counts changes that can alter an enrichment (a pod's status update
+    /// that changes none of the fields kept does not count).
+    generation: u64,
 }
 
 fn key(meta: &ObjectMeta) -> ObjectKey {
@@ -182,7 +185,11 @@ impl Metadata {
     /// Adds or replaces a pod.
     pub fn apply_pod(&mut self, pod: PodInfo) {
         let key = (pod.namespace.clone(), pod.name.clone());
+        if self.pods.get(&key) == Some(&pod) {
+            return;
+        }
         self.remove_pod(&key);
+        self.generation += 1;
         if !pod.finished {
             for ip in &pod.ips {
                 if pod.host_network {
@@ -205,6 +212,7 @@ impl Metadata {
     /// Forgets a pod.
     pub fn remove_pod(&mut self, key: &ObjectKey) {
         let Some(old) = self.pods.remove(key) else { return };
+        self.generation += 1;
         self.pods_by_uid.remove(&old.uid);
         for ip in &old.ips {
             if self.pod_by_ip.get(ip) == Some(key) {
@@ -228,39 +236,48 @@ impl Metadata {
 
     /// Adds or replaces a ReplicaSet (only its owner matters).
     pub fn apply_replica_set(&mut self, replica_set: &ReplicaSet) {
-        self.replica_sets
-            .insert(key(&replica_set.metadata), controller(replica_set.metadata.owner_references.as_ref()));
+        let owner = controller(replica_set.metadata.owner_references.as_ref());
+        if self.replica_sets.insert(key(&replica_set.metadata), owner.clone()) != Some(owner) {
+            self.generation += 1;
+        }
     }
 
     /// Forgets a ReplicaSet.
     pub fn remove_replica_set(&mut self, key: &ObjectKey) {
-        self.replica_sets.remove(key);
+        if self.replica_sets.remove(key).is_some() {
+            self.generation += 1;
+        }
     }
 
     /// Adds or replaces a service.
     pub fn apply_service(&mut self, service: &Service) {
         let key = key(&service.metadata);
-        self.remove_service(&key);
         let spec = service.spec.as_ref();
         let listed = spec.and_then(|s| s.cluster_ips.as_ref()).map(|l| l.iter().map(String::as_str));
         let cluster_ips = match listed {
             Some(list) => ips(list.chain(spec.and_then(|s| s.cluster_ip.as_deref()))),
             None => ips(spec.and_then(|s| s.cluster_ip.as_deref())),
         };
-        for ip in &cluster_ips {
-            self.service_by_ip.insert(*ip, key.clone());
-        }
         let info = ServiceInfo {
             name: key.1.clone(),
             selector: spec.and_then(|s| s.selector.clone()).unwrap_or_default(),
             cluster_ips,
         };
+        if self.services.get(&key) == Some(&info) {
+            return;
+        }
+        self.remove_service(&key);
+        self.generation += 1;
+        for ip in &info.cluster_ips {
+            self.service_by_ip.insert(*ip, key.clone());
+        }
         self.services.insert(key, info);
     }
 
     /// Forgets a service.
     pub fn remove_service(&mut self, key: &ObjectKey) {
         if let Some(old) = self.services.remove(key) {
+            self.generation += 1;
             for ip in old.cluster_ips {
                 if self.service_by_ip.get(&ip) == Some(key) {
                     self.service_by_ip.remove(&ip);
@@ -283,14 +300,17 @@ impl Metadata {
             annotations: node.metadata.annotations.clone().unwrap_or_default(),
             addresses,
         };
-        self.nodes.insert(name, info);
-        self.reindex_nodes();
+        if self.nodes.get(&name) != Some(&info) {
+            self.nodes.insert(name, info);
+            self.reindex_nodes();
+        }
     }
 
     /// Forgets a node.
     pub fn remove_node(&mut self, name: &str) {
-        self.nodes.remove(name);
-        self.reindex_nodes();
+        if self.nodes.remove(name).is_some() {
+            self.reindex_nodes();
+        }
     }
 
     /// Adds or replaces a namespace.
@@ -300,12 +320,16 @@ impl Metadata {
             annotations: namespace.metadata.annotations.clone().unwrap_or_default(),
             addresses: Vec::new(),
         };
-        self.namespaces.insert(namespace.metadata.name.clone().unwrap_or_default(), info);
+        if self.namespaces.insert(namespace.metadata.name.clone().unwrap_or_default(), info.clone()) != Some(info) {
+            self.generation += 1;
+        }
     }
 
     /// Forgets a namespace.
     pub fn remove_namespace(&mut self, name: &str) {
-        self.namespaces.remove(name);
+        if self.namespaces.remove(name).is_some() {
+            self.generation += 1;
+        }
     }
 
     /// Replaces every object of `kind` with a fresh listing (after a watch
@@ -318,7 +342,13 @@ impl Metadata {
                     self.remove_pod(&key);
                 }
             }
-            Kind::ReplicaSet => self.replica_sets.retain(|k, _| listed.contains(k)),
+            Kind::ReplicaSet => {
+                let before = self.replica_sets.len();
+                self.replica_sets.retain(|k, _| listed.contains(k));
+                if self.replica_sets.len() != before {
+                    self.generation += 1;
+                }
+            }
             Kind::Service => {
                 let gone: Vec<ObjectKey> = self.services.keys().filter(|k| !listed.contains(*k)).cloned().collect();
                 for key in gone {
@@ -329,7 +359,13 @@ impl Metadata {
                 self.nodes.retain(|name, _| listed.contains(&(String::new(), name.clone())));
                 self.reindex_nodes();
             }
-            Kind::Namespace => self.namespaces.retain(|name, _| listed.contains(&(String::new(), name.clone()))),
+            Kind::Namespace => {
+                let before = self.namespaces.len();
+                self.namespaces.retain(|name, _| listed.contains(&(String::new(), name.clone())));
+                if self.namespaces.len() != before {
+                    self.generation += 1;
+                }
+            }
         }
     }
 
@@ -344,7 +380,13 @@ impl Metadata {
         }
     }
 
+    /// How many changes that can alter an enrichment were made so far.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn reindex_nodes(&mut self) {
+        self.generation += 1;
         self.node_by_ip.clear();
         for (name, node) in &self.nodes {
             for ip in &node.addresses {

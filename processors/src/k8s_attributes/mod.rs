@@ -111,7 +111,7 @@ impl K8sAttributesProcessor {
             }
         } else {
             let enricher = &mut self.enricher;
-            self.view.read(|metadata, generation| enricher.enrich(metadata, generation, &mut payload, client));
+            self.view.read(|metadata| enricher.enrich(metadata, &mut payload, client));
         }
         out.push(payload);
     }
@@ -142,18 +142,18 @@ impl Enricher {
         Enricher {
             extractor: Extractor::new(&config.extract),
             associations: config.association_rules(),
-            generation: 0,
+            generation: u64::MAX,
             sides: HashMap::new(),
         }
     }
 
     /// Adds both ends' attributes to records and points with a 5-tuple, and
-    /// the associated pod's attributes to each resource. `generation` is the
-    /// view's: when it changes, prebuilt attributes are rebuilt.
-    pub fn enrich(&mut self, metadata: &Metadata, generation: u64, payload: &mut Payload, client: &Client) {
-        if generation != self.generation || self.sides.len() > MAX_CACHED_ADDRESSES {
+    /// the associated pod's attributes to each resource. When `metadata`
+    /// changed since the last call, prebuilt attributes are rebuilt.
+    pub fn enrich(&mut self, metadata: &Metadata, payload: &mut Payload, client: &Client) {
+        if metadata.generation() != self.generation || self.sides.len() > MAX_CACHED_ADDRESSES {
             self.sides.clear();
-            self.generation = generation;
+            self.generation = metadata.generation();
         }
         let mut ends = |attributes: &mut Vec<KeyValue>| self.add_ends(metadata, attributes);
         match payload {

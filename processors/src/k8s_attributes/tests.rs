@@ -125,7 +125,7 @@ fn resource_attributes(payload: &Payload) -> Vec<KeyValue> {
 }
 
 fn enriched(m: &Metadata, config: &K8sAttributesConfig, mut payload: Payload, client: Client) -> Payload {
-    Enricher::new(config).enrich(m, 0, &mut payload, &client);
+    Enricher::new(config).enrich(m, &mut payload, &client);
     payload
 }
 
@@ -466,7 +466,7 @@ mod lost_watch {
         let _watches = watch::start(client, &config, view.clone(), &registry);
 
         let pod_at = |ip: &str| {
-            view.read(|m, _| match m.resolve(ip.parse().expect("ip")) {
+            view.read(|m| match m.resolve(ip.parse().expect("ip")) {
                 Some(Endpoint::Pod(pod)) => Some(pod.name.clone()),
                 _ => None,
             })
@@ -514,4 +514,17 @@ fn a_change_to_the_view_reaches_the_next_record() {
     });
     processor.process(flow("10.1.0.5", "10.0.0.1"), &mut out);
     assert_eq!(find_text(&record_attributes(&out[1]), "k8s.src.pod.name").as_deref(), Some("web-2"));
+}
+
+#[test]
+fn only_changes_that_matter_move_the_generation() {
+    let mut m = cluster();
+    let before = m.generation();
+    // A status update that changes none of the fields kept (the kubelet's
+    // conditions, say) arrives as the same PodInfo.
+    m.apply_pod(pod("web-1", "10.1.0.5", false, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() })));
+    m.remove_pod(&("shop".into(), "never-there".into()));
+    assert_eq!(m.generation(), before);
+    m.apply_pod(pod("web-1", "10.1.0.6", false, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() })));
+    assert!(m.generation() > before, "a new IP is a change");
 }

@@ -6,10 +6,7 @@
 use std::{
     collections::HashSet,
     fmt::Debug,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -38,8 +35,6 @@ use super::{
 #[derive(Default)]
 pub struct ClusterView {
     metadata: RwLock<Metadata>,
-    /// Counts changes, so readers know when what they derived is stale.
-    generation: AtomicU64,
     listed: RwLock<HashSet<Kind>>,
 }
 
@@ -60,13 +55,12 @@ impl ClusterView {
     pub fn update(&self, change: impl FnOnce(&mut Metadata)) {
         let mut guard = self.metadata.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         change(&mut guard);
-        self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Reads the metadata, with the number of changes made to it so far.
-    pub fn read<T>(&self, read: impl FnOnce(&Metadata, u64) -> T) -> T {
+    /// Reads the metadata.
+    pub fn read<T>(&self, read: impl FnOnce(&Metadata) -> T) -> T {
         let guard = self.metadata.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        read(&guard, self.generation.load(Ordering::Acquire))
+        read(&guard)
     }
 }
 
@@ -258,7 +252,7 @@ where
                     }
                 }
             }
-            metrics.objects.set(view.read(|m, _| m.count(kind)) as i64);
+            metrics.objects.set(view.read(|m| m.count(kind)) as i64);
         }
     })
 }
