@@ -204,7 +204,11 @@ impl KubeApiServer {
             "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": owners},
             "spec": {"nodeName": node, "hostNetwork": host_network, "containers": [{"name": "main", "image": "app:1"}]},
         }));
-        let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": ip}});
+        // Its one container's id is `<pod>-main`.
+        let container = json!({"name": "main", "containerID": format!("containerd://{name}-main"), "image": "app:1",
+            "imageID": "", "ready": true, "restartCount": 0});
+        let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": ip,
+            "containerStatuses": [container]}});
         let pods = Api::<Pod>::namespaced(self.client.clone(), namespace);
         let pod = self.runtime.block_on(pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)));
         pod.unwrap().metadata.uid.unwrap_or_default()

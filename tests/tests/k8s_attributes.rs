@@ -83,20 +83,42 @@ fn flow_records(file: &Path) -> Vec<Item> {
     records(file, "logs").into_iter().filter(|r| r.event_name == "network.flow").collect()
 }
 
-/// Sends 3 log records over gRPC and 2 spans over HTTP from inside the pod
-/// with the OpenTelemetry Python SDK.
-fn send_from_pod(pod: &Netns, otlp_grpc: u16, otlp_http: u16) {
+/// Sends 3 log records over gRPC and 2 spans over HTTP with the
+/// OpenTelemetry Python SDK, from inside `netns` (else from the host), with
+/// extra resource attributes (`OTEL_RESOURCE_ATTRIBUTES`), as run `run`.
+fn sdk_send(netns: Option<&Netns>, run: &str, resource: &str, otlp_grpc: u16, otlp_http: u16) {
     for (transport, port, what) in [("grpc", otlp_grpc, "--logs"), ("http", otlp_http, "--spans")] {
-        let output = std::process::Command::new("ip")
-            .args(["netns", "exec", &pod.name])
-            .arg(python())
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = std::process::Command::new("ip");
+                command.args(["netns", "exec", &netns.name]).arg(python());
+                command
+            }
+            None => std::process::Command::new(python()),
+        };
+        let output = command
             .arg(script("sdk_send.py"))
-            .args(["--transport", transport, "--endpoint", &format!("http://{NODE_1_IP}:{port}"), "--run", "k8s"])
+            .args(["--transport", transport, "--endpoint", &format!("http://{NODE_1_IP}:{port}"), "--run", run])
             .args([what, if what == "--logs" { "3" } else { "2" }])
+            .env("OTEL_RESOURCE_ATTRIBUTES", resource)
             .output()
             .unwrap();
         assert!(output.status.success(), "sdk_send.py: {}", String::from_utf8_lossy(&output.stderr));
     }
+}
+
+/// The 3 logs and 2 spans of [`sdk_send`]'s run `run`, once all arrived.
+fn app_items(file: &Path, run: &str) -> Vec<Item> {
+    wait_for(Duration::from_secs(20), "the app's logs and spans", || {
+        let of_run = |signal: &str| -> Vec<Item> {
+            records(file, signal)
+                .into_iter()
+                .filter(|r| r.resource.get("test.run").map(String::as_str) == Some(run))
+                .collect()
+        };
+        let (logs, spans) = (of_run("logs"), of_run("traces"));
+        (logs.len() == 3 && spans.len() == 2).then(|| logs.into_iter().chain(spans).collect())
+    })
 }
 
 /// The `k8s.*` attributes of the first ICMP record from `src` to `dst`.
@@ -231,14 +253,10 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
 
     // An application in the pod sends OTLP: its resource finds the pod by
     // the connection's address.
-    send_from_pod(&pod, otlp_grpc, otlp_http);
-    let from_app = wait_for(Duration::from_secs(20), "the app's logs and spans", || {
-        let logs: Vec<Item> =
-            records(&file, "logs").into_iter().filter(|r| r.resource.contains_key("test.run")).collect();
-        let spans = records(&file, "traces");
-        (logs.len() == 3 && spans.len() == 2).then(|| logs.into_iter().chain(spans).collect::<Vec<_>>())
-    });
-    for item in from_app {
+    sdk_send(Some(&pod), "by-connection", "", otlp_grpc, otlp_http);
+    // One on the host says which container it runs in.
+    sdk_send(None, "by-container", "container.id=web-1-main", otlp_grpc, otlp_http);
+    for item in app_items(&file, "by-connection").into_iter().chain(app_items(&file, "by-container")) {
         let resource = &item.resource;
         assert_eq!(resource.get("k8s.pod.name").map(String::as_str), Some("web-1"), "{resource:?}");
         assert_eq!(resource.get("k8s.pod.uid"), Some(&web_1));

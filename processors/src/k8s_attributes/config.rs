@@ -25,7 +25,8 @@ pub struct K8sAttributesConfig {
     /// What is added.
     pub extract: ExtractConfig,
     /// How an OTLP resource finds its pod; the first rule that resolves wins.
-    /// Empty: `k8s.pod.ip`, then `k8s.pod.uid`, then the connection's address.
+    /// Empty: `k8s.pod.ip`, then `k8s.pod.uid`, then `container.id`, then the
+    /// connection's address.
     pub pod_association: Vec<AssociationRule>,
     /// Fail startup when the metadata has not been listed within
     /// `wait_for_metadata_timeout`.
@@ -182,7 +183,8 @@ pub struct AssociationSource {
     /// `resource_attribute` or `connection`.
     pub from: AssociationFrom,
     /// With `resource_attribute`: the attribute (`k8s.pod.ip`, `k8s.pod.uid`,
-    /// `k8s.pod.name` with `k8s.namespace.name`, or any attribute holding an IP).
+    /// `container.id`, `k8s.pod.name` with `k8s.namespace.name`, or any
+    /// attribute holding an IP).
     #[serde(default)]
     pub name: Option<String>,
 }
@@ -209,6 +211,7 @@ impl K8sAttributesConfig {
         vec![
             attribute("k8s.pod.ip"),
             attribute("k8s.pod.uid"),
+            attribute("container.id"),
             AssociationRule { sources: vec![AssociationSource { from: AssociationFrom::Connection, name: None }] },
         ]
     }

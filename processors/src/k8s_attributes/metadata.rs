@@ -29,6 +29,9 @@ pub struct PodInfo {
     pub uid: String,
     /// `spec.nodeName`.
     pub node: Option<String>,
+    /// The ids of its containers (`status.containerStatuses[].containerID`
+    /// without the `runtime://` prefix).
+    pub container_ids: Vec<String>,
     /// `status.podIPs` (or `status.podIP`).
     pub ips: Vec<IpAddr>,
     /// `spec.hostNetwork`: its IPs are its node's.
@@ -126,6 +129,7 @@ impl Kind {
 pub struct Metadata {
     pods: HashMap<ObjectKey, PodInfo>,
     pods_by_uid: HashMap<String, ObjectKey>,
+    pods_by_container: HashMap<String, ObjectKey>,
     replica_sets: HashMap<ObjectKey, Option<Owner>>,
     services: HashMap<ObjectKey, ServiceInfo>,
     nodes: HashMap<String, LabelledInfo>,
@@ -149,8 +153,12 @@ fn controller(owners: Option<&Vec<OwnerReference>>) -> Option<Owner> {
 }
 
 fn ips<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = values.into_iter().filter_map(|v| v.parse().ok()).collect();
-    out.dedup();
+    let mut out: Vec<IpAddr> = Vec::new();
+    for ip in values.into_iter().filter_map(|v| v.parse::<IpAddr>().ok()) {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
     out
 }
 
@@ -170,6 +178,13 @@ impl PodInfo {
             name,
             namespace,
             uid: pod.metadata.uid.clone().unwrap_or_default(),
+            container_ids: status
+                .into_iter()
+                .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()))
+                .filter_map(|c| c.container_id.as_deref())
+                .map(|id| id.split_once("://").map_or(id, |(_, id)| id).to_owned())
+                .filter(|id| !id.is_empty())
+                .collect(),
             node: spec.and_then(|s| s.node_name.clone()),
             ips,
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
@@ -206,6 +221,9 @@ impl Metadata {
         if !pod.uid.is_empty() {
             self.pods_by_uid.insert(pod.uid.clone(), key.clone());
         }
+        for id in &pod.container_ids {
+            self.pods_by_container.insert(id.clone(), key.clone());
+        }
         self.pods.insert(key, pod);
     }
 
@@ -214,6 +232,9 @@ impl Metadata {
         let Some(old) = self.pods.remove(key) else { return };
         self.generation += 1;
         self.pods_by_uid.remove(&old.uid);
+        for id in &old.container_ids {
+            self.pods_by_container.remove(id);
+        }
         for ip in &old.ips {
             if self.pod_by_ip.get(ip) == Some(key) {
                 self.pod_by_ip.remove(ip);
@@ -419,6 +440,11 @@ impl Metadata {
     /// The pod with this uid.
     pub fn pod_by_uid(&self, uid: &str) -> Option<&PodInfo> {
         self.pods.get(self.pods_by_uid.get(uid)?)
+    }
+
+    /// The pod running the container with this id.
+    pub fn pod_by_container(&self, id: &str) -> Option<&PodInfo> {
+        self.pods.get(self.pods_by_container.get(id)?)
     }
 
     /// The pod `namespace/name`.

@@ -217,6 +217,7 @@ pub fn associate<'a>(
     rules.iter().find_map(|rule| {
         let mut ip = None;
         let mut uid = None;
+        let mut container = None;
         let mut pod_name = None;
         let mut namespace = None;
         for source in &rule.sources {
@@ -226,6 +227,7 @@ pub fn associate<'a>(
                     let value = find_text(resource, name)?;
                     match name {
                         "k8s.pod.uid" => uid = Some(value),
+                        "container.id" => container = Some(value),
                         "k8s.pod.name" => pod_name = Some(value),
                         "k8s.namespace.name" => namespace = Some(value),
                         _ => ip = Some(value.parse::<IpAddr>().ok()?),
@@ -236,6 +238,8 @@ pub fn associate<'a>(
         }
         let pod = if let Some(uid) = uid {
             metadata.pod_by_uid(&uid)
+        } else if let Some(container) = container {
+            metadata.pod_by_container(&container)
         } else if let (Some(name), Some(namespace)) = (&pod_name, &namespace) {
             metadata.pod(namespace, name)
         } else {

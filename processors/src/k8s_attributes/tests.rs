@@ -41,6 +41,7 @@ fn pod(name: &str, ip: &str, host_network: bool, owner: Option<Owner>) -> PodInf
         namespace: "shop".into(),
         uid: format!("uid-{name}"),
         node: Some("node-1".into()),
+        container_ids: vec![format!("c-{name}")],
         ips: vec![ip.parse().expect("ip")],
         host_network,
         finished: false,
@@ -257,6 +258,9 @@ fn otlp_resources_find_their_pod_by_attribute_uid_or_connection() {
 
     let by_uid = enriched(&m, &config, app_logs(vec![kv("k8s.pod.uid", "uid-web-1")]), Client::default());
     assert_eq!(find_text(&resource_attributes(&by_uid), "k8s.namespace.name").as_deref(), Some("shop"));
+
+    let by_container = enriched(&m, &config, app_logs(vec![kv("container.id", "c-web-1")]), Client::default());
+    assert_eq!(find_text(&resource_attributes(&by_container), "k8s.pod.name").as_deref(), Some("web-1"));
 
     let client = Client { address: Some("10.1.0.5".parse().expect("ip")) };
     let by_connection = enriched(&m, &config, app_logs(vec![kv("service.name", "web")]), client);
@@ -527,4 +531,29 @@ fn only_changes_that_matter_move_the_generation() {
     assert_eq!(m.generation(), before);
     m.apply_pod(pod("web-1", "10.1.0.6", false, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() })));
     assert!(m.generation() > before, "a new IP is a change");
+}
+
+#[test]
+fn a_pod_object_gives_its_addresses_owner_and_containers() {
+    let object: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9", "uid": "u2", "controller": true}]},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "main"}]},
+        "status": {"phase": "Running", "podIP": "10.1.0.5", "podIPs": [{"ip": "10.1.0.5"}, {"ip": "fd00::5"}],
+            "containerStatuses": [{"name": "main", "containerID": "containerd://abc123", "image": "", "imageID": "",
+                "ready": true, "restartCount": 0}]},
+    }))
+    .expect("a pod");
+    let info = PodInfo::from_object(&object);
+    assert_eq!(info.ips, ["10.1.0.5".parse::<IpAddr>().expect("ip"), "fd00::5".parse().expect("ip")]);
+    assert_eq!(info.container_ids, ["abc123"]);
+    assert_eq!(info.owner, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() }));
+    assert!(!info.finished && !info.host_network);
+    let done: k8s_openapi::api::core::v1::Pod = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "job-1"}, "status": {"phase": "Succeeded", "podIP": "10.1.0.7"}}),
+    )
+    .expect("a pod");
+    let mut m = Metadata::default();
+    m.apply_pod(PodInfo::from_object(&done));
+    assert_eq!(m.resolve("10.1.0.7".parse().expect("ip")), None, "a finished pod gives its IP back");
 }
