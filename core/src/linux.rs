@@ -1,5 +1,11 @@
 //! Facts of the local Linux host that several components read.
 
+/// This host's name (`/proc/sys/kernel/hostname`), if it can be read.
+pub fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_owned()).filter(|n| !n.is_empty())
+}
+
 /// The container id in a cgroup path: the last 64-hex-digit run in it
 /// (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `.../<id>`).
 pub fn container_id(path: &str) -> Option<&str> {

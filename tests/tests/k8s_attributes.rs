@@ -249,6 +249,9 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
         assert!(source["labels"].as_array().unwrap().contains(&json!("k8s:io.kubernetes.pod.namespace=shop")));
         assert_eq!(flow["source_service"], json!({"name": "web", "namespace": "shop"}));
         assert_eq!(flow["IP"]["source"], WEB_1_IP);
+        assert_eq!(flow["node_name"], "node-1", "the agent's records carry its node");
+        assert_eq!(flow["destination"]["labels"], json!(["reserved:host"]), "node-1's own address, seen on node-1");
+        assert_eq!(flow["destination"]["identity"], 1);
     }
 
     // An application in the pod sends OTLP: its resource finds the pod by

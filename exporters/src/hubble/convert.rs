@@ -103,9 +103,16 @@ fn tcp_flags(text: &str) -> TcpFlags {
     flags
 }
 
+/// Cilium's reserved identity of a node's own addresses, seen on that node.
+const IDENTITY_HOST: u32 = 1;
+/// Cilium's reserved identity of another node's addresses.
+const IDENTITY_REMOTE_NODE: u32 = 6;
+
 /// One side's endpoint from `k8s.src.*` / `k8s.dst.*` attributes (empty
-/// outside Kubernetes).
-fn endpoint(attributes: &Attributes<'_>, side: &str) -> Endpoint {
+/// outside Kubernetes). An end that is a node, not a pod, gets Cilium's
+/// reserved identity: `host` on the node that reported the flow (`node`),
+/// `remote-node` elsewhere.
+fn endpoint(attributes: &Attributes<'_>, side: &str, node: &str) -> Endpoint {
     let get = |name: &str| attributes.str(&format!("k8s.{side}.{name}")).unwrap_or_default().to_owned();
     let mut labels: Vec<String> = attributes
         .with_prefix(&format!("k8s.{side}.pod.labels."))
@@ -116,10 +123,19 @@ fn endpoint(attributes: &Attributes<'_>, side: &str) -> Endpoint {
     if !namespace.is_empty() {
         labels.push(format!("k8s:io.kubernetes.pod.namespace={namespace}"));
     }
+    let pod_name = get("pod.name");
+    let end_node = get("node.name");
+    let mut identity = 0;
+    if pod_name.is_empty() && !end_node.is_empty() {
+        let (reserved, id) =
+            if end_node == node { ("host", IDENTITY_HOST) } else { ("remote-node", IDENTITY_REMOTE_NODE) };
+        labels.push(format!("reserved:{reserved}"));
+        identity = id;
+    }
     labels.sort();
     let (kind, name) = (get("owner.kind"), get("owner.name"));
     let workloads = if name.is_empty() { Vec::new() } else { vec![Workload { name, kind }] };
-    Endpoint { namespace, pod_name: get("pod.name"), labels, workloads, ..Endpoint::default() }
+    Endpoint { identity, namespace, pod_name, labels, workloads, ..Endpoint::default() }
 }
 
 fn service(attributes: &Attributes<'_>, side: &str) -> Option<Service> {
@@ -219,8 +235,8 @@ pub fn flow(resource: Option<&Resource>, record: &LogRecord, names: &NodeNames) 
         ip,
         is_reply: is_reply(l4.as_ref()),
         l4,
-        source: Some(endpoint(&attributes, "src")),
-        destination: Some(endpoint(&attributes, "dst")),
+        source: Some(endpoint(&attributes, "src", &node_name)),
+        destination: Some(endpoint(&attributes, "dst", &node_name)),
         r#type: FlowType::L3L4 as i32,
         node_name,
         event_type: Some(CiliumEventType {

@@ -50,7 +50,7 @@ pub struct HubbleExporter {
 impl HubbleExporter {
     /// An exporter for `config`; the server starts with the pipelines.
     pub fn new(config: &HubbleConfig) -> Self {
-        let local_host = host_name();
+        let local_host = flowtel_core::linux::host_name().unwrap_or_else(|| "flowtel".into());
         let local_node = config.node_name.clone().unwrap_or_else(|| local_host.clone());
         HubbleExporter {
             store: Arc::new(FlowStore::new(config.max_flows.get(), config.follower_buffer.get(), &local_node)),
@@ -89,12 +89,6 @@ impl HubbleExporter {
         self.store.push(flows);
         (taken, skipped)
     }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "flowtel".into())
 }
 
 /// A random (version 4) UUID, as Hubble gives every flow one.

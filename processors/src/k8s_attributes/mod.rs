@@ -132,6 +132,9 @@ struct Sides {
 pub struct Enricher {
     extractor: Extractor,
     associations: Vec<AssociationRule>,
+    /// This host's name and its node's (when the config names the node):
+    /// resources from this host without a node get it.
+    local: Option<(String, String)>,
     generation: u64,
     sides: HashMap<IpAddr, Option<Sides>>,
 }
@@ -142,6 +145,7 @@ impl Enricher {
         Enricher {
             extractor: Extractor::new(&config.extract),
             associations: config.association_rules(),
+            local: flowtel_core::linux::host_name().zip(config.node_filter()),
             generation: u64::MAX,
             sides: HashMap::new(),
         }
@@ -170,6 +174,11 @@ impl Enricher {
             Payload::Traces(_) => {}
         }
         for resource in resources_mut(payload) {
+            if let Some((host, node)) = &self.local
+                && find_text(&resource.attributes, "host.name").is_some_and(|h| h == host.as_str())
+            {
+                insert_absent(&mut resource.attributes, "k8s.node.name", node);
+            }
             let Some(pod) = associate(metadata, &self.associations, &resource.attributes, client) else { continue };
             let mut attributes = Attributes::new();
             self.extractor.pod(metadata, pod, None, &mut attributes);

@@ -557,3 +557,16 @@ fn a_pod_object_gives_its_addresses_owner_and_containers() {
     m.apply_pod(PodInfo::from_object(&done));
     assert_eq!(m.resolve("10.1.0.7".parse().expect("ip")), None, "a finished pod gives its IP back");
 }
+
+#[test]
+fn this_hosts_resources_get_its_node() {
+    let Some(host) = flowtel_core::linux::host_name() else { return };
+    let config = K8sAttributesConfig {
+        filter: FilterConfig { node: Some("node-1".into()), ..Default::default() },
+        ..Default::default()
+    };
+    let here = enriched(&cluster(), &config, app_logs(vec![kv("host.name", &host)]), Client::default());
+    assert_eq!(find_text(&resource_attributes(&here), "k8s.node.name").as_deref(), Some("node-1"));
+    let elsewhere = enriched(&cluster(), &config, app_logs(vec![kv("host.name", "other-box")]), Client::default());
+    assert_eq!(find_text(&resource_attributes(&elsewhere), "k8s.node.name"), None);
+}

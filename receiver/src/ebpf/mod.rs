@@ -99,10 +99,6 @@ fn clock_now() -> (u64, u64) {
     (offset, offset + monotonic_now_ns())
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
-}
-
 /// flowtel's own metrics about the kernel side.
 struct KernelMetrics {
     /// Kernel counters mirrored into the registry, with the value last mirrored.
@@ -208,7 +204,12 @@ impl Receiver for EbpfReceiver {
         let parts = attach_tracepoints(&mut probes, config, &excluded_reasons, &ctx.id).map_err(error)?;
 
         let id = ctx.id.to_string();
-        let publisher = Publisher::new(ctx.id.clone(), ctx.output, &ctx.metrics, host_name());
+        let publisher = Publisher::new(
+            ctx.id.clone(),
+            ctx.output,
+            &ctx.metrics,
+            flowtel_core::linux::host_name().unwrap_or_default(),
+        );
         let (metrics, loss) = KernelMetrics::new(&ctx.metrics, &id);
         let (sender, events) = mpsc::channel(EVENT_QUEUE);
         let transport = config.event_transport;

@@ -94,6 +94,19 @@ fn kubernetes_attributes_fill_both_endpoints_and_services() {
 }
 
 #[test]
+fn node_ends_get_the_reserved_host_or_remote_node_identity() {
+    let resource = Resource { attributes: vec![s("k8s.node.name", "node-1")], ..Default::default() };
+    let attributes = vec![s("k8s.src.node.name", "node-1"), s("k8s.dst.node.name", "node-2")];
+    let flow = flow(Some(&resource), &record("network.flow", attributes), &names()).unwrap();
+    let (source, destination) = (flow.source.unwrap(), flow.destination.unwrap());
+    assert_eq!((source.identity, source.labels), (1, vec!["reserved:host".to_owned()]));
+    assert_eq!((destination.identity, destination.labels), (6, vec!["reserved:remote-node".to_owned()]));
+    let pod = vec![s("k8s.src.node.name", "node-1"), s("k8s.src.pod.name", "web-1")];
+    let flow = super::flow(Some(&resource), &record("network.flow", pod), &names()).unwrap();
+    assert_eq!(flow.source.unwrap().identity, 0, "a pod's end is not the node's");
+}
+
+#[test]
 fn other_records_have_no_flow_and_trace_ids_travel() {
     assert!(flow(None, &record("network.tcp.connection", vec![]), &names()).is_none());
     assert!(flow(None, &record("", vec![]), &names()).is_none());
