@@ -1,8 +1,10 @@
 //! Privileged, real kernel, real Kubernetes API server: flows between a
 //! pod's network namespace and the host are enriched on both ends from what
 //! the API server says — a pod behind a Deployment, a host-network pod and a
-//! node — and stay right when the pod is replaced by one with a new IP,
-//! with flowtel running throughout. Needs root and `cargo xtask setup`.
+//! node — and stay right when the pod is replaced by one with a new IP and
+//! while the API server is away, with flowtel running throughout;
+//! applications' OTLP finds its pod, directly or through a passthrough
+//! agent and a gateway. Needs root and `cargo xtask setup`.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -25,15 +27,17 @@ const NODE_2_IP: &str = "10.78.0.4";
 const WEB_1_IP: &str = "10.78.0.2";
 const WEB_2_IP: &str = "10.78.0.3";
 
-/// A pod's namespace joined to the host by `k8sh0` ↔ `eth0`; the host side
-/// holds node-1's and node-2's addresses.
-fn pod_netns() -> Netns {
+/// A pod's namespace joined to the host by `host_if` ↔ `eth0`, with
+/// `pod_ip`; the host side holds `host_ips` (the first with a /24).
+fn pod_netns(host_if: &str, host_ips: &[&str], pod_ip: &str) -> Netns {
     let pod = Netns::create("k8p");
-    ip(&["link", "add", HOST_IF, "type", "veth", "peer", "name", "eth0", "netns", &pod.name]);
-    ip(&["addr", "add", &format!("{NODE_1_IP}/24"), "dev", HOST_IF]);
-    ip(&["addr", "add", &format!("{NODE_2_IP}/32"), "dev", HOST_IF]);
-    ip(&["link", "set", HOST_IF, "up"]);
-    pod.run(&["ip", "addr", "add", &format!("{WEB_1_IP}/24"), "dev", "eth0"]);
+    ip(&["link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod.name]);
+    for (index, address) in host_ips.iter().enumerate() {
+        let prefix = if index == 0 { 24 } else { 32 };
+        ip(&["addr", "add", &format!("{address}/{prefix}"), "dev", host_if]);
+    }
+    ip(&["link", "set", host_if, "up"]);
+    pod.run(&["ip", "addr", "add", &format!("{pod_ip}/24"), "dev", "eth0"]);
     pod.run(&["ip", "link", "set", "eth0", "up"]);
     pod.run(&["ip", "link", "set", "lo", "up"]);
     pod
@@ -84,9 +88,9 @@ fn flow_records(file: &Path) -> Vec<Item> {
 }
 
 /// Sends 3 log records over gRPC and 2 spans over HTTP with the
-/// OpenTelemetry Python SDK, from inside `netns` (else from the host), with
+/// OpenTelemetry Python SDK to `to`, from inside `netns` (else from the host), with
 /// extra resource attributes (`OTEL_RESOURCE_ATTRIBUTES`), as run `run`.
-fn sdk_send(netns: Option<&Netns>, run: &str, resource: &str, otlp_grpc: u16, otlp_http: u16) {
+fn sdk_send(netns: Option<&Netns>, to: &str, run: &str, resource: &str, otlp_grpc: u16, otlp_http: u16) {
     for (transport, port, what) in [("grpc", otlp_grpc, "--logs"), ("http", otlp_http, "--spans")] {
         let mut command = match netns {
             Some(netns) => {
@@ -98,7 +102,7 @@ fn sdk_send(netns: Option<&Netns>, run: &str, resource: &str, otlp_grpc: u16, ot
         };
         let output = command
             .arg(script("sdk_send.py"))
-            .args(["--transport", transport, "--endpoint", &format!("http://{NODE_1_IP}:{port}"), "--run", run])
+            .args(["--transport", transport, "--endpoint", &format!("http://{to}:{port}"), "--run", run])
             .args([what, if what == "--logs" { "3" } else { "2" }])
             .env("OTEL_RESOURCE_ATTRIBUTES", resource)
             .output()
@@ -194,7 +198,7 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
         labels: json!({"app": "agent"}),
     });
 
-    let pod = pod_netns();
+    let pod = pod_netns(HOST_IF, &[NODE_1_IP, NODE_2_IP], WEB_1_IP);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
     // Pods of other nodes are not watched by this node's agent.
@@ -256,9 +260,9 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
 
     // An application in the pod sends OTLP: its resource finds the pod by
     // the connection's address.
-    sdk_send(Some(&pod), "by-connection", "", otlp_grpc, otlp_http);
+    sdk_send(Some(&pod), NODE_1_IP, "by-connection", "", otlp_grpc, otlp_http);
     // One on the host says which container it runs in.
-    sdk_send(None, "by-container", "container.id=web-1-main", otlp_grpc, otlp_http);
+    sdk_send(None, NODE_1_IP, "by-container", "container.id=web-1-main", otlp_grpc, otlp_http);
     for item in app_items(&file, "by-connection").into_iter().chain(app_items(&file, "by-container")) {
         let resource = &item.resource;
         assert_eq!(resource.get("k8s.pod.name").map(String::as_str), Some("web-1"), "{resource:?}");
@@ -325,4 +329,75 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
     });
     assert_eq!(after, "node-3");
     flowtel.child.assert_running();
+}
+
+/// The collector's agent and gateway layout: an agent in `passthrough` mode
+/// (no API access) tags what an application sends with the connection's
+/// address; the gateway, which watches the API, finds the pod by it.
+#[test]
+fn a_passthrough_agent_lets_the_gateway_find_the_pod() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create namespaces");
+        return;
+    }
+    let api = KubeApiServer::start();
+    api.create_namespace("shop", json!({}));
+    api.create_pod(&TestPod {
+        namespace: "shop",
+        name: "api-1",
+        node: "node-1",
+        ip: "10.79.0.2",
+        host_network: false,
+        owner: Some(("StatefulSet", "api")),
+        labels: json!({"app": "api"}),
+    });
+    let pod = pod_netns("k8sh1", &["10.79.0.1"], "10.79.0.2");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.jsonl");
+    let gateway_port = free_port();
+    let _gateway = Flowtel::start(&format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{gateway_port}"}}}}}}
+processors:
+  k8s_attributes: {{auth_type: kubeConfig, kubeconfig: "{}", wait_for_metadata: true}}
+exporters:
+  file: {{path: "{}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [otlp], processors: [k8s_attributes], exporters: [file]}}
+    traces: {{receivers: [otlp], processors: [k8s_attributes], exporters: [file]}}
+"#,
+        api.kubeconfig.display(),
+        file.display()
+    ));
+    let (agent_grpc, agent_http) = (free_port(), free_port());
+    let _agent = Flowtel::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "10.79.0.1:{agent_grpc}"}}
+      http: {{endpoint: "10.79.0.1:{agent_http}"}}
+processors:
+  k8s_attributes: {{passthrough: true}}
+  batch: {{timeout: 200ms}}
+exporters:
+  otlp_grpc: {{endpoint: "http://127.0.0.1:{gateway_port}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [otlp], processors: [k8s_attributes, batch], exporters: [otlp_grpc]}}
+    traces: {{receivers: [otlp], processors: [k8s_attributes, batch], exporters: [otlp_grpc]}}
+"#
+    ));
+    sdk_send(Some(&pod), "10.79.0.1", "via-agent", "", agent_grpc, agent_http);
+    for item in app_items(&file, "via-agent") {
+        let resource = &item.resource;
+        assert_eq!(resource.get("k8s.pod.ip").map(String::as_str), Some("10.79.0.2"), "{resource:?}");
+        assert_eq!(resource.get("k8s.pod.name").map(String::as_str), Some("api-1"));
+        assert_eq!(resource.get("k8s.owner.kind").map(String::as_str), Some("StatefulSet"));
+        assert_eq!(resource.get("k8s.owner.name").map(String::as_str), Some("api"));
+    }
 }
