@@ -147,6 +147,10 @@ fn processors(c: &mut Criterion) {
         let mut processor = HostAttributesProcessor::with_index(index);
         per_payload(b, &mut processor, flows, false);
     });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("one read of this machine's /proc", |b| {
+        b.iter(|| SocketIndex::scan(std::path::Path::new("/proc")).len());
+    });
     group.finish();
 
     let mut group = c.benchmark_group("log_dedup");
