@@ -109,15 +109,12 @@ pub fn start(
     view: Arc<ClusterView>,
     registry: &MetricsRegistry,
 ) -> Watches {
-    let namespaced = |client: &Client| match &config.filter.namespace {
-        Some(namespace) => (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let (pods, services): (Api<Pod>, Api<Service>) = namespaced(&client);
-    let replica_sets: Api<ReplicaSet> = match &config.filter.namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
+    let namespace = config.filter.namespace.as_deref();
+    let (pods, services, replica_sets) = (
+        scoped::<Pod>(&client, namespace),
+        scoped::<Service>(&client, namespace),
+        scoped::<ReplicaSet>(&client, namespace),
+    );
     let mut pod_selector = watcher::Config::default();
     if let Some(node) = config.node_filter() {
         pod_selector = pod_selector.fields(&format!("spec.nodeName={node}"));
@@ -176,6 +173,17 @@ pub fn start(
         ),
     ];
     Watches(tasks)
+}
+
+/// An API of a namespaced kind: one namespace's objects, or all.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Counters of one watch.
