@@ -11,7 +11,10 @@ use std::{
 
 use k8s_openapi::{
     NamespaceResourceScope,
-    api::core::v1::{Namespace, Node, Pod},
+    api::{
+        core::v1::{Namespace, Node, Pod, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    },
     serde::{Serialize, de::DeserializeOwned},
 };
 use kube::{
@@ -51,8 +54,11 @@ pub struct TestPod<'a> {
 
 /// etcd and an API server, with a kubeconfig for an all-powerful test user.
 pub struct KubeApiServer {
-    /// The kubeconfig flowtel and the test use.
+    /// The kubeconfig flowtel and the test use: a user who may do anything.
     pub kubeconfig: PathBuf,
+    /// A kubeconfig of the service account `flowtel/flowtel`, which may do
+    /// only what RBAC objects grant it.
+    pub service_account_kubeconfig: PathBuf,
     runtime: tokio::runtime::Runtime,
     client: Client,
     server_args: Vec<String>,
@@ -64,6 +70,19 @@ pub struct KubeApiServer {
 }
 
 const TOKEN: &str = "flowtel-test-token";
+
+/// The token of the service account `flowtel/flowtel`, which may do only
+/// what RBAC objects grant it.
+const SERVICE_ACCOUNT_TOKEN: &str = "flowtel-service-account-token";
+
+/// A kubeconfig for `server` with the CA at `ca` and a bearer `token`.
+fn kubeconfig(server: &str, ca: &Path, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\
+         users:\n- name: test\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\ncurrent-context: test\n",
+        ca.display()
+    )
+}
 
 impl KubeApiServer {
     /// Starts etcd and the API server and waits until the server answers.
@@ -88,7 +107,14 @@ impl KubeApiServer {
         let service_account = rcgen::KeyPair::generate().unwrap();
         std::fs::write(path("sa.key"), service_account.serialize_pem()).unwrap();
         std::fs::write(path("sa.pub"), service_account.public_key_pem()).unwrap();
-        std::fs::write(path("tokens.csv"), format!("{TOKEN},flowtel-test,1,\"system:masters\"\n")).unwrap();
+        std::fs::write(
+            path("tokens.csv"),
+            format!(
+                "{TOKEN},flowtel-test,1,\"system:masters\"\n\
+                 {SERVICE_ACCOUNT_TOKEN},system:serviceaccount:flowtel:flowtel,2,\"system:serviceaccounts,system:serviceaccounts:flowtel\"\n"
+            ),
+        )
+        .unwrap();
         let flag = |name: &str, value: &Path| format!("--{name}={}", value.display());
         let server_args = vec![
             format!("--etcd-servers={etcd_url}"),
@@ -110,24 +136,29 @@ impl KubeApiServer {
             "--endpoint-reconciler-type=none".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
         ];
-        let kubeconfig = path("kubeconfig.yaml");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    certificate-authority: {}\n\
-                 users:\n- name: test\n  user:\n    token: {TOKEN}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\ncurrent-context: test\n",
-                pki.ca.display()
-            ),
-        )
-        .unwrap();
+        let server = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig_path = path("kubeconfig.yaml");
+        std::fs::write(&kubeconfig_path, kubeconfig(&server, &pki.ca, TOKEN)).unwrap();
+        let service_account_kubeconfig = path("service-account-kubeconfig.yaml");
+        std::fs::write(&service_account_kubeconfig, kubeconfig(&server, &pki.ca, SERVICE_ACCOUNT_TOKEN)).unwrap();
+        let kubeconfig = kubeconfig_path;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let client = runtime.block_on(async {
             let file = Kubeconfig::read_from(&kubeconfig).unwrap();
             let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.unwrap();
             Client::try_from(config).unwrap()
         });
-        let mut server =
-            KubeApiServer { kubeconfig, runtime, client, server_args, starts: 0, apiserver: None, etcd, dir };
+        let mut server = KubeApiServer {
+            kubeconfig,
+            service_account_kubeconfig,
+            runtime,
+            client,
+            server_args,
+            starts: 0,
+            apiserver: None,
+            etcd,
+            dir,
+        };
         server.start_server();
         server
     }
@@ -169,6 +200,32 @@ impl KubeApiServer {
         self.runtime
             .block_on(Api::<K>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &typed))
             .unwrap()
+    }
+
+    /// Creates the objects of a `kind: List` YAML file (namespaces, service
+    /// accounts, cluster roles and bindings), as `kubectl apply` would.
+    pub fn apply_list(&self, file: &Path) {
+        let list: Value =
+            figment::Figment::from(<figment::providers::Yaml as figment::providers::Format>::file_exact(file))
+                .extract()
+                .unwrap();
+        for item in list["items"].as_array().unwrap() {
+            let namespace = item["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+            let client = self.client.clone();
+            let post = PostParams::default();
+            let created = self.runtime.block_on(async {
+                match item["kind"].as_str().unwrap() {
+                    "Namespace" => create_from(Api::<Namespace>::all(client), item, &post).await,
+                    "ServiceAccount" => {
+                        create_from(Api::<ServiceAccount>::namespaced(client, &namespace), item, &post).await
+                    }
+                    "ClusterRole" => create_from(Api::<ClusterRole>::all(client), item, &post).await,
+                    "ClusterRoleBinding" => create_from(Api::<ClusterRoleBinding>::all(client), item, &post).await,
+                    other => panic!("{} has a {other}, which the harness does not create", file.display()),
+                }
+            });
+            created.unwrap_or_else(|err| panic!("{}: {item}: {err}", file.display()));
+        }
     }
 
     /// Creates a namespace.
@@ -226,4 +283,12 @@ impl KubeApiServer {
             .block_on(pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }))
             .unwrap();
     }
+}
+
+async fn create_from<K>(api: Api<K>, object: &Value, post: &PostParams) -> Result<(), kube::Error>
+where
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let typed: K = serde_json::from_value(object.clone()).map_err(kube::Error::SerdeError)?;
+    api.create(post, &typed).await.map(|_| ())
 }

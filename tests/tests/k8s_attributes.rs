@@ -401,3 +401,54 @@ service:
         assert_eq!(resource.get("k8s.owner.name").map(String::as_str), Some("api"));
     }
 }
+
+/// The RBAC objects of examples/kubernetes/rbac.yaml are what the processor
+/// needs: without them its service account cannot list, and flowtel (with
+/// `wait_for_metadata`) refuses to start and says why; with them it starts
+/// and knows the cluster.
+#[test]
+fn the_example_rbac_grants_what_the_processor_needs() {
+    if !is_root() {
+        eprintln!("skipped: needs root, like the other Kubernetes tests");
+        return;
+    }
+    let api = KubeApiServer::start();
+    api.create_node("node-1", &["10.79.1.1"]);
+    let config = format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{}"}}}}}}
+processors:
+  k8s_attributes:
+    auth_type: kubeConfig
+    kubeconfig: "{}"
+    wait_for_metadata: true
+    wait_for_metadata_timeout: 3s
+exporters:
+  debug: {{verbosity: basic}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [otlp], processors: [k8s_attributes], exporters: [debug]}}
+"#,
+        free_port(),
+        api.service_account_kubeconfig.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otel-config.yaml");
+    std::fs::write(&path, config.replace("${METRICS_PORT}", &free_port().to_string())).unwrap();
+    let refused = std::process::Command::new(flowtel_tests::flowtel_bin()).arg("--config").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "processors::k8s_attributes: Kubernetes metadata was not listed within wait_for_metadata_timeout (3s)"
+        ),
+        "{stderr}"
+    );
+
+    api.apply_list(&flowtel_tests::root().join("examples/kubernetes/rbac.yaml"));
+    let flowtel = Flowtel::start(&config);
+    assert_eq!(flowtel.metric("flowtel_k8s_objects", &[("resource", "nodes")]), 1.0);
+    assert_eq!(flowtel.metric("flowtel_k8s_watch_errors_total", &[]), 0.0, "RBAC allows every list and watch");
+}
