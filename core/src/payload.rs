@@ -73,7 +73,7 @@ pub struct Delivery {
 }
 
 /// Calls `visit` with the attributes of each of a metric's data points.
-pub fn for_each_point_attributes(metric: &mut Metric, mut visit: impl FnMut(&mut Vec<KeyValue>)) {
+fn for_each_point_attributes(metric: &mut Metric, mut visit: impl FnMut(&mut Vec<KeyValue>)) {
     match &mut metric.data {
         Some(Data::Sum(d)) => d.data_points.iter_mut().for_each(|p| visit(&mut p.attributes)),
         Some(Data::Gauge(d)) => d.data_points.iter_mut().for_each(|p| visit(&mut p.attributes)),
@@ -96,6 +96,25 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// Calls `visit` with the attributes of each log record and each metric
+    /// data point (spans are not visited): where the receivers put a flow's
+    /// 5-tuple.
+    pub fn for_each_record_attributes(&mut self, mut visit: impl FnMut(&mut Vec<KeyValue>)) {
+        match self {
+            Payload::Logs(resources) => {
+                for record in resources.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records) {
+                    visit(&mut record.attributes);
+                }
+            }
+            Payload::Metrics(resources) => {
+                for metric in resources.iter_mut().flat_map(|r| &mut r.scope_metrics).flat_map(|s| &mut s.metrics) {
+                    for_each_point_attributes(metric, &mut visit);
+                }
+            }
+            Payload::Traces(_) => {}
+        }
+    }
+
     /// An empty payload of the given signal.
     pub fn empty(signal: Signal) -> Self {
         match signal {

@@ -23,7 +23,6 @@ use flowtel_core::{
     Payload,
     attributes::{find, find_text, insert_absent, insert_absent_value, number},
     component::{ComponentError, Processor, ProcessorContext},
-    payload::for_each_point_attributes,
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 
@@ -80,6 +79,28 @@ impl HostAttributesProcessor {
     }
 }
 
+/// The attribute names of one end.
+struct EndKeys {
+    pid: &'static str,
+    command: &'static str,
+    container: &'static str,
+    netns: &'static str,
+}
+
+const SOURCE_KEYS: EndKeys = EndKeys {
+    pid: "source.process.pid",
+    command: "source.process.executable.name",
+    container: "source.container.id",
+    netns: "source.linux.netns.inode",
+};
+
+const DESTINATION_KEYS: EndKeys = EndKeys {
+    pid: "destination.process.pid",
+    command: "destination.process.executable.name",
+    container: "destination.container.id",
+    netns: "destination.linux.netns.inode",
+};
+
 /// The ends of a record: transport, source and destination.
 fn ends(attributes: &[KeyValue]) -> Option<(Transport, SocketAddr, SocketAddr)> {
     let transport = Transport::parse(&find_text(attributes, "network.transport")?)?;
@@ -96,15 +117,15 @@ fn ends(attributes: &[KeyValue]) -> Option<(Transport, SocketAddr, SocketAddr)> 
 fn describe(index: &SocketIndex, attributes: &mut Vec<KeyValue>) -> bool {
     let Some((transport, source, destination)) = ends(attributes) else { return false };
     let mut unknown = false;
-    for (side, local, remote) in [("source", source, destination), ("destination", destination, source)] {
+    for (keys, local, remote) in [(&SOURCE_KEYS, source, destination), (&DESTINATION_KEYS, destination, source)] {
         match index.owner(transport, local, remote) {
             Some(owner) => {
-                insert_absent_value(attributes, &format!("{side}.process.pid"), || Value::IntValue(owner.pid.into()));
-                insert_absent(attributes, &format!("{side}.process.executable.name"), &owner.command);
+                insert_absent_value(attributes, keys.pid, || Value::IntValue(owner.pid.into()));
+                insert_absent(attributes, keys.command, &owner.command);
                 if let Some(id) = &owner.container_id {
-                    insert_absent(attributes, &format!("{side}.container.id"), id);
+                    insert_absent(attributes, keys.container, id);
                 }
-                insert_absent_value(attributes, &format!("{side}.linux.netns.inode"), || {
+                insert_absent_value(attributes, keys.netns, || {
                     Value::IntValue(i64::try_from(owner.netns).unwrap_or(i64::MAX))
                 });
             }
@@ -118,19 +139,7 @@ fn describe(index: &SocketIndex, attributes: &mut Vec<KeyValue>) -> bool {
 /// whether some local socket was unknown.
 pub fn enrich(index: &SocketIndex, payload: &mut Payload) -> bool {
     let mut unknown = false;
-    match payload {
-        Payload::Logs(resources) => {
-            for record in resources.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records) {
-                unknown |= describe(index, &mut record.attributes);
-            }
-        }
-        Payload::Metrics(resources) => {
-            for metric in resources.iter_mut().flat_map(|r| &mut r.scope_metrics).flat_map(|s| &mut s.metrics) {
-                for_each_point_attributes(metric, |attributes| unknown |= describe(index, attributes));
-            }
-        }
-        Payload::Traces(_) => {}
-    }
+    payload.for_each_record_attributes(|attributes| unknown |= describe(index, attributes));
     unknown
 }
 

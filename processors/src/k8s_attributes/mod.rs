@@ -23,7 +23,7 @@ use flowtel_core::{
     ComponentKind, Payload,
     attributes::{find_text, insert_absent},
     component::{ComponentError, Processor, ProcessorContext},
-    payload::{Client, for_each_point_attributes},
+    payload::Client,
 };
 use opentelemetry_proto::tonic::{common::v1::KeyValue, resource::v1::Resource};
 use tokio::time::Instant;
@@ -159,20 +159,7 @@ impl Enricher {
             self.sides.clear();
             self.generation = metadata.generation();
         }
-        let mut ends = |attributes: &mut Vec<KeyValue>| self.add_ends(metadata, attributes);
-        match payload {
-            Payload::Logs(resources) => {
-                for record in resources.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records) {
-                    ends(&mut record.attributes);
-                }
-            }
-            Payload::Metrics(resources) => {
-                for metric in resources.iter_mut().flat_map(|r| &mut r.scope_metrics).flat_map(|s| &mut s.metrics) {
-                    for_each_point_attributes(metric, &mut ends);
-                }
-            }
-            Payload::Traces(_) => {}
-        }
+        payload.for_each_record_attributes(|attributes| self.add_ends(metadata, attributes));
         for resource in resources_mut(payload) {
             if let Some((host, node)) = &self.local
                 && find_text(&resource.attributes, "host.name").is_some_and(|h| h == host.as_str())
