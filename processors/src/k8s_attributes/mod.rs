@@ -15,7 +15,7 @@ mod watch;
 use std::{
     collections::{HashMap, VecDeque},
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -48,7 +48,7 @@ const MAX_HELD: usize = 1024;
 pub struct K8sAttributes {
     config: K8sAttributesConfig,
     view: Arc<ClusterView>,
-    watches: Arc<Mutex<Option<Arc<watch::Watches>>>>,
+    watches: Arc<Mutex<Option<watch::Watches>>>,
 }
 
 impl K8sAttributes {
@@ -63,8 +63,7 @@ impl K8sAttributes {
             config: self.config.clone(),
             enricher: Enricher::new(&self.config),
             view: self.view.clone(),
-            shared_watches: self.watches.clone(),
-            watches: None,
+            watches: self.watches.clone(),
             wait_until: None,
             held: VecDeque::new(),
         }
@@ -76,9 +75,9 @@ pub struct K8sAttributesProcessor {
     config: K8sAttributesConfig,
     enricher: Enricher,
     view: Arc<ClusterView>,
-    shared_watches: Arc<Mutex<Option<Arc<watch::Watches>>>>,
-    /// Keeps the watches running while this pipeline runs.
-    watches: Option<Arc<watch::Watches>>,
+    /// The config's watches, started by the first pipeline to start; they
+    /// run while any of its processors exists.
+    watches: Arc<Mutex<Option<watch::Watches>>>,
     /// Until when data waits for the first complete listing.
     wait_until: Option<Instant>,
     held: VecDeque<(Payload, Client)>,
@@ -267,19 +266,12 @@ impl Processor for K8sAttributesProcessor {
             return Ok(());
         }
         let error = |message: String| ComponentError::new(ComponentKind::Processor, &ctx.id, message);
-        let existing = self.shared_watches.lock().map_err(|_| error("watch state poisoned".into()))?.clone();
-        let watches = match existing {
-            Some(watches) => watches,
-            None => {
-                let client = watch::client(&self.config).await.map_err(error)?;
-                let watches = Arc::new(watch::start(client, &self.config, self.view.clone(), &ctx.metrics));
-                if let Ok(mut shared) = self.shared_watches.lock() {
-                    *shared = Some(watches.clone());
-                }
-                watches
-            }
-        };
-        self.watches = Some(watches);
+        let started = self.watches.lock().unwrap_or_else(PoisonError::into_inner).is_some();
+        if !started {
+            let client = watch::client(&self.config).await.map_err(error)?;
+            let watches = watch::start(client, &self.config, self.view.clone(), &ctx.metrics);
+            self.watches.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(watches);
+        }
         let timeout = self.config.wait_for_metadata_timeout;
         if self.config.wait_for_metadata {
             let listed = async {
