@@ -405,7 +405,7 @@ service:
 /// The RBAC objects of examples/kubernetes/rbac.yaml are what the processor
 /// needs: without them its service account cannot list, and flowtel (with
 /// `wait_for_metadata`) refuses to start and says why; with them it starts
-/// and knows the cluster.
+/// and knows the cluster — the pods its label and field filters select.
 #[test]
 fn the_example_rbac_grants_what_the_processor_needs() {
     if !is_root() {
@@ -414,6 +414,17 @@ fn the_example_rbac_grants_what_the_processor_needs() {
     }
     let api = KubeApiServer::start();
     api.create_node("node-1", &["10.79.1.1"]);
+    for (name, ip, app) in [("api-1", "10.79.1.2", "api"), ("api-2", "10.79.1.3", "api"), ("db-1", "10.79.1.4", "db")] {
+        api.create_pod(&TestPod {
+            namespace: "default",
+            name,
+            node: "node-1",
+            ip,
+            host_network: false,
+            owner: None,
+            labels: json!({"app": app}),
+        });
+    }
     let config = format!(
         r#"
 receivers:
@@ -424,6 +435,9 @@ processors:
     kubeconfig: "{}"
     wait_for_metadata: true
     wait_for_metadata_timeout: 3s
+    filter:
+      labels: [{{key: app, value: api}}]
+      fields: [{{key: metadata.name, op: not-equals, value: api-2}}]
 exporters:
   debug: {{verbosity: basic}}
 service:
@@ -450,5 +464,6 @@ service:
     api.apply_list(&flowtel_tests::root().join("examples/kubernetes/rbac.yaml"));
     let flowtel = Flowtel::start(&config);
     assert_eq!(flowtel.metric("flowtel_k8s_objects", &[("resource", "nodes")]), 1.0);
+    assert_eq!(flowtel.metric("flowtel_k8s_objects", &[("resource", "pods")]), 1.0, "only api-1 passes both filters");
     assert_eq!(flowtel.metric("flowtel_k8s_watch_errors_total", &[]), 0.0, "RBAC allows every list and watch");
 }

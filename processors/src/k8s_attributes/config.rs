@@ -78,6 +78,52 @@ pub struct FilterConfig {
     pub node: Option<String>,
     /// Watch only this namespace's pods, ReplicaSets and services.
     pub namespace: Option<String>,
+    /// Watch only the pods whose labels match all of these.
+    pub labels: Vec<SelectorRule>,
+    /// Watch only the pods whose fields (`status.phase`, …) match all of these.
+    pub fields: Vec<SelectorRule>,
+}
+
+/// One rule of `filter.labels` or `filter.fields`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorRule {
+    /// The label key or field path.
+    pub key: String,
+    /// The value compared with (`equals`, `not-equals`).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// How: `equals` (default), `not-equals`, and for labels `exists`, `does-not-exist`.
+    #[serde(default)]
+    pub op: SelectorOp,
+}
+
+/// The operator of a [`SelectorRule`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectorOp {
+    /// `key=value`.
+    #[default]
+    Equals,
+    /// `key!=value`.
+    NotEquals,
+    /// The label is set.
+    Exists,
+    /// The label is not set.
+    DoesNotExist,
+}
+
+impl SelectorRule {
+    /// The rule in the API's selector syntax (`app=web`, `!canary`).
+    pub fn selector(&self) -> String {
+        let value = self.value.as_deref().unwrap_or_default();
+        match self.op {
+            SelectorOp::Equals => format!("{}={value}", self.key),
+            SelectorOp::NotEquals => format!("{}!={value}", self.key),
+            SelectorOp::Exists => self.key.clone(),
+            SelectorOp::DoesNotExist => format!("!{}", self.key),
+        }
+    }
 }
 
 /// `extract`.
@@ -216,6 +262,17 @@ impl K8sAttributesConfig {
         ]
     }
 
+    /// The label selector of the pod watch (empty: every pod).
+    pub fn pod_label_selector(&self) -> String {
+        self.filter.labels.iter().map(SelectorRule::selector).collect::<Vec<_>>().join(",")
+    }
+
+    /// The field selector of the pod watch: the node, and `filter.fields`.
+    pub fn pod_field_selector(&self) -> String {
+        let node = self.node_filter().map(|node| format!("spec.nodeName={node}"));
+        node.into_iter().chain(self.filter.fields.iter().map(SelectorRule::selector)).collect::<Vec<_>>().join(",")
+    }
+
     /// The node whose pods are watched, if restricted.
     pub fn node_filter(&self) -> Option<String> {
         if let Some(node) = &self.filter.node {
@@ -284,6 +341,27 @@ impl Validate for K8sAttributesConfig {
                     "filter::node_from_env_var".into(),
                     format!("the environment variable {variable} is not set (or empty)"),
                 ));
+            }
+        }
+        for (kind, rules) in [("labels", &self.filter.labels), ("fields", &self.filter.fields)] {
+            for (index, rule) in rules.iter().enumerate() {
+                let path = format!("filter::{kind}[{index}]");
+                if rule.key.trim().is_empty() {
+                    problems.push((format!("{path}::key"), "must not be empty".into()));
+                }
+                match rule.op {
+                    SelectorOp::Equals | SelectorOp::NotEquals if rule.value.is_none() => {
+                        problems.push((format!("{path}::value"), "is needed with `equals` and `not-equals`".into()));
+                    }
+                    SelectorOp::Exists | SelectorOp::DoesNotExist if kind == "fields" => {
+                        problems.push((format!("{path}::op"), "fields take only `equals` or `not-equals`".into()));
+                    }
+                    SelectorOp::Exists | SelectorOp::DoesNotExist if rule.value.is_some() => {
+                        problems
+                            .push((format!("{path}::value"), "is not used with `exists` or `does-not-exist`".into()));
+                    }
+                    _ => {}
+                }
             }
         }
         if self.kubeconfig.is_some() && self.auth_type != AuthType::KubeConfig {

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 pub use self::{
     config::{
         AssociationFrom, AssociationRule, AssociationSource, AuthType, ExtractConfig, FieldExtract, FieldSource,
-        FilterConfig, K8sAttributesConfig,
+        FilterConfig, K8sAttributesConfig, SelectorOp, SelectorRule,
     },
     enrich::{Attributes, Extractor, side_name},
     metadata::{Endpoint, Kind, Metadata, Owner, PodInfo},

@@ -570,3 +570,35 @@ fn this_hosts_resources_get_its_node() {
     let elsewhere = enriched(&cluster(), &config, app_logs(vec![kv("host.name", "other-box")]), Client::default());
     assert_eq!(find_text(&resource_attributes(&elsewhere), "k8s.node.name"), None);
 }
+
+#[test]
+fn pod_filters_become_the_watchs_selectors() {
+    let rule = |key: &str, value: Option<&str>, op| SelectorRule { key: key.into(), value: value.map(Into::into), op };
+    let config = K8sAttributesConfig {
+        filter: FilterConfig {
+            node: Some("node-1".into()),
+            labels: vec![
+                rule("app", Some("web"), SelectorOp::Equals),
+                rule("tier", Some("db"), SelectorOp::NotEquals),
+                rule("team", None, SelectorOp::Exists),
+                rule("canary", None, SelectorOp::DoesNotExist),
+            ],
+            fields: vec![rule("status.phase", Some("Running"), SelectorOp::Equals)],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    assert_eq!(config.pod_label_selector(), "app=web,tier!=db,team,!canary");
+    assert_eq!(config.pod_field_selector(), "spec.nodeName=node-1,status.phase=Running");
+    let bad = K8sAttributesConfig {
+        filter: FilterConfig {
+            labels: vec![rule("app", None, SelectorOp::Equals)],
+            fields: vec![rule("status.phase", None, SelectorOp::Exists)],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let paths: Vec<String> = bad.validate().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(paths, ["filter::labels[0]::value", "filter::fields[0]::op"]);
+}

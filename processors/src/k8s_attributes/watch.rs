@@ -116,8 +116,12 @@ pub fn start(
         scoped::<ReplicaSet>(&client, namespace),
     );
     let mut pod_selector = watcher::Config::default();
-    if let Some(node) = config.node_filter() {
-        pod_selector = pod_selector.fields(&format!("spec.nodeName={node}"));
+    let (labels, fields) = (config.pod_label_selector(), config.pod_field_selector());
+    if !labels.is_empty() {
+        pod_selector = pod_selector.labels(&labels);
+    }
+    if !fields.is_empty() {
+        pod_selector = pod_selector.fields(&fields);
     }
     let tasks = vec![
         spawn(
