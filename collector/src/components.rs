@@ -183,7 +183,7 @@ pub enum ProcessorConfig {
     /// `host_attributes`: one socket index shared by its pipelines.
     HostAttributes(HostAttributes),
     /// `k8s_attributes`: one view of the cluster shared by its pipelines.
-    K8sAttributes(K8sAttributes),
+    K8sAttributes(Box<K8sAttributes>),
     /// `log_dedup`.
     LogDedup(LogDedupConfig),
     /// `memory_limiter`.
@@ -221,7 +221,7 @@ pub fn decode_processor(kind: &ComponentType, config: &ComponentConfig) -> Resul
         "batch" => config.decode().map(ProcessorConfig::Batch),
         "filter" => config.decode().map(ProcessorConfig::Filter),
         "host_attributes" => config.decode().map(|c| ProcessorConfig::HostAttributes(HostAttributes::new(c))),
-        "k8s_attributes" => config.decode().map(|c| ProcessorConfig::K8sAttributes(K8sAttributes::new(c))),
+        "k8s_attributes" => config.decode().map(|c| ProcessorConfig::K8sAttributes(Box::new(K8sAttributes::new(c)))),
         "log_dedup" => config.decode().map(ProcessorConfig::LogDedup),
         "memory_limiter" => config.decode().map(ProcessorConfig::MemoryLimiter),
         "probabilistic_sampler" => config.decode().map(ProcessorConfig::ProbabilisticSampler),
