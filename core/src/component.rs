@@ -203,8 +203,6 @@ pub trait Receiver: Send {
 pub struct ProcessorContext {
     /// The processor's id.
     pub id: ComponentId,
-    /// The pipeline it runs in.
-    pub pipeline: PipelineId,
     /// flowtel's own metrics.
     pub metrics: Arc<MetricsRegistry>,
 }

@@ -64,6 +64,13 @@ pub struct TopologySpec {
     pub pipelines: Vec<PipelineSpec>,
 }
 
+/// Drops what exporters started before a later component failed to start.
+async fn stop_now(exporters: &mut BTreeMap<ComponentId, ExporterQueue>) {
+    for queue in exporters.values_mut() {
+        queue.shutdown(Instant::now()).await;
+    }
+}
+
 /// The started graph.
 pub struct Topology {
     receivers: Vec<(ComponentId, Box<dyn Receiver>)>,
@@ -73,16 +80,15 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Starts exporters, pipelines and then receivers. If a receiver cannot
-    /// start, everything started so far is shut down and the error returned.
+    /// Starts exporters, processors, pipelines and then receivers. If one
+    /// cannot start, everything started so far is shut down and the error
+    /// returned.
     pub async fn start(spec: TopologySpec, registry: Arc<MetricsRegistry>) -> Result<Self, ComponentError> {
         let mut exporters: BTreeMap<ComponentId, ExporterQueue> = BTreeMap::new();
         for (id, e) in spec.exporters {
             let ctx = ExporterContext { id: id.clone(), metrics: registry.clone() };
             if let Err(err) = e.exporter.start(ctx).await {
-                for queue in exporters.values_mut() {
-                    queue.shutdown(Instant::now()).await;
-                }
+                stop_now(&mut exporters).await;
                 return Err(err);
             }
             let queue = ExporterQueue::start(id.clone(), e.exporter, &e.queue, &e.retry, &registry);
@@ -95,11 +101,9 @@ impl Topology {
         let mut specs = spec.pipelines;
         for pipeline in &mut specs {
             for (id, processor) in &mut pipeline.processors {
-                let ctx = ProcessorContext { id: id.clone(), pipeline: pipeline.id.clone(), metrics: registry.clone() };
+                let ctx = ProcessorContext { id: id.clone(), metrics: registry.clone() };
                 if let Err(err) = processor.start(ctx).await {
-                    for queue in exporters.values_mut() {
-                        queue.shutdown(Instant::now()).await;
-                    }
+                    stop_now(&mut exporters).await;
                     return Err(err);
                 }
             }
