@@ -186,8 +186,20 @@ impl KubeApiServer {
         }
     }
 
-    /// Creates a namespaced object from its JSON.
-    pub fn create<K>(&self, object: Value) -> K
+    /// Creates an object from its JSON through `api`, failing the test with
+    /// the server's answer when it is refused.
+    fn create_with<K>(&self, api: Api<K>, object: Value)
+    where
+        K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let typed: K = serde_json::from_value(object.clone()).unwrap_or_else(|err| panic!("{object}: {err}"));
+        if let Err(err) = self.runtime.block_on(api.create(&PostParams::default(), &typed)) {
+            panic!("creating {object}: {err}");
+        }
+    }
+
+    /// Creates a namespaced object (in `metadata.namespace`, else `default`) from its JSON.
+    pub fn create<K>(&self, object: Value)
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
@@ -195,11 +207,8 @@ impl KubeApiServer {
             + Serialize
             + std::fmt::Debug,
     {
-        let typed: K = serde_json::from_value(object).unwrap();
-        let namespace = typed.meta().namespace.clone().unwrap_or_else(|| "default".into());
-        self.runtime
-            .block_on(Api::<K>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &typed))
-            .unwrap()
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+        self.create_with(Api::<K>::namespaced(self.client.clone(), &namespace), object);
     }
 
     /// Creates the objects of a `kind: List` YAML file (namespaces, service
@@ -210,40 +219,31 @@ impl KubeApiServer {
                 .extract()
                 .unwrap();
         for item in list["items"].as_array().unwrap() {
-            let namespace = item["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
-            let client = self.client.clone();
-            let post = PostParams::default();
-            let created = self.runtime.block_on(async {
-                match item["kind"].as_str().unwrap() {
-                    "Namespace" => create_from(Api::<Namespace>::all(client), item, &post).await,
-                    "ServiceAccount" => {
-                        create_from(Api::<ServiceAccount>::namespaced(client, &namespace), item, &post).await
-                    }
-                    "ClusterRole" => create_from(Api::<ClusterRole>::all(client), item, &post).await,
-                    "ClusterRoleBinding" => create_from(Api::<ClusterRoleBinding>::all(client), item, &post).await,
-                    other => panic!("{} has a {other}, which the harness does not create", file.display()),
-                }
-            });
-            created.unwrap_or_else(|err| panic!("{}: {item}: {err}", file.display()));
+            let (client, item) = (self.client.clone(), item.clone());
+            match item["kind"].as_str().unwrap() {
+                "Namespace" => self.create_with(Api::<Namespace>::all(client), item),
+                "ServiceAccount" => self.create::<ServiceAccount>(item),
+                "ClusterRole" => self.create_with(Api::<ClusterRole>::all(client), item),
+                "ClusterRoleBinding" => self.create_with(Api::<ClusterRoleBinding>::all(client), item),
+                other => panic!("{} has a {other}, which the harness does not create", file.display()),
+            }
         }
     }
 
     /// Creates a namespace.
     pub fn create_namespace(&self, name: &str, labels: Value) {
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
-        self.runtime
-            .block_on(Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &namespace))
-            .unwrap();
+        self.create_with(
+            Api::<Namespace>::all(self.client.clone()),
+            json!({"metadata": {"name": name, "labels": labels}}),
+        );
     }
 
     /// Creates a node with these InternalIP addresses (nodes keep the
     /// status they are created with).
     pub fn create_node(&self, name: &str, addresses: &[&str]) {
         let addresses: Vec<Value> = addresses.iter().map(|a| json!({"type": "InternalIP", "address": a})).collect();
-        let node: Node =
-            serde_json::from_value(json!({"metadata": {"name": name}, "status": {"addresses": addresses}})).unwrap();
-        self.runtime.block_on(Api::<Node>::all(self.client.clone()).create(&PostParams::default(), &node)).unwrap();
+        let node = json!({"metadata": {"name": name}, "status": {"addresses": addresses}});
+        self.create_with(Api::<Node>::all(self.client.clone()), node);
     }
 
     /// Creates a running pod as `pod` describes; its status is written
@@ -283,12 +283,4 @@ impl KubeApiServer {
             .block_on(pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }))
             .unwrap();
     }
-}
-
-async fn create_from<K>(api: Api<K>, object: &Value, post: &PostParams) -> Result<(), kube::Error>
-where
-    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    let typed: K = serde_json::from_value(object.clone()).map_err(kube::Error::SerdeError)?;
-    api.create(post, &typed).await.map(|_| ())
 }
