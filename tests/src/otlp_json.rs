@@ -1,7 +1,7 @@
 //! Reading OTLP/JSON export requests (as the recorder and the `file`
 //! exporter write them) into flat items a test can check.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
 
 use serde_json::Value;
 
@@ -57,6 +57,18 @@ pub fn number(value: &Value) -> u64 {
         Value::String(s) => s.parse().unwrap_or(0),
         other => other.as_u64().unwrap_or(0),
     }
+}
+
+/// The export requests a `file` exporter wrote to `path`, one JSON object a
+/// line (none when the file is not there yet). A last line still being
+/// written is left for a later read; every complete line must parse.
+pub fn file_requests(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{}: {err}: {line}", path.display())))
+        .collect()
 }
 
 /// Flattens export requests of `signal` (`logs`, `traces`, `metrics`).

@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 use flowtel_tests::{
     Flowtel,
     netns::{Netns, VethPair, finish, is_root},
-    otlp_json::{Item, items},
+    otlp_json::{Item, file_requests, items},
 };
 
 const TCP_BYTES: usize = 200_000;
@@ -100,11 +100,7 @@ fn interface_counts(ns: &Netns) -> [u64; 4] {
 }
 
 fn flow_records(file: &std::path::Path) -> Vec<Item> {
-    let requests: Vec<serde_json::Value> = std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let requests = file_requests(file);
     // The receiver's drop and TCP parts report too; these tests are about flows.
     items(&requests, "logs").into_iter().filter(|r| r.event_name == "network.flow").collect()
 }

@@ -15,7 +15,7 @@ use std::{
 
 use flowtel_tests::{
     Flowtel, Recorder, Rotel, free_port,
-    otlp_json::{Item, items},
+    otlp_json::{Item, file_requests, items},
     python, script,
     send::{send_logs, send_requests},
     wait_for,
@@ -32,10 +32,6 @@ fn sdk_send(transport: &str, endpoint: &str, run: &str, logs: u32, spans: u32, p
         .output()
         .unwrap();
     assert!(output.status.success(), "sdk_send.py: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-fn file_requests(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
 
 /// Items of `run`, counted by (transport, test.seq).

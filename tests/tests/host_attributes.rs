@@ -9,7 +9,7 @@ use std::{path::Path, time::Duration};
 use flowtel_tests::{
     Flowtel,
     netns::{VethPair, is_root},
-    otlp_json::{Item, items},
+    otlp_json::{Item, file_requests, items},
     wait_for,
 };
 
@@ -33,12 +33,7 @@ service:
 }
 
 fn flows_to(file: &Path, port: &str) -> Vec<Item> {
-    let requests: Vec<serde_json::Value> = std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
-    items(&requests, "logs")
+    items(&file_requests(file), "logs")
         .into_iter()
         .filter(|r| {
             r.event_name == "network.flow" && r.attributes.get("destination.port").map(String::as_str) == Some(port)

@@ -14,7 +14,7 @@ use flowtel_tests::{
     Flowtel, free_port, hubble_call,
     kube::{KubeApiServer, TestPod},
     netns::{Netns, ip, is_root},
-    otlp_json::{Item, items},
+    otlp_json::{Item, file_requests, items},
     python, script, wait_for,
 };
 use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Service};
@@ -75,12 +75,7 @@ service:
 }
 
 fn records(file: &Path, signal: &str) -> Vec<Item> {
-    let requests: Vec<serde_json::Value> = std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
-    items(&requests, signal)
+    items(&file_requests(file), signal)
 }
 
 fn flow_records(file: &Path) -> Vec<Item> {

@@ -15,9 +15,8 @@ use flowtel_core::histogram::explicit_quantile;
 use flowtel_tests::{
     Flowtel, flowtel_bin,
     netns::{DelayLine, Netns, VethPair, finish, is_root},
-    otlp_json::{Item, items, number},
+    otlp_json::{Item, file_requests, items, number},
 };
-use serde_json::Value;
 
 /// Time for a flush (1 s) and the records' hand-over to land in the files.
 const SETTLE: Duration = Duration::from_millis(2500);
@@ -44,11 +43,7 @@ impl Run {
 
     fn stop(mut self) -> Exported {
         assert!(self.flowtel.child.stop().success(), "{}", self.flowtel.child.output());
-        let read = |name: &str, signal: &str| {
-            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-            let requests: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-            items(&requests, signal)
-        };
+        let read = |name: &str, signal: &str| items(&file_requests(&self.dir.path().join(name)), signal);
         Exported { logs: read("logs.jsonl", "logs"), metrics: read("metrics.jsonl", "metrics") }
     }
 }

@@ -6,7 +6,12 @@
 
 use std::{process::Command, time::Duration};
 
-use flowtel_tests::{Flowtel, Recorder, flowtel_bin, free_port, http_get, otlp_json::items, send::send_logs, wait_for};
+use flowtel_tests::{
+    Flowtel, Recorder, flowtel_bin, free_port, http_get,
+    otlp_json::{file_requests, items},
+    send::send_logs,
+    wait_for,
+};
 
 #[test]
 fn components_lists_every_type_and_alias() {
@@ -48,9 +53,8 @@ service:
 
     let status = flowtel.child.stop();
     assert!(status.success(), "exit status {status}");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let requests: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(items(&requests, "logs").len(), 21, "every held record written at shutdown");
+    assert!(file.exists(), "the file exporter wrote at shutdown");
+    assert_eq!(items(&file_requests(&file), "logs").len(), 21, "every held record written at shutdown");
     assert!(flowtel.child.output().contains("logs: 3 resources, 21 log records"), "{}", flowtel.child.output());
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use flowtel_tests::{
     Flowtel,
     netns::{Netns, finish, ip, is_root},
-    otlp_json::items,
+    otlp_json::{file_requests, items},
 };
 
 /// a (10.80.1.2) — r0 | router r | r1 — b (10.80.2.2).
@@ -69,11 +69,7 @@ fn udp_reports(routed: &Routed, processors: &str) -> Vec<(String, u64)> {
     ));
     std::thread::sleep(Duration::from_millis(2500));
     assert!(flowtel.child.stop().success(), "{}", flowtel.child.output());
-    let requests: Vec<serde_json::Value> = std::fs::read_to_string(&file)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let requests = file_requests(&file);
     items(&requests, "logs")
         .into_iter()
         .filter(|r| {
