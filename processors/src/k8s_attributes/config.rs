@@ -153,6 +153,7 @@ pub const METADATA_KEYS: &[&str] = &[
     "k8s.daemonset.name",
     "k8s.statefulset.name",
     "k8s.job.name",
+    "k8s.cronjob.name",
     "k8s.service.name",
 ];
 

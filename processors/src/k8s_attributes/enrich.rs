@@ -26,6 +26,7 @@ enum MetadataKey {
     DaemonSet,
     StatefulSet,
     Job,
+    CronJob,
     Service,
 }
 
@@ -44,6 +45,7 @@ impl MetadataKey {
             "k8s.daemonset.name" => MetadataKey::DaemonSet,
             "k8s.statefulset.name" => MetadataKey::StatefulSet,
             "k8s.job.name" => MetadataKey::Job,
+            "k8s.cronjob.name" => MetadataKey::CronJob,
             "k8s.service.name" => MetadataKey::Service,
             _ => return None,
         })
@@ -158,6 +160,7 @@ impl Extractor {
                 MetadataKey::DaemonSet => direct_owner("DaemonSet"),
                 MetadataKey::StatefulSet => direct_owner("StatefulSet"),
                 MetadataKey::Job => direct_owner("Job"),
+                MetadataKey::CronJob => direct_owner("Job").and_then(|job| cron_job_of(&job).map(str::to_owned)),
                 MetadataKey::Service => metadata.service_of(pod).map(str::to_owned),
             };
             if let Some(value) = value {
@@ -205,8 +208,17 @@ fn resource_name(key: MetadataKey) -> &'static str {
         MetadataKey::DaemonSet => "k8s.daemonset.name",
         MetadataKey::StatefulSet => "k8s.statefulset.name",
         MetadataKey::Job => "k8s.job.name",
+        MetadataKey::CronJob => "k8s.cronjob.name",
         MetadataKey::Service => "k8s.service.name",
     }
+}
+
+/// The CronJob that made a Job, read from the Job's name: the CronJob
+/// controller names each Job `<cronjob>-<scheduled minute>`, so the owning
+/// CronJob is known without watching Jobs.
+fn cron_job_of(job: &str) -> Option<&str> {
+    let (cron_job, minute) = job.rsplit_once('-')?;
+    (!cron_job.is_empty() && !minute.is_empty() && minute.bytes().all(|b| b.is_ascii_digit())).then_some(cron_job)
 }
 
 /// The name of a resource attribute for one side of a flow:

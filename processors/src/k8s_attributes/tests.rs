@@ -192,6 +192,21 @@ fn a_replaced_pod_takes_over_and_a_deleted_one_is_forgotten() {
 }
 
 #[test]
+fn a_cron_jobs_pod_names_its_job_and_cron_job() {
+    let mut m = cluster();
+    m.apply_pod(pod("report-29391840-x7k", "10.1.0.20", false, Some(Owner { kind: "Job".into(), name: "report-29391840".into() })));
+    m.apply_pod(pod("once-abc", "10.1.0.21", false, Some(Owner { kind: "Job".into(), name: "once-abc".into() })));
+    let mut config = K8sAttributesConfig::default();
+    config.extract.metadata = vec!["k8s.job.name".into(), "k8s.cronjob.name".into()];
+    let out = enriched(&m, &config, flow("10.1.0.20", "10.1.0.21"), Client::default());
+    let a = record_attributes(&out);
+    assert_eq!(find_text(&a, "k8s.src.job.name").as_deref(), Some("report-29391840"));
+    assert_eq!(find_text(&a, "k8s.src.cronjob.name").as_deref(), Some("report"));
+    assert_eq!(find_text(&a, "k8s.dst.job.name").as_deref(), Some("once-abc"));
+    assert_eq!(find_text(&a, "k8s.dst.cronjob.name"), None, "a Job not named by a CronJob has none");
+}
+
+#[test]
 fn a_relist_forgets_what_it_does_not_show() {
     let mut m = cluster();
     let listed = [("shop".to_owned(), "agent".to_owned())].into_iter().collect();
