@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use flowtel_core::{
     Payload,
-    attributes::{find_text, text},
+    attributes::{find, find_text, text},
     component::Processor,
 };
 use opentelemetry_proto::tonic::{
@@ -21,62 +21,112 @@ use opentelemetry_proto::tonic::{
     logs::v1::LogRecord,
 };
 
-pub use config::ProbabilisticSamplerConfig;
+pub use config::{AttributeSource, ProbabilisticSamplerConfig};
 
 /// The attribute on kept records: how many records each one stands for.
 pub const ADJUSTED_COUNT: &str = "sampling.adjusted_count";
 
+/// What a record's decision hashes.
+#[derive(Debug)]
+enum DecisionSource {
+    /// The direction-independent 5-tuple, else the trace id.
+    FlowThenTrace,
+    /// The values of these attributes (at least one present).
+    Attributes(Vec<String>),
+    /// The trace id only (`attribute_source: traceID`).
+    TraceId,
+}
+
 /// The `probabilistic_sampler` processor.
 pub struct ProbabilisticSampler {
     config: ProbabilisticSamplerConfig,
-    /// Keep when the hash is below this.
-    threshold: u64,
-    keep_all: bool,
+    source: DecisionSource,
 }
 
 impl ProbabilisticSampler {
     /// A sampler with the given (validated) config.
     pub fn new(config: ProbabilisticSamplerConfig) -> Self {
-        let fraction = config.sampling_percentage / 100.0;
-        ProbabilisticSampler { threshold: (fraction * u64::MAX as f64) as u64, keep_all: fraction >= 1.0, config }
+        let source = match config.attribute_source {
+            Some(AttributeSource::TraceId) => DecisionSource::TraceId,
+            Some(AttributeSource::Record) => DecisionSource::Attributes(vec![config.from_attribute.clone()]),
+            None if !config.hash_attributes.is_empty() => DecisionSource::Attributes(config.hash_attributes.clone()),
+            None => DecisionSource::FlowThenTrace,
+        };
+        ProbabilisticSampler { config, source }
     }
 
     /// Whether a record is kept.
     pub fn keeps(&self, record: &LogRecord) -> bool {
-        if self.keep_all {
-            return true;
+        self.sample(record).is_some()
+    }
+
+    /// For a kept record, how many records it stands for; `None` when it is dropped.
+    fn sample(&self, record: &LogRecord) -> Option<f64> {
+        let percentage = self.priority(record).unwrap_or(self.config.sampling_percentage);
+        if percentage >= 100.0 {
+            return Some(1.0);
         }
-        match decision_key(record, &self.config.hash_attributes) {
-            Some(key) => hash(self.config.hash_seed, key.as_bytes()) < self.threshold,
-            // Nothing to decide by: keep rather than lose what cannot be sampled consistently.
-            None => true,
+        let Some(key) = decision_key(record, &self.source) else {
+            // Nothing to decide by: kept unless `fail_closed`, and then at
+            // full weight (it was not sampled).
+            return (!self.config.fail_closed).then_some(1.0);
+        };
+        let threshold = (percentage / 100.0 * u64::MAX as f64) as u64;
+        (hash(self.config.hash_seed, key.as_bytes()) < threshold).then(|| 100.0 / percentage)
+    }
+
+    /// The record's own percentage from the `sampling_priority` attribute,
+    /// clamped to 0..=100.
+    fn priority(&self, record: &LogRecord) -> Option<f64> {
+        if self.config.sampling_priority.is_empty() {
+            return None;
+        }
+        let value = match find(&record.attributes, &self.config.sampling_priority)? {
+            Value::IntValue(i) => *i as f64,
+            Value::DoubleValue(d) => *d,
+            other => text(other)?.trim().parse().ok()?,
+        };
+        (!value.is_nan()).then(|| value.clamp(0.0, 100.0))
+    }
+
+    /// Whether every record passes untouched.
+    fn keeps_all(&self) -> bool {
+        self.config.sampling_percentage >= 100.0 && self.config.sampling_priority.is_empty()
+    }
+}
+
+/// The text a decision hashes: the chosen attributes, or the 5-tuple with
+/// its two ends in a fixed order, or the trace id.
+fn decision_key(record: &LogRecord, source: &DecisionSource) -> Option<String> {
+    let attributes = &record.attributes;
+    match source {
+        DecisionSource::Attributes(keys) => {
+            let values: Vec<Option<Cow<'_, str>>> = keys.iter().map(|key| find_text(attributes, key)).collect();
+            values.iter().any(Option::is_some).then(|| {
+                values.iter().map(|v| v.as_deref().unwrap_or("")).collect::<Vec<_>>().join("\u{1f}")
+            })
+        }
+        DecisionSource::TraceId => trace_key(record),
+        DecisionSource::FlowThenTrace => {
+            let end = |address: &str, port: &str| -> Option<String> {
+                let address = find_text(attributes, address)?;
+                let port = find_text(attributes, port).unwrap_or(Cow::Borrowed(""));
+                Some(format!("{address}|{port}"))
+            };
+            match (end("source.address", "source.port"), end("destination.address", "destination.port")) {
+                (Some(a), Some(b)) => {
+                    let transport = find_text(attributes, "network.transport").unwrap_or(Cow::Borrowed(""));
+                    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+                    Some(format!("{transport}|{low}|{high}"))
+                }
+                _ => trace_key(record),
+            }
         }
     }
 }
 
-/// The text the decision hashes: the chosen attributes, or the 5-tuple with
-/// its two ends in a fixed order, or the trace id.
-pub fn decision_key(record: &LogRecord, hash_attributes: &[String]) -> Option<String> {
-    let attributes = &record.attributes;
-    if !hash_attributes.is_empty() {
-        let values: Vec<Cow<'_, str>> =
-            hash_attributes.iter().map(|key| find_text(attributes, key).unwrap_or(Cow::Borrowed(""))).collect();
-        return Some(values.join("\u{1f}"));
-    }
-    let end = |address: &str, port: &str| -> Option<String> {
-        let address = find_text(attributes, address)?;
-        let port = find_text(attributes, port).unwrap_or(Cow::Borrowed(""));
-        Some(format!("{address}|{port}"))
-    };
-    match (end("source.address", "source.port"), end("destination.address", "destination.port")) {
-        (Some(a), Some(b)) => {
-            let transport = find_text(attributes, "network.transport").unwrap_or(Cow::Borrowed(""));
-            let (low, high) = if a <= b { (a, b) } else { (b, a) };
-            Some(format!("{transport}|{low}|{high}"))
-        }
-        _ if !record.trace_id.is_empty() => Some(record.trace_id.iter().map(|b| format!("{b:02x}")).collect()),
-        _ => None,
-    }
+fn trace_key(record: &LogRecord) -> Option<String> {
+    (!record.trace_id.is_empty()).then(|| record.trace_id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// 64-bit FNV-1a over the seed and the bytes, then a final mix so that
@@ -113,15 +163,19 @@ fn set_adjusted_count(record: &mut LogRecord, factor: f64) {
 impl Processor for ProbabilisticSampler {
     fn process(&mut self, mut payload: Payload, out: &mut Vec<Payload>) {
         if let Payload::Logs(resources) = &mut payload
-            && !self.keep_all
+            && !self.keeps_all()
         {
-            let factor = 100.0 / self.config.sampling_percentage;
             for resource in resources.iter_mut() {
                 for scope in &mut resource.scope_logs {
-                    scope.log_records.retain(|record| self.keeps(record));
-                    for record in &mut scope.log_records {
-                        set_adjusted_count(record, factor);
-                    }
+                    scope.log_records.retain_mut(|record| match self.sample(record) {
+                        Some(factor) => {
+                            if factor != 1.0 {
+                                set_adjusted_count(record, factor);
+                            }
+                            true
+                        }
+                        None => false,
+                    });
                 }
             }
             payload.prune_empty();

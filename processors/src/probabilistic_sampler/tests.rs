@@ -1,4 +1,4 @@
-use flowtel_core::attributes::find;
+use flowtel_core::{attributes::find, config::Validate};
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 
 use super::*;
@@ -25,7 +25,7 @@ fn sampler(percentage: f64, seed: u32) -> ProbabilisticSampler {
     ProbabilisticSampler::new(ProbabilisticSamplerConfig {
         sampling_percentage: percentage,
         hash_seed: seed,
-        hash_attributes: Vec::new(),
+        ..ProbabilisticSamplerConfig::default()
     })
 }
 
@@ -100,10 +100,85 @@ fn records_without_a_tuple_use_their_trace_or_are_kept() {
     let sampler = sampler(1.0, 0);
     let plain = LogRecord::default();
     assert!(sampler.keeps(&plain), "nothing to decide by: kept");
-    assert_eq!(decision_key(&plain, &[]), None);
+    assert_eq!(decision_key(&plain, &DecisionSource::FlowThenTrace), None);
     let traced = LogRecord { trace_id: vec![0xab; 16], ..Default::default() };
-    assert_eq!(decision_key(&traced, &[]).unwrap(), "ab".repeat(16));
-    let chosen =
-        decision_key(&flow(("10.0.0.1", 1), ("10.0.0.2", 2), "x"), &["destination.port".into(), "absent".into()]);
-    assert_eq!(chosen.unwrap(), "2\u{1f}");
+    assert_eq!(decision_key(&traced, &DecisionSource::FlowThenTrace).unwrap(), "ab".repeat(16));
+    let chosen = DecisionSource::Attributes(vec!["destination.port".into(), "absent".into()]);
+    assert_eq!(decision_key(&flow(("10.0.0.1", 1), ("10.0.0.2", 2), "x"), &chosen).unwrap(), "2\u{1f}");
+    assert_eq!(decision_key(&plain, &chosen), None, "none of the attributes: nothing to decide by");
+
+    let closed = ProbabilisticSampler::new(ProbabilisticSamplerConfig {
+        sampling_percentage: 99.0,
+        fail_closed: true,
+        ..ProbabilisticSamplerConfig::default()
+    });
+    assert!(!closed.keeps(&plain), "fail_closed drops what cannot be decided");
+    assert!(closed.keeps(&LogRecord { trace_id: vec![0; 16], ..Default::default() }));
+}
+
+/// A sampler from its config (JSON, the YAML config's data model).
+fn from_config(json: &str) -> ProbabilisticSampler {
+    let config: ProbabilisticSamplerConfig = serde_json::from_str(json).expect("config");
+    assert_eq!(config.validate(), Vec::new());
+    ProbabilisticSampler::new(config)
+}
+
+#[test]
+fn the_collectors_attribute_source_and_from_attribute_choose_what_decides() {
+    let by_id = from_config(r#"{"sampling_percentage": 50, "attribute_source": "record", "from_attribute": "log.id"}"#);
+    let with_id = |id: &str, port: i64| {
+        let mut record = flow(("10.0.0.1", port), ("10.0.0.2", 80), "app");
+        record.attributes.push(kv("log.id", Value::StringValue(id.into())));
+        record
+    };
+    let kept = (0..1000).filter(|i| by_id.keeps(&with_id(&format!("id-{i}"), 1))).count();
+    assert!((400..600).contains(&kept), "{kept} of 1000");
+    for i in 0..100 {
+        let id = format!("id-{i}");
+        assert_eq!(by_id.keeps(&with_id(&id, 1)), by_id.keeps(&with_id(&id, 2)), "the 5-tuple no longer decides");
+    }
+
+    let by_trace = from_config(r#"{"sampling_percentage": 50, "attribute_source": "traceID", "fail_closed": true}"#);
+    assert!(!by_trace.keeps(&flow(("10.0.0.1", 1), ("10.0.0.2", 2), "x")), "a flow without a trace id");
+    let traced = (0..1000u32)
+        .filter(|i| by_trace.keeps(&LogRecord { trace_id: [i.to_be_bytes(); 4].concat(), ..Default::default() }))
+        .count();
+    assert!((400..600).contains(&traced), "{traced} of 1000");
+}
+
+#[test]
+fn a_records_sampling_priority_overrides_the_percentage() {
+    let mut sampler = from_config(r#"{"sampling_percentage": 0, "sampling_priority": "sampling.priority"}"#);
+    let with_priority = |i: u32, priority: Value| {
+        let mut record = flow((&address(i), 1000), ("192.0.2.1", 80), "network.flow");
+        record.attributes.push(kv("sampling.priority", priority));
+        record
+    };
+    assert!(!sampler.keeps(&flow(("10.0.0.1", 1), ("10.0.0.2", 2), "x")), "no priority: the 0% setting");
+    assert!((0..100).all(|i| sampler.keeps(&with_priority(i, Value::IntValue(100)))));
+    assert!((0..100).all(|i| !sampler.keeps(&with_priority(i, Value::StringValue("0".into())))));
+    let halves: Vec<LogRecord> = (0..1000).map(|i| with_priority(i, Value::DoubleValue(50.0))).collect();
+    let payload = Payload::Logs(vec![ResourceLogs {
+        scope_logs: vec![ScopeLogs { log_records: halves, ..Default::default() }],
+        ..Default::default()
+    }]);
+    let mut out = Vec::new();
+    sampler.process(payload, &mut out);
+    let Payload::Logs(resources) = &out[0] else { panic!() };
+    let kept = &resources[0].scope_logs[0].log_records;
+    assert!((400..600).contains(&kept.len()), "{} of 1000", kept.len());
+    assert!(kept.iter().all(|r| find(&r.attributes, ADJUSTED_COUNT) == Some(&Value::DoubleValue(2.0))));
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let problems = |json: &str| {
+        let config: ProbabilisticSamplerConfig = serde_json::from_str(json).expect("parses");
+        config.validate().into_iter().map(|(field, _)| field).collect::<Vec<_>>()
+    };
+    assert_eq!(problems(r#"{"mode": "proportional"}"#), ["mode"]);
+    assert_eq!(problems(r#"{"attribute_source": "record"}"#), ["from_attribute"]);
+    assert_eq!(problems(r#"{"from_attribute": "x"}"#), ["from_attribute"]);
+    assert_eq!(problems(r#"{"attribute_source": "traceID", "hash_attributes": ["a"]}"#), ["hash_attributes"]);
+    assert!(serde_json::from_str::<ProbabilisticSamplerConfig>(r#"{"attribute_source": "span"}"#).is_err());
 }
