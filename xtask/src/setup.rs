@@ -31,6 +31,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
     ("python3", "python3-venv"),
     ("nft", "nftables"),
+    // Zones of log_dedup's `timezone`.
+    ("tzselect", "tzdata"),
 ];
 
 /// The Python interpreter of the test virtualenv.

@@ -18,6 +18,9 @@ pub struct LogDedupConfig {
     pub include_fields: Vec<String>,
     /// Fields ignored for identity (`attributes.<key>`).
     pub exclude_fields: Vec<String>,
+    /// The IANA time zone of `first_observed_timestamp` /
+    /// `last_observed_timestamp` (`UTC`, `Europe/Berlin`).
+    pub timezone: String,
     /// Flow mode: a `network.flow` record of a 5-tuple already reported from
     /// another interface within `interval` is dropped (the first interface
     /// wins), so traffic crossing a veth and the host's NIC counts once.
@@ -32,6 +35,7 @@ impl Default for LogDedupConfig {
             log_count_attribute: "log_count".into(),
             include_fields: Vec::new(),
             exclude_fields: Vec::new(),
+            timezone: "UTC".into(),
             flow_mode: false,
         }
     }
@@ -44,6 +48,19 @@ impl LogDedupConfig {
     }
 }
 
+impl LogDedupConfig {
+    /// The time zone `timezone` names; UTC is always known, others come
+    /// from the system's time zone database.
+    pub fn time_zone(&self) -> Result<jiff::tz::TimeZone, String> {
+        if self.timezone.eq_ignore_ascii_case("utc") {
+            return Ok(jiff::tz::TimeZone::UTC);
+        }
+        jiff::tz::TimeZone::get(&self.timezone).map_err(|e| {
+            format!("unknown time zone `{}` (an IANA name such as UTC or Europe/Berlin): {e}", self.timezone)
+        })
+    }
+}
+
 impl Validate for LogDedupConfig {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
@@ -52,6 +69,9 @@ impl Validate for LogDedupConfig {
         }
         if self.log_count_attribute.is_empty() {
             problems.push(("log_count_attribute".into(), "must not be empty".into()));
+        }
+        if let Err(problem) = self.time_zone() {
+            problems.push(("timezone".into(), problem));
         }
         if !self.include_fields.is_empty() && !self.exclude_fields.is_empty() {
             problems.push(("include_fields".into(), "cannot be set together with exclude_fields".into()));

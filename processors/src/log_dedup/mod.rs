@@ -43,6 +43,7 @@ pub struct LogDedupProcessor {
     config: LogDedupConfig,
     include: Vec<String>,
     exclude: Vec<String>,
+    time_zone: jiff::tz::TimeZone,
     held: Vec<Aggregate>,
     index: HashMap<Vec<u8>, usize>,
     deadline: Option<Instant>,
@@ -52,6 +53,18 @@ pub struct LogDedupProcessor {
 
 fn observed(record: &LogRecord) -> u64 {
     if record.observed_time_unix_nano != 0 { record.observed_time_unix_nano } else { record.time_unix_nano }
+}
+
+/// An observed time as RFC 3339 with milliseconds, in UTC (`…Z`) or with
+/// the offset of the configured zone.
+fn observed_timestamp(unix_nanos: u64, zone: &jiff::tz::TimeZone) -> String {
+    if *zone == jiff::tz::TimeZone::UTC {
+        return rfc3339_millis(unix_nanos);
+    }
+    match jiff::Timestamp::from_nanosecond(i128::from(unix_nanos)) {
+        Ok(at) => at.to_zoned(zone.clone()).strftime("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string(),
+        Err(_) => rfc3339_millis(unix_nanos),
+    }
 }
 
 /// The directional 5-tuple of a flow record.
@@ -73,6 +86,7 @@ impl LogDedupProcessor {
         LogDedupProcessor {
             include: LogDedupConfig::attribute_keys(&config.include_fields),
             exclude: LogDedupConfig::attribute_keys(&config.exclude_fields),
+            time_zone: config.time_zone().unwrap_or(jiff::tz::TimeZone::UTC),
             config,
             held: Vec::new(),
             index: HashMap::new(),
@@ -180,7 +194,7 @@ impl LogDedupProcessor {
             ] {
                 record.attributes.push(KeyValue {
                     key: key.into(),
-                    value: string(rfc3339_millis(at)),
+                    value: string(observed_timestamp(at, &self.time_zone)),
                     ..Default::default()
                 });
             }

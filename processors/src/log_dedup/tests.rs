@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use flowtel_core::attributes::find;
+use flowtel_core::{attributes::find, config::Validate};
 
 use super::*;
 
@@ -89,6 +89,26 @@ fn included_and_excluded_fields_decide_identity() {
         .process(logs(vec![drop("NO_SOCKET", "1", 1), drop("NO_SOCKET", "2", 2), drop("TCP_CSUM", "2", 3)]), &mut out);
     without_port.flush(&mut out);
     assert_eq!(records(&out).len(), 2);
+}
+
+#[test]
+fn observed_timestamps_are_written_in_the_configured_time_zone() {
+    let berlin = LogDedupConfig { timezone: "Europe/Berlin".into(), ..Default::default() };
+    assert_eq!(berlin.validate(), Vec::new());
+    let mut dedup = LogDedupProcessor::new(berlin);
+    let mut out = Vec::new();
+    // 2023-11-14T22:13:20.123Z is 23:13 in Berlin (CET, +01:00).
+    dedup.process(logs(vec![drop("NO_SOCKET", "1", 1_700_000_000_123_000_000)]), &mut out);
+    dedup.flush(&mut out);
+    assert_eq!(
+        find(&records(&out)[0].attributes, "last_observed_timestamp"),
+        Some(&Value::StringValue("2023-11-14T23:13:20.123+01:00".into()))
+    );
+    let unknown = LogDedupConfig { timezone: "Mars/Olympus".into(), ..Default::default() };
+    let problems = unknown.validate();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].0, "timezone");
+    assert!(problems[0].1.contains("Mars/Olympus"), "{}", problems[0].1);
 }
 
 fn flow(interface: &str, bytes: &str) -> LogRecord {
