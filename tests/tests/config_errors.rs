@@ -43,6 +43,46 @@ fn a_good_config_validates() {
     assert!(output.status.success(), "{stderr}");
 }
 
+/// Processor sections written for the OpenTelemetry Collector load as they are.
+#[test]
+fn a_collectors_processor_sections_validate() {
+    let config = r#"
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:${env:FLOWTEL_TEST_PORT}"}}}
+processors:
+  memory_limiter: {check_interval: 1s, limit_percentage: 75, spike_limit_percentage: 15}
+  k8sattributes: {passthrough: true}
+  probabilisticsampler:
+    mode: hash_seed
+    sampling_percentage: 15.3
+    hash_seed: 22
+    attribute_source: record
+    from_attribute: logID
+    sampling_priority: priority
+    fail_closed: false
+  logdedup: {interval: 60s, log_count_attribute: dedup_count, timezone: America/Los_Angeles, exclude_fields: [attributes.remote_ip]}
+  filter:
+    error_mode: ignore
+    logs:
+      log_record:
+        - 'IsMatch(body, ".*password.*")'
+        - 'severity_number < SEVERITY_NUMBER_WARN'
+        - 'resource.attributes["service.name"] == "noisy" and attributes["http.route"] != nil'
+    metrics:
+      metric: ['name == "my.metric" and resource.attributes["my_label"] == "abc123"', 'type == METRIC_DATA_TYPE_HISTOGRAM']
+      datapoint: ['metric.name == "my.metric" and IsMatch(attributes["my_label"], "abc.*")']
+  batch:
+exporters:
+  debug:
+service:
+  pipelines:
+    logs: {receivers: [otlp], processors: [memory_limiter, k8sattributes, probabilisticsampler, logdedup, filter, batch], exporters: [debug]}
+    metrics: {receivers: [otlp], processors: [memory_limiter, filter, batch], exporters: [debug]}
+"#;
+    let (output, stderr) = flowtel(&["validate"], config);
+    assert!(output.status.success(), "{stderr}");
+}
+
 #[test]
 fn the_default_config_validates() {
     let output = Command::new(flowtel_bin())

@@ -9,12 +9,30 @@ use super::expression;
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
+    /// The collector's `error_mode`. Conditions are checked at startup and
+    /// evaluating them cannot fail (a missing or non-numeric attribute just
+    /// does not match), so every mode behaves alike; it is accepted so that
+    /// collector configs load.
+    pub error_mode: ErrorMode,
     /// Conditions on log records.
     pub logs: LogConditions,
     /// Conditions on metric data points.
     pub metrics: MetricConditions,
     /// Conditions on spans.
     pub traces: SpanConditions,
+}
+
+/// `error_mode`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorMode {
+    /// Log evaluation errors and go on (the collector's default).
+    #[default]
+    Ignore,
+    /// Go on without logging.
+    Silent,
+    /// Fail the payload.
+    Propagate,
 }
 
 /// `logs`.
@@ -29,6 +47,9 @@ pub struct LogConditions {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricConditions {
+    /// A metric matching any of these is dropped whole (`name`, `unit`,
+    /// `description`, `type`, `resource.<key>`).
+    pub metric: Vec<String>,
     /// A data point matching any of these is dropped (a metric left without points too).
     pub datapoint: Vec<String>,
 }
@@ -49,6 +70,7 @@ impl FilterConfig {
             .iter()
             .enumerate()
             .map(|(i, c)| (format!("logs::log_record[{i}]"), c))
+            .chain(self.metrics.metric.iter().enumerate().map(|(i, c)| (format!("metrics::metric[{i}]"), c)))
             .chain(self.metrics.datapoint.iter().enumerate().map(|(i, c)| (format!("metrics::datapoint[{i}]"), c)))
             .chain(self.traces.span.iter().enumerate().map(|(i, c)| (format!("traces::span[{i}]"), c)))
     }

@@ -173,6 +173,35 @@ fn lex(text: &str) -> Result<Vec<(usize, Token)>, ParseError> {
     Ok(tokens)
 }
 
+/// The collector's names of record fields, as this language names them.
+const OTTL_FIELDS: &[(&str, &str)] = &[
+    ("log.body", "body"),
+    ("log.event_name", "event_name"),
+    ("log.severity_text", "severity_text"),
+    ("log.severity_number", "severity_number"),
+    ("span.name", "name"),
+];
+
+/// The collector's severity constants (`severity_number < SEVERITY_NUMBER_WARN`).
+const SEVERITY_NUMBERS: &[(&str, f64)] = &[
+    ("SEVERITY_NUMBER_UNSPECIFIED", 0.0),
+    ("SEVERITY_NUMBER_TRACE", 1.0),
+    ("SEVERITY_NUMBER_DEBUG", 5.0),
+    ("SEVERITY_NUMBER_INFO", 9.0),
+    ("SEVERITY_NUMBER_WARN", 13.0),
+    ("SEVERITY_NUMBER_ERROR", 17.0),
+    ("SEVERITY_NUMBER_FATAL", 21.0),
+];
+
+/// The collector's metric type constants (`type == METRIC_DATA_TYPE_SUM`).
+const METRIC_TYPES: &[&str] = &[
+    "METRIC_DATA_TYPE_GAUGE",
+    "METRIC_DATA_TYPE_SUM",
+    "METRIC_DATA_TYPE_HISTOGRAM",
+    "METRIC_DATA_TYPE_EXPONENTIAL_HISTOGRAM",
+    "METRIC_DATA_TYPE_SUMMARY",
+];
+
 struct Parser {
     tokens: Vec<(usize, Token)>,
     position: usize,
@@ -228,22 +257,90 @@ impl Parser {
             self.position += 1;
             return Ok(inner);
         }
+        if let Some(Token::Word(name)) = self.peek()
+            && self.tokens.get(self.position + 1).map(|(_, t)| t) == Some(&Token::Open)
+        {
+            if name == "IsMatch" {
+                return self.is_match();
+            }
+            return self.error(format!("`{name}(…)` is not known; the one function is IsMatch(target, \"regex\")"));
+        }
         self.test()
     }
 
-    fn test(&mut self) -> Result<Expr, ParseError> {
-        let path = match self.peek() {
+    /// The collector's `IsMatch(target, "regex")`.
+    fn is_match(&mut self) -> Result<Expr, ParseError> {
+        self.position += 2;
+        let path = self.path()?;
+        if self.peek() != Some(&Token::Comma) {
+            return self.error("expected `,` and a quoted regular expression");
+        }
+        self.position += 1;
+        let regex = self.regex("IsMatch")?;
+        if self.peek() != Some(&Token::Close) {
+            return self.error("expected `)`");
+        }
+        self.position += 1;
+        Ok(Expr::Test(path, Test::Matches(regex)))
+    }
+
+    /// An attribute name, also in the collector's forms `attributes["key"]`
+    /// and `resource.attributes["key"]`.
+    fn path(&mut self) -> Result<String, ParseError> {
+        let word = match self.peek() {
             Some(Token::Word(word)) if !["and", "or", "not", "in", "matches"].contains(&word.as_str()) => word.clone(),
             Some(_) => return self.error("expected an attribute name"),
             None => return self.error("expected an attribute name, found the end"),
         };
-        if !path.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') {
-            return self.error(format!("`{path}` is not an attribute name"));
+        if !word.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') {
+            return self.error(format!("`{word}` is not an attribute name"));
         }
+        let column = self.column();
         self.position += 1;
+        let context = if word == "attributes" { Some("") } else { word.strip_suffix(".attributes") };
+        let index =
+            (self.tokens.get(self.position), self.tokens.get(self.position + 1), self.tokens.get(self.position + 2));
+        if let (Some(context), (Some((_, Token::OpenList)), Some((_, Token::Text(key))), Some((_, Token::CloseList)))) =
+            (context, index)
+        {
+            let key = key.clone();
+            self.position += 3;
+            return match context {
+                "" | "log" | "datapoint" | "span" => Ok(key),
+                "resource" => Ok(format!("resource.{key}")),
+                other => Err(ParseError {
+                    column,
+                    message: format!(
+                        "`{other}.attributes` cannot be read here; use attributes[\"…\"] or resource.attributes[\"…\"]"
+                    ),
+                }),
+            };
+        }
+        Ok(OTTL_FIELDS.iter().find(|(ottl, _)| *ottl == word).map_or(word, |(_, field)| (*field).to_owned()))
+    }
+
+    fn regex(&mut self, after: &str) -> Result<Regex, ParseError> {
+        let column = self.column();
+        match self.peek().cloned() {
+            Some(Token::Text(pattern)) => {
+                self.position += 1;
+                Regex::new(&pattern).map_err(|e| ParseError { column, message: format!("bad regular expression: {e}") })
+            }
+            _ => self.error(format!("`{after}` takes a quoted regular expression")),
+        }
+    }
+
+    fn test(&mut self) -> Result<Expr, ParseError> {
+        let path = self.path()?;
         let test = match self.peek().cloned() {
             Some(Token::Op(op)) => {
                 self.position += 1;
+                // The collector's `x == nil` / `x != nil`: absent / present.
+                if matches!(op, "==" | "!=") && self.keyword("nil") {
+                    self.position += 1;
+                    let exists = Expr::Exists(path);
+                    return Ok(if op == "==" { Expr::Not(Box::new(exists)) } else { exists });
+                }
                 let operand = self.operand()?;
                 match op {
                     "==" | "!=" => Test::Equals(operand, op == "!="),
@@ -270,16 +367,7 @@ impl Parser {
             }
             Some(Token::Word(word)) if word == "matches" => {
                 self.position += 1;
-                let column = self.column();
-                match self.peek().cloned() {
-                    Some(Token::Text(pattern)) => {
-                        self.position += 1;
-                        let regex = Regex::new(&pattern)
-                            .map_err(|e| ParseError { column, message: format!("bad regular expression: {e}") })?;
-                        Test::Matches(regex)
-                    }
-                    _ => return self.error("`matches` takes a quoted regular expression"),
-                }
+                Test::Matches(self.regex("matches")?)
             }
             _ => return Ok(Expr::Exists(path)),
         };
@@ -334,6 +422,10 @@ impl Parser {
                 } else if let Ok(ip) = word.parse::<IpAddr>() {
                     Operand::Ip(ip)
                 } else if word == "true" || word == "false" {
+                    Operand::Text(word)
+                } else if let Some((_, number)) = SEVERITY_NUMBERS.iter().find(|(name, _)| *name == word) {
+                    Operand::Number(*number)
+                } else if METRIC_TYPES.contains(&word.as_str()) {
                     Operand::Text(word)
                 } else {
                     return Err(ParseError {

@@ -12,16 +12,17 @@ use std::borrow::Cow;
 use flowtel_core::{Payload, attributes::find_text, component::Processor};
 use opentelemetry_proto::tonic::{
     common::v1::{KeyValue, any_value::Value},
-    metrics::v1::metric::Data,
+    metrics::v1::{Metric, metric::Data},
 };
 
-pub use config::{FilterConfig, LogConditions, MetricConditions, SpanConditions};
+pub use config::{ErrorMode, FilterConfig, LogConditions, MetricConditions, SpanConditions};
 
 use self::expression::Expr;
 
 /// The `filter` processor.
 pub struct FilterProcessor {
     logs: Vec<Expr>,
+    metrics: Vec<Expr>,
     datapoints: Vec<Expr>,
     spans: Vec<Expr>,
 }
@@ -45,6 +46,25 @@ fn lookup(
     field(path).or_else(|| find_text(own, path).map(Cow::into_owned))
 }
 
+/// A metric's own fields, by the names `metrics.metric` conditions use
+/// (`metric.`-prefixed too, as in `metric.name`).
+fn metric_field(metric: &Metric, path: &str) -> Option<String> {
+    Some(match path.strip_prefix("metric.").unwrap_or(path) {
+        "name" => metric.name.clone(),
+        "unit" => metric.unit.clone(),
+        "description" => metric.description.clone(),
+        "type" => match metric.data.as_ref()? {
+            Data::Gauge(_) => "METRIC_DATA_TYPE_GAUGE",
+            Data::Sum(_) => "METRIC_DATA_TYPE_SUM",
+            Data::Histogram(_) => "METRIC_DATA_TYPE_HISTOGRAM",
+            Data::ExponentialHistogram(_) => "METRIC_DATA_TYPE_EXPONENTIAL_HISTOGRAM",
+            Data::Summary(_) => "METRIC_DATA_TYPE_SUMMARY",
+        }
+        .to_owned(),
+        _ => return None,
+    })
+}
+
 fn any(conditions: &[Expr], lookup: &dyn Fn(&str) -> Option<String>) -> bool {
     conditions.iter().any(|c| c.matches(lookup))
 }
@@ -54,6 +74,7 @@ impl FilterProcessor {
     pub fn new(config: &FilterConfig) -> Self {
         FilterProcessor {
             logs: parse_all(&config.logs.log_record),
+            metrics: parse_all(&config.metrics.metric),
             datapoints: parse_all(&config.metrics.datapoint),
             spans: parse_all(&config.traces.span),
         }
@@ -71,6 +92,7 @@ impl Processor for FilterProcessor {
                             let field = |name: &str| match name {
                                 "event_name" => Some(record.event_name.clone()),
                                 "severity_text" => Some(record.severity_text.clone()),
+                                "severity_number" => Some(record.severity_number.to_string()),
                                 "body" => match record.body.as_ref().and_then(|b| b.value.as_ref()) {
                                     Some(Value::StringValue(s)) => Some(s.clone()),
                                     _ => None,
@@ -82,10 +104,19 @@ impl Processor for FilterProcessor {
                     }
                 }
             }
-            Payload::Metrics(resources) if !self.datapoints.is_empty() => {
+            Payload::Metrics(resources) if !self.metrics.is_empty() || !self.datapoints.is_empty() => {
                 for resource in resources.iter_mut() {
                     let resource_attributes = resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
                     for scope in &mut resource.scope_metrics {
+                        if !self.metrics.is_empty() {
+                            scope.metrics.retain(|metric| {
+                                let field = |path: &str| metric_field(metric, path);
+                                !any(&self.metrics, &|path| lookup(path, &[], resource_attributes, &field))
+                            });
+                        }
+                        if self.datapoints.is_empty() {
+                            continue;
+                        }
                         for metric in &mut scope.metrics {
                             let name = metric.name.as_str();
                             let field = |path: &str| (path == "metric.name").then(|| name.to_owned());

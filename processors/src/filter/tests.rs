@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use opentelemetry_proto::tonic::{
     common::v1::AnyValue,
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
-    metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics},
+    metrics::v1::{Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics},
     resource::v1::Resource,
 };
 
@@ -74,6 +74,66 @@ fn syntax_errors_name_their_column() {
     assert!(error("").message.contains("found the end"));
 }
 
+#[test]
+fn the_collectors_condition_forms_are_read() {
+    let flow = [
+        ("destination.port", "53"),
+        ("resource.host.name", "noisy"),
+        ("severity_number", "9"),
+        ("body", "GET /healthz"),
+    ];
+    assert!(matches(r#"attributes["destination.port"] == 53"#, &flow));
+    assert!(matches(r#"log.attributes["destination.port"] in 1..1024"#, &flow));
+    assert!(matches(r#"resource.attributes["host.name"] == "noisy""#, &flow));
+    assert!(matches(r#"attributes["process.pid"] == nil"#, &flow));
+    assert!(!matches(r#"attributes["destination.port"] == nil"#, &flow));
+    assert!(matches(r#"attributes["destination.port"] != nil"#, &flow));
+    assert!(matches(r#"IsMatch(log.body, "^GET /health")"#, &flow));
+    assert!(matches(r#"IsMatch(attributes["destination.port"], "5.") and not IsMatch(body, "POST")"#, &flow));
+    assert!(matches("severity_number < SEVERITY_NUMBER_WARN", &flow));
+    assert!(!matches("log.severity_number >= SEVERITY_NUMBER_ERROR", &flow));
+    let e = parse(r#"scope.attributes["x"] == 1"#).unwrap_err();
+    assert_eq!(e.column, 1);
+    assert!(e.message.contains("`scope.attributes` cannot be read here"), "{e}");
+    let e = parse(r#"x == 1 or Concat(["a"], "") == "a""#).unwrap_err();
+    assert_eq!(e.column, 11);
+    assert!(e.message.contains("`Concat(…)` is not known"), "{e}");
+    let e = parse(r#"IsMatch(body "x")"#).unwrap_err();
+    assert!(e.message.contains("expected `,`"), "{e}");
+}
+
+#[test]
+fn metric_conditions_drop_whole_metrics() {
+    let config: FilterConfig = serde_json::from_str(
+        r#"{"error_mode": "ignore", "metrics": {"metric": ["name == \"network.flows.active\"", "type == METRIC_DATA_TYPE_HISTOGRAM and resource.attributes[\"host.name\"] == \"a\""]}}"#,
+    )
+    .expect("config");
+    assert_eq!(flowtel_core::config::Validate::validate(&config), Vec::new());
+    let mut processor = FilterProcessor::new(&config);
+    let metric = |name: &str, data: Data| Metric { name: name.into(), data: Some(data), ..Default::default() };
+    let gauge = || Data::Gauge(Gauge { data_points: vec![NumberDataPoint::default()] });
+    let histogram =
+        || Data::Histogram(Histogram { data_points: vec![HistogramDataPoint::default()], ..Default::default() });
+    let resource = |host: &str| ResourceMetrics {
+        resource: Some(Resource { attributes: vec![kv("host.name", host)], ..Default::default() }),
+        scope_metrics: vec![ScopeMetrics {
+            metrics: vec![
+                metric("network.flows.active", gauge()),
+                metric("network.tcp.rtt", histogram()),
+                metric("network.flow.bytes", gauge()),
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    processor.process(Payload::Metrics(vec![resource("a"), resource("b")]), &mut out);
+    let Payload::Metrics(resources) = &out[0] else { panic!() };
+    let names = |r: &ResourceMetrics| r.scope_metrics[0].metrics.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&resources[0]), ["network.flow.bytes"]);
+    assert_eq!(names(&resources[1]), ["network.tcp.rtt", "network.flow.bytes"]);
+}
+
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
@@ -91,7 +151,10 @@ fn the_processor_drops_matching_records_and_points() {
                 r#"resource.host.name == "noisy""#.into(),
             ],
         },
-        metrics: MetricConditions { datapoint: vec![r#"network.interface.name == "lo""#.into()] },
+        metrics: MetricConditions {
+            datapoint: vec![r#"network.interface.name == "lo""#.into()],
+            ..MetricConditions::default()
+        },
         ..FilterConfig::default()
     });
     let record = |port: &str| LogRecord {

@@ -194,7 +194,12 @@ fn a_replaced_pod_takes_over_and_a_deleted_one_is_forgotten() {
 #[test]
 fn a_cron_jobs_pod_names_its_job_and_cron_job() {
     let mut m = cluster();
-    m.apply_pod(pod("report-29391840-x7k", "10.1.0.20", false, Some(Owner { kind: "Job".into(), name: "report-29391840".into() })));
+    m.apply_pod(pod(
+        "report-29391840-x7k",
+        "10.1.0.20",
+        false,
+        Some(Owner { kind: "Job".into(), name: "report-29391840".into() }),
+    ));
     m.apply_pod(pod("once-abc", "10.1.0.21", false, Some(Owner { kind: "Job".into(), name: "once-abc".into() })));
     let mut config = K8sAttributesConfig::default();
     config.extract.metadata = vec!["k8s.job.name".into(), "k8s.cronjob.name".into()];

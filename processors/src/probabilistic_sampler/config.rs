@@ -85,10 +85,8 @@ impl Validate for ProbabilisticSamplerConfig {
             }
         }
         match self.attribute_source {
-            Some(_) if !self.hash_attributes.is_empty() => problems.push((
-                "hash_attributes".into(),
-                "set either attribute_source or hash_attributes, not both".into(),
-            )),
+            Some(_) if !self.hash_attributes.is_empty() => problems
+                .push(("hash_attributes".into(), "set either attribute_source or hash_attributes, not both".into())),
             Some(AttributeSource::Record) if self.from_attribute.trim().is_empty() => problems
                 .push(("from_attribute".into(), "attribute_source: record needs the attribute that decides".into())),
             _ => {}

@@ -102,9 +102,10 @@ fn decision_key(record: &LogRecord, source: &DecisionSource) -> Option<String> {
     match source {
         DecisionSource::Attributes(keys) => {
             let values: Vec<Option<Cow<'_, str>>> = keys.iter().map(|key| find_text(attributes, key)).collect();
-            values.iter().any(Option::is_some).then(|| {
-                values.iter().map(|v| v.as_deref().unwrap_or("")).collect::<Vec<_>>().join("\u{1f}")
-            })
+            values
+                .iter()
+                .any(Option::is_some)
+                .then(|| values.iter().map(|v| v.as_deref().unwrap_or("")).collect::<Vec<_>>().join("\u{1f}"))
         }
         DecisionSource::TraceId => trace_key(record),
         DecisionSource::FlowThenTrace => {
