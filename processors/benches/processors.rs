@@ -111,7 +111,7 @@ fn processors(c: &mut Criterion) {
                     uid: format!("uid-{i}"),
                     node: Some("node-1".into()),
                     ips: vec![format!("10.0.{}.{}", i / 250, i % 250).parse().unwrap()],
-                    owner: Some(Owner { kind: "DaemonSet".into(), name: "web".into() }),
+                    owner: Some(Owner { kind: "DaemonSet".into(), name: "web".into(), uid: "uid-web".into() }),
                     ..PodInfo::default()
                 });
             }

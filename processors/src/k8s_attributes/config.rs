@@ -139,24 +139,6 @@ pub struct ExtractConfig {
     pub annotations: Vec<FieldExtract>,
 }
 
-/// The metadata attributes `extract.metadata` may name.
-pub const METADATA_KEYS: &[&str] = &[
-    "k8s.pod.name",
-    "k8s.pod.uid",
-    "k8s.pod.ip",
-    "k8s.namespace.name",
-    "k8s.node.name",
-    "k8s.owner.kind",
-    "k8s.owner.name",
-    "k8s.deployment.name",
-    "k8s.replicaset.name",
-    "k8s.daemonset.name",
-    "k8s.statefulset.name",
-    "k8s.job.name",
-    "k8s.cronjob.name",
-    "k8s.service.name",
-];
-
 impl Default for ExtractConfig {
     fn default() -> Self {
         let metadata = [
@@ -288,10 +270,13 @@ impl Validate for K8sAttributesConfig {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         for (index, key) in self.extract.metadata.iter().enumerate() {
-            if !METADATA_KEYS.contains(&key.as_str()) {
+            if !super::enrich::metadata_names().any(|known| known == key) {
                 problems.push((
                     format!("extract::metadata[{index}]"),
-                    format!("unknown attribute {key:?}; known: {}", METADATA_KEYS.join(", ")),
+                    format!(
+                        "unknown attribute {key:?}; known: {}",
+                        super::enrich::metadata_names().collect::<Vec<_>>().join(", ")
+                    ),
                 ));
             }
         }

@@ -8,7 +8,7 @@ use regex::Regex;
 
 use super::{
     config::{ExtractConfig, FieldExtract, FieldSource},
-    metadata::{Endpoint, Metadata, PodInfo},
+    metadata::{ContainerInfo, Endpoint, Metadata, Owner, PodInfo},
 };
 
 /// One `extract.metadata` entry.
@@ -17,38 +17,87 @@ enum MetadataKey {
     PodName,
     PodUid,
     PodIp,
+    PodHostname,
+    PodStartTime,
     Namespace,
     Node,
+    NodeUid,
     OwnerKind,
     OwnerName,
     Deployment,
+    DeploymentUid,
     ReplicaSet,
+    ReplicaSetUid,
     DaemonSet,
+    DaemonSetUid,
     StatefulSet,
+    StatefulSetUid,
     Job,
+    JobUid,
     CronJob,
     Service,
+    ClusterUid,
+    ContainerName,
+    ContainerId,
+    ContainerImageName,
+    ContainerImageTag,
+}
+
+/// Every `extract.metadata` name, with its entry.
+const METADATA: &[(&str, MetadataKey)] = &[
+    ("k8s.pod.name", MetadataKey::PodName),
+    ("k8s.pod.uid", MetadataKey::PodUid),
+    ("k8s.pod.ip", MetadataKey::PodIp),
+    ("k8s.pod.hostname", MetadataKey::PodHostname),
+    ("k8s.pod.start_time", MetadataKey::PodStartTime),
+    ("k8s.namespace.name", MetadataKey::Namespace),
+    ("k8s.node.name", MetadataKey::Node),
+    ("k8s.node.uid", MetadataKey::NodeUid),
+    ("k8s.owner.kind", MetadataKey::OwnerKind),
+    ("k8s.owner.name", MetadataKey::OwnerName),
+    ("k8s.deployment.name", MetadataKey::Deployment),
+    ("k8s.deployment.uid", MetadataKey::DeploymentUid),
+    ("k8s.replicaset.name", MetadataKey::ReplicaSet),
+    ("k8s.replicaset.uid", MetadataKey::ReplicaSetUid),
+    ("k8s.daemonset.name", MetadataKey::DaemonSet),
+    ("k8s.daemonset.uid", MetadataKey::DaemonSetUid),
+    ("k8s.statefulset.name", MetadataKey::StatefulSet),
+    ("k8s.statefulset.uid", MetadataKey::StatefulSetUid),
+    ("k8s.job.name", MetadataKey::Job),
+    ("k8s.job.uid", MetadataKey::JobUid),
+    ("k8s.cronjob.name", MetadataKey::CronJob),
+    ("k8s.service.name", MetadataKey::Service),
+    ("k8s.cluster.uid", MetadataKey::ClusterUid),
+    ("k8s.container.name", MetadataKey::ContainerName),
+    ("container.id", MetadataKey::ContainerId),
+    ("container.image.name", MetadataKey::ContainerImageName),
+    ("container.image.tag", MetadataKey::ContainerImageTag),
+];
+
+/// The names `extract.metadata` may use.
+pub fn metadata_names() -> impl Iterator<Item = &'static str> {
+    METADATA.iter().map(|(name, _)| *name)
 }
 
 impl MetadataKey {
     fn parse(name: &str) -> Option<MetadataKey> {
-        Some(match name {
-            "k8s.pod.name" => MetadataKey::PodName,
-            "k8s.pod.uid" => MetadataKey::PodUid,
-            "k8s.pod.ip" => MetadataKey::PodIp,
-            "k8s.namespace.name" => MetadataKey::Namespace,
-            "k8s.node.name" => MetadataKey::Node,
-            "k8s.owner.kind" => MetadataKey::OwnerKind,
-            "k8s.owner.name" => MetadataKey::OwnerName,
-            "k8s.deployment.name" => MetadataKey::Deployment,
-            "k8s.replicaset.name" => MetadataKey::ReplicaSet,
-            "k8s.daemonset.name" => MetadataKey::DaemonSet,
-            "k8s.statefulset.name" => MetadataKey::StatefulSet,
-            "k8s.job.name" => MetadataKey::Job,
-            "k8s.cronjob.name" => MetadataKey::CronJob,
-            "k8s.service.name" => MetadataKey::Service,
-            _ => return None,
-        })
+        METADATA.iter().find(|(known, _)| *known == name).map(|(_, key)| *key)
+    }
+
+    fn name(self) -> &'static str {
+        METADATA.iter().find(|(_, key)| *key == self).map_or("", |(name, _)| name)
+    }
+}
+
+/// An image reference's name and tag: `registry:5000/shop/web:1.2@sha256:…`
+/// is `registry:5000/shop/web` and `1.2`; without a tag or digest the tag
+/// is `latest`, as the runtime reads it.
+pub(super) fn image_name_and_tag(image: &str) -> (&str, Option<&str>) {
+    let (reference, digest) = image.split_once('@').map_or((image, None), |(r, d)| (r, Some(d)));
+    let name_start = reference.rfind('/').map_or(0, |slash| slash + 1);
+    match reference[name_start..].rfind(':') {
+        Some(colon) => (&reference[..name_start + colon], Some(&reference[name_start + colon + 1..])),
+        None => (reference, digest.is_none().then_some("latest")),
     }
 }
 
@@ -119,53 +168,85 @@ impl Extractor {
         }
     }
 
-    /// The attributes of what `ip` resolved to.
+    /// The attributes of what `ip` resolved to. A pod's container is
+    /// named only when it has one (a flow does not say which).
     pub fn endpoint(&self, metadata: &Metadata, endpoint: &Endpoint<'_>, ip: IpAddr, out: &mut Attributes) {
         match endpoint {
-            Endpoint::Pod(pod) => self.pod(metadata, pod, Some(ip), out),
+            Endpoint::Pod(pod) => self.pod(metadata, pod, Some(ip), pod.only_container(), out),
             Endpoint::Node(node) => {
-                if self.metadata.contains(&MetadataKey::Node) {
-                    out.push(("k8s.node.name".into(), (*node).to_owned()));
+                for key in &self.metadata {
+                    let value = match key {
+                        MetadataKey::Node => Some((*node).to_owned()),
+                        MetadataKey::NodeUid => node_uid(metadata, node),
+                        MetadataKey::ClusterUid => metadata.cluster_uid().map(str::to_owned),
+                        _ => None,
+                    };
+                    push(out, *key, value);
                 }
                 self.fields(metadata, None, Some(node), out);
             }
             Endpoint::Service { namespace, name } => {
                 for key in &self.metadata {
-                    match key {
-                        MetadataKey::Service => out.push(("k8s.service.name".into(), (*name).to_owned())),
-                        MetadataKey::Namespace => out.push(("k8s.namespace.name".into(), (*namespace).to_owned())),
-                        _ => {}
-                    }
+                    let value = match key {
+                        MetadataKey::Service => Some((*name).to_owned()),
+                        MetadataKey::Namespace => Some((*namespace).to_owned()),
+                        MetadataKey::ClusterUid => metadata.cluster_uid().map(str::to_owned),
+                        _ => None,
+                    };
+                    push(out, *key, value);
                 }
                 self.fields(metadata, Some(namespace), None, out);
             }
         }
     }
 
-    /// The attributes of a pod (`ip`: the address it was found by).
-    pub fn pod(&self, metadata: &Metadata, pod: &PodInfo, ip: Option<IpAddr>, out: &mut Attributes) {
+    /// The attributes of a pod (`ip`: the address it was found by;
+    /// `container`: the one the data came from, when known).
+    pub fn pod(
+        &self,
+        metadata: &Metadata,
+        pod: &PodInfo,
+        ip: Option<IpAddr>,
+        container: Option<&ContainerInfo>,
+        out: &mut Attributes,
+    ) {
         let workload = metadata.workload(pod);
-        let direct_owner = |kind: &str| pod.owner.as_ref().filter(|o| o.kind == kind).map(|o| o.name.clone());
+        let direct_owner = |kind: &str| pod.owner.as_ref().filter(|o| o.kind == kind);
+        let name = |owner: Option<&Owner>| owner.map(|o| o.name.clone());
+        let uid = |owner: Option<&Owner>| owner.map(|o| o.uid.clone()).filter(|u| !u.is_empty());
+        let deployment = workload.as_ref().filter(|w| w.kind == "Deployment");
+        let image = container.map(|c| image_name_and_tag(&c.image)).filter(|(name, _)| !name.is_empty());
         for key in &self.metadata {
             let value = match key {
                 MetadataKey::PodName => Some(pod.name.clone()),
                 MetadataKey::PodUid => Some(pod.uid.clone()).filter(|u| !u.is_empty()),
                 MetadataKey::PodIp => ip.or_else(|| pod.ips.first().copied()).map(|ip| ip.to_string()),
+                MetadataKey::PodHostname => Some(pod.hostname.clone()).filter(|h| !h.is_empty()),
+                MetadataKey::PodStartTime => pod.start_time.clone(),
                 MetadataKey::Namespace => Some(pod.namespace.clone()),
                 MetadataKey::Node => pod.node.clone(),
+                MetadataKey::NodeUid => pod.node.as_deref().and_then(|node| node_uid(metadata, node)),
                 MetadataKey::OwnerKind => workload.as_ref().map(|w| w.kind.clone()),
-                MetadataKey::OwnerName => workload.as_ref().map(|w| w.name.clone()),
-                MetadataKey::Deployment => workload.as_ref().filter(|w| w.kind == "Deployment").map(|w| w.name.clone()),
-                MetadataKey::ReplicaSet => direct_owner("ReplicaSet"),
-                MetadataKey::DaemonSet => direct_owner("DaemonSet"),
-                MetadataKey::StatefulSet => direct_owner("StatefulSet"),
-                MetadataKey::Job => direct_owner("Job"),
-                MetadataKey::CronJob => direct_owner("Job").and_then(|job| cron_job_of(&job).map(str::to_owned)),
+                MetadataKey::OwnerName => name(workload.as_ref()),
+                MetadataKey::Deployment => name(deployment),
+                MetadataKey::DeploymentUid => uid(deployment),
+                MetadataKey::ReplicaSet => name(direct_owner("ReplicaSet")),
+                MetadataKey::ReplicaSetUid => uid(direct_owner("ReplicaSet")),
+                MetadataKey::DaemonSet => name(direct_owner("DaemonSet")),
+                MetadataKey::DaemonSetUid => uid(direct_owner("DaemonSet")),
+                MetadataKey::StatefulSet => name(direct_owner("StatefulSet")),
+                MetadataKey::StatefulSetUid => uid(direct_owner("StatefulSet")),
+                MetadataKey::Job => name(direct_owner("Job")),
+                MetadataKey::JobUid => uid(direct_owner("Job")),
+                MetadataKey::CronJob => direct_owner("Job").and_then(|job| cron_job_of(&job.name)).map(str::to_owned),
                 MetadataKey::Service => metadata.service_of(pod).map(str::to_owned),
+                MetadataKey::ClusterUid => metadata.cluster_uid().map(str::to_owned),
+                MetadataKey::ContainerName => container.map(|c| c.name.clone()),
+                MetadataKey::ContainerId => container.and_then(|c| c.id.clone()),
+                MetadataKey::ContainerImageName => image.map(|(name, _)| name.to_owned()),
+                MetadataKey::ContainerImageTag => image.and_then(|(_, tag)| tag).map(str::to_owned),
             };
-            if let Some(value) = value {
-                out.push((resource_name(*key).into(), value));
-            }
+            push(out, *key, value);
         }
         for rule in self.labels.iter().filter(|r| r.from == FieldSource::Pod) {
             rule.extract("labels", &pod.labels, out);
@@ -194,23 +275,14 @@ impl Extractor {
     }
 }
 
-fn resource_name(key: MetadataKey) -> &'static str {
-    match key {
-        MetadataKey::PodName => "k8s.pod.name",
-        MetadataKey::PodUid => "k8s.pod.uid",
-        MetadataKey::PodIp => "k8s.pod.ip",
-        MetadataKey::Namespace => "k8s.namespace.name",
-        MetadataKey::Node => "k8s.node.name",
-        MetadataKey::OwnerKind => "k8s.owner.kind",
-        MetadataKey::OwnerName => "k8s.owner.name",
-        MetadataKey::Deployment => "k8s.deployment.name",
-        MetadataKey::ReplicaSet => "k8s.replicaset.name",
-        MetadataKey::DaemonSet => "k8s.daemonset.name",
-        MetadataKey::StatefulSet => "k8s.statefulset.name",
-        MetadataKey::Job => "k8s.job.name",
-        MetadataKey::CronJob => "k8s.cronjob.name",
-        MetadataKey::Service => "k8s.service.name",
+fn push(out: &mut Attributes, key: MetadataKey, value: Option<String>) {
+    if let Some(value) = value {
+        out.push((key.name().into(), value));
     }
+}
+
+fn node_uid(metadata: &Metadata, node: &str) -> Option<String> {
+    metadata.node(node).map(|n| n.uid.clone()).filter(|uid| !uid.is_empty())
 }
 
 /// The CronJob that made a Job, read from the Job's name: the CronJob

@@ -29,9 +29,12 @@ pub struct PodInfo {
     pub uid: String,
     /// `spec.nodeName`.
     pub node: Option<String>,
-    /// The ids of its containers (`status.containerStatuses[].containerID`
-    /// without the `runtime://` prefix).
-    pub container_ids: Vec<String>,
+    /// `spec.hostname`, else the pod's name.
+    pub hostname: String,
+    /// `status.startTime`, RFC 3339.
+    pub start_time: Option<String>,
+    /// Its containers (init containers last).
+    pub containers: Vec<ContainerInfo>,
     /// `status.podIPs` (or `status.podIP`).
     pub ips: Vec<IpAddr>,
     /// `spec.hostNetwork`: its IPs are its node's.
@@ -46,13 +49,27 @@ pub struct PodInfo {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// An owner reference: kind and name.
+/// One container of a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// `spec.containers[].name`.
+    pub name: String,
+    /// `spec.containers[].image`, as written (`registry/repo:tag`).
+    pub image: String,
+    /// `status.containerStatuses[].containerID` without the `runtime://`
+    /// prefix, once it runs.
+    pub id: Option<String>,
+}
+
+/// An owner reference: kind, name and uid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
     /// `Deployment`, `ReplicaSet`, `DaemonSet`, …
     pub kind: String,
     /// The owner's name.
     pub name: String,
+    /// The owner's uid.
+    pub uid: String,
 }
 
 /// A service: its selector and its cluster IPs.
@@ -69,6 +86,8 @@ pub struct ServiceInfo {
 /// Labels and annotations of a node or namespace, and a node's addresses.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LabelledInfo {
+    /// `metadata.uid`.
+    pub uid: String,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
     /// `metadata.annotations`.
@@ -149,7 +168,7 @@ fn key(meta: &ObjectMeta) -> ObjectKey {
 fn controller(owners: Option<&Vec<OwnerReference>>) -> Option<Owner> {
     let owners = owners?;
     let owner = owners.iter().find(|o| o.controller == Some(true)).or_else(|| owners.first())?;
-    Some(Owner { kind: owner.kind.clone(), name: owner.name.clone() })
+    Some(Owner { kind: owner.kind.clone(), name: owner.name.clone(), uid: owner.uid.clone() })
 }
 
 fn ips<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
@@ -162,7 +181,53 @@ fn ips<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
     out
 }
 
+/// A pod's containers with their ids, from spec and status (a status
+/// without its spec entry still counts).
+fn containers(pod: &Pod) -> Vec<ContainerInfo> {
+    let spec = pod.spec.as_ref();
+    let mut containers: Vec<ContainerInfo> = spec
+        .into_iter()
+        .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+        .map(|c| ContainerInfo { name: c.name.clone(), image: c.image.clone().unwrap_or_default(), id: None })
+        .collect();
+    let statuses = pod
+        .status
+        .as_ref()
+        .into_iter()
+        .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()));
+    for status in statuses {
+        let id = status
+            .container_id
+            .as_deref()
+            .map(|id| id.split_once("://").map_or(id, |(_, id)| id).to_owned())
+            .filter(|id| !id.is_empty());
+        match containers.iter_mut().find(|c| c.name == status.name) {
+            Some(container) => container.id = id,
+            None => containers.push(ContainerInfo { name: status.name.clone(), image: status.image.clone(), id }),
+        }
+    }
+    containers
+}
+
 impl PodInfo {
+    /// The container with this id.
+    pub fn container_by_id(&self, id: &str) -> Option<&ContainerInfo> {
+        self.containers.iter().find(|c| c.id.as_deref() == Some(id))
+    }
+
+    /// The container with this name.
+    pub fn container_by_name(&self, name: &str) -> Option<&ContainerInfo> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// Its one container, when it has exactly one.
+    pub fn only_container(&self) -> Option<&ContainerInfo> {
+        match self.containers.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
+
     /// The fields of a pod object.
     pub fn from_object(pod: &Pod) -> PodInfo {
         let (namespace, name) = key(&pod.metadata);
@@ -178,13 +243,9 @@ impl PodInfo {
             name,
             namespace,
             uid: pod.metadata.uid.clone().unwrap_or_default(),
-            container_ids: status
-                .into_iter()
-                .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()))
-                .filter_map(|c| c.container_id.as_deref())
-                .map(|id| id.split_once("://").map_or(id, |(_, id)| id).to_owned())
-                .filter(|id| !id.is_empty())
-                .collect(),
+            containers: containers(pod),
+            hostname: spec.and_then(|s| s.hostname.clone()).unwrap_or_else(|| key(&pod.metadata).1),
+            start_time: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string()),
             node: spec.and_then(|s| s.node_name.clone()),
             ips,
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
@@ -221,7 +282,7 @@ impl Metadata {
         if !pod.uid.is_empty() {
             self.pods_by_uid.insert(pod.uid.clone(), key.clone());
         }
-        for id in &pod.container_ids {
+        for id in pod.containers.iter().filter_map(|c| c.id.as_ref()) {
             self.pods_by_container.insert(id.clone(), key.clone());
         }
         self.pods.insert(key, pod);
@@ -232,7 +293,7 @@ impl Metadata {
         let Some(old) = self.pods.remove(key) else { return };
         self.generation += 1;
         self.pods_by_uid.remove(&old.uid);
-        for id in &old.container_ids {
+        for id in old.containers.iter().filter_map(|c| c.id.as_ref()) {
             self.pods_by_container.remove(id);
         }
         for ip in &old.ips {
@@ -317,6 +378,7 @@ impl Metadata {
             .map(|list| ips(list.iter().map(|a| a.address.as_str())))
             .unwrap_or_default();
         let info = LabelledInfo {
+            uid: node.metadata.uid.clone().unwrap_or_default(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
             annotations: node.metadata.annotations.clone().unwrap_or_default(),
             addresses,
@@ -337,6 +399,7 @@ impl Metadata {
     /// Adds or replaces a namespace.
     pub fn apply_namespace(&mut self, namespace: &Namespace) {
         let info = LabelledInfo {
+            uid: namespace.metadata.uid.clone().unwrap_or_default(),
             labels: namespace.metadata.labels.clone().unwrap_or_default(),
             annotations: namespace.metadata.annotations.clone().unwrap_or_default(),
             addresses: Vec::new(),
@@ -482,6 +545,12 @@ impl Metadata {
     /// A node's labels and annotations.
     pub fn node(&self, name: &str) -> Option<&LabelledInfo> {
         self.nodes.get(name)
+    }
+
+    /// The cluster's uid, as the collector defines it: the uid of the
+    /// `kube-system` namespace.
+    pub fn cluster_uid(&self) -> Option<&str> {
+        self.namespaces.get("kube-system").map(|n| n.uid.as_str()).filter(|uid| !uid.is_empty())
     }
 
     /// A namespace's labels and annotations.

@@ -34,7 +34,7 @@ pub use self::{
         FilterConfig, K8sAttributesConfig, SelectorOp, SelectorRule,
     },
     enrich::{Attributes, Extractor, side_name},
-    metadata::{Endpoint, Kind, Metadata, Owner, PodInfo},
+    metadata::{ContainerInfo, Endpoint, Kind, Metadata, Owner, PodInfo},
     watch::ClusterView,
 };
 
@@ -166,8 +166,16 @@ impl Enricher {
                 insert_absent(&mut resource.attributes, "k8s.node.name", node);
             }
             let Some(pod) = associate(metadata, &self.associations, &resource.attributes, client) else { continue };
+            // The container the data came from: named by the resource, or
+            // the pod's only one.
+            let container = find_text(&resource.attributes, "container.id")
+                .and_then(|id| pod.container_by_id(&id))
+                .or_else(|| {
+                    find_text(&resource.attributes, "k8s.container.name").and_then(|n| pod.container_by_name(&n))
+                })
+                .or_else(|| pod.only_container());
             let mut attributes = Attributes::new();
-            self.extractor.pod(metadata, pod, None, &mut attributes);
+            self.extractor.pod(metadata, pod, None, container, &mut attributes);
             for (key, value) in &attributes {
                 insert_absent(&mut resource.attributes, key, value);
             }

@@ -21,7 +21,12 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
-    ObjectMeta { name: Some(name.into()), namespace: namespace.map(Into::into), ..Default::default() }
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(Into::into),
+        uid: Some(format!("uid-{name}")),
+        ..Default::default()
+    }
 }
 
 fn owned_by(kind: &str, name: &str) -> Option<Vec<OwnerReference>> {
@@ -35,13 +40,23 @@ fn owned_by(kind: &str, name: &str) -> Option<Vec<OwnerReference>> {
     }])
 }
 
+fn owner(kind: &str, name: &str) -> Owner {
+    Owner { kind: kind.into(), name: name.into(), uid: format!("uid-{name}") }
+}
+
 fn pod(name: &str, ip: &str, host_network: bool, owner: Option<Owner>) -> PodInfo {
     PodInfo {
         name: name.into(),
         namespace: "shop".into(),
         uid: format!("uid-{name}"),
         node: Some("node-1".into()),
-        container_ids: vec![format!("c-{name}")],
+        hostname: name.into(),
+        start_time: Some("2026-11-01T08:00:00Z".into()),
+        containers: vec![ContainerInfo {
+            name: "main".into(),
+            image: format!("registry.local:5000/shop/{name}:1.4"),
+            id: Some(format!("c-{name}")),
+        }],
         ips: vec![ip.parse().expect("ip")],
         host_network,
         finished: false,
@@ -75,8 +90,8 @@ fn cluster() -> Metadata {
         metadata: ObjectMeta { owner_references: owned_by("Deployment", "web"), ..meta(Some("shop"), "web-5d9") },
         ..Default::default()
     });
-    m.apply_pod(pod("web-1", "10.1.0.5", false, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() })));
-    m.apply_pod(pod("agent", "10.0.0.1", true, Some(Owner { kind: "DaemonSet".into(), name: "agent".into() })));
+    m.apply_pod(pod("web-1", "10.1.0.5", false, Some(owner("ReplicaSet", "web-5d9"))));
+    m.apply_pod(pod("agent", "10.0.0.1", true, Some(owner("DaemonSet", "agent"))));
     for (name, selector, ip) in [("web", "web", "10.96.0.10"), ("db", "db", "10.96.0.20")] {
         m.apply_service(&Service {
             metadata: meta(Some("shop"), name),
@@ -179,11 +194,11 @@ fn a_replaced_pod_takes_over_and_a_deleted_one_is_forgotten() {
     let web1 = ("shop".to_owned(), "web-1".to_owned());
     m.remove_pod(&web1);
     assert_eq!(m.resolve("10.1.0.5".parse().expect("ip")), None);
-    m.apply_pod(pod("web-2", "10.1.0.9", false, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() })));
+    m.apply_pod(pod("web-2", "10.1.0.9", false, Some(owner("ReplicaSet", "web-5d9"))));
     let Some(Endpoint::Pod(found)) = m.resolve("10.1.0.9".parse().expect("ip")) else { panic!("web-2 by its IP") };
     assert_eq!(found.name, "web-2");
     // An IP reused by a new pod while the old one is finishing belongs to the new one.
-    m.apply_pod(pod("job-1", "10.1.0.9", false, Some(Owner { kind: "Job".into(), name: "batch".into() })));
+    m.apply_pod(pod("job-1", "10.1.0.9", false, Some(owner("Job", "batch"))));
     let Some(Endpoint::Pod(found)) = m.resolve("10.1.0.9".parse().expect("ip")) else { panic!("job-1") };
     assert_eq!(found.name, "job-1");
     m.remove_pod(&("shop".into(), "job-1".into()));
@@ -194,13 +209,8 @@ fn a_replaced_pod_takes_over_and_a_deleted_one_is_forgotten() {
 #[test]
 fn a_cron_jobs_pod_names_its_job_and_cron_job() {
     let mut m = cluster();
-    m.apply_pod(pod(
-        "report-29391840-x7k",
-        "10.1.0.20",
-        false,
-        Some(Owner { kind: "Job".into(), name: "report-29391840".into() }),
-    ));
-    m.apply_pod(pod("once-abc", "10.1.0.21", false, Some(Owner { kind: "Job".into(), name: "once-abc".into() })));
+    m.apply_pod(pod("report-29391840-x7k", "10.1.0.20", false, Some(owner("Job", "report-29391840"))));
+    m.apply_pod(pod("once-abc", "10.1.0.21", false, Some(owner("Job", "once-abc"))));
     let mut config = K8sAttributesConfig::default();
     config.extract.metadata = vec!["k8s.job.name".into(), "k8s.cronjob.name".into()];
     let out = enriched(&m, &config, flow("10.1.0.20", "10.1.0.21"), Client::default());
@@ -209,6 +219,63 @@ fn a_cron_jobs_pod_names_its_job_and_cron_job() {
     assert_eq!(find_text(&a, "k8s.src.cronjob.name").as_deref(), Some("report"));
     assert_eq!(find_text(&a, "k8s.dst.job.name").as_deref(), Some("once-abc"));
     assert_eq!(find_text(&a, "k8s.dst.cronjob.name"), None, "a Job not named by a CronJob has none");
+}
+
+#[test]
+fn uids_times_and_containers_are_extracted_as_the_collector_names_them() {
+    let mut m = cluster();
+    m.apply_namespace(&Namespace { metadata: meta(None, "kube-system"), ..Default::default() });
+    let mut two = pod("multi-1", "10.1.0.30", false, Some(owner("StatefulSet", "multi")));
+    two.containers.push(ContainerInfo {
+        name: "sidecar".into(),
+        image: "proxy@sha256:0123".into(),
+        id: Some("c-side".into()),
+    });
+    m.apply_pod(two);
+    let mut config = K8sAttributesConfig::default();
+    config.extract.metadata = super::enrich::metadata_names().map(str::to_owned).collect();
+
+    let flows = enriched(&m, &config, flow("10.1.0.5", "10.1.0.30"), Client::default());
+    let a = record_attributes(&flows);
+    let get = |k: &str| find_text(&a, k).map(|v| v.into_owned());
+    for (key, value) in [
+        ("k8s.src.deployment.uid", "uid-web"),
+        ("k8s.src.replicaset.uid", "uid-web-5d9"),
+        ("k8s.src.node.uid", "uid-node-1"),
+        ("k8s.src.cluster.uid", "uid-kube-system"),
+        ("k8s.src.pod.hostname", "web-1"),
+        ("k8s.src.pod.start_time", "2026-11-01T08:00:00Z"),
+        ("k8s.src.container.name", "main"),
+        ("k8s.src.container.id", "c-web-1"),
+        ("k8s.src.container.image.name", "registry.local:5000/shop/web-1"),
+        ("k8s.src.container.image.tag", "1.4"),
+        ("k8s.dst.statefulset.name", "multi"),
+        ("k8s.dst.statefulset.uid", "uid-multi"),
+    ] {
+        assert_eq!(get(key).as_deref(), Some(value), "{key}");
+    }
+    assert_eq!(get("k8s.dst.container.name"), None, "a flow does not say which of two containers");
+
+    // An application names its container; the other attributes follow.
+    let resource = vec![kv("k8s.pod.uid", "uid-multi-1"), kv("k8s.container.name", "sidecar")];
+    let found = resource_attributes(&enriched(&m, &config, app_logs(resource), Client::default()));
+    assert_eq!(find_text(&found, "container.id").as_deref(), Some("c-side"));
+    assert_eq!(find_text(&found, "container.image.name").as_deref(), Some("proxy"));
+    assert_eq!(find_text(&found, "container.image.tag"), None, "a digest, not a tag");
+    let by_id = vec![kv("container.id", "c-multi-1")];
+    let found = resource_attributes(&enriched(&m, &config, app_logs(by_id), Client::default()));
+    assert_eq!(find_text(&found, "k8s.container.name").as_deref(), Some("main"));
+    assert_eq!(find_text(&found, "k8s.pod.name").as_deref(), Some("multi-1"));
+}
+
+#[test]
+fn image_references_split_into_name_and_tag() {
+    use super::enrich::image_name_and_tag as split;
+    assert_eq!(split("nginx"), ("nginx", Some("latest")));
+    assert_eq!(split("nginx:1.27"), ("nginx", Some("1.27")));
+    assert_eq!(split("registry:5000/shop/web"), ("registry:5000/shop/web", Some("latest")));
+    assert_eq!(split("registry:5000/shop/web:2@sha256:ab"), ("registry:5000/shop/web", Some("2")));
+    assert_eq!(split("shop/web@sha256:ab"), ("shop/web", None));
 }
 
 #[test]
@@ -546,10 +613,10 @@ fn only_changes_that_matter_move_the_generation() {
     let before = m.generation();
     // A status update that changes none of the fields kept (the kubelet's
     // conditions, say) arrives as the same PodInfo.
-    m.apply_pod(pod("web-1", "10.1.0.5", false, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() })));
+    m.apply_pod(pod("web-1", "10.1.0.5", false, Some(owner("ReplicaSet", "web-5d9"))));
     m.remove_pod(&("shop".into(), "never-there".into()));
     assert_eq!(m.generation(), before);
-    m.apply_pod(pod("web-1", "10.1.0.6", false, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() })));
+    m.apply_pod(pod("web-1", "10.1.0.6", false, Some(owner("ReplicaSet", "web-5d9"))));
     assert!(m.generation() > before, "a new IP is a change");
 }
 
@@ -558,16 +625,32 @@ fn a_pod_object_gives_its_addresses_owner_and_containers() {
     let object: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1",
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9", "uid": "u2", "controller": true}]},
-        "spec": {"nodeName": "node-1", "containers": [{"name": "main"}]},
+        "spec": {"nodeName": "node-1", "hostname": "web", "containers": [{"name": "main", "image": "web:2"}, {"name": "proxy"}]},
         "status": {"phase": "Running", "podIP": "10.1.0.5", "podIPs": [{"ip": "10.1.0.5"}, {"ip": "fd00::5"}],
+            "startTime": "2026-11-01T08:00:00Z",
             "containerStatuses": [{"name": "main", "containerID": "containerd://abc123", "image": "", "imageID": "",
+                "ready": true, "restartCount": 0},
+                {"name": "debugger", "containerID": "cri-o://def456", "image": "busybox", "imageID": "",
                 "ready": true, "restartCount": 0}]},
     }))
     .expect("a pod");
     let info = PodInfo::from_object(&object);
     assert_eq!(info.ips, ["10.1.0.5".parse::<IpAddr>().expect("ip"), "fd00::5".parse().expect("ip")]);
-    assert_eq!(info.container_ids, ["abc123"]);
-    assert_eq!(info.owner, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into() }));
+    let container = |name: &str, image: &str, id: Option<&str>| ContainerInfo {
+        name: name.into(),
+        image: image.into(),
+        id: id.map(Into::into),
+    };
+    assert_eq!(
+        info.containers,
+        [
+            container("main", "web:2", Some("abc123")),
+            container("proxy", "", None),
+            container("debugger", "busybox", Some("def456")),
+        ]
+    );
+    assert_eq!((info.hostname.as_str(), info.start_time.as_deref()), ("web", Some("2026-11-01T08:00:00Z")));
+    assert_eq!(info.owner, Some(Owner { kind: "ReplicaSet".into(), name: "web-5d9".into(), uid: "u2".into() }));
     assert!(!info.finished && !info.host_network);
     let done: k8s_openapi::api::core::v1::Pod = serde_json::from_value(
         serde_json::json!({"metadata": {"name": "job-1"}, "status": {"phase": "Succeeded", "podIP": "10.1.0.7"}}),
