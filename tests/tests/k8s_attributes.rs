@@ -59,6 +59,8 @@ processors:
     wait_for_metadata: true
     filter: {{node_from_env_var: FLOWTEL_TEST_NODE}}
     extract:
+      metadata: [k8s.pod.name, k8s.pod.uid, k8s.namespace.name, k8s.node.name, k8s.owner.kind, k8s.owner.name,
+        k8s.deployment.name, k8s.service.name, k8s.container.name, container.image.name, container.image.tag]
       labels: [{{key: app}}]
 exporters:
   file: {{path: "{}"}}
@@ -154,6 +156,10 @@ fn web_pod(side: &str, name: &str, uid: &str) -> Vec<(String, String)> {
         ("owner.name", "web"),
         ("deployment.name", "web"),
         ("service.name", "web"),
+        // The harness's pods run one container, `main`, of image `app:1`.
+        ("container.name", "main"),
+        ("container.image.name", "app"),
+        ("container.image.tag", "1"),
         ("pod.labels.app", "web"),
     ]
     .iter()
@@ -264,6 +270,9 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
         assert_eq!(resource.get("k8s.pod.uid"), Some(&web_1));
         assert_eq!(resource.get("k8s.deployment.name").map(String::as_str), Some("web"));
         assert_eq!(resource.get("k8s.namespace.name").map(String::as_str), Some("shop"));
+        assert_eq!(resource.get("k8s.container.name").map(String::as_str), Some("main"));
+        assert_eq!(resource.get("container.image.name").map(String::as_str), Some("app"));
+        assert_eq!(resource.get("container.image.tag").map(String::as_str), Some("1"));
         assert_eq!(resource.get("service.name").map(String::as_str), Some("flowtel-e2e"), "the app's own stay");
         assert!(item.attributes.keys().all(|k| !k.starts_with("k8s.")), "no 5-tuple, no ends: {:?}", item.attributes);
     }
