@@ -3,7 +3,15 @@
 
 use std::borrow::Cow;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, KeyValue, any_value::Value},
+    resource::v1::Resource,
+};
+
+/// A resource's attributes; none when the resource is absent.
+pub fn of_resource(resource: Option<&Resource>) -> &[KeyValue] {
+    resource.map_or(&[], |r| &r.attributes)
+}
 
 /// The value of `key`, if the list has it (the last one wins, as in OTLP).
 pub fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {

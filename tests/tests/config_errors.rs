@@ -60,7 +60,12 @@ processors:
     from_attribute: logID
     sampling_priority: priority
     fail_closed: false
-  logdedup: {interval: 60s, log_count_attribute: dedup_count, timezone: America/Los_Angeles, exclude_fields: [attributes.remote_ip]}
+  logdedup:
+    interval: 60s
+    log_count_attribute: dedup_count
+    timezone: America/Los_Angeles
+    exclude_fields: [attributes.remote_ip]
+    conditions: ['attributes["ID"] == 1', 'severity_number >= SEVERITY_NUMBER_ERROR']
   filter:
     error_mode: ignore
     logs:

@@ -31,7 +31,7 @@ pub struct Attributes<'a> {
 impl<'a> Attributes<'a> {
     /// The view of one record.
     pub fn of(resource: Option<&'a Resource>, record: &'a LogRecord) -> Self {
-        Attributes { resource: resource.map_or(&[][..], |r| &r.attributes[..]), record: &record.attributes }
+        Attributes { resource: attributes::of_resource(resource), record: &record.attributes }
     }
 
     fn value(&self, key: &str) -> Option<&'a Value> {

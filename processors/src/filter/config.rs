@@ -78,10 +78,6 @@ impl FilterConfig {
 
 impl Validate for FilterConfig {
     fn validate(&self) -> Vec<(String, String)> {
-        self.conditions()
-            .filter_map(|(path, condition)| {
-                expression::parse(condition).err().map(|e| (path, format!("{e}: {condition}")))
-            })
-            .collect()
+        expression::problems(self.conditions())
     }
 }

@@ -441,6 +441,15 @@ impl Parser {
     }
 }
 
+/// The syntax errors of conditions given with their config paths, as
+/// `Validate` reports them (`path`, `column …: why: condition`).
+pub fn problems<'a>(conditions: impl IntoIterator<Item = (String, &'a String)>) -> Vec<(String, String)> {
+    conditions
+        .into_iter()
+        .filter_map(|(path, condition)| parse(condition).err().map(|e| (path, format!("{e}: {condition}"))))
+        .collect()
+}
+
 /// Parses a condition.
 pub fn parse(text: &str) -> Result<Expr, ParseError> {
     let tokens = lex(text)?;

@@ -9,9 +9,14 @@ pub mod expression;
 
 use std::borrow::Cow;
 
-use flowtel_core::{Payload, attributes::find_text, component::Processor};
+use flowtel_core::{
+    Payload,
+    attributes::{find_text, of_resource},
+    component::Processor,
+};
 use opentelemetry_proto::tonic::{
     common::v1::{KeyValue, any_value::Value},
+    logs::v1::LogRecord,
     metrics::v1::{Metric, metric::Data},
 };
 
@@ -27,7 +32,8 @@ pub struct FilterProcessor {
     spans: Vec<Expr>,
 }
 
-fn parse_all(conditions: &[String]) -> Vec<Expr> {
+/// Parses validated conditions.
+pub fn parse_all(conditions: &[String]) -> Vec<Expr> {
     // The config was validated: every condition parses.
     conditions.iter().filter_map(|c| expression::parse(c).ok()).collect()
 }
@@ -65,6 +71,22 @@ fn metric_field(metric: &Metric, path: &str) -> Option<String> {
     })
 }
 
+/// Whether a log record (under a resource with these attributes) matches
+/// any of the conditions.
+pub fn any_log_record(conditions: &[Expr], record: &LogRecord, resource: &[KeyValue]) -> bool {
+    let field = |name: &str| match name {
+        "event_name" => Some(record.event_name.clone()),
+        "severity_text" => Some(record.severity_text.clone()),
+        "severity_number" => Some(record.severity_number.to_string()),
+        "body" => match record.body.as_ref().and_then(|b| b.value.as_ref()) {
+            Some(Value::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    any(conditions, &|path| lookup(path, &record.attributes, resource, &field))
+}
+
 fn any(conditions: &[Expr], lookup: &dyn Fn(&str) -> Option<String>) -> bool {
     conditions.iter().any(|c| c.matches(lookup))
 }
@@ -86,27 +108,15 @@ impl Processor for FilterProcessor {
         match &mut payload {
             Payload::Logs(resources) if !self.logs.is_empty() => {
                 for resource in resources.iter_mut() {
-                    let resource_attributes = resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+                    let resource_attributes = of_resource(resource.resource.as_ref());
                     for scope in &mut resource.scope_logs {
-                        scope.log_records.retain(|record| {
-                            let field = |name: &str| match name {
-                                "event_name" => Some(record.event_name.clone()),
-                                "severity_text" => Some(record.severity_text.clone()),
-                                "severity_number" => Some(record.severity_number.to_string()),
-                                "body" => match record.body.as_ref().and_then(|b| b.value.as_ref()) {
-                                    Some(Value::StringValue(s)) => Some(s.clone()),
-                                    _ => None,
-                                },
-                                _ => None,
-                            };
-                            !any(&self.logs, &|path| lookup(path, &record.attributes, resource_attributes, &field))
-                        });
+                        scope.log_records.retain(|record| !any_log_record(&self.logs, record, resource_attributes));
                     }
                 }
             }
             Payload::Metrics(resources) if !self.metrics.is_empty() || !self.datapoints.is_empty() => {
                 for resource in resources.iter_mut() {
-                    let resource_attributes = resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+                    let resource_attributes = of_resource(resource.resource.as_ref());
                     for scope in &mut resource.scope_metrics {
                         if !self.metrics.is_empty() {
                             scope.metrics.retain(|metric| {
@@ -137,7 +147,7 @@ impl Processor for FilterProcessor {
             }
             Payload::Traces(resources) if !self.spans.is_empty() => {
                 for resource in resources.iter_mut() {
-                    let resource_attributes = resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+                    let resource_attributes = of_resource(resource.resource.as_ref());
                     for scope in &mut resource.scope_spans {
                         scope.spans.retain(|span| {
                             let field = |path: &str| (path == "name").then(|| span.name.clone());

@@ -18,6 +18,10 @@ pub struct LogDedupConfig {
     pub include_fields: Vec<String>,
     /// Fields ignored for identity (`attributes.<key>`).
     pub exclude_fields: Vec<String>,
+    /// Only records matching one of these conditions (the `filter`
+    /// processor's language) are deduplicated; others pass at once.
+    /// Empty: every record.
+    pub conditions: Vec<String>,
     /// The IANA time zone of `first_observed_timestamp` /
     /// `last_observed_timestamp` (`UTC`, `Europe/Berlin`).
     pub timezone: String,
@@ -35,6 +39,7 @@ impl Default for LogDedupConfig {
             log_count_attribute: "log_count".into(),
             include_fields: Vec::new(),
             exclude_fields: Vec::new(),
+            conditions: Vec::new(),
             timezone: "UTC".into(),
             flow_mode: false,
         }
@@ -70,6 +75,9 @@ impl Validate for LogDedupConfig {
         if self.log_count_attribute.is_empty() {
             problems.push(("log_count_attribute".into(), "must not be empty".into()));
         }
+        problems.extend(crate::filter::expression::problems(
+            self.conditions.iter().enumerate().map(|(i, c)| (format!("conditions[{i}]"), c)),
+        ));
         if let Err(problem) = self.time_zone() {
             problems.push(("timezone".into(), problem));
         }

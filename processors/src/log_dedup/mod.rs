@@ -11,7 +11,14 @@ mod config;
 
 use std::collections::HashMap;
 
-use flowtel_core::{Payload, attributes::find_text, component::Processor, time::rfc3339_millis};
+use flowtel_core::{
+    Payload,
+    attributes::{find_text, of_resource},
+    component::Processor,
+    time::rfc3339_millis,
+};
+
+use crate::filter::{any_log_record, expression::Expr, parse_all};
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
@@ -44,6 +51,7 @@ pub struct LogDedupProcessor {
     include: Vec<String>,
     exclude: Vec<String>,
     time_zone: jiff::tz::TimeZone,
+    conditions: Vec<Expr>,
     held: Vec<Aggregate>,
     index: HashMap<Vec<u8>, usize>,
     deadline: Option<Instant>,
@@ -87,6 +95,7 @@ impl LogDedupProcessor {
             include: LogDedupConfig::attribute_keys(&config.include_fields),
             exclude: LogDedupConfig::attribute_keys(&config.exclude_fields),
             time_zone: config.time_zone().unwrap_or(jiff::tz::TimeZone::UTC),
+            conditions: parse_all(&config.conditions),
             config,
             held: Vec::new(),
             index: HashMap::new(),
@@ -248,6 +257,10 @@ impl Processor for LogDedupProcessor {
                         if self.owns(&record, now) {
                             passed_records.push(record);
                         }
+                    } else if !self.conditions.is_empty()
+                        && !any_log_record(&self.conditions, &record, of_resource(resource.resource.as_ref()))
+                    {
+                        passed_records.push(record);
                     } else {
                         self.hold(resource.resource.as_ref(), scope.scope.as_ref(), record);
                     }

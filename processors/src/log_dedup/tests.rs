@@ -111,6 +111,29 @@ fn observed_timestamps_are_written_in_the_configured_time_zone() {
     assert!(problems[0].1.contains("Mars/Olympus"), "{}", problems[0].1);
 }
 
+#[test]
+fn only_records_matching_the_conditions_are_deduplicated() {
+    let config = LogDedupConfig {
+        conditions: vec![r#"attributes["network.drop.reason"] == "NO_SOCKET""#.into()],
+        ..Default::default()
+    };
+    assert_eq!(config.validate(), Vec::new());
+    let mut dedup = LogDedupProcessor::new(config);
+    let mut out = Vec::new();
+    let sent =
+        vec![drop("NO_SOCKET", "1", 1), drop("NO_SOCKET", "1", 2), drop("TCP_CSUM", "1", 3), drop("TCP_CSUM", "1", 4)];
+    dedup.process(logs(sent), &mut out);
+    assert_eq!(records(&out).len(), 2, "the two not matching pass at once, unchanged");
+    assert!(records(&out).iter().all(|r| count(r).is_none()));
+    dedup.flush(&mut out);
+    let all = records(&out);
+    assert_eq!(all.len(), 3);
+    assert_eq!(count(&all[2]), Some(&Value::IntValue(2)));
+
+    let bad = LogDedupConfig { conditions: vec!["a ==".into()], ..Default::default() };
+    assert_eq!(bad.validate()[0].0, "conditions[0]");
+}
+
 fn flow(interface: &str, bytes: &str) -> LogRecord {
     LogRecord {
         event_name: "network.flow".into(),
