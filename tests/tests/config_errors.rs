@@ -51,7 +51,24 @@ receivers:
   otlp: {protocols: {grpc: {endpoint: "127.0.0.1:${env:FLOWTEL_TEST_PORT}"}}}
 processors:
   memory_limiter: {check_interval: 1s, limit_percentage: 75, spike_limit_percentage: 15}
-  k8sattributes: {passthrough: true}
+  k8sattributes:
+    passthrough: true
+    extract:
+      otel_annotations: true
+      metadata: [k8s.namespace.name, k8s.deployment.name, k8s.replicaset.name, k8s.statefulset.name,
+        k8s.daemonset.name, k8s.cronjob.name, k8s.job.name, k8s.node.name, k8s.node.uid, k8s.pod.name,
+        k8s.pod.uid, k8s.pod.start_time, k8s.cluster.uid, k8s.container.name, container.id, container.image.name,
+        container.image.tag, service.namespace, service.name, service.version, service.instance.id]
+      labels:
+        - {tag_name: $1, key_regex: (app\.kubernetes\.io/.+), from: pod}
+      annotations:
+        - {tag_name: a1, key: annotation-one, from: pod}
+    exclude:
+      pods: [{name: jaeger-agent}, {name: otel-.*}]
+    pod_association:
+      - sources: [{from: resource_attribute, name: k8s.pod.ip}]
+      - sources: [{from: resource_attribute, name: k8s.pod.uid}]
+      - sources: [{from: connection}]
   probabilisticsampler:
     mode: hash_seed
     sampling_percentage: 15.3

@@ -24,6 +24,9 @@ pub struct K8sAttributesConfig {
     pub filter: FilterConfig,
     /// What is added.
     pub extract: ExtractConfig,
+    /// Pods never described (default: `jaeger-agent`, `jaeger-collector`,
+    /// as in the collector).
+    pub exclude: ExcludeConfig,
     /// How an OTLP resource finds its pod; the first rule that resolves wins.
     /// Empty: `k8s.pod.ip`, then `k8s.pod.uid`, then `container.id`, then the
     /// connection's address.
@@ -46,6 +49,7 @@ impl Default for K8sAttributesConfig {
             passthrough: false,
             filter: FilterConfig::default(),
             extract: ExtractConfig::default(),
+            exclude: ExcludeConfig::default(),
             pod_association: Vec::new(),
             wait_for_metadata: false,
             wait_for_metadata_timeout: Duration::from_secs(10),
@@ -137,6 +141,39 @@ pub struct ExtractConfig {
     pub labels: Vec<FieldExtract>,
     /// Annotations copied into attributes.
     pub annotations: Vec<FieldExtract>,
+    /// A pod annotation `resource.opentelemetry.io/<key>` becomes the
+    /// resource attribute `<key>` (OTLP resources only).
+    pub otel_annotations: bool,
+}
+
+/// `exclude`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExcludeConfig {
+    /// Pods whose name matches one of these (whole name, regular expression).
+    pub pods: Vec<ExcludedPod>,
+}
+
+/// One `exclude.pods` entry.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExcludedPod {
+    /// The pod name, a regular expression matched against the whole name.
+    pub name: String,
+}
+
+impl Default for ExcludeConfig {
+    fn default() -> Self {
+        let pods = ["jaeger-agent", "jaeger-collector"].map(|name| ExcludedPod { name: name.into() }).to_vec();
+        ExcludeConfig { pods }
+    }
+}
+
+impl ExcludeConfig {
+    /// The pod name patterns, compiled (invalid ones were refused by validation).
+    pub fn pod_patterns(&self) -> Vec<Regex> {
+        self.pods.iter().filter_map(|pod| Regex::new(&format!("^(?:{})$", pod.name)).ok()).collect()
+    }
 }
 
 impl Default for ExtractConfig {
@@ -151,7 +188,12 @@ impl Default for ExtractConfig {
             "k8s.deployment.name",
             "k8s.service.name",
         ];
-        ExtractConfig { metadata: metadata.map(str::to_owned).to_vec(), labels: Vec::new(), annotations: Vec::new() }
+        ExtractConfig {
+            metadata: metadata.map(str::to_owned).to_vec(),
+            labels: Vec::new(),
+            annotations: Vec::new(),
+            otel_annotations: false,
+        }
     }
 }
 
@@ -159,7 +201,8 @@ impl Default for ExtractConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FieldExtract {
-    /// The attribute name; default `k8s.<from>.labels.<key>` (or `.annotations.`).
+    /// The attribute name; default `k8s.<from>.labels.<key>` (or
+    /// `.annotations.`). With `key_regex`, `$1`, `${name}` name its groups.
     #[serde(default)]
     pub tag_name: Option<String>,
     /// The label or annotation key.
@@ -290,15 +333,21 @@ impl Validate for K8sAttributesConfig {
                         if let Err(err) = Regex::new(&format!("^(?:{pattern})$")) {
                             problems.push((format!("{path}::key_regex"), err.to_string()));
                         }
-                        if rule.tag_name.is_some() {
+                        if rule.tag_name.as_ref().is_some_and(|tag| !tag.contains('$')) {
                             problems.push((
                                 format!("{path}::tag_name"),
-                                "cannot be set with `key_regex` (each matching key gets its own name)".into(),
+                                "with `key_regex`, must name a group ($1, ${name}) so that each key gets its own name"
+                                    .into(),
                             ));
                         }
                     }
                     (Some(_), None) => {}
                 }
+            }
+        }
+        for (index, pod) in self.exclude.pods.iter().enumerate() {
+            if let Err(err) = Regex::new(&format!("^(?:{})$", pod.name)) {
+                problems.push((format!("exclude::pods[{index}]::name"), err.to_string()));
             }
         }
         for (index, rule) in self.pod_association.iter().enumerate() {

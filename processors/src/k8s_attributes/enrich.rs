@@ -41,6 +41,10 @@ enum MetadataKey {
     ContainerId,
     ContainerImageName,
     ContainerImageTag,
+    ServiceName,
+    ServiceNamespace,
+    ServiceVersion,
+    ServiceInstanceId,
 }
 
 /// Every `extract.metadata` name, with its entry.
@@ -72,7 +76,14 @@ const METADATA: &[(&str, MetadataKey)] = &[
     ("container.id", MetadataKey::ContainerId),
     ("container.image.name", MetadataKey::ContainerImageName),
     ("container.image.tag", MetadataKey::ContainerImageTag),
+    ("service.name", MetadataKey::ServiceName),
+    ("service.namespace", MetadataKey::ServiceNamespace),
+    ("service.version", MetadataKey::ServiceVersion),
+    ("service.instance.id", MetadataKey::ServiceInstanceId),
 ];
+
+/// The annotation prefix whose keys name resource attributes.
+const OTEL_ANNOTATION_PREFIX: &str = "resource.opentelemetry.io/";
 
 /// The names `extract.metadata` may use.
 pub fn metadata_names() -> impl Iterator<Item = &'static str> {
@@ -91,13 +102,13 @@ impl MetadataKey {
 
 /// An image reference's name and tag: `registry:5000/shop/web:1.2@sha256:…`
 /// is `registry:5000/shop/web` and `1.2`; without a tag or digest the tag
-/// is `latest`, as the runtime reads it.
-pub(super) fn image_name_and_tag(image: &str) -> (&str, Option<&str>) {
+/// is `latest`, as the runtime reads it. The flag says the tag was written.
+pub(super) fn image_name_and_tag(image: &str) -> (&str, Option<&str>, bool) {
     let (reference, digest) = image.split_once('@').map_or((image, None), |(r, d)| (r, Some(d)));
     let name_start = reference.rfind('/').map_or(0, |slash| slash + 1);
     match reference[name_start..].rfind(':') {
-        Some(colon) => (&reference[..name_start + colon], Some(&reference[name_start + colon + 1..])),
-        None => (reference, digest.is_none().then_some("latest")),
+        Some(colon) => (&reference[..name_start + colon], Some(&reference[name_start + colon + 1..]), true),
+        None => (reference, digest.is_none().then_some("latest"), false),
     }
 }
 
@@ -110,8 +121,15 @@ struct FieldRule {
 
 #[derive(Debug)]
 enum FieldMatcher {
-    Key { key: String, tag: String },
-    Pattern(Regex),
+    Key {
+        key: String,
+        tag: String,
+    },
+    /// Every key the pattern matches; `tag`, a template of its groups, names it.
+    Pattern {
+        pattern: Regex,
+        tag: Option<String>,
+    },
 }
 
 impl FieldRule {
@@ -121,7 +139,10 @@ impl FieldRule {
                 key: key.clone(),
                 tag: rule.tag_name.clone().unwrap_or_else(|| default_tag(rule.from, kind, key)),
             },
-            (None, Some(pattern)) => FieldMatcher::Pattern(Regex::new(&format!("^(?:{pattern})$")).ok()?),
+            (None, Some(pattern)) => FieldMatcher::Pattern {
+                pattern: Regex::new(&format!("^(?:{pattern})$")).ok()?,
+                tag: rule.tag_name.clone(),
+            },
             (None, None) => return None,
         };
         Some(FieldRule { from: rule.from, matcher })
@@ -134,9 +155,13 @@ impl FieldRule {
                     out.push((tag.clone(), value.clone()));
                 }
             }
-            FieldMatcher::Pattern(pattern) => {
+            FieldMatcher::Pattern { pattern, tag } => {
                 for (key, value) in values.iter().filter(|(k, _)| pattern.is_match(k)) {
-                    out.push((default_tag(self.from, kind, key), value.clone()));
+                    let name = match tag {
+                        Some(template) => pattern.replace(key, template.as_str()).into_owned(),
+                        None => default_tag(self.from, kind, key),
+                    };
+                    out.push((name, value.clone()));
                 }
             }
         }
@@ -156,6 +181,7 @@ pub struct Extractor {
     metadata: Vec<MetadataKey>,
     labels: Vec<FieldRule>,
     annotations: Vec<FieldRule>,
+    otel_annotations: bool,
 }
 
 impl Extractor {
@@ -165,6 +191,7 @@ impl Extractor {
             metadata: config.metadata.iter().filter_map(|m| MetadataKey::parse(m)).collect(),
             labels: config.labels.iter().filter_map(|r| FieldRule::compile(r, "labels")).collect(),
             annotations: config.annotations.iter().filter_map(|r| FieldRule::compile(r, "annotations")).collect(),
+            otel_annotations: config.otel_annotations,
         }
     }
 
@@ -215,7 +242,7 @@ impl Extractor {
         let name = |owner: Option<&Owner>| owner.map(|o| o.name.clone());
         let uid = |owner: Option<&Owner>| owner.map(|o| o.uid.clone()).filter(|u| !u.is_empty());
         let deployment = workload.as_ref().filter(|w| w.kind == "Deployment");
-        let image = container.map(|c| image_name_and_tag(&c.image)).filter(|(name, _)| !name.is_empty());
+        let image = container.map(|c| image_name_and_tag(&c.image)).filter(|(name, _, _)| !name.is_empty());
         for key in &self.metadata {
             let value = match key {
                 MetadataKey::PodName => Some(pod.name.clone()),
@@ -243,8 +270,13 @@ impl Extractor {
                 MetadataKey::ClusterUid => metadata.cluster_uid().map(str::to_owned),
                 MetadataKey::ContainerName => container.map(|c| c.name.clone()),
                 MetadataKey::ContainerId => container.and_then(|c| c.id.clone()),
-                MetadataKey::ContainerImageName => image.map(|(name, _)| name.to_owned()),
-                MetadataKey::ContainerImageTag => image.and_then(|(_, tag)| tag).map(str::to_owned),
+                MetadataKey::ContainerImageName => image.map(|(name, _, _)| name.to_owned()),
+                MetadataKey::ContainerImageTag => image.and_then(|(_, tag, _)| tag).map(str::to_owned),
+                // An application's identity: see `service`.
+                MetadataKey::ServiceName
+                | MetadataKey::ServiceNamespace
+                | MetadataKey::ServiceVersion
+                | MetadataKey::ServiceInstanceId => None,
             };
             push(out, *key, value);
         }
@@ -255,6 +287,45 @@ impl Extractor {
             rule.extract("annotations", &pod.annotations, out);
         }
         self.fields(metadata, Some(&pod.namespace), pod.node.as_deref(), out);
+    }
+
+    /// An application's `service.*` resource attributes, as the semantic
+    /// conventions derive them from its pod, and with `otel_annotations` its
+    /// `resource.opentelemetry.io/<key>` annotations. Only resources get
+    /// them: they name the application, not a flow's end, whose
+    /// `k8s.src.service.name` is the Kubernetes Service.
+    pub fn service(&self, metadata: &Metadata, pod: &PodInfo, container: Option<&ContainerInfo>, out: &mut Attributes) {
+        let annotation = |key: &str| pod.annotations.get(&format!("{OTEL_ANNOTATION_PREFIX}{key}")).cloned();
+        let label = |key: &str| pod.labels.get(key).cloned();
+        for key in &self.metadata {
+            let value = match key {
+                MetadataKey::ServiceNamespace => {
+                    annotation("service.namespace").or_else(|| Some(pod.namespace.clone()))
+                }
+                MetadataKey::ServiceName => annotation("service.name")
+                    .or_else(|| label("app.kubernetes.io/instance"))
+                    .or_else(|| label("app.kubernetes.io/name"))
+                    .or_else(|| workload_name(metadata, pod))
+                    .or_else(|| Some(pod.name.clone())),
+                MetadataKey::ServiceVersion => {
+                    annotation("service.version").or_else(|| label("app.kubernetes.io/version")).or_else(|| {
+                        let (_, tag, written) = image_name_and_tag(&container?.image);
+                        tag.filter(|_| written).map(str::to_owned)
+                    })
+                }
+                MetadataKey::ServiceInstanceId => annotation("service.instance.id")
+                    .or_else(|| container.map(|c| format!("{}.{}.{}", pod.namespace, pod.name, c.name))),
+                _ => None,
+            };
+            push(out, *key, value);
+        }
+        if self.otel_annotations {
+            for (key, value) in &pod.annotations {
+                if let Some(name) = key.strip_prefix(OTEL_ANNOTATION_PREFIX).filter(|name| !name.is_empty()) {
+                    out.push((name.to_owned(), value.clone()));
+                }
+            }
+        }
     }
 
     /// Namespace and node labels and annotations.
@@ -278,6 +349,20 @@ impl Extractor {
 fn push(out: &mut Attributes, key: MetadataKey, value: Option<String>) {
     if let Some(value) = value {
         out.push((key.name().into(), value));
+    }
+}
+
+/// The name of the workload that runs a pod, in the semantic conventions'
+/// order: Deployment, ReplicaSet, StatefulSet, DaemonSet, CronJob, Job.
+fn workload_name(metadata: &Metadata, pod: &PodInfo) -> Option<String> {
+    if let Some(deployment) = metadata.workload(pod).filter(|w| w.kind == "Deployment") {
+        return Some(deployment.name);
+    }
+    let owner = pod.owner.as_ref()?;
+    match owner.kind.as_str() {
+        "ReplicaSet" | "StatefulSet" | "DaemonSet" => Some(owner.name.clone()),
+        "Job" => Some(cron_job_of(&owner.name).unwrap_or(&owner.name).to_owned()),
+        _ => None,
     }
 }
 

@@ -159,6 +159,8 @@ pub struct Metadata {
     /// Counts changes that can alter an enrichment (a pod's status update
     /// that changes none of the fields kept does not count).
     generation: u64,
+    /// Names of pods never described (`exclude.pods`).
+    excluded_pods: Vec<regex::Regex>,
 }
 
 fn key(meta: &ObjectMeta) -> ObjectKey {
@@ -258,9 +260,18 @@ impl PodInfo {
 }
 
 impl Metadata {
+    /// Pods whose name matches one of these are not kept (`exclude.pods`).
+    pub fn exclude_pods(&mut self, patterns: Vec<regex::Regex>) {
+        self.excluded_pods = patterns;
+    }
+
     /// Adds or replaces a pod.
     pub fn apply_pod(&mut self, pod: PodInfo) {
         let key = (pod.namespace.clone(), pod.name.clone());
+        if self.excluded_pods.iter().any(|pattern| pattern.is_match(&pod.name)) {
+            self.remove_pod(&key);
+            return;
+        }
         if self.pods.get(&key) == Some(&pod) {
             return;
         }

@@ -30,8 +30,8 @@ use tokio::time::Instant;
 
 pub use self::{
     config::{
-        AssociationFrom, AssociationRule, AssociationSource, AuthType, ExtractConfig, FieldExtract, FieldSource,
-        FilterConfig, K8sAttributesConfig, SelectorOp, SelectorRule,
+        AssociationFrom, AssociationRule, AssociationSource, AuthType, ExcludeConfig, ExcludedPod, ExtractConfig,
+        FieldExtract, FieldSource, FilterConfig, K8sAttributesConfig, SelectorOp, SelectorRule,
     },
     enrich::{Attributes, Extractor, side_name},
     metadata::{ContainerInfo, Endpoint, Kind, Metadata, Owner, PodInfo},
@@ -116,6 +116,8 @@ impl K8sAttributesProcessor {
     }
 }
 
+const SERVICE_NAME: &str = "service.name";
+
 /// Most addresses prebuilt: more are forgotten all at once.
 const MAX_CACHED_ADDRESSES: usize = 65_536;
 
@@ -176,6 +178,14 @@ impl Enricher {
                 .or_else(|| pod.only_container());
             let mut attributes = Attributes::new();
             self.extractor.pod(metadata, pod, None, container, &mut attributes);
+            self.extractor.service(metadata, pod, container, &mut attributes);
+            // An SDK that was not told its name says `unknown_service…`:
+            // the pod's name for it is better.
+            if attributes.iter().any(|(key, _)| key == SERVICE_NAME)
+                && find_text(&resource.attributes, SERVICE_NAME).is_some_and(|name| name.starts_with("unknown_service"))
+            {
+                resource.attributes.retain(|kv| kv.key != SERVICE_NAME);
+            }
             for (key, value) in &attributes {
                 insert_absent(&mut resource.attributes, key, value);
             }

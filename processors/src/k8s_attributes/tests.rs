@@ -269,13 +269,66 @@ fn uids_times_and_containers_are_extracted_as_the_collector_names_them() {
 }
 
 #[test]
+fn an_applications_service_identity_follows_the_semantic_conventions() {
+    let mut m = cluster();
+    let mut annotated = pod("pay-1", "10.1.0.40", false, Some(owner("StatefulSet", "pay")));
+    annotated.annotations.insert("resource.opentelemetry.io/service.name".into(), "payments".into());
+    annotated.annotations.insert("resource.opentelemetry.io/deployment.environment.name".into(), "prod".into());
+    annotated.labels.insert("app.kubernetes.io/version".into(), "3.1".into());
+    m.apply_pod(annotated);
+    let mut config = K8sAttributesConfig::default();
+    config.extract.metadata =
+        ["k8s.pod.name", "service.name", "service.namespace", "service.version", "service.instance.id"]
+            .map(str::to_owned)
+            .to_vec();
+    config.extract.otel_annotations = true;
+    let resource_of = |pod_ip: &str, own: Vec<KeyValue>| {
+        let mut attributes = own;
+        attributes.push(kv("k8s.pod.ip", pod_ip));
+        resource_attributes(&enriched(&m, &config, app_logs(attributes), Client::default()))
+    };
+    let get = |a: &[KeyValue], k: &str| find_text(a, k).map(|v| v.into_owned());
+
+    // web-1: no annotations: its Deployment's name, its namespace, its image's tag.
+    let web = resource_of("10.1.0.5", vec![kv("service.name", "unknown_service:python")]);
+    assert_eq!(get(&web, "service.name").as_deref(), Some("web"), "an SDK's unknown_service is replaced");
+    assert_eq!(get(&web, "service.namespace").as_deref(), Some("shop"));
+    assert_eq!(get(&web, "service.version").as_deref(), Some("1.4"));
+    assert_eq!(get(&web, "service.instance.id").as_deref(), Some("shop.web-1.main"));
+
+    let pay = resource_of("10.1.0.40", vec![kv("service.version", "3.2-dev")]);
+    assert_eq!(get(&pay, "service.name").as_deref(), Some("payments"), "the annotation first");
+    assert_eq!(get(&pay, "service.version").as_deref(), Some("3.2-dev"), "what the application says stays");
+    assert_eq!(get(&pay, "deployment.environment.name").as_deref(), Some("prod"), "otel_annotations");
+    assert_eq!(pay.iter().filter(|kv| kv.key == "service.name").count(), 1);
+
+    // A flow's ends get none of them: `k8s.src.service.name` is the Kubernetes Service.
+    let flows = enriched(&m, &config, flow("10.1.0.40", "10.1.0.5"), Client::default());
+    let ends = record_attributes(&flows);
+    assert!(ends.iter().all(|kv| !kv.key.contains("service") && !kv.key.contains("environment")), "{ends:?}");
+}
+
+#[test]
+fn excluded_pods_are_not_described() {
+    let mut m = cluster();
+    m.exclude_pods(K8sAttributesConfig::default().exclude.pod_patterns());
+    m.apply_pod(pod("jaeger-agent", "10.1.0.50", false, None));
+    m.apply_pod(pod("jaeger-agent-x", "10.1.0.51", false, None));
+    assert_eq!(m.resolve("10.1.0.50".parse().expect("ip")), None, "the default list, whole names");
+    assert!(m.resolve("10.1.0.51".parse().expect("ip")).is_some());
+    m.exclude_pods(ExcludeConfig { pods: vec![ExcludedPod { name: "web-.*".into() }] }.pod_patterns());
+    m.apply_pod(pod("web-1", "10.1.0.5", false, None));
+    assert_eq!(m.resolve("10.1.0.5".parse().expect("ip")), None, "an update of a now excluded pod forgets it");
+}
+
+#[test]
 fn image_references_split_into_name_and_tag() {
     use super::enrich::image_name_and_tag as split;
-    assert_eq!(split("nginx"), ("nginx", Some("latest")));
-    assert_eq!(split("nginx:1.27"), ("nginx", Some("1.27")));
-    assert_eq!(split("registry:5000/shop/web"), ("registry:5000/shop/web", Some("latest")));
-    assert_eq!(split("registry:5000/shop/web:2@sha256:ab"), ("registry:5000/shop/web", Some("2")));
-    assert_eq!(split("shop/web@sha256:ab"), ("shop/web", None));
+    assert_eq!(split("nginx"), ("nginx", Some("latest"), false));
+    assert_eq!(split("nginx:1.27"), ("nginx", Some("1.27"), true));
+    assert_eq!(split("registry:5000/shop/web"), ("registry:5000/shop/web", Some("latest"), false));
+    assert_eq!(split("registry:5000/shop/web:2@sha256:ab"), ("registry:5000/shop/web", Some("2"), true));
+    assert_eq!(split("shop/web@sha256:ab"), ("shop/web", None, false));
 }
 
 #[test]
@@ -305,12 +358,16 @@ fn labels_and_annotations_are_extracted_by_key_and_pattern() {
                 FieldExtract { tag_name: None, key: Some("env".into()), key_regex: None, from: FieldSource::Namespace },
                 FieldExtract { tag_name: None, key: Some("zone".into()), key_regex: None, from: FieldSource::Node },
             ],
-            annotations: vec![FieldExtract {
-                tag_name: None,
-                key: Some("team".into()),
-                key_regex: None,
-                from: FieldSource::Pod,
-            }],
+            annotations: vec![
+                FieldExtract { tag_name: None, key: Some("team".into()), key_regex: None, from: FieldSource::Pod },
+                FieldExtract {
+                    tag_name: Some("owner.$1".into()),
+                    key: None,
+                    key_regex: Some("(te.*)".into()),
+                    from: FieldSource::Pod,
+                },
+            ],
+            otel_annotations: false,
         },
         ..Default::default()
     };
@@ -323,6 +380,7 @@ fn labels_and_annotations_are_extracted_by_key_and_pattern() {
     assert_eq!(get("k8s.src.namespace.labels.env").as_deref(), Some("prod"));
     assert_eq!(get("k8s.src.node.labels.zone").as_deref(), Some("a"));
     assert_eq!(get("k8s.src.pod.annotations.team").as_deref(), Some("payments"));
+    assert_eq!(get("k8s.src.owner.team").as_deref(), Some("payments"), "a key_regex group names the attribute");
     assert_eq!(get("k8s.dst.node.labels.zone").as_deref(), Some("a"), "a node end gets its node's labels");
     assert_eq!(get("k8s.src.namespace.name"), None, "only what `metadata` lists");
 }
@@ -394,7 +452,9 @@ fn config_errors_name_the_field() {
                 from: FieldSource::Pod,
             }],
             annotations: vec![FieldExtract { tag_name: None, key: None, key_regex: None, from: FieldSource::Pod }],
+            otel_annotations: false,
         },
+        exclude: ExcludeConfig { pods: vec![ExcludedPod { name: "jaeger-[".into() }] },
         pod_association: vec![AssociationRule {
             sources: vec![AssociationSource { from: AssociationFrom::ResourceAttribute, name: None }],
         }],
@@ -408,6 +468,7 @@ fn config_errors_name_the_field() {
             "extract::metadata[0]",
             "extract::labels[0]::key_regex",
             "extract::annotations[0]",
+            "exclude::pods[0]::name",
             "pod_association[0]::sources[0]::name",
             "filter::node_from_env_var",
         ]

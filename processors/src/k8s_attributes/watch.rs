@@ -109,6 +109,7 @@ pub fn start(
     view: Arc<ClusterView>,
     registry: &MetricsRegistry,
 ) -> Watches {
+    view.update(|m| m.exclude_pods(config.exclude.pod_patterns()));
     let namespace = config.filter.namespace.as_deref();
     let (pods, services, replica_sets) = (
         scoped::<Pod>(&client, namespace),
