@@ -68,6 +68,18 @@ fn seeds_decide_independently_and_extremes_are_exact() {
     assert!(!sampler(0.0, 0).keeps(&record));
 }
 
+/// The records a sampler keeps of one payload.
+fn sampled(sampler: &mut ProbabilisticSampler, records: Vec<LogRecord>) -> Vec<LogRecord> {
+    let payload = Payload::Logs(vec![ResourceLogs {
+        scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+        ..Default::default()
+    }]);
+    let mut out = Vec::new();
+    sampler.process(payload, &mut out);
+    let Payload::Logs(resources) = &out[0] else { panic!("logs") };
+    resources[0].scope_logs[0].log_records.clone()
+}
+
 #[test]
 fn kept_records_say_what_they_stand_for_and_other_signals_pass() {
     let mut sampler = sampler(50.0, 0);
@@ -75,14 +87,7 @@ fn kept_records_say_what_they_stand_for_and_other_signals_pass() {
         (0..200).map(|i| flow((&address(i), 1000), ("192.0.2.1", 80), "network.flow")).collect();
     let mut already = records[0].clone();
     already.attributes.push(kv(ADJUSTED_COUNT, Value::DoubleValue(2.0)));
-    let payload = Payload::Logs(vec![ResourceLogs {
-        scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
-        ..Default::default()
-    }]);
-    let mut out = Vec::new();
-    sampler.process(payload, &mut out);
-    let Payload::Logs(resources) = &out[0] else { panic!() };
-    let kept = &resources[0].scope_logs[0].log_records;
+    let kept = sampled(&mut sampler, records);
     assert!((60..140).contains(&kept.len()), "{}", kept.len());
     assert!(kept.iter().all(|r| find(&r.attributes, ADJUSTED_COUNT) == Some(&Value::DoubleValue(2.0))));
 
@@ -158,14 +163,7 @@ fn a_records_sampling_priority_overrides_the_percentage() {
     assert!((0..100).all(|i| sampler.keeps(&with_priority(i, Value::IntValue(100)))));
     assert!((0..100).all(|i| !sampler.keeps(&with_priority(i, Value::StringValue("0".into())))));
     let halves: Vec<LogRecord> = (0..1000).map(|i| with_priority(i, Value::DoubleValue(50.0))).collect();
-    let payload = Payload::Logs(vec![ResourceLogs {
-        scope_logs: vec![ScopeLogs { log_records: halves, ..Default::default() }],
-        ..Default::default()
-    }]);
-    let mut out = Vec::new();
-    sampler.process(payload, &mut out);
-    let Payload::Logs(resources) = &out[0] else { panic!() };
-    let kept = &resources[0].scope_logs[0].log_records;
+    let kept = sampled(&mut sampler, halves);
     assert!((400..600).contains(&kept.len()), "{} of 1000", kept.len());
     assert!(kept.iter().all(|r| find(&r.attributes, ADJUSTED_COUNT) == Some(&Value::DoubleValue(2.0))));
 }
