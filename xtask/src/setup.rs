@@ -41,6 +41,7 @@ pub fn venv_python() -> PathBuf {
 }
 
 pub fn setup() -> anyhow::Result<()> {
+    disk_space();
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
@@ -125,6 +126,29 @@ fn home() -> PathBuf {
 }
 
 /// tracefs and bpffs, where the kernel exposes tracepoints and pinned maps.
+/// What a clean test build takes in `target/` (about 3 GB), with room for
+/// the API server's build and the tests' files.
+const NEEDED_DISK_GIB: u64 = 5;
+
+/// Warns, before anything is built, when the workspace's disk is short of
+/// what a build needs: a full disk otherwise shows up as a compiler's I/O
+/// error deep in the build.
+fn disk_space() {
+    let output = Command::new("df").args(["-Pk"]).arg(root()).output();
+    let free_kib = output.ok().and_then(|o| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.lines().nth(1)?.split_whitespace().nth(3)?.parse::<u64>().ok()
+    });
+    if let Some(free_kib) = free_kib
+        && free_kib < NEEDED_DISK_GIB << 20
+    {
+        println!(
+            "setup: warning: {:.1} GiB free where flowtel builds; a clean build and test run needs about {NEEDED_DISK_GIB} GiB",
+            free_kib as f64 / f64::from(1 << 20)
+        );
+    }
+}
+
 fn kernel_mounts() {
     for (path, fstype, probe) in
         [("/sys/kernel/tracing", "tracefs", "/sys/kernel/tracing/events"), ("/sys/fs/bpf", "bpf", "")]
