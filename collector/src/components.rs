@@ -113,7 +113,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "probabilistic_sampler",
         aliases: &["probabilisticsampler"],
         signals: ALL_SIGNALS,
-        description: "keeps a share of the flows (log records), both directions of a flow together",
+        description: "keeps a share of the flows (log records) and traces, both directions of a flow together",
     },
     ComponentType {
         kind: ComponentKind::Exporter,

@@ -1,11 +1,14 @@
 //! The `probabilistic_sampler` processor: keeps `sampling_percentage` of
 //! the flows, deciding by a seeded hash of the flow's direction-independent
-//! 5-tuple (or of chosen attributes), so both directions of a flow and all
-//! its records are kept or dropped together, by every flowtel with the same
-//! seed. Kept records carry `sampling.adjusted_count` (how many records each
-//! stands for), so counts can be scaled back up.
+//! 5-tuple (or of chosen attributes, or of the trace id), so both directions
+//! of a flow and all its records are kept or dropped together, by every
+//! flowtel with the same seed. Kept records carry `sampling.adjusted_count`
+//! (how many records each stands for), so counts can be scaled back up.
 //!
-//! Only log records are sampled; metrics and traces pass as they are.
+//! The hash is the collector's `hash_seed` mode's (32-bit FNV-1a over the
+//! seed and the key, 14-bit buckets): on the same trace id or attribute
+//! value, flowtel and a collector with the same seed decide alike. Spans
+//! are sampled by trace id; metrics pass as they are.
 
 mod config;
 
@@ -19,12 +22,21 @@ use flowtel_core::{
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value},
     logs::v1::LogRecord,
+    trace::v1::Span,
 };
 
 pub use config::{AttributeSource, ProbabilisticSamplerConfig};
 
 /// The attribute on kept records: how many records each one stands for.
 pub const ADJUSTED_COUNT: &str = "sampling.adjusted_count";
+
+/// The span attribute that forces a decision (0: drop, more: keep), as the
+/// collector reads it.
+const SPAN_PRIORITY: &str = "sampling.priority";
+
+/// Decisions fall into this many buckets (the low 14 bits of the hash), as
+/// in the collector's `hash_seed` mode.
+const HASH_BUCKETS: u32 = 1 << 14;
 
 /// What a record's decision hashes.
 #[derive(Debug)]
@@ -41,6 +53,12 @@ enum DecisionSource {
 pub struct ProbabilisticSampler {
     config: ProbabilisticSamplerConfig,
     source: DecisionSource,
+}
+
+/// How many of the buckets a percentage keeps, computed as the collector
+/// does (in 32-bit floating point, rounded down) so that both agree.
+fn accepted_buckets(percentage: f64) -> u32 {
+    ((percentage as f32) * (HASH_BUCKETS as f32 / 100.0)) as u32
 }
 
 impl ProbabilisticSampler {
@@ -62,52 +80,59 @@ impl ProbabilisticSampler {
 
     /// For a kept record, how many records it stands for; `None` when it is dropped.
     fn sample(&self, record: &LogRecord) -> Option<f64> {
-        let percentage = self.priority(record).unwrap_or(self.config.sampling_percentage);
+        let percentage = self.priority(&record.attributes, &self.config.sampling_priority);
+        self.decide(percentage.unwrap_or(self.config.sampling_percentage), decision_key(record, &self.source))
+    }
+
+    /// For a kept span, how many spans it stands for; `None` when dropped.
+    fn sample_span(&self, span: &Span) -> Option<f64> {
+        let percentage = match self.priority(&span.attributes, SPAN_PRIORITY) {
+            Some(priority) if priority > 0.0 => 100.0,
+            Some(_) => 0.0,
+            None => self.config.sampling_percentage,
+        };
+        self.decide(percentage, (!span.trace_id.is_empty()).then_some(Cow::Borrowed(&span.trace_id[..])))
+    }
+
+    /// Keeps `percentage` of the keys; what has no key is kept unless
+    /// `fail_closed` (at full weight: it was not sampled).
+    fn decide(&self, percentage: f64, key: Option<Cow<'_, [u8]>>) -> Option<f64> {
         if percentage >= 100.0 {
             return Some(1.0);
         }
-        let Some(key) = decision_key(record, &self.source) else {
-            // Nothing to decide by: kept unless `fail_closed`, and then at
-            // full weight (it was not sampled).
-            return (!self.config.fail_closed).then_some(1.0);
-        };
-        let threshold = (percentage / 100.0 * u64::MAX as f64) as u64;
-        (hash(self.config.hash_seed, key.as_bytes()) < threshold).then(|| 100.0 / percentage)
+        let Some(key) = key else { return (!self.config.fail_closed).then_some(1.0) };
+        let accepted = accepted_buckets(percentage);
+        (bucket(self.config.hash_seed, &key) < accepted).then(|| f64::from(HASH_BUCKETS) / f64::from(accepted))
     }
 
-    /// The record's own percentage from the `sampling_priority` attribute,
-    /// clamped to 0..=100.
-    fn priority(&self, record: &LogRecord) -> Option<f64> {
-        if self.config.sampling_priority.is_empty() {
+    /// An item's own percentage from the attribute `name`, clamped to 0..=100.
+    fn priority(&self, attributes: &[KeyValue], name: &str) -> Option<f64> {
+        if name.is_empty() {
             return None;
         }
-        let value = match find(&record.attributes, &self.config.sampling_priority)? {
+        let value = match find(attributes, name)? {
             Value::IntValue(i) => *i as f64,
             Value::DoubleValue(d) => *d,
             other => text(other)?.trim().parse().ok()?,
         };
         (!value.is_nan()).then(|| value.clamp(0.0, 100.0))
     }
-
-    /// Whether every record passes untouched.
-    fn keeps_all(&self) -> bool {
-        self.config.sampling_percentage >= 100.0 && self.config.sampling_priority.is_empty()
-    }
 }
 
-/// The text a decision hashes: the chosen attributes, or the 5-tuple with
-/// its two ends in a fixed order, or the trace id.
-fn decision_key(record: &LogRecord, source: &DecisionSource) -> Option<String> {
+/// The bytes a decision hashes: the chosen attributes' values, or the
+/// 5-tuple with its two ends in a fixed order, or the trace id.
+fn decision_key<'a>(record: &'a LogRecord, source: &DecisionSource) -> Option<Cow<'a, [u8]>> {
     let attributes = &record.attributes;
+    let trace = || (!record.trace_id.is_empty()).then_some(Cow::Borrowed(&record.trace_id[..]));
     match source {
         DecisionSource::Attributes(keys) => {
             let values: Vec<Option<Cow<'_, str>>> = keys.iter().map(|key| find_text(attributes, key)).collect();
-            values
-                .iter()
-                .any(Option::is_some)
-                .then(|| values.iter().map(|v| v.as_deref().unwrap_or("")).collect::<Vec<_>>().join("\u{1f}"))
+            values.iter().any(Option::is_some).then(|| {
+                let joined = values.iter().map(|v| v.as_deref().unwrap_or("")).collect::<Vec<_>>().join("\u{1f}");
+                Cow::Owned(joined.into_bytes())
+            })
         }
-        DecisionSource::TraceId => trace_key(record),
+        DecisionSource::TraceId => trace(),
         DecisionSource::FlowThenTrace => {
             let end = |address: &str, port: &str| -> Option<String> {
                 let address = find_text(attributes, address)?;
@@ -118,42 +143,34 @@ fn decision_key(record: &LogRecord, source: &DecisionSource) -> Option<String> {
                 (Some(a), Some(b)) => {
                     let transport = find_text(attributes, "network.transport").unwrap_or(Cow::Borrowed(""));
                     let (low, high) = if a <= b { (a, b) } else { (b, a) };
-                    Some(format!("{transport}|{low}|{high}"))
+                    Some(Cow::Owned(format!("{transport}|{low}|{high}").into_bytes()))
                 }
-                _ => trace_key(record),
+                _ => trace(),
             }
         }
     }
 }
 
-fn trace_key(record: &LogRecord) -> Option<String> {
-    (!record.trace_id.is_empty()).then(|| record.trace_id.iter().map(|b| format!("{b:02x}")).collect())
+/// The decision bucket of a key: the low 14 bits of 32-bit FNV-1a over the
+/// seed (4 bytes, little-endian) and the key.
+fn bucket(seed: u32, key: &[u8]) -> u32 {
+    fnv1a_32(seed.to_le_bytes().iter().chain(key)) & (HASH_BUCKETS - 1)
 }
 
-/// 64-bit FNV-1a over the seed and the bytes, then a final mix so that
-/// nearby keys spread over the whole range.
-fn hash(seed: u32, bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in seed.to_le_bytes().iter().chain(bytes) {
-        h ^= u64::from(*byte);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+/// 32-bit FNV-1a.
+fn fnv1a_32<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u32 {
+    bytes.into_iter().fold(0x811c_9dc5, |hash: u32, byte| (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193))
 }
 
-fn set_adjusted_count(record: &mut LogRecord, factor: f64) {
-    let existing = record.attributes.iter_mut().find(|kv| kv.key == ADJUSTED_COUNT);
+fn set_adjusted_count(attributes: &mut Vec<KeyValue>, factor: f64) {
+    let existing = attributes.iter_mut().find(|kv| kv.key == ADJUSTED_COUNT);
     match existing {
         // A record sampled again (an agent and a gateway) stands for more.
         Some(kv) => {
             let before = kv.value.as_ref().and_then(|v| v.value.as_ref()).and_then(|v| text(v)?.parse::<f64>().ok());
             kv.value = Some(AnyValue { value: Some(Value::DoubleValue(before.unwrap_or(1.0) * factor)) });
         }
-        None => record.attributes.push(KeyValue {
+        None => attributes.push(KeyValue {
             key: ADJUSTED_COUNT.into(),
             value: Some(AnyValue { value: Some(Value::DoubleValue(factor)) }),
             ..Default::default()
@@ -163,15 +180,14 @@ fn set_adjusted_count(record: &mut LogRecord, factor: f64) {
 
 impl Processor for ProbabilisticSampler {
     fn process(&mut self, mut payload: Payload, out: &mut Vec<Payload>) {
-        if let Payload::Logs(resources) = &mut payload
-            && !self.keeps_all()
-        {
-            for resource in resources.iter_mut() {
-                for scope in &mut resource.scope_logs {
+        let keeps_all = self.config.sampling_percentage >= 100.0;
+        match &mut payload {
+            Payload::Logs(resources) if !keeps_all || !self.config.sampling_priority.is_empty() => {
+                for scope in resources.iter_mut().flat_map(|r| r.scope_logs.iter_mut()) {
                     scope.log_records.retain_mut(|record| match self.sample(record) {
                         Some(factor) => {
                             if factor != 1.0 {
-                                set_adjusted_count(record, factor);
+                                set_adjusted_count(&mut record.attributes, factor);
                             }
                             true
                         }
@@ -179,8 +195,14 @@ impl Processor for ProbabilisticSampler {
                     });
                 }
             }
-            payload.prune_empty();
+            Payload::Traces(resources) => {
+                for scope in resources.iter_mut().flat_map(|r| r.scope_spans.iter_mut()) {
+                    scope.spans.retain(|span| self.sample_span(span).is_some());
+                }
+            }
+            _ => {}
         }
+        payload.prune_empty();
         if !payload.is_empty() {
             out.push(payload);
         }

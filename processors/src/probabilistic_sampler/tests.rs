@@ -92,7 +92,7 @@ fn kept_records_say_what_they_stand_for_and_other_signals_pass() {
     assert!(kept.iter().all(|r| find(&r.attributes, ADJUSTED_COUNT) == Some(&Value::DoubleValue(2.0))));
 
     let mut resampled = already.clone();
-    set_adjusted_count(&mut resampled, 2.0);
+    set_adjusted_count(&mut resampled.attributes, 2.0);
     assert_eq!(find(&resampled.attributes, ADJUSTED_COUNT), Some(&Value::DoubleValue(4.0)));
 
     let mut out = Vec::new();
@@ -107,9 +107,9 @@ fn records_without_a_tuple_use_their_trace_or_are_kept() {
     assert!(sampler.keeps(&plain), "nothing to decide by: kept");
     assert_eq!(decision_key(&plain, &DecisionSource::FlowThenTrace), None);
     let traced = LogRecord { trace_id: vec![0xab; 16], ..Default::default() };
-    assert_eq!(decision_key(&traced, &DecisionSource::FlowThenTrace).unwrap(), "ab".repeat(16));
+    assert_eq!(decision_key(&traced, &DecisionSource::FlowThenTrace).unwrap(), &[0xab; 16][..]);
     let chosen = DecisionSource::Attributes(vec!["destination.port".into(), "absent".into()]);
-    assert_eq!(decision_key(&flow(("10.0.0.1", 1), ("10.0.0.2", 2), "x"), &chosen).unwrap(), "2\u{1f}");
+    assert_eq!(decision_key(&flow(("10.0.0.1", 1), ("10.0.0.2", 2), "x"), &chosen).unwrap(), "2\u{1f}".as_bytes());
     assert_eq!(decision_key(&plain, &chosen), None, "none of the attributes: nothing to decide by");
 
     let closed = ProbabilisticSampler::new(ProbabilisticSamplerConfig {
@@ -179,4 +179,57 @@ fn config_errors_name_the_field() {
     assert_eq!(problems(r#"{"from_attribute": "x"}"#), ["from_attribute"]);
     assert_eq!(problems(r#"{"attribute_source": "traceID", "hash_attributes": ["a"]}"#), ["hash_attributes"]);
     assert!(serde_json::from_str::<ProbabilisticSamplerConfig>(r#"{"attribute_source": "span"}"#).is_err());
+}
+
+#[test]
+fn decisions_are_the_collectors_hash_seed_decisions() {
+    // 32-bit FNV-1a's published test vectors.
+    assert_eq!(fnv1a_32(b""), 0x811c_9dc5);
+    assert_eq!(fnv1a_32(b"a"), 0xe40c_292c);
+    assert_eq!(fnv1a_32(b"foobar"), 0xbf9c_f968);
+    // The seed goes first, little-endian; 14 bits decide.
+    assert_eq!(bucket(0x0403_0201, b"x"), fnv1a_32(&[1, 2, 3, 4, b'x']) & 0x3fff);
+    // The percentage becomes buckets in 32-bit floating point, rounded down.
+    assert_eq!(accepted_buckets(25.0), 4096);
+    assert_eq!(accepted_buckets(15.3), 2506);
+    assert_eq!(accepted_buckets(0.001), 0);
+    // A trace id decides by its 16 raw bytes.
+    let sampler = from_config(r#"{"sampling_percentage": 15.3, "hash_seed": 22, "attribute_source": "traceID"}"#);
+    for i in 0..2000u32 {
+        let trace_id = [i.to_le_bytes(); 4].concat();
+        let expected = bucket(22, &trace_id) < 2506;
+        assert_eq!(sampler.keeps(&LogRecord { trace_id, ..Default::default() }), expected);
+    }
+}
+
+#[test]
+fn spans_are_sampled_by_trace_id_and_their_priority() {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let mut sampler = sampler(50.0, 7);
+    let span = |trace: u32, priority: Option<i64>| Span {
+        trace_id: [trace.to_be_bytes(); 4].concat(),
+        span_id: vec![1; 8],
+        attributes: priority.map(|p| vec![kv(SPAN_PRIORITY, Value::IntValue(p))]).unwrap_or_default(),
+        ..Default::default()
+    };
+    // Two spans of every trace: a trace is kept or dropped whole.
+    let spans: Vec<Span> = (0..1000).flat_map(|t| [span(t, None), span(t, None)]).collect();
+    let forced = vec![span(5000, Some(1)), span(5001, Some(0))];
+    let mut out = Vec::new();
+    let payload = Payload::Traces(vec![ResourceSpans {
+        scope_spans: vec![ScopeSpans { spans: spans.into_iter().chain(forced).collect(), ..Default::default() }],
+        ..Default::default()
+    }]);
+    sampler.process(payload, &mut out);
+    let Payload::Traces(resources) = &out[0] else { panic!("traces") };
+    let kept = &resources[0].scope_spans[0].spans;
+    let traces: std::collections::BTreeMap<&[u8], usize> = kept.iter().fold(Default::default(), |mut seen, s| {
+        *seen.entry(&s.trace_id[..]).or_default() += 1;
+        seen
+    });
+    let forced_kept = span(5000, None).trace_id;
+    assert_eq!(traces.get(&forced_kept[..]), Some(&1), "sampling.priority 1 keeps");
+    assert!(!traces.contains_key(&span(5001, None).trace_id[..]), "sampling.priority 0 drops");
+    assert!(traces.iter().all(|(id, &n)| n == 2 || *id == &forced_kept[..]), "traces are kept whole");
+    assert!((400..600).contains(&(traces.len() - 1)), "{} of 1000 traces", traces.len() - 1);
 }
