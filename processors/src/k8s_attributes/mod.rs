@@ -121,11 +121,25 @@ const SERVICE_NAME: &str = "service.name";
 /// Most addresses prebuilt: more are forgotten all at once.
 const MAX_CACHED_ADDRESSES: usize = 65_536;
 
-/// One address's attributes as either end of a flow.
+/// One address's (or container's) attributes as either end of a flow.
 #[derive(Debug)]
 struct Sides {
     src: Vec<KeyValue>,
     dst: Vec<KeyValue>,
+}
+
+impl Sides {
+    /// Resource-style attributes under both ends' names.
+    fn of(found: &Attributes) -> Sides {
+        let side = |name: &str| -> Vec<KeyValue> {
+            let mut list = Vec::with_capacity(found.len());
+            for (key, value) in found {
+                insert_absent(&mut list, &side_name(key, name), value);
+            }
+            list
+        };
+        Sides { src: side("src"), dst: side("dst") }
+    }
 }
 
 /// Adds Kubernetes attributes to payloads. Both ends' attributes are
@@ -138,6 +152,8 @@ pub struct Enricher {
     local: Option<(String, String)>,
     generation: u64,
     sides: HashMap<IpAddr, Option<Sides>>,
+    /// Ends named by a local process's container id.
+    containers: HashMap<String, Option<Sides>>,
 }
 
 impl Enricher {
@@ -149,6 +165,7 @@ impl Enricher {
             local: flowtel_core::linux::host_name().zip(config.node_filter()),
             generation: u64::MAX,
             sides: HashMap::new(),
+            containers: HashMap::new(),
         }
     }
 
@@ -156,8 +173,12 @@ impl Enricher {
     /// the associated pod's attributes to each resource. When `metadata`
     /// changed since the last call, prebuilt attributes are rebuilt.
     pub fn enrich(&mut self, metadata: &Metadata, payload: &mut Payload, client: &Client) {
-        if metadata.generation() != self.generation || self.sides.len() > MAX_CACHED_ADDRESSES {
+        if metadata.generation() != self.generation
+            || self.sides.len() > MAX_CACHED_ADDRESSES
+            || self.containers.len() > MAX_CACHED_ADDRESSES
+        {
             self.sides.clear();
+            self.containers.clear();
             self.generation = metadata.generation();
         }
         payload.for_each_record_attributes(|attributes| self.add_ends(metadata, attributes));
@@ -193,22 +214,34 @@ impl Enricher {
     }
 
     fn add_ends(&mut self, metadata: &Metadata, attributes: &mut Vec<KeyValue>) {
-        for (address_key, is_source) in [("source.address", true), ("destination.address", false)] {
+        for (address_key, container_key, is_source) in
+            [("source.address", "source.container.id", true), ("destination.address", "destination.container.id", false)]
+        {
             let Some(ip) = find_text(attributes, address_key).and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
             let extractor = &self.extractor;
-            let sides = self.sides.entry(ip).or_insert_with(|| {
-                let endpoint = metadata.resolve(ip)?;
-                let mut found = Attributes::new();
-                extractor.endpoint(metadata, &endpoint, ip, &mut found);
-                let side = |name: &str| -> Vec<KeyValue> {
-                    let mut list = Vec::with_capacity(found.len());
-                    for (key, value) in &found {
-                        insert_absent(&mut list, &side_name(key, name), value);
+            // The container of a local end (from `host_attributes`) names its
+            // pod even where the address is shared: a host-network pod's is
+            // its node's.
+            let container = find_text(attributes, container_key).filter(|id| metadata.pod_by_container(id).is_some());
+            let sides = match container {
+                Some(id) => {
+                    if !self.containers.contains_key(id.as_ref()) {
+                        let built = metadata.pod_by_container(&id).map(|pod| {
+                            let mut found = Attributes::new();
+                            extractor.pod(metadata, pod, Some(ip), pod.container_by_id(&id), &mut found);
+                            Sides::of(&found)
+                        });
+                        self.containers.insert(id.clone().into_owned(), built);
                     }
-                    list
-                };
-                Some(Sides { src: side("src"), dst: side("dst") })
-            });
+                    &self.containers[id.as_ref()]
+                }
+                None => self.sides.entry(ip).or_insert_with(|| {
+                    let endpoint = metadata.resolve(ip)?;
+                    let mut found = Attributes::new();
+                    extractor.endpoint(metadata, &endpoint, ip, &mut found);
+                    Some(Sides::of(&found))
+                }),
+            };
             let Some(sides) = sides else { continue };
             for kv in if is_source { &sides.src } else { &sides.dst } {
                 if !attributes.iter().any(|existing| existing.key == kv.key) {

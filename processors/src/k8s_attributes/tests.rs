@@ -166,6 +166,31 @@ fn both_ends_of_a_flow_are_described() {
 }
 
 #[test]
+fn a_local_processs_container_names_its_host_network_pod() {
+    let m = cluster();
+    let mut payload = flow("10.1.0.5", "10.0.0.1");
+    if let Payload::Logs(r) = &mut payload {
+        // What host_attributes adds for the local end: the agent's container.
+        r[0].scope_logs[0].log_records[0].attributes.push(kv("destination.container.id", "c-agent"));
+    }
+    let out = enriched(&m, &K8sAttributesConfig::default(), payload, Client::default());
+    let a = record_attributes(&out);
+    assert_eq!(find_text(&a, "k8s.dst.pod.name").as_deref(), Some("agent"), "not only its node");
+    assert_eq!(find_text(&a, "k8s.dst.owner.kind").as_deref(), Some("DaemonSet"));
+    assert_eq!(find_text(&a, "k8s.dst.node.name").as_deref(), Some("node-1"));
+    assert_eq!(find_text(&a, "k8s.src.pod.name").as_deref(), Some("web-1"), "the other end by its address");
+
+    let mut unknown = flow("10.1.0.5", "10.0.0.1");
+    if let Payload::Logs(r) = &mut unknown {
+        r[0].scope_logs[0].log_records[0].attributes.push(kv("destination.container.id", "not-a-pods"));
+    }
+    let out = enriched(&m, &K8sAttributesConfig::default(), unknown, Client::default());
+    let a = record_attributes(&out);
+    assert_eq!(find_text(&a, "k8s.dst.pod.name"), None, "an unknown container: the address decides");
+    assert_eq!(find_text(&a, "k8s.dst.node.name").as_deref(), Some("node-1"));
+}
+
+#[test]
 fn cluster_ips_name_their_service_and_unknown_addresses_add_nothing() {
     let m = cluster();
     let out = enriched(&m, &K8sAttributesConfig::default(), flow("192.0.2.7", "10.96.0.20"), Client::default());
