@@ -52,6 +52,13 @@ pub struct TestPod<'a> {
     pub labels: Value,
 }
 
+/// The id of the one container of a pod made by [`KubeApiServer::create_pod`]:
+/// 64 hex digits, as runtimes make them, from the pod's name.
+pub fn container_id_of(pod: &str) -> String {
+    let hex: String = pod.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex:0<64}")[..64].to_owned()
+}
+
 /// etcd and an API server, with a kubeconfig for an all-powerful test user.
 pub struct KubeApiServer {
     /// The kubeconfig flowtel and the test use: a user who may do anything.
@@ -261,8 +268,8 @@ impl KubeApiServer {
             "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": owners},
             "spec": {"nodeName": node, "hostNetwork": host_network, "containers": [{"name": "main", "image": "app:1"}]},
         }));
-        // Its one container's id is `<pod>-main`.
-        let container = json!({"name": "main", "containerID": format!("containerd://{name}-main"), "image": "app:1",
+        // Its one container's id is `container_id_of(<pod>)`.
+        let container = json!({"name": "main", "containerID": format!("containerd://{}", container_id_of(name)), "image": "app:1",
             "imageID": "", "ready": true, "restartCount": 0});
         let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": ip,
             "containerStatuses": [container]}});

@@ -6,6 +6,7 @@
 //! it (or set them) so these tests find what they drive.
 #![allow(clippy::unwrap_used, clippy::print_stderr, missing_docs)]
 
+pub mod cgroup;
 pub mod kube;
 pub mod netns;
 pub mod process;

@@ -11,10 +11,13 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use flowtel_tests::{
-    Flowtel, free_port, hubble_call,
-    kube::{KubeApiServer, TestPod},
+    Flowtel,
+    cgroup::FakeContainer,
+    free_port, hubble_call,
+    kube::{KubeApiServer, TestPod, container_id_of},
     netns::{Netns, ip, is_root},
     otlp_json::{Item, file_requests, items},
+    process::Child,
     python, script, wait_for,
 };
 use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Service};
@@ -263,7 +266,8 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
     // the connection's address.
     sdk_send(Some(&pod), NODE_1_IP, "by-connection", "", otlp_grpc, otlp_http);
     // One on the host says which container it runs in.
-    sdk_send(None, NODE_1_IP, "by-container", "container.id=web-1-main", otlp_grpc, otlp_http);
+    let by_container = format!("container.id={}", container_id_of("web-1"));
+    sdk_send(None, NODE_1_IP, "by-container", &by_container, otlp_grpc, otlp_http);
     for item in app_items(&file, "by-connection").into_iter().chain(app_items(&file, "by-container")) {
         let resource = &item.resource;
         assert_eq!(resource.get("k8s.pod.name").map(String::as_str), Some("web-1"), "{resource:?}");
@@ -470,4 +474,88 @@ service:
     assert_eq!(flowtel.metric("flowtel_k8s_objects", &[("resource", "nodes")]), 1.0);
     assert_eq!(flowtel.metric("flowtel_k8s_objects", &[("resource", "pods")]), 1.0, "only api-1 passes both filters");
     assert_eq!(flowtel.metric("flowtel_k8s_watch_errors_total", &[]), 0.0, "RBAC allows every list and watch");
+}
+
+/// A host-network pod's address is its node's, so by address alone its end
+/// of a flow names only the node. With `host_attributes` first, the local
+/// process's container id names the pod itself: a server in the agent's
+/// (fake) container, on the host network, is found as the agent.
+#[test]
+fn a_host_network_pods_own_process_names_it_at_its_end() {
+    if !is_root() {
+        eprintln!("skipped: needs root to load eBPF programs, create namespaces and cgroups");
+        return;
+    }
+    const HOST_IF: &str = "k8sh3";
+    const NODE_IP: &str = "10.78.3.1";
+    const POD_IP: &str = "10.78.3.2";
+    let agent_container = container_id_of("agent");
+    let Some(container) = FakeContainer::create(&agent_container) else {
+        eprintln!("skipped: no cgroup v2 hierarchy to make a container's cgroup in");
+        return;
+    };
+    let api = KubeApiServer::start();
+    api.create_namespace("shop", json!({}));
+    api.create_node("node-1", &[NODE_IP]);
+    api.create_pod(&web("web-1", POD_IP));
+    api.create_pod(&TestPod {
+        namespace: "shop",
+        name: "agent",
+        node: "node-1",
+        ip: NODE_IP,
+        host_network: true,
+        owner: Some(("DaemonSet", "agent")),
+        labels: json!({"app": "agent"}),
+    });
+    let pod = pod_netns(HOST_IF, &[NODE_IP], POD_IP);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The agent's server, on the host's network, in the agent's container.
+    let server_code = format!(
+        "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{NODE_IP}', {port}))\ns.listen()\nwhile True:\n    c, _ = s.accept()\n    c.recv(64)\n    c.close()\n"
+    );
+    let server = Child::spawn(
+        "agent server",
+        std::process::Command::new("python3").args(["-c", &server_code]),
+        &dir.path().join("server.log"),
+    );
+    container.add(server.pid());
+
+    let file = dir.path().join("flows.jsonl");
+    let _flowtel = Flowtel::start(&format!(
+        r#"
+receivers:
+  ebpf: {{interfaces: [{HOST_IF}], flush_interval: 300ms, drops: {{enabled: false}}, tcp: {{enabled: false}}}}
+processors:
+  host_attributes: {{refresh_interval: 1s, min_rescan_interval: 200ms}}
+  k8s_attributes: {{auth_type: kubeConfig, kubeconfig: "{}", wait_for_metadata: true}}
+exporters:
+  file: {{path: "{}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], processors: [host_attributes, k8s_attributes], exporters: [file]}}
+"#,
+        api.kubeconfig.display(),
+        file.display()
+    ));
+
+    // web-1 connects to the agent's server until a record names both ends.
+    let record = wait_for(Duration::from_secs(30), "web-1 → the agent's server, both ends named", || {
+        pod.run(&["bash", "-c", &format!("echo hi > /dev/tcp/{NODE_IP}/{port}")]);
+        flow_records(&file).into_iter().find(|r| {
+            r.attributes.get("destination.port") == Some(&port.to_string())
+                && r.attributes.get("source.address").map(String::as_str) == Some(POD_IP)
+                && r.attributes.contains_key("k8s.dst.pod.name")
+        })
+    });
+    let get = |key: &str| record.attributes.get(key).map(String::as_str);
+    assert_eq!(get("destination.container.id"), Some(agent_container.as_str()), "host_attributes: from the cgroup");
+    assert_eq!(get("destination.process.executable.name"), Some("python3"));
+    assert_eq!(get("k8s.dst.pod.name"), Some("agent"), "{:?}", record.attributes);
+    assert_eq!(get("k8s.dst.owner.kind"), Some("DaemonSet"));
+    assert_eq!(get("k8s.dst.node.name"), Some("node-1"));
+    assert_eq!(get("k8s.src.pod.name"), Some("web-1"), "the pod's end by its own address");
+    drop(server);
 }

@@ -214,9 +214,10 @@ impl Enricher {
     }
 
     fn add_ends(&mut self, metadata: &Metadata, attributes: &mut Vec<KeyValue>) {
-        for (address_key, container_key, is_source) in
-            [("source.address", "source.container.id", true), ("destination.address", "destination.container.id", false)]
-        {
+        for (address_key, container_key, is_source) in [
+            ("source.address", "source.container.id", true),
+            ("destination.address", "destination.container.id", false),
+        ] {
             let Some(ip) = find_text(attributes, address_key).and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
             let extractor = &self.extractor;
             // The container of a local end (from `host_attributes`) names its
