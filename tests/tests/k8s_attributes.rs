@@ -4,7 +4,8 @@
 //! node — and stay right when the pod is replaced by one with a new IP and
 //! while the API server is away, with flowtel running throughout;
 //! applications' OTLP finds its pod, directly or through a passthrough
-//! agent and a gateway. Needs root and `cargo xtask setup`.
+//! agent and a gateway; a host-network pod's process, through its container
+//! id, names the pod at its end. Needs root and `cargo xtask setup`.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
