@@ -13,6 +13,7 @@ mod metadata;
 mod watch;
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, VecDeque},
     net::IpAddr,
     sync::{Arc, Mutex, PoisonError},
@@ -223,7 +224,8 @@ impl Enricher {
             // The container of a local end (from `host_attributes`) names its
             // pod even where the address is shared: a host-network pod's is
             // its node's.
-            let container = find_text(attributes, container_key).filter(|id| metadata.pod_by_container(id).is_some());
+            let container = local_container(attributes, container_key, is_source)
+                .filter(|id| metadata.pod_by_container(id).is_some());
             let sides = match container {
                 Some(id) => {
                     if !self.containers.contains_key(id.as_ref()) {
@@ -251,6 +253,18 @@ impl Enricher {
             }
         }
     }
+}
+
+/// The container id of a flow's end, when the record says it is local:
+/// `source.container.id` / `destination.container.id`, or on a client's
+/// `network.tcp.connection` record the connecting process's `container.id`,
+/// which is the source's.
+fn local_container<'a>(attributes: &'a [KeyValue], key: &str, is_source: bool) -> Option<Cow<'a, str>> {
+    find_text(attributes, key).or_else(|| {
+        (is_source && find_text(attributes, "network.tcp.side").is_some_and(|side| side == "client"))
+            .then(|| find_text(attributes, "container.id"))
+            .flatten()
+    })
 }
 
 /// The pod an OTLP resource came from, by the first association rule that

@@ -180,6 +180,15 @@ fn a_local_processs_container_names_its_host_network_pod() {
     assert_eq!(find_text(&a, "k8s.dst.node.name").as_deref(), Some("node-1"));
     assert_eq!(find_text(&a, "k8s.src.pod.name").as_deref(), Some("web-1"), "the other end by its address");
 
+    // A client's connection record: its `container.id` is the source's.
+    let mut connection = flow("10.0.0.1", "10.1.0.5");
+    if let Payload::Logs(r) = &mut connection {
+        let attributes = &mut r[0].scope_logs[0].log_records[0].attributes;
+        attributes.extend([kv("network.tcp.side", "client"), kv("container.id", "c-agent")]);
+    }
+    let out = enriched(&m, &K8sAttributesConfig::default(), connection, Client::default());
+    assert_eq!(find_text(&record_attributes(&out), "k8s.src.pod.name").as_deref(), Some("agent"));
+
     let mut unknown = flow("10.1.0.5", "10.0.0.1");
     if let Payload::Logs(r) = &mut unknown {
         r[0].scope_logs[0].log_records[0].attributes.push(kv("destination.container.id", "not-a-pods"));
