@@ -49,18 +49,35 @@ fn main() -> ExitCode {
             print_components();
             ExitCode::SUCCESS
         }
-        Some(Command::Validate) => match service::check(&cli.config).and_then(|s| s.build().map(|_| ())) {
-            Ok(()) => {
-                println!("{}: valid", cli.config.display());
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{}: {errors}", cli.config.display());
-                ExitCode::FAILURE
-            }
-        },
+        Some(Command::Validate) => validate(cli),
         None => run(&cli),
     }
+}
+
+/// Checks the config and builds its components, as a start would, without
+/// starting them.
+fn validate(cli: Cli) -> ExitCode {
+    // Clients (gRPC channels) are created inside an async runtime even
+    // when nothing runs yet.
+    let Some(runtime) = async_runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    let _context = runtime.enter();
+    match service::check(&cli.config).and_then(|s| s.build().map(|_| ())) {
+        Ok(()) => {
+            println!("{}: valid", cli.config.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {errors}", cli.config.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The async runtime `builder` makes, or `None` after saying why it could not.
+fn async_runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder.enable_all().build().map_err(|err| eprintln!("cannot start the async runtime: {err}")).ok()
 }
 
 fn print_components() {
@@ -91,12 +108,8 @@ fn run(cli: &Cli) -> ExitCode {
         }
     };
     init_logging(&checked.telemetry.logs);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = async_runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(serve(checked, cli.shutdown_timeout)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,8 @@ use std::{
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
-        core::v1::{Namespace, Node, Pod, ServiceAccount},
+        apps::v1::DaemonSet,
+        core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding},
     },
     serde::{Serialize, de::DeserializeOwned},
@@ -50,6 +51,13 @@ pub struct TestPod<'a> {
     pub owner: Option<(&'a str, &'a str)>,
     /// `metadata.labels`.
     pub labels: Value,
+}
+
+/// A YAML manifest file as JSON.
+pub fn read_manifest(file: &Path) -> Value {
+    figment::Figment::from(<figment::providers::Yaml as figment::providers::Format>::file_exact(file))
+        .extract()
+        .unwrap_or_else(|err| panic!("{}: {err}", file.display()))
 }
 
 /// The id of the one container of a pod made by [`KubeApiServer::create_pod`]:
@@ -142,6 +150,8 @@ impl KubeApiServer {
             // and nothing would create the `default` service account.
             "--endpoint-reconciler-type=none".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
+            // As clusters run it: node agents (flowtel's DaemonSet) are privileged.
+            "--allow-privileged=true".into(),
         ];
         let server = format!("https://127.0.0.1:{api_port}");
         let kubeconfig_path = path("kubeconfig.yaml");
@@ -221,10 +231,7 @@ impl KubeApiServer {
     /// Creates the objects of a `kind: List` YAML file (namespaces, service
     /// accounts, cluster roles and bindings), as `kubectl apply` would.
     pub fn apply_list(&self, file: &Path) {
-        let list: Value =
-            figment::Figment::from(<figment::providers::Yaml as figment::providers::Format>::file_exact(file))
-                .extract()
-                .unwrap();
+        let list = read_manifest(file);
         for item in list["items"].as_array().unwrap() {
             let (client, item) = (self.client.clone(), item.clone());
             match item["kind"].as_str().unwrap() {
@@ -232,6 +239,8 @@ impl KubeApiServer {
                 "ServiceAccount" => self.create::<ServiceAccount>(item),
                 "ClusterRole" => self.create_with(Api::<ClusterRole>::all(client), item),
                 "ClusterRoleBinding" => self.create_with(Api::<ClusterRoleBinding>::all(client), item),
+                "ConfigMap" => self.create::<ConfigMap>(item),
+                "DaemonSet" => self.create::<DaemonSet>(item),
                 other => panic!("{} has a {other}, which the harness does not create", file.display()),
             }
         }

@@ -43,7 +43,8 @@ fn a_good_config_validates() {
     assert!(output.status.success(), "{stderr}");
 }
 
-/// Processor sections written for the OpenTelemetry Collector load as they are.
+/// Processor sections written for the OpenTelemetry Collector load as they
+/// are, next to its exporters (whose clients are built, not connected).
 #[test]
 fn a_collectors_processor_sections_validate() {
     let config = r#"
@@ -95,11 +96,14 @@ processors:
       datapoint: ['metric.name == "my.metric" and IsMatch(attributes["my_label"], "abc.*")']
   batch:
 exporters:
-  debug:
+  otlp:
+    endpoint: otel-collector.observability.svc:4317
+    tls: {insecure: true}
+  otlphttp: {endpoint: "https://otlp.example.com:4318"}
 service:
   pipelines:
-    logs: {receivers: [otlp], processors: [memory_limiter, k8sattributes, probabilisticsampler, logdedup, filter, batch], exporters: [debug]}
-    metrics: {receivers: [otlp], processors: [memory_limiter, filter, batch], exporters: [debug]}
+    logs: {receivers: [otlp], processors: [memory_limiter, k8sattributes, probabilisticsampler, logdedup, filter, batch], exporters: [otlp]}
+    metrics: {receivers: [otlp], processors: [memory_limiter, filter, batch], exporters: [otlphttp]}
 "#;
     let (output, stderr) = flowtel(&["validate"], config);
     assert!(output.status.success(), "{stderr}");

@@ -15,7 +15,7 @@ use flowtel_tests::{
     Flowtel,
     cgroup::FakeContainer,
     free_port, hubble_call,
-    kube::{KubeApiServer, TestPod, container_id_of},
+    kube::{KubeApiServer, TestPod, container_id_of, read_manifest},
     netns::{Netns, ip, is_root},
     otlp_json::{Item, file_requests, items},
     process::Child,
@@ -475,6 +475,26 @@ service:
     assert_eq!(flowtel.metric("flowtel_k8s_objects", &[("resource", "nodes")]), 1.0);
     assert_eq!(flowtel.metric("flowtel_k8s_objects", &[("resource", "pods")]), 1.0, "only api-1 passes both filters");
     assert_eq!(flowtel.metric("flowtel_k8s_watch_errors_total", &[]), 0.0, "RBAC allows every list and watch");
+
+    // The example agent DaemonSet is a valid object for the API server, and
+    // flowtel accepts the config its ConfigMap carries.
+    let daemonset = flowtel_tests::root().join("examples/kubernetes/daemonset.yaml");
+    api.apply_list(&daemonset);
+    let manifest = read_manifest(&daemonset);
+    let agent_config = manifest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|item| item["data"]["otel-config.yaml"].as_str())
+        .expect("the ConfigMap's otel-config.yaml");
+    std::fs::write(&path, agent_config).unwrap();
+    let validated = std::process::Command::new(flowtel_tests::flowtel_bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .envs([("K8S_NODE_NAME", "node-1"), ("OTLP_ENDPOINT", "127.0.0.1:4317")])
+        .output()
+        .unwrap();
+    assert!(validated.status.success(), "{}", String::from_utf8_lossy(&validated.stderr));
 }
 
 /// A host-network pod's address is its node's, so by address alone its end
