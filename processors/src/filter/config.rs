@@ -60,6 +60,9 @@ pub struct MetricConditions {
 pub struct SpanConditions {
     /// A span matching any of these is dropped.
     pub span: Vec<String>,
+    /// A span event matching any of these is removed from its span (`name`
+    /// is the event's, `span.name` its span's).
+    pub spanevent: Vec<String>,
 }
 
 impl FilterConfig {
@@ -73,6 +76,7 @@ impl FilterConfig {
             .chain(self.metrics.metric.iter().enumerate().map(|(i, c)| (format!("metrics::metric[{i}]"), c)))
             .chain(self.metrics.datapoint.iter().enumerate().map(|(i, c)| (format!("metrics::datapoint[{i}]"), c)))
             .chain(self.traces.span.iter().enumerate().map(|(i, c)| (format!("traces::span[{i}]"), c)))
+            .chain(self.traces.spanevent.iter().enumerate().map(|(i, c)| (format!("traces::spanevent[{i}]"), c)))
     }
 }
 

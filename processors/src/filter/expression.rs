@@ -179,7 +179,6 @@ const OTTL_FIELDS: &[(&str, &str)] = &[
     ("log.event_name", "event_name"),
     ("log.severity_text", "severity_text"),
     ("log.severity_number", "severity_number"),
-    ("span.name", "name"),
 ];
 
 /// The collector's severity constants (`severity_number < SEVERITY_NUMBER_WARN`).
@@ -306,7 +305,7 @@ impl Parser {
             let key = key.clone();
             self.position += 3;
             return match context {
-                "" | "log" | "datapoint" | "span" => Ok(key),
+                "" | "log" | "datapoint" | "span" | "spanevent" => Ok(key),
                 "resource" => Ok(format!("resource.{key}")),
                 other => Err(ParseError {
                     column,

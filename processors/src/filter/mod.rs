@@ -30,6 +30,7 @@ pub struct FilterProcessor {
     metrics: Vec<Expr>,
     datapoints: Vec<Expr>,
     spans: Vec<Expr>,
+    span_events: Vec<Expr>,
 }
 
 /// Parses validated conditions.
@@ -99,6 +100,7 @@ impl FilterProcessor {
             metrics: parse_all(&config.metrics.metric),
             datapoints: parse_all(&config.metrics.datapoint),
             spans: parse_all(&config.traces.span),
+            span_events: parse_all(&config.traces.spanevent),
         }
     }
 }
@@ -145,14 +147,30 @@ impl Processor for FilterProcessor {
                     }
                 }
             }
-            Payload::Traces(resources) if !self.spans.is_empty() => {
+            Payload::Traces(resources) if !self.spans.is_empty() || !self.span_events.is_empty() => {
                 for resource in resources.iter_mut() {
                     let resource_attributes = of_resource(resource.resource.as_ref());
                     for scope in &mut resource.scope_spans {
                         scope.spans.retain(|span| {
-                            let field = |path: &str| (path == "name").then(|| span.name.clone());
+                            let field = |path: &str| matches!(path, "name" | "span.name").then(|| span.name.clone());
                             !any(&self.spans, &|path| lookup(path, &span.attributes, resource_attributes, &field))
                         });
+                        if self.span_events.is_empty() {
+                            continue;
+                        }
+                        for span in &mut scope.spans {
+                            let span_name = span.name.as_str();
+                            span.events.retain(|event| {
+                                let field = |path: &str| match path {
+                                    "name" => Some(event.name.clone()),
+                                    "span.name" => Some(span_name.to_owned()),
+                                    _ => None,
+                                };
+                                !any(&self.span_events, &|path| {
+                                    lookup(path, &event.attributes, resource_attributes, &field)
+                                })
+                            });
+                        }
                     }
                 }
             }

@@ -206,11 +206,50 @@ fn the_processor_drops_matching_records_and_points() {
 fn config_errors_carry_the_condition_path() {
     use flowtel_core::config::Validate;
     let config = FilterConfig {
-        traces: SpanConditions { span: vec!["ok".into(), "name ==".into()] },
+        traces: SpanConditions { span: vec!["ok".into(), "name ==".into()], ..SpanConditions::default() },
         ..FilterConfig::default()
     };
     let problems = config.validate();
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].0, "traces::span[1]");
     assert!(problems[0].1.starts_with("column 8: expected a value"), "{}", problems[0].1);
+}
+
+#[test]
+fn spans_and_span_events_are_dropped_by_their_own_conditions() {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::Event};
+    let config: FilterConfig = serde_json::from_str(
+        r#"{"traces": {"span": ["span.name == \"GET /healthz\""],
+            "spanevent": ["name == \"retry\" and span.name == \"query\"", "attributes[\"noise\"] != nil"]}}"#,
+    )
+    .expect("config");
+    assert_eq!(flowtel_core::config::Validate::validate(&config), Vec::new());
+    let mut processor = FilterProcessor::new(&config);
+    let event = |name: &str, noisy: bool| Event {
+        name: name.into(),
+        attributes: if noisy { vec![kv("noise", "1")] } else { Vec::new() },
+        ..Default::default()
+    };
+    let span = |name: &str| Span {
+        name: name.into(),
+        events: vec![event("retry", false), event("done", false), event("done", true)],
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    processor.process(
+        Payload::Traces(vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span("GET /healthz"), span("query"), span("render")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]),
+        &mut out,
+    );
+    let Payload::Traces(resources) = &out[0] else { panic!("traces") };
+    let spans = &resources[0].scope_spans[0].spans;
+    let events = |s: &Span| s.events.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+    assert_eq!(spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["query", "render"]);
+    assert_eq!(events(&spans[0]), ["done"], "the query's retry and the noisy event go");
+    assert_eq!(events(&spans[1]), ["retry", "done"], "a retry of another span stays");
 }
