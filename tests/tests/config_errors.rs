@@ -94,6 +94,9 @@ processors:
     metrics:
       metric: ['name == "my.metric" and resource.attributes["my_label"] == "abc123"', 'type == METRIC_DATA_TYPE_HISTOGRAM']
       datapoint: ['metric.name == "my.metric" and IsMatch(attributes["my_label"], "abc.*")']
+    traces:
+      span: ['attributes["container.name"] == "app_container_1"', 'resource.attributes["host.name"] == "localhost"']
+      spanevent: ['attributes["grpc"] == true', 'IsMatch(name, ".*grpc.*")']
   batch:
 exporters:
   otlp:
