@@ -150,6 +150,19 @@ fn web<'a>(name: &'a str, ip: &'a str) -> TestPod<'a> {
     }
 }
 
+/// The host-network pod of DaemonSet `agent` on node-1, whose address is the node's.
+fn agent(node_ip: &str) -> TestPod<'_> {
+    TestPod {
+        namespace: "shop",
+        name: "agent",
+        node: "node-1",
+        ip: node_ip,
+        host_network: true,
+        owner: Some(("DaemonSet", "agent")),
+        labels: json!({"app": "agent"}),
+    }
+}
+
 fn web_pod(side: &str, name: &str, uid: &str) -> Vec<(String, String)> {
     [
         ("pod.name", name),
@@ -193,15 +206,7 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
         "spec": {"selector": {"app": "web"}, "clusterIP": "10.96.0.10", "ports": [{"port": 80}]},
     }));
     let web_1 = api.create_pod(&web("web-1", WEB_1_IP));
-    api.create_pod(&TestPod {
-        namespace: "shop",
-        name: "agent",
-        node: "node-1",
-        ip: NODE_1_IP,
-        host_network: true,
-        owner: Some(("DaemonSet", "agent")),
-        labels: json!({"app": "agent"}),
-    });
+    api.create_pod(&agent(NODE_1_IP));
 
     let pod = pod_netns(HOST_IF, &[NODE_1_IP, NODE_2_IP], WEB_1_IP);
     let dir = tempfile::tempdir().unwrap();
@@ -519,15 +524,7 @@ fn a_host_network_pods_own_process_names_it_at_its_end() {
     api.create_namespace("shop", json!({}));
     api.create_node("node-1", &[NODE_IP]);
     api.create_pod(&web("web-1", POD_IP));
-    api.create_pod(&TestPod {
-        namespace: "shop",
-        name: "agent",
-        node: "node-1",
-        ip: NODE_IP,
-        host_network: true,
-        owner: Some(("DaemonSet", "agent")),
-        labels: json!({"app": "agent"}),
-    });
+    api.create_pod(&agent(NODE_IP));
     let pod = pod_netns(HOST_IF, &[NODE_IP], POD_IP);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

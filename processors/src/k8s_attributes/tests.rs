@@ -126,6 +126,15 @@ fn flow(src: &str, dst: &str) -> Payload {
     }])
 }
 
+/// [`flow`] with more attributes on its record.
+fn flow_with(src: &str, dst: &str, more: impl IntoIterator<Item = KeyValue>) -> Payload {
+    let mut payload = flow(src, dst);
+    if let Payload::Logs(resources) = &mut payload {
+        resources[0].scope_logs[0].log_records[0].attributes.extend(more);
+    }
+    payload
+}
+
 fn record_attributes(payload: &Payload) -> Vec<KeyValue> {
     match payload {
         Payload::Logs(r) => r[0].scope_logs[0].log_records[0].attributes.clone(),
@@ -168,11 +177,8 @@ fn both_ends_of_a_flow_are_described() {
 #[test]
 fn a_local_processs_container_names_its_host_network_pod() {
     let m = cluster();
-    let mut payload = flow("10.1.0.5", "10.0.0.1");
-    if let Payload::Logs(r) = &mut payload {
-        // What host_attributes adds for the local end: the agent's container.
-        r[0].scope_logs[0].log_records[0].attributes.push(kv("destination.container.id", "c-agent"));
-    }
+    // What host_attributes adds for the local end: the agent's container.
+    let payload = flow_with("10.1.0.5", "10.0.0.1", [kv("destination.container.id", "c-agent")]);
     let out = enriched(&m, &K8sAttributesConfig::default(), payload, Client::default());
     let a = record_attributes(&out);
     assert_eq!(find_text(&a, "k8s.dst.pod.name").as_deref(), Some("agent"), "not only its node");
@@ -181,18 +187,12 @@ fn a_local_processs_container_names_its_host_network_pod() {
     assert_eq!(find_text(&a, "k8s.src.pod.name").as_deref(), Some("web-1"), "the other end by its address");
 
     // A client's connection record: its `container.id` is the source's.
-    let mut connection = flow("10.0.0.1", "10.1.0.5");
-    if let Payload::Logs(r) = &mut connection {
-        let attributes = &mut r[0].scope_logs[0].log_records[0].attributes;
-        attributes.extend([kv("network.tcp.side", "client"), kv("container.id", "c-agent")]);
-    }
+    let connection =
+        flow_with("10.0.0.1", "10.1.0.5", [kv("network.tcp.side", "client"), kv("container.id", "c-agent")]);
     let out = enriched(&m, &K8sAttributesConfig::default(), connection, Client::default());
     assert_eq!(find_text(&record_attributes(&out), "k8s.src.pod.name").as_deref(), Some("agent"));
 
-    let mut unknown = flow("10.1.0.5", "10.0.0.1");
-    if let Payload::Logs(r) = &mut unknown {
-        r[0].scope_logs[0].log_records[0].attributes.push(kv("destination.container.id", "not-a-pods"));
-    }
+    let unknown = flow_with("10.1.0.5", "10.0.0.1", [kv("destination.container.id", "not-a-pods")]);
     let out = enriched(&m, &K8sAttributesConfig::default(), unknown, Client::default());
     let a = record_attributes(&out);
     assert_eq!(find_text(&a, "k8s.dst.pod.name"), None, "an unknown container: the address decides");
@@ -212,10 +212,7 @@ fn cluster_ips_name_their_service_and_unknown_addresses_add_nothing() {
 #[test]
 fn attributes_already_set_are_kept() {
     let m = cluster();
-    let mut payload = flow("10.1.0.5", "10.0.0.1");
-    if let Payload::Logs(r) = &mut payload {
-        r[0].scope_logs[0].log_records[0].attributes.push(kv("k8s.src.pod.name", "from-the-agent"));
-    }
+    let payload = flow_with("10.1.0.5", "10.0.0.1", [kv("k8s.src.pod.name", "from-the-agent")]);
     let out = enriched(&m, &K8sAttributesConfig::default(), payload, Client::default());
     let a = record_attributes(&out);
     assert_eq!(a.iter().filter(|kv| kv.key == "k8s.src.pod.name").count(), 1);
