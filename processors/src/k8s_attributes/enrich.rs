@@ -196,7 +196,8 @@ impl Extractor {
     }
 
     /// The attributes of what `ip` resolved to. A pod's container is
-    /// named only when it has one (a flow does not say which).
+    /// named here only when it has one; of several, the one serving the
+    /// end's port is added per record.
     pub fn endpoint(&self, metadata: &Metadata, endpoint: &Endpoint<'_>, ip: IpAddr, out: &mut Attributes) {
         match endpoint {
             Endpoint::Pod(pod) => self.pod(metadata, pod, Some(ip), pod.only_container(), out),
@@ -242,7 +243,6 @@ impl Extractor {
         let name = |owner: Option<&Owner>| owner.map(|o| o.name.clone());
         let uid = |owner: Option<&Owner>| owner.map(|o| o.uid.clone()).filter(|u| !u.is_empty());
         let deployment = workload.as_ref().filter(|w| w.kind == "Deployment");
-        let image = container.map(|c| image_name_and_tag(&c.image)).filter(|(name, _, _)| !name.is_empty());
         for key in &self.metadata {
             let value = match key {
                 MetadataKey::PodName => Some(pod.name.clone()),
@@ -268,10 +268,11 @@ impl Extractor {
                 MetadataKey::CronJob => direct_owner("Job").and_then(|job| cron_job_of(&job.name)).map(str::to_owned),
                 MetadataKey::Service => metadata.service_of(pod).map(str::to_owned),
                 MetadataKey::ClusterUid => metadata.cluster_uid().map(str::to_owned),
-                MetadataKey::ContainerName => container.map(|c| c.name.clone()),
-                MetadataKey::ContainerId => container.and_then(|c| c.id.clone()),
-                MetadataKey::ContainerImageName => image.map(|(name, _, _)| name.to_owned()),
-                MetadataKey::ContainerImageTag => image.and_then(|(_, tag, _)| tag).map(str::to_owned),
+                // The container's own: see `container`.
+                MetadataKey::ContainerName
+                | MetadataKey::ContainerId
+                | MetadataKey::ContainerImageName
+                | MetadataKey::ContainerImageTag => None,
                 // An application's identity: see `service`.
                 MetadataKey::ServiceName
                 | MetadataKey::ServiceNamespace
@@ -280,6 +281,9 @@ impl Extractor {
             };
             push(out, *key, value);
         }
+        if let Some(container) = container {
+            self.container(container, out);
+        }
         for rule in self.labels.iter().filter(|r| r.from == FieldSource::Pod) {
             rule.extract("labels", &pod.labels, out);
         }
@@ -287,6 +291,21 @@ impl Extractor {
             rule.extract("annotations", &pod.annotations, out);
         }
         self.fields(metadata, Some(&pod.namespace), pod.node.as_deref(), out);
+    }
+
+    /// A container's attributes: name, id, image name and tag.
+    pub fn container(&self, container: &ContainerInfo, out: &mut Attributes) {
+        let (image, tag, _) = image_name_and_tag(&container.image);
+        for key in &self.metadata {
+            let value = match key {
+                MetadataKey::ContainerName => Some(container.name.clone()),
+                MetadataKey::ContainerId => container.id.clone(),
+                MetadataKey::ContainerImageName => Some(image.to_owned()).filter(|name| !name.is_empty()),
+                MetadataKey::ContainerImageTag => tag.filter(|_| !image.is_empty()).map(str::to_owned),
+                _ => None,
+            };
+            push(out, *key, value);
+        }
     }
 
     /// An application's `service.*` resource attributes, as the semantic

@@ -59,6 +59,8 @@ pub struct ContainerInfo {
     /// `status.containerStatuses[].containerID` without the `runtime://`
     /// prefix, once it runs.
     pub id: Option<String>,
+    /// `spec.containers[].ports[].containerPort`: the ports it serves.
+    pub ports: Vec<u16>,
 }
 
 /// An owner reference: kind, name and uid.
@@ -190,7 +192,12 @@ fn containers(pod: &Pod) -> Vec<ContainerInfo> {
     let mut containers: Vec<ContainerInfo> = spec
         .into_iter()
         .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
-        .map(|c| ContainerInfo { name: c.name.clone(), image: c.image.clone().unwrap_or_default(), id: None })
+        .map(|c| ContainerInfo {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            id: None,
+            ports: c.ports.iter().flatten().filter_map(|p| u16::try_from(p.container_port).ok()).collect(),
+        })
         .collect();
     let statuses = pod
         .status
@@ -205,7 +212,12 @@ fn containers(pod: &Pod) -> Vec<ContainerInfo> {
             .filter(|id| !id.is_empty());
         match containers.iter_mut().find(|c| c.name == status.name) {
             Some(container) => container.id = id,
-            None => containers.push(ContainerInfo { name: status.name.clone(), image: status.image.clone(), id }),
+            None => containers.push(ContainerInfo {
+                name: status.name.clone(),
+                image: status.image.clone(),
+                id,
+                ports: Vec::new(),
+            }),
         }
     }
     containers
@@ -220,6 +232,13 @@ impl PodInfo {
     /// The container with this name.
     pub fn container_by_name(&self, name: &str) -> Option<&ContainerInfo> {
         self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// The one container that declares `port`.
+    pub fn container_serving(&self, port: u16) -> Option<&ContainerInfo> {
+        let mut serving = self.containers.iter().filter(|c| c.ports.contains(&port));
+        let first = serving.next()?;
+        serving.next().is_none().then_some(first)
     }
 
     /// Its one container, when it has exactly one.

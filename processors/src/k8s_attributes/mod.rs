@@ -127,6 +127,9 @@ const MAX_CACHED_ADDRESSES: usize = 65_536;
 struct Sides {
     src: Vec<KeyValue>,
     dst: Vec<KeyValue>,
+    /// For a pod of several containers: the container's attributes for an
+    /// end at a port that one of them declares.
+    by_port: Vec<(u16, Sides)>,
 }
 
 impl Sides {
@@ -139,7 +142,25 @@ impl Sides {
             }
             list
         };
-        Sides { src: side("src"), dst: side("dst") }
+        Sides { src: side("src"), dst: side("dst"), by_port: Vec::new() }
+    }
+
+    /// The containers of a pod of several, by the ports they declare.
+    fn by_port(extractor: &Extractor, pod: &PodInfo) -> Vec<(u16, Sides)> {
+        if pod.only_container().is_some() {
+            return Vec::new();
+        }
+        let mut ports: Vec<u16> = pod.containers.iter().flat_map(|c| c.ports.iter().copied()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+            .into_iter()
+            .filter_map(|port| {
+                let mut found = Attributes::new();
+                extractor.container(pod.container_serving(port)?, &mut found);
+                (!found.is_empty()).then(|| (port, Sides::of(&found)))
+            })
+            .collect()
     }
 }
 
@@ -242,13 +263,26 @@ impl Enricher {
                     let endpoint = metadata.resolve(ip)?;
                     let mut found = Attributes::new();
                     extractor.endpoint(metadata, &endpoint, ip, &mut found);
-                    Some(Sides::of(&found))
+                    let mut sides = Sides::of(&found);
+                    if let Endpoint::Pod(pod) = endpoint {
+                        sides.by_port = Sides::by_port(extractor, pod);
+                    }
+                    Some(sides)
                 }),
             };
             let Some(sides) = sides else { continue };
-            for kv in if is_source { &sides.src } else { &sides.dst } {
-                if !attributes.iter().any(|existing| existing.key == kv.key) {
-                    attributes.push(kv.clone());
+            // A pod of several containers: the one serving the end's port.
+            let port_key = if is_source { "source.port" } else { "destination.port" };
+            let container = (!sides.by_port.is_empty())
+                .then(|| find_text(attributes, port_key)?.parse::<u16>().ok())
+                .flatten()
+                .and_then(|port| sides.by_port.iter().find(|(p, _)| *p == port))
+                .map(|(_, container)| container);
+            for found in std::iter::once(sides).chain(container) {
+                for kv in if is_source { &found.src } else { &found.dst } {
+                    if !attributes.iter().any(|existing| existing.key == kv.key) {
+                        attributes.push(kv.clone());
+                    }
                 }
             }
         }

@@ -56,6 +56,7 @@ fn pod(name: &str, ip: &str, host_network: bool, owner: Option<Owner>) -> PodInf
             name: "main".into(),
             image: format!("registry.local:5000/shop/{name}:1.4"),
             id: Some(format!("c-{name}")),
+            ports: vec![8080],
         }],
         ips: vec![ip.parse().expect("ip")],
         host_network,
@@ -261,6 +262,7 @@ fn uids_times_and_containers_are_extracted_as_the_collector_names_them() {
         name: "sidecar".into(),
         image: "proxy@sha256:0123".into(),
         id: Some("c-side".into()),
+        ports: vec![15001],
     });
     m.apply_pod(two);
     let mut config = K8sAttributesConfig::default();
@@ -285,7 +287,18 @@ fn uids_times_and_containers_are_extracted_as_the_collector_names_them() {
     ] {
         assert_eq!(get(key).as_deref(), Some(value), "{key}");
     }
-    assert_eq!(get("k8s.dst.container.name"), None, "a flow does not say which of two containers");
+    assert_eq!(get("k8s.dst.container.name"), None, "no port: a flow does not say which of two containers");
+
+    // A port one container declares names it.
+    for (port, container) in [("8080", Some("main")), ("15001", Some("sidecar")), ("9999", None)] {
+        let to_port = flow_with("10.1.0.5", "10.1.0.30", [kv("destination.port", port)]);
+        let a = record_attributes(&enriched(&m, &config, to_port, Client::default()));
+        assert_eq!(find_text(&a, "k8s.dst.container.name").as_deref(), container, "port {port}");
+        assert_eq!(find_text(&a, "k8s.dst.pod.name").as_deref(), Some("multi-1"));
+    }
+    let from_port = flow_with("10.1.0.30", "10.1.0.5", [kv("source.port", "15001")]);
+    let a = record_attributes(&enriched(&m, &config, from_port, Client::default()));
+    assert_eq!(find_text(&a, "k8s.src.container.id").as_deref(), Some("c-side"), "the reply, from the sidecar");
 
     // An application names its container; the other attributes follow.
     let resource = vec![kv("k8s.pod.uid", "uid-multi-1"), kv("k8s.container.name", "sidecar")];
@@ -717,7 +730,8 @@ fn a_pod_object_gives_its_addresses_owner_and_containers() {
     let object: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1",
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9", "uid": "u2", "controller": true}]},
-        "spec": {"nodeName": "node-1", "hostname": "web", "containers": [{"name": "main", "image": "web:2"}, {"name": "proxy"}]},
+        "spec": {"nodeName": "node-1", "hostname": "web", "containers": [{"name": "main", "image": "web:2",
+            "ports": [{"containerPort": 8080}, {"containerPort": 8443, "protocol": "TCP"}]}, {"name": "proxy"}]},
         "status": {"phase": "Running", "podIP": "10.1.0.5", "podIPs": [{"ip": "10.1.0.5"}, {"ip": "fd00::5"}],
             "startTime": "2026-11-01T08:00:00Z",
             "containerStatuses": [{"name": "main", "containerID": "containerd://abc123", "image": "", "imageID": "",
@@ -728,17 +742,18 @@ fn a_pod_object_gives_its_addresses_owner_and_containers() {
     .expect("a pod");
     let info = PodInfo::from_object(&object);
     assert_eq!(info.ips, ["10.1.0.5".parse::<IpAddr>().expect("ip"), "fd00::5".parse().expect("ip")]);
-    let container = |name: &str, image: &str, id: Option<&str>| ContainerInfo {
+    let container = |name: &str, image: &str, id: Option<&str>, ports: &[u16]| ContainerInfo {
         name: name.into(),
         image: image.into(),
         id: id.map(Into::into),
+        ports: ports.to_vec(),
     };
     assert_eq!(
         info.containers,
         [
-            container("main", "web:2", Some("abc123")),
-            container("proxy", "", None),
-            container("debugger", "busybox", Some("def456")),
+            container("main", "web:2", Some("abc123"), &[8080, 8443]),
+            container("proxy", "", None, &[]),
+            container("debugger", "busybox", Some("def456"), &[]),
         ]
     );
     assert_eq!((info.hostname.as_str(), info.start_time.as_deref()), ("web", Some("2026-11-01T08:00:00Z")));
