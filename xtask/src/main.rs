@@ -86,8 +86,11 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => {
             setup::setup()?;
-            // The end-to-end tests start the real binary.
-            run(cargo().args(["build", "--package", "flowtel"]))?;
+            // Everything at once, the `flowtel` binary the end-to-end tests
+            // start and the bench programs included: one build shares its
+            // dependencies with `cargo test` (builds of single packages
+            // unify features differently and build them all again).
+            run(cargo().args(["build", "--all-targets"]))?;
             let filtered = !args.is_empty();
             run(cargo()
                 .args(["test", "--all-targets"])
@@ -104,7 +107,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench { args } => {
             setup::setup()?;
-            run(cargo().args(["build", "--release", "--package", "flowtel"]))?;
+            run(cargo().args(["build", "--release", "--bins"]))?;
             run(cargo().args(["bench"]).args(args))?;
             bench_binary("gateway_bench", &["--out", "target/bench"], "release")?;
             bench_binary("kernel_bench", &["--out", "target/bench"], "release")?;
@@ -116,12 +119,8 @@ fn main() -> anyhow::Result<()> {
 /// A benchmark program of tests/src/bin, built in `profile` (`debug` or
 /// `release`) and run against the flowtel built in it.
 fn bench_binary(name: &str, args: &[&str], profile: &str) -> anyhow::Result<()> {
-    let mut command = cargo();
-    command.args(["run", "--package", "flowtel-tests", "--bin", name]);
-    if profile == "release" {
-        command.arg("--release");
-    }
-    run(command.arg("--").args(args).env("FLOWTEL_BIN", root().join("target").join(profile).join("flowtel")))
+    let built = root().join("target").join(profile);
+    run(Command::new(built.join(name)).args(args).env("FLOWTEL_BIN", built.join("flowtel")))
 }
 
 /// `target/bench/report.md` and `report.json`: the gateway and kernel
