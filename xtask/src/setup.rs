@@ -126,7 +126,7 @@ fn home() -> PathBuf {
 }
 
 /// tracefs and bpffs, where the kernel exposes tracepoints and pinned maps.
-/// What a clean test build takes in `target/` (about 3 GB), with room for
+/// What a clean test build takes in `target/` (about 2 GB), with room for
 /// the API server's build and the tests' files.
 const NEEDED_DISK_GIB: u64 = 5;
 
