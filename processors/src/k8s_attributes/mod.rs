@@ -174,8 +174,8 @@ pub struct Enricher {
     local: Option<(String, String)>,
     generation: u64,
     sides: HashMap<IpAddr, Option<Sides>>,
-    /// Ends named by a local process's container id.
-    containers: HashMap<String, Option<Sides>>,
+    /// Ends named by a local process's container id (of a known pod).
+    containers: HashMap<String, Sides>,
 }
 
 impl Enricher {
@@ -245,30 +245,31 @@ impl Enricher {
             // The container of a local end (from `host_attributes`) names its
             // pod even where the address is shared: a host-network pod's is
             // its node's.
-            let container = local_container(attributes, container_key, is_source)
-                .filter(|id| metadata.pod_by_container(id).is_some());
-            let sides = match container {
-                Some(id) => {
+            let local = local_container(attributes, container_key, is_source)
+                .and_then(|id| Some((metadata.pod_by_container(&id)?, id)));
+            let sides = match local {
+                Some((pod, id)) => {
                     if !self.containers.contains_key(id.as_ref()) {
-                        let built = metadata.pod_by_container(&id).map(|pod| {
-                            let mut found = Attributes::new();
-                            extractor.pod(metadata, pod, Some(ip), pod.container_by_id(&id), &mut found);
-                            Sides::of(&found)
-                        });
-                        self.containers.insert(id.clone().into_owned(), built);
+                        let mut found = Attributes::new();
+                        extractor.pod(metadata, pod, Some(ip), pod.container_by_id(&id), &mut found);
+                        self.containers.insert(id.clone().into_owned(), Sides::of(&found));
                     }
-                    &self.containers[id.as_ref()]
+                    self.containers.get(id.as_ref())
                 }
-                None => self.sides.entry(ip).or_insert_with(|| {
-                    let endpoint = metadata.resolve(ip)?;
-                    let mut found = Attributes::new();
-                    extractor.endpoint(metadata, &endpoint, ip, &mut found);
-                    let mut sides = Sides::of(&found);
-                    if let Endpoint::Pod(pod) = endpoint {
-                        sides.by_port = Sides::by_port(extractor, pod);
-                    }
-                    Some(sides)
-                }),
+                None => self
+                    .sides
+                    .entry(ip)
+                    .or_insert_with(|| {
+                        let endpoint = metadata.resolve(ip)?;
+                        let mut found = Attributes::new();
+                        extractor.endpoint(metadata, &endpoint, ip, &mut found);
+                        let mut sides = Sides::of(&found);
+                        if let Endpoint::Pod(pod) = endpoint {
+                            sides.by_port = Sides::by_port(extractor, pod);
+                        }
+                        Some(sides)
+                    })
+                    .as_ref(),
             };
             let Some(sides) = sides else { continue };
             // A pod of several containers: the one serving the end's port.

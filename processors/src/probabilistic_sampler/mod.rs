@@ -80,13 +80,13 @@ impl ProbabilisticSampler {
 
     /// For a kept record, how many records it stands for; `None` when it is dropped.
     fn sample(&self, record: &LogRecord) -> Option<f64> {
-        let percentage = self.priority(&record.attributes, &self.config.sampling_priority);
+        let percentage = priority(&record.attributes, &self.config.sampling_priority);
         self.decide(percentage.unwrap_or(self.config.sampling_percentage), decision_key(record, &self.source))
     }
 
     /// For a kept span, how many spans it stands for; `None` when dropped.
     fn sample_span(&self, span: &Span) -> Option<f64> {
-        let percentage = match self.priority(&span.attributes, SPAN_PRIORITY) {
+        let percentage = match priority(&span.attributes, SPAN_PRIORITY) {
             Some(priority) if priority > 0.0 => 100.0,
             Some(_) => 0.0,
             None => self.config.sampling_percentage,
@@ -104,19 +104,19 @@ impl ProbabilisticSampler {
         let accepted = accepted_buckets(percentage);
         (bucket(self.config.hash_seed, &key) < accepted).then(|| f64::from(HASH_BUCKETS) / f64::from(accepted))
     }
+}
 
-    /// An item's own percentage from the attribute `name`, clamped to 0..=100.
-    fn priority(&self, attributes: &[KeyValue], name: &str) -> Option<f64> {
-        if name.is_empty() {
-            return None;
-        }
-        let value = match find(attributes, name)? {
-            Value::IntValue(i) => *i as f64,
-            Value::DoubleValue(d) => *d,
-            other => text(other)?.trim().parse().ok()?,
-        };
-        (!value.is_nan()).then(|| value.clamp(0.0, 100.0))
+/// An item's own percentage from the attribute `name`, clamped to 0..=100.
+fn priority(attributes: &[KeyValue], name: &str) -> Option<f64> {
+    if name.is_empty() {
+        return None;
     }
+    let value = match find(attributes, name)? {
+        Value::IntValue(i) => *i as f64,
+        Value::DoubleValue(d) => *d,
+        other => text(other)?.trim().parse().ok()?,
+    };
+    (!value.is_nan()).then(|| value.clamp(0.0, 100.0))
 }
 
 /// The bytes a decision hashes: the chosen attributes' values, or the
