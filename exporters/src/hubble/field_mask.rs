@@ -1,241 +1,225 @@
 //! `GetFlowsRequest.field_mask`: a flow with only the named fields, as
 //! Hubble sends it. Paths use the proto field names (`time`, `verdict`,
-//! `source.pod_name`, `IP.source`, `l4.TCP`); an unknown path is an
-//! `INVALID_ARGUMENT` naming it.
+//! `source.pod_name`, `IP.source`, `l4.TCP.flags`).
+//!
+//! A path is checked against the whole of Cilium's `Flow` message (the
+//! [`schema`]), not only the fields flowtel fills, so a client's mask naming
+//! `l7` or `source.cluster_name` (the `hubble` CLI's default mask does) is
+//! accepted, and those fields stay empty as they would on a flow without
+//! them. A path no Cilium version knows is an `INVALID_ARGUMENT` naming it,
+//! as from Hubble.
 
-use super::proto::flow::{Endpoint, Flow, Ip, Layer4, NetworkInterface, layer4::Protocol};
+mod schema;
+
+use std::collections::BTreeMap;
+
+use prost_types::Timestamp;
+
+use super::proto::flow::{
+    CiliumEventType, Endpoint, Ethernet, Flow, IcmPv4, IcmPv6, Ip, Layer4, NetworkInterface, Sctp, Service, Tcp,
+    TcpFlags, TraceContext, TraceParent, Udp, Workload, layer4::Protocol,
+};
+
+/// Paths a mask may hold.
+pub const MAX_PATHS: usize = 256;
+
+/// What a mask keeps of one message: everything, or some of its fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Keep {
+    #[default]
+    All,
+    Fields(BTreeMap<String, Keep>),
+}
+
+impl Keep {
+    /// Adds a path below this node; a shorter path that covers it wins.
+    fn add(&mut self, path: &[&str]) {
+        let Some((first, rest)) = path.split_first() else {
+            *self = Keep::All;
+            return;
+        };
+        let Keep::Fields(fields) = self else { return };
+        match fields.get_mut(*first) {
+            Some(Keep::All) => {}
+            Some(child) if rest.is_empty() => *child = Keep::All,
+            Some(child) => child.add(rest),
+            None => {
+                let mut child = Keep::Fields(BTreeMap::new());
+                child.add(rest);
+                fields.insert((*first).to_owned(), child);
+            }
+        }
+    }
+}
 
 /// A checked field mask.
 #[derive(Clone, Debug, Default)]
 pub struct FieldMask {
-    paths: Vec<Vec<String>>,
+    keep: Option<Keep>,
 }
-
-const TOP_LEVEL: [&str; 24] = [
-    "time",
-    "uuid",
-    "verdict",
-    "drop_reason",
-    "ethernet",
-    "IP",
-    "l4",
-    "source",
-    "destination",
-    "Type",
-    "node_name",
-    "source_names",
-    "destination_names",
-    "reply",
-    "event_type",
-    "source_service",
-    "destination_service",
-    "traffic_direction",
-    "trace_observation_point",
-    "drop_reason_desc",
-    "is_reply",
-    "interface",
-    "trace_context",
-    "Summary",
-];
-
-const ENDPOINT: [&str; 6] = ["ID", "identity", "namespace", "labels", "pod_name", "workloads"];
-const IP: [&str; 4] = ["source", "destination", "ipVersion", "encrypted"];
-const L4: [&str; 5] = ["TCP", "UDP", "ICMPv4", "ICMPv6", "SCTP"];
-const NAMED: [&str; 2] = ["name", "namespace"];
-const INTERFACE: [&str; 2] = ["index", "name"];
 
 impl FieldMask {
     /// Checks the paths; an empty list masks nothing.
     pub fn new(paths: &[String]) -> Result<Self, String> {
-        let mut checked = Vec::new();
-        for path in paths {
-            let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
-            let known = match parts.as_slice() {
-                [top] => TOP_LEVEL.contains(&top.as_str()),
-                [top, field] => match top.as_str() {
-                    "source" | "destination" => ENDPOINT.contains(&field.as_str()),
-                    "IP" => IP.contains(&field.as_str()),
-                    "l4" => L4.contains(&field.as_str()),
-                    "source_service" | "destination_service" => NAMED.contains(&field.as_str()),
-                    "interface" => INTERFACE.contains(&field.as_str()),
-                    _ => false,
-                },
-                _ => false,
-            };
-            if !known {
-                return Err(format!("field_mask: unknown path `{path}`"));
-            }
-            checked.push(parts);
+        if paths.len() > MAX_PATHS {
+            return Err(format!("field_mask: {} paths; at most {MAX_PATHS} are allowed", paths.len()));
         }
-        Ok(FieldMask { paths: checked })
+        if paths.is_empty() {
+            return Ok(FieldMask { keep: None });
+        }
+        let mut keep = Keep::Fields(BTreeMap::new());
+        for path in paths {
+            let parts: Vec<&str> = path.split('.').collect();
+            schema::check(&parts).map_err(|why| format!("field_mask: unknown path '{path}': {why}"))?;
+            keep.add(&parts);
+        }
+        Ok(FieldMask { keep: Some(keep) })
     }
 
     /// Whether the mask keeps everything.
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.keep.is_none()
     }
 
     /// The flow with only the masked fields.
     pub fn apply(&self, flow: &Flow) -> Flow {
-        if self.paths.is_empty() {
-            return flow.clone();
+        match &self.keep {
+            None | Some(Keep::All) => flow.clone(),
+            Some(Keep::Fields(fields)) => flow.masked(fields),
         }
-        let mut out = Flow::default();
-        for path in &self.paths {
-            match path.as_slice() {
-                [top] => copy_top(&mut out, flow, top),
-                [top, field] => match top.as_str() {
-                    "source" => copy_endpoint(out.source.get_or_insert_default(), flow.source.as_ref(), field),
-                    "destination" => {
-                        copy_endpoint(out.destination.get_or_insert_default(), flow.destination.as_ref(), field)
-                    }
-                    "IP" => copy_ip(out.ip.get_or_insert_default(), flow.ip.as_ref(), field),
-                    "l4" => copy_l4(&mut out.l4, flow.l4.as_ref(), field),
-                    "source_service" | "destination_service" => {
-                        let (to, from) = if top == "source_service" {
-                            (&mut out.source_service, flow.source_service.as_ref())
-                        } else {
-                            (&mut out.destination_service, flow.destination_service.as_ref())
-                        };
-                        if let Some(from) = from {
-                            let to = to.get_or_insert_default();
-                            if field == "name" {
-                                to.name.clone_from(&from.name);
-                            } else {
-                                to.namespace.clone_from(&from.namespace);
-                            }
-                        }
-                    }
-                    "interface" => {
-                        copy_interface(out.interface.get_or_insert_default(), flow.interface.as_ref(), field)
-                    }
-                    _ => {}
-                },
-                _ => {}
+    }
+}
+
+/// A message whose fields a mask can pick.
+trait Masked: Default {
+    /// A copy with only the fields `keep` names.
+    fn masked(&self, keep: &BTreeMap<String, Keep>) -> Self;
+}
+
+/// One field's value under a mask node: leaves are copied whole, messages masked.
+trait MaskedField {
+    fn masked_field(&self, keep: &Keep) -> Self;
+}
+
+impl<T: Masked + Clone> MaskedField for Option<T> {
+    fn masked_field(&self, keep: &Keep) -> Self {
+        match keep {
+            Keep::All => self.clone(),
+            Keep::Fields(fields) => self.as_ref().map(|message| message.masked(fields)),
+        }
+    }
+}
+
+/// Leaves: a mask can only keep them whole (the schema refuses deeper paths).
+macro_rules! leaf_fields {
+    ($($t:ty),*) => {$(
+        impl MaskedField for $t {
+            fn masked_field(&self, _keep: &Keep) -> Self {
+                self.clone()
             }
         }
-        out
+    )*};
+}
+leaf_fields!(String, u32, u64, i32, i64, bool, Vec<String>, Vec<Workload>);
+
+/// `google.protobuf.BoolValue` (`is_reply`): its one field is `value`.
+impl MaskedField for Option<bool> {
+    fn masked_field(&self, _keep: &Keep) -> Self {
+        *self
     }
 }
 
-fn copy_top(out: &mut Flow, flow: &Flow, field: &str) {
-    match field {
-        "time" => out.time = flow.time,
-        "uuid" => out.uuid.clone_from(&flow.uuid),
-        "verdict" => out.verdict = flow.verdict,
-        "drop_reason" => out.drop_reason = flow.drop_reason,
-        "ethernet" => out.ethernet.clone_from(&flow.ethernet),
-        "IP" => out.ip.clone_from(&flow.ip),
-        "l4" => out.l4 = flow.l4,
-        "source" => out.source.clone_from(&flow.source),
-        "destination" => out.destination.clone_from(&flow.destination),
-        "Type" => out.r#type = flow.r#type,
-        "node_name" => out.node_name.clone_from(&flow.node_name),
-        "source_names" => out.source_names.clone_from(&flow.source_names),
-        "destination_names" => out.destination_names.clone_from(&flow.destination_names),
-        "reply" => out.reply = flow.reply,
-        "event_type" => out.event_type = flow.event_type,
-        "source_service" => out.source_service.clone_from(&flow.source_service),
-        "destination_service" => out.destination_service.clone_from(&flow.destination_service),
-        "traffic_direction" => out.traffic_direction = flow.traffic_direction,
-        "trace_observation_point" => out.trace_observation_point = flow.trace_observation_point,
-        "drop_reason_desc" => out.drop_reason_desc = flow.drop_reason_desc,
-        "is_reply" => out.is_reply = flow.is_reply,
-        "interface" => out.interface.clone_from(&flow.interface),
-        "trace_context" => out.trace_context.clone_from(&flow.trace_context),
-        "Summary" => out.summary.clone_from(&flow.summary),
-        _ => {}
+/// `Masked` for a message: each proto field name with the struct field it fills.
+macro_rules! masked {
+    ($message:ty { $($name:literal => $field:ident),* $(,)? }) => {
+        impl Masked for $message {
+            fn masked(&self, keep: &BTreeMap<String, Keep>) -> Self {
+                let mut out = <$message>::default();
+                for (name, node) in keep {
+                    match name.as_str() {
+                        $($name => out.$field = self.$field.masked_field(node),)*
+                        // Fields of Cilium's API that flowtel never fills.
+                        _ => {}
+                    }
+                }
+                out
+            }
+        }
+    };
+}
+
+masked!(Flow {
+    "time" => time,
+    "uuid" => uuid,
+    "verdict" => verdict,
+    "drop_reason" => drop_reason,
+    "ethernet" => ethernet,
+    "IP" => ip,
+    "l4" => l4,
+    "source" => source,
+    "destination" => destination,
+    "Type" => r#type,
+    "node_name" => node_name,
+    "source_names" => source_names,
+    "destination_names" => destination_names,
+    "reply" => reply,
+    "event_type" => event_type,
+    "source_service" => source_service,
+    "destination_service" => destination_service,
+    "traffic_direction" => traffic_direction,
+    "trace_observation_point" => trace_observation_point,
+    "drop_reason_desc" => drop_reason_desc,
+    "is_reply" => is_reply,
+    "interface" => interface,
+    "trace_context" => trace_context,
+    "Summary" => summary,
+});
+masked!(Timestamp { "seconds" => seconds, "nanos" => nanos });
+masked!(Endpoint {
+    "ID" => id,
+    "identity" => identity,
+    "namespace" => namespace,
+    "labels" => labels,
+    "pod_name" => pod_name,
+    "workloads" => workloads,
+});
+masked!(Ip { "source" => source, "destination" => destination, "ipVersion" => ip_version, "encrypted" => encrypted });
+masked!(Ethernet { "source" => source, "destination" => destination });
+masked!(Tcp { "source_port" => source_port, "destination_port" => destination_port, "flags" => flags });
+masked!(TcpFlags {
+    "FIN" => fin, "SYN" => syn, "RST" => rst, "PSH" => psh, "ACK" => ack,
+    "URG" => urg, "ECE" => ece, "CWR" => cwr, "NS" => ns,
+});
+masked!(Udp { "source_port" => source_port, "destination_port" => destination_port });
+masked!(Sctp { "source_port" => source_port, "destination_port" => destination_port });
+masked!(IcmPv4 { "type" => r#type, "code" => code });
+masked!(IcmPv6 { "type" => r#type, "code" => code });
+masked!(Service { "name" => name, "namespace" => namespace });
+masked!(CiliumEventType { "type" => r#type, "sub_type" => sub_type });
+masked!(NetworkInterface { "index" => index, "name" => name });
+masked!(TraceContext { "parent" => parent });
+masked!(TraceParent { "trace_id" => trace_id });
+
+/// `l4` is a oneof: a path names one of its cases.
+impl Masked for Layer4 {
+    fn masked(&self, keep: &BTreeMap<String, Keep>) -> Self {
+        let protocol = self.protocol.as_ref().and_then(|protocol| match protocol {
+            Protocol::Tcp(m) => keep.get("TCP").map(|k| Protocol::Tcp(mask_message(m, k))),
+            Protocol::Udp(m) => keep.get("UDP").map(|k| Protocol::Udp(mask_message(m, k))),
+            Protocol::IcmPv4(m) => keep.get("ICMPv4").map(|k| Protocol::IcmPv4(mask_message(m, k))),
+            Protocol::IcmPv6(m) => keep.get("ICMPv6").map(|k| Protocol::IcmPv6(mask_message(m, k))),
+            Protocol::Sctp(m) => keep.get("SCTP").map(|k| Protocol::Sctp(mask_message(m, k))),
+        });
+        Layer4 { protocol }
     }
 }
 
-fn copy_endpoint(to: &mut Endpoint, from: Option<&Endpoint>, field: &str) {
-    let Some(from) = from else { return };
-    match field {
-        "ID" => to.id = from.id,
-        "identity" => to.identity = from.identity,
-        "namespace" => to.namespace.clone_from(&from.namespace),
-        "labels" => to.labels.clone_from(&from.labels),
-        "pod_name" => to.pod_name.clone_from(&from.pod_name),
-        "workloads" => to.workloads.clone_from(&from.workloads),
-        _ => {}
-    }
-}
-
-fn copy_ip(to: &mut Ip, from: Option<&Ip>, field: &str) {
-    let Some(from) = from else { return };
-    match field {
-        "source" => to.source.clone_from(&from.source),
-        "destination" => to.destination.clone_from(&from.destination),
-        "ipVersion" => to.ip_version = from.ip_version,
-        "encrypted" => to.encrypted = from.encrypted,
-        _ => {}
-    }
-}
-
-fn copy_l4(to: &mut Option<Layer4>, from: Option<&Layer4>, field: &str) {
-    let Some(protocol) = from.and_then(|l4| l4.protocol) else { return };
-    let wanted = matches!(
-        (field, protocol),
-        ("TCP", Protocol::Tcp(_))
-            | ("UDP", Protocol::Udp(_))
-            | ("ICMPv4", Protocol::IcmPv4(_))
-            | ("ICMPv6", Protocol::IcmPv6(_))
-            | ("SCTP", Protocol::Sctp(_))
-    );
-    if wanted {
-        *to = Some(Layer4 { protocol: Some(protocol) });
-    }
-}
-
-fn copy_interface(to: &mut NetworkInterface, from: Option<&NetworkInterface>, field: &str) {
-    let Some(from) = from else { return };
-    if field == "index" {
-        to.index = from.index;
-    } else {
-        to.name.clone_from(&from.name);
+fn mask_message<T: Masked + Clone>(message: &T, keep: &Keep) -> T {
+    match keep {
+        Keep::All => message.clone(),
+        Keep::Fields(fields) => message.masked(fields),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hubble::proto::flow::{Tcp, Verdict};
-
-    fn flow() -> Flow {
-        Flow {
-            verdict: Verdict::Forwarded as i32,
-            node_name: "node-1".into(),
-            source: Some(Endpoint { namespace: "web".into(), pod_name: "front-1".into(), ..Endpoint::default() }),
-            ip: Some(Ip { source: "10.0.0.1".into(), destination: "10.0.0.2".into(), ip_version: 1, encrypted: false }),
-            l4: Some(Layer4 {
-                protocol: Some(Protocol::Tcp(Tcp { source_port: 1, destination_port: 2, flags: None })),
-            }),
-            ..Flow::default()
-        }
-    }
-
-    #[test]
-    fn keeps_only_the_named_fields() {
-        let mask =
-            FieldMask::new(&["verdict".into(), "source.pod_name".into(), "IP.destination".into(), "l4.TCP".into()])
-                .unwrap();
-        let masked = mask.apply(&flow());
-        assert_eq!(masked.verdict, Verdict::Forwarded as i32);
-        assert!(masked.node_name.is_empty());
-        let source = masked.source.unwrap();
-        assert_eq!((source.pod_name.as_str(), source.namespace.as_str()), ("front-1", ""));
-        let ip = masked.ip.unwrap();
-        assert_eq!((ip.source.as_str(), ip.destination.as_str()), ("", "10.0.0.2"));
-        assert_eq!(masked.l4, flow().l4);
-        assert!(FieldMask::new(&["l4.UDP".into()]).unwrap().apply(&flow()).l4.is_none(), "not a UDP flow");
-    }
-
-    #[test]
-    fn an_empty_mask_keeps_everything_and_unknown_paths_are_refused() {
-        assert_eq!(FieldMask::new(&[]).unwrap().apply(&flow()), flow());
-        for bad in ["nope", "source.nope", "IP.source.more", "time.seconds"] {
-            let err = FieldMask::new(&[bad.into()]).unwrap_err();
-            assert!(err.contains(bad), "{err}");
-        }
-    }
-}
+mod tests;

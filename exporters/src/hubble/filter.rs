@@ -3,8 +3,11 @@
 //! any of its entries does (OR); a flow passes when the whitelist is empty
 //! or any whitelist filter matches, and no blacklist filter matches.
 //!
-//! Filters are checked once, when a request arrives: a bad IP, CIDR, port or
-//! label selector is an `INVALID_ARGUMENT` naming it.
+//! Filters are checked once, when a request arrives: a bad IP, CIDR, port,
+//! label selector or node pattern is an `INVALID_ARGUMENT` naming it. Every
+//! check runs in time linear in the flow's fields, and a request's filters
+//! are bounded in number, entries and pattern size, so no request can make
+//! matching slow, whatever it sends.
 
 use std::net::IpAddr;
 
@@ -14,6 +17,15 @@ use super::proto::flow::{
     Endpoint, EventTypeFilter, Flow, FlowFilter, IpVersion, TcpFlags, TrafficDirection, Verdict, Workload,
     layer4::Protocol,
 };
+
+/// Filters a request may hold in its whitelist and blacklist together.
+pub const MAX_FILTERS: usize = 64;
+/// Entries a request's filters may hold in all their fields together.
+pub const MAX_ENTRIES: usize = 1024;
+/// Bytes of one node-name pattern or label selector.
+pub const MAX_PATTERN_BYTES: usize = 256;
+/// Compiled size of a request's node-name patterns, in bytes.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// An IP filter entry: one address or a CIDR.
 #[derive(Clone, Debug)]
@@ -87,6 +99,9 @@ struct Selector(Vec<Requirement>);
 
 impl Selector {
     fn parse(text: &str) -> Result<Self, String> {
+        if text.len() > MAX_PATTERN_BYTES {
+            return Err(format!("a label selector is {} bytes, at most {MAX_PATTERN_BYTES} are allowed", text.len()));
+        }
         let bad = |why: &str| format!("label selector `{text}`: {why}");
         let mut requirements = Vec::new();
         // Split on commas outside parentheses.
@@ -162,29 +177,6 @@ impl Selector {
     }
 }
 
-/// `*` matches any run of characters.
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(mut remaining) = text.strip_prefix(head) else { return false };
-            if rest.is_empty() {
-                return true;
-            }
-            loop {
-                if glob(rest, remaining) {
-                    return true;
-                }
-                let mut chars = remaining.chars();
-                if chars.next().is_none() {
-                    return false;
-                }
-                remaining = chars.as_str();
-            }
-        }
-    }
-}
-
 /// One checked `FlowFilter`.
 #[derive(Clone, Debug)]
 pub struct Filter {
@@ -200,6 +192,7 @@ pub struct Filter {
     source_port: Vec<u16>,
     destination_port: Vec<u16>,
     protocol: Vec<String>,
+    node_name: Option<NodePatterns>,
 }
 
 fn ports(field: &str, entries: &[String]) -> Result<Vec<u16>, String> {
@@ -236,6 +229,7 @@ impl Filter {
             source_port: ports("source_port", &raw.source_port)?,
             destination_port: ports("destination_port", &raw.destination_port)?,
             protocol,
+            node_name: NodePatterns::new(&raw.node_name)?,
             raw,
         })
     }
@@ -284,7 +278,7 @@ impl Filter {
             && any(!raw.event_type.is_empty(), &|| raw.event_type.iter().any(|e| event_type_matches(e, flow)))
             && any(!raw.reply.is_empty(), &|| flow.is_reply.is_some_and(|reply| raw.reply.contains(&reply)))
             && any(!raw.tcp_flags.is_empty(), &|| flags.is_some_and(|f| raw.tcp_flags.iter().any(|w| flags_contain(f, w))))
-            && any(!raw.node_name.is_empty(), &|| raw.node_name.iter().any(|p| node_matches(p, &flow.node_name)))
+            && self.node_name.as_ref().is_none_or(|patterns| patterns.matches(&flow.node_name))
             && any(!raw.ip_version.is_empty(), &|| {
                 ip.is_some_and(|ip| raw.ip_version.contains(&ip.ip_version) && ip.ip_version != IpVersion::IpNotUsed as i32)
             })
@@ -353,16 +347,104 @@ fn workload_matches(wanted: &[Workload], endpoint: &Endpoint) -> bool {
     })
 }
 
-/// `node`, `cluster/node` or `cluster/` patterns with `*` globs; flowtel's
-/// nodes are in the cluster `default` unless they name one.
-fn node_matches(pattern: &str, node: &str) -> bool {
-    let (cluster, name) = node.split_once('/').unwrap_or(("default", node));
-    match pattern.split_once('/') {
-        Some((cluster_pattern, name_pattern)) => {
-            glob(cluster_pattern, cluster) && (name_pattern.is_empty() || glob(name_pattern, name))
+/// The node names of one filter: `node`, `cluster/node` or `cluster/`
+/// patterns, as Hubble writes them. `*` matches within one name component
+/// (no `.` or `/`), `**` across components (no `/`); every other character
+/// matches itself. Compiled into one regular expression, so matching takes
+/// time linear in the node name whatever a client sends. flowtel's nodes are
+/// in the cluster `default` unless they name one.
+#[derive(Clone, Debug)]
+struct NodePatterns(regex::Regex);
+
+impl NodePatterns {
+    fn new(patterns: &[String]) -> Result<Option<Self>, String> {
+        if patterns.is_empty() {
+            return Ok(None);
         }
-        None => glob(pattern, name),
+        let mut alternatives = Vec::with_capacity(patterns.len());
+        for pattern in patterns {
+            if pattern.len() > MAX_PATTERN_BYTES {
+                return Err(format!("node_name: a pattern is {} bytes, at most {MAX_PATTERN_BYTES} are allowed", pattern.len()));
+            }
+            let (cluster, name) = match pattern.split_once('/') {
+                Some((cluster, name)) => (glob_regex(cluster), if name.is_empty() { "[^/]*".to_owned() } else { glob_regex(name) }),
+                // No cluster: the node in any cluster, or without one.
+                None => ("[^/]*".to_owned(), glob_regex(pattern)),
+            };
+            alternatives.push(format!("(?:{cluster}/{name})"));
+        }
+        let regex = regex::RegexBuilder::new(&format!(r"\A(?:{})\z", alternatives.join("|")))
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|err| format!("node_name: {err}"))?;
+        Ok(Some(NodePatterns(regex)))
     }
+
+    fn matches(&self, node: &str) -> bool {
+        if node.contains('/') {
+            self.0.is_match(node)
+        } else {
+            self.0.is_match(&format!("default/{node}"))
+        }
+    }
+}
+
+/// A node-name glob as a regular expression over one side of `cluster/node`.
+fn glob_regex(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len() * 2);
+    let mut rest = glob;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("**") {
+            out.push_str("[^/]*");
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix('*') {
+            out.push_str("[^./]*");
+            rest = after;
+        } else {
+            let literal_end = rest.find('*').unwrap_or(rest.len());
+            out.push_str(&regex::escape(&rest[..literal_end]));
+            rest = &rest[literal_end..];
+        }
+    }
+    out
+}
+
+/// How many entries a filter holds, in all its fields.
+fn entry_count(filter: &FlowFilter) -> usize {
+    let strings = [
+        &filter.source_ip,
+        &filter.destination_ip,
+        &filter.source_pod,
+        &filter.destination_pod,
+        &filter.source_fqdn,
+        &filter.destination_fqdn,
+        &filter.source_service,
+        &filter.destination_service,
+        &filter.source_label,
+        &filter.destination_label,
+        &filter.source_port,
+        &filter.destination_port,
+        &filter.protocol,
+        &filter.http_status_code,
+        &filter.http_method,
+        &filter.http_path,
+        &filter.dns_query,
+        &filter.node_name,
+        &filter.trace_id,
+        &filter.uuid,
+    ];
+    strings.iter().map(|list| list.len()).sum::<usize>()
+        + filter.verdict.len()
+        + filter.event_type.len()
+        + filter.reply.len()
+        + filter.source_identity.len()
+        + filter.destination_identity.len()
+        + filter.tcp_flags.len()
+        + filter.ip_version.len()
+        + filter.source_workload.len()
+        + filter.destination_workload.len()
+        + filter.traffic_direction.len()
+        + filter.drop_reason_desc.len()
 }
 
 /// The checked whitelist and blacklist of a request.
@@ -375,6 +457,14 @@ pub struct Filters {
 impl Filters {
     /// Checks both lists; the error names the list, the filter's index and the field.
     pub fn new(whitelist: Vec<FlowFilter>, blacklist: Vec<FlowFilter>) -> Result<Self, String> {
+        let filters = whitelist.len() + blacklist.len();
+        if filters > MAX_FILTERS {
+            return Err(format!("{filters} filters; at most {MAX_FILTERS} are allowed"));
+        }
+        let entries: usize = whitelist.iter().chain(&blacklist).map(entry_count).sum();
+        if entries > MAX_ENTRIES {
+            return Err(format!("the filters hold {entries} entries; at most {MAX_ENTRIES} are allowed"));
+        }
         let check = |name: &str, list: Vec<FlowFilter>| -> Result<Vec<Filter>, String> {
             list.into_iter()
                 .enumerate()

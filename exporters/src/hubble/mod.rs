@@ -25,7 +25,7 @@ use flowtel_core::{
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use config::{HubbleConfig, ServerTls};
 
@@ -44,7 +44,14 @@ pub struct HubbleExporter {
     names: convert::NodeNames,
     store: Arc<FlowStore>,
     counters: Mutex<Option<(Counter, Counter)>>,
-    server: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
+    server: Mutex<Option<Server>>,
+}
+
+/// The running API server, on its own runtime.
+struct Server {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl HubbleExporter {
@@ -124,12 +131,12 @@ impl Exporter for HubbleExporter {
         let endpoint = &self.config.endpoint;
         let address = endpoint.resolve().await.map_err(|e| error(format!("endpoint {endpoint}: {e}")))?;
         let address = *address.first().ok_or_else(|| error(format!("endpoint {endpoint} resolves to nothing")))?;
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
+        let listener = std::net::TcpListener::bind(address)
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .map_err(|e| error(format!("cannot listen on {endpoint}: {e}")))?;
         let local = listener.local_addr().map_err(|e| error(e.to_string()))?;
 
-        let mut builder = Server::builder();
+        let mut builder = tonic::transport::Server::builder();
         let mut tls_server_name = None;
         if let Some(tls) = &self.config.tls {
             let identity =
@@ -168,13 +175,29 @@ impl Exporter for HubbleExporter {
             .add_service(PeerServer::new(peer));
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let task = tokio::spawn(async move {
+        // The API runs on a thread of its own: no client, however slow or
+        // hostile its requests, can take time from the pipelines, OTLP
+        // intake or flowtel's own metrics.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("flowtel-hubble")
+            .enable_all()
+            .build()
+            .map_err(|e| error(format!("cannot start the Hubble API's thread: {e}")))?;
+        let task = runtime.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(err) => {
+                    tracing::error!(error = %err, "The Hubble server cannot take its socket.");
+                    return;
+                }
+            };
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             if let Err(err) = router.serve_with_incoming_shutdown(incoming, stopped.cancelled()).await {
                 tracing::error!(error = %err, "The Hubble server stopped.");
             }
         });
-        *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((stop, task));
+        *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Server { stop, task, runtime });
         tracing::info!(exporter = %ctx.id, address = %local, node = %self.names.local_node, "Serving the Hubble API.");
         Ok(())
     }
@@ -191,10 +214,11 @@ impl Exporter for HubbleExporter {
 
     async fn shutdown(&self) {
         let server = self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        if let Some((stop, task)) = server {
+        if let Some(Server { stop, task, runtime }) = server {
             stop.cancel();
             // Followers' streams end with the server; give them a moment.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+            runtime.shutdown_background();
         }
     }
 }

@@ -28,6 +28,8 @@ use super::{
 
 /// Responses waiting for a slow client, per stream.
 const STREAM_BUFFER: usize = 256;
+/// Flows a request filters before it lets other requests run.
+const YIELD_EVERY: usize = 256;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -106,6 +108,33 @@ impl Query {
     fn wants(&self, flow: &Flow) -> bool {
         self.in_time(flow) && self.filters.allow(flow)
     }
+
+    /// The flows of `history` the request asks for, in order. Yields to
+    /// other requests every [`YIELD_EVERY`] flows, so a request over the
+    /// whole ring never holds a thread for long.
+    async fn select<'h>(&self, history: &'h [Arc<Flow>], request: &GetFlowsRequest) -> Vec<&'h Arc<Flow>> {
+        let number = usize::try_from(request.number).unwrap_or(usize::MAX);
+        // number 0: everything in range, except that a plain follow starts from now.
+        if number == 0 && request.follow && self.since.is_none() {
+            return Vec::new();
+        }
+        let mut matching = Vec::new();
+        for (index, flow) in history.iter().enumerate() {
+            if index % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
+            if self.wants(flow) {
+                matching.push(flow);
+                if request.first && matching.len() == number {
+                    break;
+                }
+            }
+        }
+        if number != 0 && !request.first {
+            matching.drain(..matching.len().saturating_sub(number));
+        }
+        matching
+    }
 }
 
 #[tonic::async_trait]
@@ -118,26 +147,16 @@ impl Observer for ObserverService {
         let request = request.into_inner();
         let query = Query::new(&request)?;
         let (history, live) = self.store.history(request.follow);
-        let matching = history.iter().filter(|f| query.wants(f));
-        let number = request.number as usize;
-        // number 0: everything in range, except that a plain follow starts from now.
-        let selected: Vec<Arc<Flow>> = if number == 0 {
-            if request.follow && query.since.is_none() { Vec::new() } else { matching.cloned().collect() }
-        } else if request.first {
-            matching.take(number).cloned().collect()
-        } else {
-            let all: Vec<&Arc<Flow>> = matching.collect();
-            all[all.len().saturating_sub(number)..].iter().map(|f| (*f).clone()).collect()
-        };
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let lost_counter = self.follower_lost.clone();
         let node_name = self.info.node_name.clone();
         tokio::spawn(async move {
-            for flow in &selected {
+            for flow in query.select(&history, &request).await {
                 if sender.send(Ok(response(flow, &query.mask))).await.is_err() {
                     return;
                 }
             }
+            drop(history);
             let Some(mut live) = live else { return };
             loop {
                 let flow = tokio::select! {
@@ -197,14 +216,14 @@ impl Observer for ObserverService {
             .store
             .nodes()
             .into_iter()
-            .map(|(name, stats, held)| Node {
+            .map(|(name, stats)| Node {
                 name,
                 version: version(),
                 address: self.info.address.clone(),
                 state: NodeState::NodeConnected as i32,
                 tls: Some(tls.clone()),
                 uptime_ns,
-                num_flows: held,
+                num_flows: stats.held_flows,
                 max_flows,
                 seen_flows: stats.seen_flows,
             })

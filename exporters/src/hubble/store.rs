@@ -15,16 +15,39 @@ use tokio::sync::broadcast;
 
 use super::proto::flow::Flow;
 
-/// Flows seen per node since flowtel started.
+/// Encoded bytes the ring holds at most, whatever the size of its flows: a
+/// sender cannot make `max_flows` huge flows take unbounded memory.
+pub const MAX_RING_BYTES: usize = 32 << 20;
+
+/// What is known of a node while the ring holds flows of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeStats {
-    /// Flows from the node.
+    /// Flows from the node since it (last) appeared.
     pub seen_flows: u64,
+    /// Flows of it the ring holds now.
+    pub held_flows: u64,
 }
 
 struct Ring {
-    flows: VecDeque<Arc<Flow>>,
+    /// The flows, oldest first, with their encoded sizes.
+    flows: VecDeque<(Arc<Flow>, usize)>,
+    bytes: usize,
+    /// Nodes with flows in the ring, and the local node: bounded by the ring.
     nodes: BTreeMap<String, NodeStats>,
+    local_node: String,
+}
+
+impl Ring {
+    fn pop_oldest(&mut self) {
+        let Some((flow, size)) = self.flows.pop_front() else { return };
+        self.bytes -= size;
+        if let Some(node) = self.nodes.get_mut(&flow.node_name) {
+            node.held_flows -= 1;
+            if node.held_flows == 0 && flow.node_name != self.local_node {
+                self.nodes.remove(&flow.node_name);
+            }
+        }
+    }
 }
 
 /// The ring, the followers' broadcast and the nodes.
@@ -44,7 +67,12 @@ impl FlowStore {
     pub fn new(max_flows: usize, follower_buffer: usize, local_node: &str) -> Self {
         let nodes = BTreeMap::from([(local_node.to_owned(), NodeStats::default())]);
         FlowStore {
-            ring: Mutex::new(Ring { flows: VecDeque::with_capacity(max_flows), nodes }),
+            ring: Mutex::new(Ring {
+                flows: VecDeque::with_capacity(max_flows),
+                bytes: 0,
+                nodes,
+                local_node: local_node.to_owned(),
+            }),
             live: broadcast::channel(follower_buffer).0,
             new_nodes: broadcast::channel(64).0,
             max_flows,
@@ -69,12 +97,15 @@ impl FlowStore {
             }
             if let Some(node) = ring.nodes.get_mut(&flow.node_name) {
                 node.seen_flows += 1;
+                node.held_flows += 1;
             }
+            let size = prost::Message::encoded_len(&flow);
             let flow = Arc::new(flow);
-            if ring.flows.len() == self.max_flows {
-                ring.flows.pop_front();
+            while ring.flows.len() >= self.max_flows || (!ring.flows.is_empty() && ring.bytes + size > MAX_RING_BYTES) {
+                ring.pop_oldest();
             }
-            ring.flows.push_back(flow.clone());
+            ring.bytes += size;
+            ring.flows.push_back((flow.clone(), size));
             self.seen.fetch_add(1, Ordering::Relaxed);
             // No follower: nothing to do. A slow one lags; the broadcast never blocks.
             let _ = self.live.send(flow);
@@ -85,7 +116,7 @@ impl FlowStore {
     /// to every flow after them — taken together, so none is missed or repeated.
     pub fn history(&self, follow: bool) -> (Vec<Arc<Flow>>, Option<broadcast::Receiver<Arc<Flow>>>) {
         let ring = self.lock();
-        (ring.flows.iter().cloned().collect(), follow.then(|| self.live.subscribe()))
+        (ring.flows.iter().map(|(flow, _)| flow.clone()).collect(), follow.then(|| self.live.subscribe()))
     }
 
     /// `(held, capacity, seen since start, uptime in ns)`.
@@ -94,16 +125,9 @@ impl FlowStore {
         (held, self.max_flows as u64, self.seen.load(Ordering::Relaxed), self.started.elapsed().as_nanos() as u64)
     }
 
-    /// Every node known, with its stats and the flows of it held now.
-    pub fn nodes(&self) -> Vec<(String, NodeStats, u64)> {
-        let ring = self.lock();
-        ring.nodes
-            .iter()
-            .map(|(name, stats)| {
-                let held = ring.flows.iter().filter(|f| &f.node_name == name).count() as u64;
-                (name.clone(), stats.clone(), held)
-            })
-            .collect()
+    /// Every node with flows held now, and the local node, with their stats.
+    pub fn nodes(&self) -> Vec<(String, NodeStats)> {
+        self.lock().nodes.iter().map(|(name, stats)| (name.clone(), stats.clone())).collect()
     }
 
     /// The node names known now, and a subscription to the ones that appear later.
@@ -117,7 +141,7 @@ impl FlowStore {
         let ring = self.lock();
         ring.flows
             .iter()
-            .flat_map(|f| [f.source.as_ref(), f.destination.as_ref()])
+            .flat_map(|(f, _)| [f.source.as_ref(), f.destination.as_ref()])
             .flatten()
             .filter(|e| !e.namespace.is_empty())
             .map(|e| e.namespace.clone())
@@ -154,7 +178,26 @@ mod tests {
         store.push((0..5).map(|i| flow("gw-peer", &i.to_string())));
         assert!(matches!(live.try_recv(), Err(broadcast::error::TryRecvError::Lagged(3))));
         assert_eq!(live.try_recv().unwrap().uuid, "3");
-        let names: Vec<String> = store.nodes().into_iter().map(|(name, _, _)| name).collect();
+        let names: Vec<String> = store.nodes().into_iter().map(|(name, _)| name).collect();
         assert_eq!(names, ["gw-peer", "local"]);
+    }
+
+    #[test]
+    fn nodes_are_known_while_the_ring_holds_their_flows() {
+        let store = FlowStore::new(2, 16, "local");
+        store.push([flow("a", "1"), flow("b", "2")]);
+        store.push([flow("c", "3"), flow("c", "4")]);
+        let nodes: Vec<(String, u64)> = store.nodes().into_iter().map(|(name, s)| (name, s.held_flows)).collect();
+        assert_eq!(nodes, [("c".to_owned(), 2), ("local".to_owned(), 0)]);
+    }
+
+    #[test]
+    fn the_ring_is_bounded_in_bytes_too() {
+        let store = FlowStore::new(1000, 16, "local");
+        let big = |i: usize| Flow { summary: "x".repeat(MAX_RING_BYTES / 4), uuid: i.to_string(), ..Flow::default() };
+        store.push((0..10).map(big));
+        let (held, _) = store.history(false);
+        assert_eq!(held.len(), 3, "three quarters of the byte bound and a bit more do not fit four");
+        assert_eq!(held.last().unwrap().uuid, "9");
     }
 }

@@ -86,3 +86,36 @@ fn protocols_flags_and_unknown_fields() {
     assert!(!one(FlowFilter { http_method: vec!["GET".into()], ..FlowFilter::default() }), "no L7 data");
     assert!(one(FlowFilter::default()), "an empty filter matches everything");
 }
+
+#[test]
+fn node_globs_stay_within_a_name_component_and_match_in_linear_time() {
+    let node = |pattern: &str, name: &str| {
+        let flow = Flow { node_name: name.into(), ..flow() };
+        Filters::new(vec![FlowFilter { node_name: vec![pattern.into()], ..FlowFilter::default() }], vec![])
+            .unwrap()
+            .allow(&flow)
+    };
+    assert!(node("k8s*", "k8s1"));
+    assert!(!node("k8s*", "k8s1.company.com"), "one star stays in one component");
+    assert!(node("k8s**", "k8s1.company.com"));
+    assert!(node("prod/*.company.com", "prod/node1.company.com"));
+    assert!(!node("prod/*.company.com", "node1.company.com"), "a node without a cluster is in `default`");
+    assert!(node("*.company.com", "prod/node1.company.com"), "no cluster in the pattern: any cluster");
+    assert!(node("node.1", "node.1") && !node("node.1", "nodex1"), "a dot is literal");
+    // A pattern that makes a backtracking matcher take exponential time.
+    let long = "a".repeat(100_000);
+    assert!(!node("*a*a*a*a*a*a*b", &long));
+    assert!(!node("**a**a**a**a**a**a**b", &long));
+}
+
+#[test]
+fn requests_are_bounded_in_filters_entries_and_pattern_size() {
+    let many = vec![FlowFilter::default(); MAX_FILTERS + 1];
+    assert!(Filters::new(many, vec![]).unwrap_err().contains("at most 64"));
+    let entries = FlowFilter { source_ip: vec!["10.0.0.1".into(); MAX_ENTRIES + 1], ..FlowFilter::default() };
+    assert!(Filters::new(vec![entries], vec![]).unwrap_err().contains("1025 entries"));
+    let long = FlowFilter { node_name: vec!["a".repeat(MAX_PATTERN_BYTES + 1)], ..FlowFilter::default() };
+    assert!(Filters::new(vec![], vec![long]).unwrap_err().contains("blacklist[0].node_name"));
+    let long = FlowFilter { source_label: vec!["a".repeat(MAX_PATTERN_BYTES + 1)], ..FlowFilter::default() };
+    assert!(Filters::new(vec![long], vec![]).unwrap_err().contains("whitelist[0].source_label"));
+}
