@@ -63,8 +63,12 @@ fn validate(cli: Cli) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let _context = runtime.enter();
-    match service::check(&cli.config).and_then(|s| s.build().map(|_| ())) {
-        Ok(()) => {
+    let (warnings, loaded) = service::load(&cli.config);
+    for warning in &warnings {
+        eprintln!("{}: warning: {warning}", cli.config.display());
+    }
+    match loaded {
+        Ok(_) => {
             println!("{}: valid", cli.config.display());
             ExitCode::SUCCESS
         }
@@ -100,18 +104,28 @@ fn print_components() {
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    let checked = match service::check(&cli.config) {
-        Ok(checked) => checked,
+    let Some(runtime) = async_runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    let (warnings, loaded) = {
+        let _context = runtime.enter();
+        service::load(&cli.config)
+    };
+    let service = match loaded {
+        Ok(service) => service,
         Err(errors) => {
+            for warning in &warnings {
+                eprintln!("{}: warning: {warning}", cli.config.display());
+            }
             eprintln!("{}: {errors}", cli.config.display());
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&checked.telemetry.logs);
-    let Some(runtime) = async_runtime(tokio::runtime::Builder::new_multi_thread()) else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(serve(checked, cli.shutdown_timeout)) {
+    init_logging(&service.telemetry.logs);
+    for warning in &warnings {
+        tracing::warn!(config = %cli.config.display(), path = %warning.path, "{}.", warning.message);
+    }
+    match runtime.block_on(serve(service, cli.shutdown_timeout)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("flowtel: {err:#}");
@@ -120,14 +134,14 @@ fn run(cli: &Cli) -> ExitCode {
     }
 }
 
-async fn serve(checked: service::CheckedService, shutdown_timeout: Duration) -> anyhow::Result<()> {
-    let spec = checked.build().map_err(|errors| anyhow::anyhow!("{errors}"))?;
+async fn serve(service: service::Service, shutdown_timeout: Duration) -> anyhow::Result<()> {
+    let service::Service { telemetry, spec } = service;
     let registry = Arc::new(MetricsRegistry::new());
     registry.observed_gauge("flowtel_process_heap_bytes", "Heap memory flowtel holds.", &[], || {
         flowtel_core::memory::heap_in_use().map_or(0, |bytes| bytes as i64)
     });
     let health = Health::default();
-    let metrics_config = &checked.telemetry.metrics;
+    let metrics_config = &telemetry.metrics;
     let mut server = if metrics_config.level == MetricsLevel::None {
         None
     } else {

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use flowtel_core::{
     ComponentId, ComponentKind,
-    config::{CheckedPipeline, ComponentConfig, ConfigError, ConfigErrors, load_file},
+    config::{CheckedPipeline, ComponentConfig, ConfigError, ConfigErrors, read_file},
     self_telemetry::TelemetryConfig,
     topology::{PipelineSpec, TopologySpec},
 };
@@ -14,14 +14,42 @@ use crate::components::{
     decode_receiver,
 };
 
+/// A config file's components, built and ready to start.
+pub struct Service {
+    /// `service::telemetry`.
+    pub telemetry: TelemetryConfig,
+    /// What to start.
+    pub spec: TopologySpec,
+}
+
+/// Reads, checks and builds a config file, as a start would, without
+/// starting anything. Every problem is reported together; warnings (an
+/// unset environment variable) come back either way. Exporters build their
+/// clients, so this runs inside an async runtime.
+pub fn load(path: &Path) -> (Vec<ConfigError>, Result<Service, ConfigErrors>) {
+    let mut raw = match read_file(path) {
+        Ok(raw) => raw,
+        Err(errors) => return (Vec::new(), Err(errors)),
+    };
+    let mut warnings = std::mem::take(&mut raw.warnings);
+    let mut errors = ConfigErrors::new(std::mem::take(&mut raw.problems));
+    let checked = check(raw, &mut errors);
+    let spec = checked.build(&mut errors, &mut warnings);
+    let result = if errors.errors().is_empty() {
+        Ok(Service { telemetry: checked.telemetry, spec })
+    } else {
+        Err(errors)
+    };
+    (warnings, result)
+}
+
 /// A config whose every part was decoded and checked.
-pub struct CheckedService {
+struct CheckedService {
     receivers: BTreeMap<ComponentId, ReceiverConfig>,
     processors: BTreeMap<ComponentId, ProcessorConfig>,
     exporters: BTreeMap<ComponentId, ExporterConfig>,
     pipelines: Vec<CheckedPipeline>,
-    /// `service::telemetry`.
-    pub telemetry: TelemetryConfig,
+    telemetry: TelemetryConfig,
 }
 
 /// Decodes every component of one section, collecting errors.
@@ -52,15 +80,13 @@ fn decode_section<T>(
     decoded
 }
 
-/// Reads, decodes and checks a config file; every problem is reported together.
-pub fn check(path: &Path) -> Result<CheckedService, ConfigErrors> {
-    let raw = load_file(path)?;
-    let mut errors = ConfigErrors::default();
+/// Decodes and checks every part of a parsed config, adding what is wrong to `errors`.
+fn check(raw: flowtel_core::config::RawConfig, errors: &mut ConfigErrors) -> CheckedService {
     let mut types = BTreeMap::new();
-    let receivers = decode_section(ComponentKind::Receiver, &raw.receivers, decode_receiver, &mut types, &mut errors);
+    let receivers = decode_section(ComponentKind::Receiver, &raw.receivers, decode_receiver, &mut types, errors);
     let processors =
-        decode_section(ComponentKind::Processor, &raw.processors, decode_processor, &mut types, &mut errors);
-    let exporters = decode_section(ComponentKind::Exporter, &raw.exporters, decode_exporter, &mut types, &mut errors);
+        decode_section(ComponentKind::Processor, &raw.processors, decode_processor, &mut types, errors);
+    let exporters = decode_section(ComponentKind::Exporter, &raw.exporters, decode_exporter, &mut types, errors);
     let pipelines = match raw.check_pipelines() {
         Ok(pipelines) => pipelines,
         Err(errs) => {
@@ -87,16 +113,13 @@ pub fn check(path: &Path) -> Result<CheckedService, ConfigErrors> {
             }
         }
     }
-    if !errors.errors().is_empty() {
-        return Err(errors);
-    }
-    Ok(CheckedService { receivers, processors, exporters, pipelines, telemetry: raw.telemetry })
+    CheckedService { receivers, processors, exporters, pipelines, telemetry: raw.telemetry }
 }
 
 impl CheckedService {
-    /// Builds the components that pipelines use (unused ones are left out, with a warning).
-    pub fn build(&self) -> Result<TopologySpec, ConfigErrors> {
-        let mut errors = Vec::new();
+    /// Builds the components that pipelines use (unused ones are left out,
+    /// with a warning), adding what cannot be built to `errors`.
+    fn build(&self, errors: &mut ConfigErrors, warnings: &mut Vec<ConfigError>) -> TopologySpec {
         let used = |kind: ComponentKind, id: &ComponentId| {
             self.pipelines.iter().any(|p| match kind {
                 ComponentKind::Receiver => p.receivers.contains(id),
@@ -109,20 +132,20 @@ impl CheckedService {
             if used(ComponentKind::Receiver, id) {
                 receivers.insert(id.clone(), config.build());
             } else {
-                tracing::warn!(receiver = %id, "Receiver is not used by any pipeline.");
+                warnings.push(ConfigError::new(format!("receivers::{id}"), "not used by any pipeline"));
             }
         }
         let mut exporters = BTreeMap::new();
         for (id, config) in &self.exporters {
             if !used(ComponentKind::Exporter, id) {
-                tracing::warn!(exporter = %id, "Exporter is not used by any pipeline.");
+                warnings.push(ConfigError::new(format!("exporters::{id}"), "not used by any pipeline"));
                 continue;
             }
             match config.build() {
                 Ok(spec) => {
                     exporters.insert(id.clone(), spec);
                 }
-                Err(message) => errors.push(ConfigError::new(format!("exporters::{id}"), message)),
+                Err(message) => errors.extend([ConfigError::new(format!("exporters::{id}"), message)]),
             }
         }
         let pipelines = self
@@ -139,6 +162,6 @@ impl CheckedService {
                 exporters: pipeline.exporters.clone(),
             })
             .collect();
-        ConfigErrors::result(errors).map(|()| TopologySpec { receivers, exporters, pipelines })
+        TopologySpec { receivers, exporters, pipelines }
     }
 }

@@ -3,7 +3,7 @@
 //! variable cannot change the YAML structure), `$$` for a literal `$`.
 //! A value that is one whole reference takes the type of what it expands to
 //! (`port: ${env:PORT}` gives a number); an unset variable without a default
-//! expands to the empty string, with a warning.
+//! expands to the empty string, with a warning naming it and where it is used.
 
 use figment::value::{Num, Value};
 
@@ -15,22 +15,29 @@ pub(super) fn expand_env(
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
 ) {
     match value {
         Value::String(tag, text) => match expand_str(text, env) {
-            Ok(Expanded { text: expanded, whole_reference }) => {
+            Ok(Expanded { text: expanded, whole_reference, unset }) => {
+                for name in unset {
+                    warnings.push(ConfigError::new(
+                        path,
+                        format!("environment variable {name} is not set; it expands to an empty string"),
+                    ));
+                }
                 *value = if whole_reference { typed_scalar(*tag, expanded) } else { Value::String(*tag, expanded) };
             }
             Err(message) => errors.push(ConfigError::new(path, message)),
         },
         Value::Dict(_, dict) => {
             for (key, child) in dict.iter_mut() {
-                expand_env(child, &format!("{path}::{key}"), env, errors);
+                expand_env(child, &format!("{path}::{key}"), env, errors, warnings);
             }
         }
         Value::Array(_, items) => {
             for (index, child) in items.iter_mut().enumerate() {
-                expand_env(child, &format!("{path}::{index}"), env, errors);
+                expand_env(child, &format!("{path}::{index}"), env, errors, warnings);
             }
         }
         _ => {}
@@ -40,12 +47,15 @@ pub(super) fn expand_env(
 struct Expanded {
     text: String,
     whole_reference: bool,
+    /// Variables referenced without a default that are not set.
+    unset: Vec<String>,
 }
 
 fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expanded, String> {
     if !text.contains('$') {
-        return Ok(Expanded { text: text.to_owned(), whole_reference: false });
+        return Ok(Expanded { text: text.to_owned(), whole_reference: false, unset: Vec::new() });
     }
+    let mut unset = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut references = 0;
@@ -57,7 +67,10 @@ fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expand
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
             let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in {text:?}"))?;
-            out.push_str(&resolve(&body[..end], env)?);
+            match resolve(&body[..end], env)? {
+                Some(value) => out.push_str(&value),
+                None => unset.push(body[..end].trim().trim_start_matches("env:").to_owned()),
+            }
             references += 1;
             rest = &body[end + 1..];
         } else {
@@ -67,10 +80,11 @@ fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expand
     }
     out.push_str(rest);
     let whole_reference = references == 1 && text.starts_with("${") && text.ends_with('}');
-    Ok(Expanded { text: out, whole_reference })
+    Ok(Expanded { text: out, whole_reference, unset })
 }
 
-fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// The value a reference stands for; `None` for an unset variable without a default.
+fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
     let reference = reference.trim();
     let spec = match reference.split_once(':') {
         Some(("env", spec)) => spec,
@@ -89,12 +103,9 @@ fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Stri
         return Err(format!("invalid environment variable name {name:?} in `${{{reference}}}`"));
     }
     match (env(name), default) {
-        (Some(value), _) => Ok(value),
-        (None, Some(default)) => Ok(default.to_owned()),
-        (None, None) => {
-            tracing::warn!(variable = name, "Environment variable is not set; it expands to an empty string.");
-            Ok(String::new())
-        }
+        (Some(value), _) => Ok(Some(value)),
+        (None, Some(default)) => Ok(Some(default.to_owned())),
+        (None, None) => Ok(None),
     }
 }
 
@@ -134,6 +145,18 @@ mod tests {
     }
 
     #[test]
+    fn an_unset_variable_is_named() {
+        let expanded = expand_str("${env:HOST}:${env:NOPE}/${ALSO_NOPE}", &env).unwrap();
+        assert_eq!(expanded.text, "collector:/");
+        assert_eq!(expanded.unset, ["NOPE", "ALSO_NOPE"]);
+        let mut value = Value::from("${env:NOPE}".to_owned());
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        expand_env(&mut value, "exporters::x::endpoint", &env, &mut errors, &mut warnings);
+        assert!(errors.is_empty());
+        assert_eq!(warnings[0].to_string(), "exporters::x::endpoint: environment variable NOPE is not set; it expands to an empty string");
+    }
+
+    #[test]
     fn all_three_forms_expand() {
         assert_eq!(expand("${env:HOST}:${PORT}").as_deref(), Ok("collector:4317"));
         assert_eq!(expand("${env:MISSING:-fallback}").as_deref(), Ok("fallback"));
@@ -157,12 +180,12 @@ mod tests {
     #[test]
     fn a_whole_reference_keeps_its_type() {
         let mut value = Value::from("${env:PORT}".to_owned());
-        let mut errors = Vec::new();
-        expand_env(&mut value, "x", &env, &mut errors);
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        expand_env(&mut value, "x", &env, &mut errors, &mut warnings);
         assert!(errors.is_empty());
         assert_eq!(value.to_u128(), Some(4317));
         let mut value = Value::from("port ${env:PORT}".to_owned());
-        expand_env(&mut value, "x", &env, &mut errors);
+        expand_env(&mut value, "x", &env, &mut errors, &mut warnings);
         assert_eq!(value.as_str(), Some("port 4317"));
     }
 }

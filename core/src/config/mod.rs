@@ -1,19 +1,24 @@
 //! The collector-style configuration file (`otel-config.yaml`).
 //!
-//! Loading happens in three steps, each reporting every error it finds
+//! Loading happens in three steps; every error they find is reported
 //! together, each with its path (`exporters::otlp_grpc::timeout: …`):
 //!
-//! 1. [`load_file`] / [`load_str`] parse the YAML with figment, expand
+//! 1. [`read_file`] / [`read_str_with_env`] check the text ([`yaml`]: its
+//!    size, nesting and duplicate keys), parse it with figment, expand
 //!    `${env:VAR}`, `${VAR}` and `${env:VAR:-default}`, and check the shape
 //!    of the top level and of `service` (pipelines and telemetry).
 //! 2. The binary decodes each component's own typed config with
 //!    [`ComponentConfig::decode`] (the core knows no component type).
 //! 3. [`RawConfig::check_pipelines`] checks the references between
 //!    pipelines and components.
+//!
+//! Only a file that is not YAML at all stops at step 1; otherwise the
+//! problems of every step come out in one list.
 
 mod errors;
 mod expand;
 mod values;
+pub mod yaml;
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -114,28 +119,47 @@ pub struct RawConfig {
     pub pipelines: BTreeMap<String, PipelineConfig>,
     /// `service::telemetry`.
     pub telemetry: TelemetryConfig,
+    /// Problems found while reading, reported with those of later steps.
+    pub problems: Vec<ConfigError>,
+    /// What is allowed but likely a mistake (an unset environment variable).
+    pub warnings: Vec<ConfigError>,
 }
 
-/// Reads and parses a config file.
-pub fn load_file(path: &Path) -> Result<RawConfig, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
+/// Reads a config file; `Err` only when it cannot be read or is not YAML.
+pub fn read_file(path: &Path) -> Result<RawConfig, ConfigErrors> {
+    let text = std::fs::read(path)
         .map_err(|err| ConfigErrors::one(path.display().to_string(), format!("cannot read the config file: {err}")))?;
-    load_str(&text)
+    let text = String::from_utf8(text).map_err(|err| {
+        ConfigErrors::one("config", format!("not UTF-8 text: invalid byte at offset {}", err.utf8_error().valid_up_to()))
+    })?;
+    read_str_with_env(&text, &|name| std::env::var(name).ok())
 }
 
-/// Parses config text, expanding environment references from the process environment.
+/// Parses config text with the process environment; every problem is an error.
 pub fn load_str(text: &str) -> Result<RawConfig, ConfigErrors> {
     load_str_with_env(text, &|name| std::env::var(name).ok())
 }
 
-/// Parses config text, looking environment variables up with `env`.
+/// Parses config text, looking environment variables up with `env`; every
+/// problem is an error.
 pub fn load_str_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RawConfig, ConfigErrors> {
+    let mut config = read_str_with_env(text, env)?;
+    let problems = std::mem::take(&mut config.problems);
+    ConfigErrors::result(problems).map(|()| config)
+}
+
+/// Parses config text, looking environment variables up with `env`. `Err`
+/// only when the text is not a YAML mapping; other problems are in
+/// [`RawConfig::problems`].
+pub fn read_str_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RawConfig, ConfigErrors> {
+    yaml::check(text).map_err(|err| ConfigErrors::one("config", err))?;
     let mut top: Dict = Figment::from(Yaml::string(text))
         .extract()
         .map_err(|err| ConfigErrors::one("config", yaml_error_message(err)))?;
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     for (key, value) in top.iter_mut() {
-        expand::expand_env(value, key, env, &mut errors);
+        expand::expand_env(value, key, env, &mut errors, &mut warnings);
     }
     for key in top.keys() {
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
@@ -156,7 +180,9 @@ pub fn load_str_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
         None => errors.push(ConfigError::new("service", "missing; a config needs at least one pipeline")),
         Some(service) => read_service(service, &mut config, &mut errors),
     }
-    ConfigErrors::result(errors).map(|()| config)
+    config.problems = errors;
+    config.warnings = warnings;
+    Ok(config)
 }
 
 fn yaml_error_message(err: figment::Error) -> String {

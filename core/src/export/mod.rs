@@ -6,13 +6,13 @@ mod request;
 mod retry;
 mod tls;
 
-use std::num::NonZeroUsize;
+use std::{collections::BTreeMap, num::NonZeroUsize};
 
 use serde::Deserialize;
 
 pub use request::{JsonRequest, encode_json, encode_protobuf, outcome_of_protobuf_response};
 pub use retry::{Backoff, RetryConfig};
-pub use tls::{TlsClientConfig, install_crypto_provider};
+pub use tls::{Pem, TlsClientConfig, check_pem, install_crypto_provider};
 
 use crate::config::Validate;
 
@@ -52,18 +52,35 @@ impl QueueConfig {
 
 impl Validate for QueueConfig {}
 
+/// Headers an exporter may send with every request.
+pub const MAX_HEADERS: usize = 256;
+/// Bytes of an exporter's headers, names and values together.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Checks the settings every network exporter shares, with their paths.
 pub fn validate_client_settings(
     tls: &TlsClientConfig,
     retry: &RetryConfig,
     queue: &QueueConfig,
+    headers: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
-    [("tls", tls.validate()), ("retry_on_failure", retry.validate()), ("sending_queue", queue.validate())]
-        .into_iter()
-        .flat_map(|(prefix, found)| {
-            found.into_iter().map(move |(field, message)| (format!("{prefix}::{field}"), message))
-        })
-        .collect()
+    let mut problems: Vec<(String, String)> =
+        [("tls", tls.validate()), ("retry_on_failure", retry.validate()), ("sending_queue", queue.validate())]
+            .into_iter()
+            .flat_map(|(prefix, found)| {
+                found.into_iter().map(move |(field, message)| (format!("{prefix}::{field}"), message))
+            })
+            .collect();
+    // Servers refuse header lists far smaller than these (HTTP/2 servers
+    // commonly at 16 KiB), and an HTTP header map cannot hold more than
+    // 24,576 entries.
+    let bytes: usize = headers.iter().map(|(name, value)| name.len() + value.len()).sum();
+    if headers.len() > MAX_HEADERS {
+        problems.push(("headers".into(), format!("{} headers; at most {MAX_HEADERS} are allowed", headers.len())));
+    } else if bytes > MAX_HEADER_BYTES {
+        problems.push(("headers".into(), format!("{bytes} bytes of headers; at most {MAX_HEADER_BYTES} are allowed")));
+    }
+    problems
 }
 
 /// `compression`: how request bodies are compressed.

@@ -40,16 +40,50 @@ impl Validate for TlsClientConfig {
             }
             _ => {}
         }
-        for (field, path) in [("ca_file", &self.ca_file), ("cert_file", &self.cert_file), ("key_file", &self.key_file)]
-        {
+        let files = [
+            ("ca_file", &self.ca_file, Pem::Certificates),
+            ("cert_file", &self.cert_file, Pem::Certificates),
+            ("key_file", &self.key_file, Pem::PrivateKey),
+        ];
+        for (field, path, kind) in files {
             if let Some(path) = path
-                && !path.is_file()
+                && let Err(message) = check_pem(path, kind)
             {
-                problems.push((field.into(), format!("{} is not a readable file", path.display())));
+                problems.push((field.into(), message));
             }
         }
         problems
     }
+}
+
+/// What a PEM file must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pem {
+    /// One or more certificates.
+    Certificates,
+    /// A private key.
+    PrivateKey,
+}
+
+/// Checks that `path` is a readable PEM file holding what `kind` says, so a
+/// wrong or garbled file is a startup error rather than a failure of every
+/// connection later.
+pub fn check_pem(path: &std::path::Path, kind: Pem) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let bytes = std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let found = match kind {
+        Pem::Certificates => {
+            let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+            certificates.map_err(|err| err.to_string()).and_then(|certificates| {
+                if certificates.is_empty() { Err("no PEM certificate in it".to_owned()) } else { Ok(()) }
+            })
+        }
+        Pem::PrivateKey => PrivateKeyDer::from_pem_slice(&bytes).map(|_| ()).map_err(|err| err.to_string()),
+    };
+    found.map_err(|why| {
+        let wanted = if kind == Pem::Certificates { "PEM certificates" } else { "a PEM private key" };
+        format!("{} is not {wanted}: {why}", path.display())
+    })
 }
 
 /// Makes ring the process's TLS crypto provider (the TLS clients need one);

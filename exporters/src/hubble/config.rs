@@ -2,7 +2,10 @@
 
 use std::{num::NonZeroUsize, path::PathBuf};
 
-use flowtel_core::config::{HostPort, Validate};
+use flowtel_core::{
+    config::{HostPort, Validate},
+    export::{Pem, check_pem},
+};
 use serde::Deserialize;
 
 /// `exporters::hubble`: serves the Hubble API (Observer, Peer) from flow
@@ -54,12 +57,16 @@ impl Validate for HubbleConfig {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         if let Some(tls) = &self.tls {
-            let files = [("tls::cert_file", Some(&tls.cert_file)), ("tls::key_file", Some(&tls.key_file))];
-            for (field, path) in files.into_iter().chain([("tls::client_ca_file", tls.client_ca_file.as_ref())]) {
+            let files = [
+                ("tls::cert_file", Some(&tls.cert_file), Pem::Certificates),
+                ("tls::key_file", Some(&tls.key_file), Pem::PrivateKey),
+                ("tls::client_ca_file", tls.client_ca_file.as_ref(), Pem::Certificates),
+            ];
+            for (field, path, kind) in files {
                 if let Some(path) = path
-                    && !path.is_file()
+                    && let Err(message) = check_pem(path, kind)
                 {
-                    problems.push((field.into(), format!("{} is not a readable file", path.display())));
+                    problems.push((field.into(), message));
                 }
             }
         }
