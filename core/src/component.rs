@@ -257,6 +257,9 @@ pub enum ExportErrorKind {
     },
     /// Retrying cannot help (bad request, auth, unsupported).
     Permanent,
+    /// The backend refuses a request this large: the batch is sent again
+    /// in halves (an item that alone is too large is dropped).
+    TooLarge,
 }
 
 /// A failed export attempt.
@@ -278,6 +281,11 @@ impl ExportError {
     /// A failure retrying cannot fix.
     pub fn permanent(message: impl fmt::Display) -> Self {
         ExportError { kind: ExportErrorKind::Permanent, message: message.to_string() }
+    }
+
+    /// A request the backend refuses for its size.
+    pub fn too_large(message: impl fmt::Display) -> Self {
+        ExportError { kind: ExportErrorKind::TooLarge, message: message.to_string() }
     }
 }
 

@@ -21,9 +21,14 @@ thread_local! {
     // Const-initialized and without a destructor: usable from the allocator
     // at any point of a thread's life, and never allocates itself.
     static UNFLUSHED: Cell<isize> = const { Cell::new(0) };
+    // Bytes this thread has allocated since it started (never decreases).
+    static ALLOCATED: Cell<u64> = const { Cell::new(0) };
 }
 
 fn account(bytes: isize) {
+    if bytes > 0 {
+        let _ = ALLOCATED.try_with(|allocated| allocated.set(allocated.get() + bytes as u64));
+    }
     let flushed = UNFLUSHED.try_with(|local| {
         let total = local.get() + bytes;
         if total.abs() >= FLUSH_BYTES {
@@ -87,6 +92,31 @@ pub fn counting_installed() {
 /// allocator is installed.
 pub fn heap_in_use() -> Option<u64> {
     INSTALLED.load(Ordering::Relaxed).then(|| IN_USE.load(Ordering::Relaxed).max(0) as u64)
+}
+
+/// Counts what the current thread allocates from now on: the memory a
+/// synchronous piece of work (decoding one request) takes, known while it
+/// runs. Counts nothing where the counting allocator is not installed.
+#[derive(Clone, Copy, Debug)]
+pub struct AllocationMeter {
+    start: u64,
+}
+
+impl AllocationMeter {
+    /// Starts counting on this thread.
+    pub fn start() -> Self {
+        AllocationMeter { start: allocated_by_this_thread() }
+    }
+
+    /// Bytes allocated on this thread since [`AllocationMeter::start`]
+    /// (frees are not subtracted).
+    pub fn allocated(&self) -> u64 {
+        allocated_by_this_thread().saturating_sub(self.start)
+    }
+}
+
+fn allocated_by_this_thread() -> u64 {
+    ALLOCATED.try_with(Cell::get).unwrap_or(0)
 }
 
 /// The process's resident set size in bytes (from `/proc/self/statm`).

@@ -84,6 +84,12 @@ fn for_each_point_attributes(metric: &mut Metric, mut visit: impl FnMut(&mut Vec
     }
 }
 
+mod heap_size;
+mod ids;
+
+pub use heap_size::HeapSize;
+pub use ids::MalformedIds;
+
 /// One unit of telemetry moving through a pipeline.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Payload {
@@ -112,6 +118,15 @@ impl Payload {
                 }
             }
             Payload::Traces(_) => {}
+        }
+    }
+
+    /// Heap bytes the payload holds (see [`HeapSize`]).
+    pub fn heap_size(&self) -> usize {
+        match self {
+            Payload::Logs(v) => v.heap_size(),
+            Payload::Metrics(v) => v.heap_size(),
+            Payload::Traces(v) => v.heap_size(),
         }
     }
 

@@ -8,6 +8,7 @@ mod tls;
 
 use std::{collections::BTreeMap, num::NonZeroUsize};
 
+use bytesize::ByteSize;
 use serde::Deserialize;
 
 pub use request::{JsonRequest, encode_json, encode_protobuf, outcome_of_protobuf_response};
@@ -17,6 +18,11 @@ pub use tls::{Pem, TlsClientConfig, check_pem, install_crypto_provider};
 use crate::config::Validate;
 
 /// `sending_queue`: the bounded queue in front of an exporter.
+///
+/// Bounded by default in bytes (the memory the queued data takes), so a
+/// backend outage cannot make flowtel's memory grow past it; when it is
+/// full the pipeline waits, and the receivers feeding it tell their senders
+/// to retry, instead of dropping what they already took.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
@@ -24,11 +30,50 @@ pub struct QueueConfig {
     pub enabled: bool,
     /// How many exports run at once.
     pub num_consumers: NonZeroUsize,
-    /// How many batches the queue holds before it is full.
-    pub queue_size: NonZeroUsize,
-    /// When full, make the pipeline wait (pushing back on receivers) instead
-    /// of dropping the new batch (which is counted).
+    /// What `queue_size` counts: `bytes` (the memory the queued batches
+    /// take), `items` (records, data points or spans) or `requests`
+    /// (batches). Default: `bytes`; `requests`, as in the collector, when
+    /// `queue_size` is given without a sizer.
+    pub sizer: Option<Sizer>,
+    /// The bound, in the sizer's unit (`32MiB` style sizes for bytes).
+    /// Default: 32 MiB (bytes), 100,000 items, 1000 requests. Batches the
+    /// consumers are sending or retrying count until they are done.
+    pub queue_size: Option<ByteSize>,
+    /// When full, make the pipeline wait, pushing back on receivers
+    /// (default), instead of dropping the new batch (which is counted).
     pub block_on_overflow: bool,
+}
+
+/// The unit of a sending queue's bound.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Sizer {
+    /// The memory a batch takes.
+    Bytes,
+    /// Log records, data points or spans.
+    Items,
+    /// Batches.
+    Requests,
+}
+
+impl Sizer {
+    /// The unit's name in flowtel's own metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sizer::Bytes => "bytes",
+            Sizer::Items => "items",
+            Sizer::Requests => "requests",
+        }
+    }
+
+    /// The default bound in this unit.
+    fn default_size(self) -> u64 {
+        match self {
+            Sizer::Bytes => 32 << 20,
+            Sizer::Items => 100_000,
+            Sizer::Requests => 1000,
+        }
+    }
 }
 
 impl Default for QueueConfig {
@@ -36,8 +81,9 @@ impl Default for QueueConfig {
         QueueConfig {
             enabled: true,
             num_consumers: NonZeroUsize::new(10).unwrap_or(NonZeroUsize::MIN),
-            queue_size: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
-            block_on_overflow: false,
+            sizer: None,
+            queue_size: None,
+            block_on_overflow: true,
         }
     }
 }
@@ -48,9 +94,22 @@ impl QueueConfig {
     pub fn local() -> Self {
         QueueConfig { num_consumers: NonZeroUsize::MIN, ..Self::default() }
     }
+
+    /// The queue's unit and bound, defaults applied.
+    pub fn bound(&self) -> (Sizer, u64) {
+        let sizer = self.sizer.unwrap_or(if self.queue_size.is_some() { Sizer::Requests } else { Sizer::Bytes });
+        (sizer, self.queue_size.map_or_else(|| sizer.default_size(), |size| size.as_u64()))
+    }
 }
 
-impl Validate for QueueConfig {}
+impl Validate for QueueConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        if self.queue_size.is_some_and(|size| size.as_u64() == 0) {
+            return vec![("queue_size".into(), "must be more than 0".into())];
+        }
+        Vec::new()
+    }
+}
 
 /// Headers an exporter may send with every request.
 pub const MAX_HEADERS: usize = 256;

@@ -1,10 +1,22 @@
 //! How a receiver hands data to every pipeline that names it.
+//!
+//! A pipeline's input queue is bounded twice: in payloads
+//! ([`PIPELINE_QUEUE_CAPACITY`]) and in the memory they take
+//! ([`PIPELINE_QUEUE_BYTES`], as [`Payload::heap_size`] counts it), so a
+//! few huge payloads cannot fill memory where many small ones are allowed.
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::payload::{Client, Delivery, Payload, Signal};
+
+/// Payloads a pipeline's input queue holds before receivers feel backpressure.
+pub const PIPELINE_QUEUE_CAPACITY: usize = 64;
+/// Bytes of payloads a pipeline's input queue holds.
+pub const PIPELINE_QUEUE_BYTES: usize = 16 << 20;
+/// Room in a pipeline's input is counted in units of this many bytes.
+const BYTES_PER_UNIT: usize = 1024;
 
 /// Why a receiver's data was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -20,25 +32,50 @@ pub enum PushError {
     MemoryLimit,
 }
 
-/// A pipeline's input as a receiver sees it: its signal, its queue and its admissions.
-pub type PipelineInput = (Signal, mpsc::Sender<Delivery>, Vec<Arc<dyn Admission>>);
-
 /// A pipeline's say on whether it takes data now (a `memory_limiter`).
 pub trait Admission: Send + Sync {
     /// Whether data is refused at the moment.
     fn refusing(&self) -> bool;
 }
 
-struct Targets {
-    by_signal: [Vec<mpsc::Sender<Delivery>>; 3],
-    admissions: [Vec<Arc<dyn Admission>>; 3],
-    wait: Duration,
+/// A delivery in a pipeline's input queue, holding the room it takes there.
+pub struct Queued {
+    /// The data and its sender.
+    pub delivery: Delivery,
+    _room: OwnedSemaphorePermit,
+}
+
+/// A pipeline's input as a receiver sees it: its signal, its queue, the
+/// room left in the queue, and its admissions.
+#[derive(Clone)]
+pub struct PipelineInput {
+    signal: Signal,
+    sender: mpsc::Sender<Queued>,
+    room: Arc<Semaphore>,
+    admissions: Vec<Arc<dyn Admission>>,
+}
+
+impl PipelineInput {
+    /// A new input queue for a pipeline of `signal`, and the pipeline's end of it.
+    pub fn new(signal: Signal, admissions: Vec<Arc<dyn Admission>>) -> (Self, mpsc::Receiver<Queued>) {
+        let (sender, receiver) = mpsc::channel(PIPELINE_QUEUE_CAPACITY);
+        let room = Arc::new(Semaphore::new(PIPELINE_QUEUE_BYTES / BYTES_PER_UNIT));
+        (PipelineInput { signal, sender, room, admissions }, receiver)
+    }
+
+    /// Waits for room for a payload of `units`: a queue slot and memory.
+    async fn reserve(&self, units: u32) -> Result<(mpsc::Permit<'_, Queued>, OwnedSemaphorePermit), PushError> {
+        let room = self.room.clone().acquire_many_owned(units).await.map_err(|_| PushError::ShuttingDown)?;
+        let slot = self.sender.reserve().await.map_err(|_| PushError::ShuttingDown)?;
+        Ok((slot, room))
+    }
 }
 
 /// A receiver's handle on the pipelines it feeds. Cheap to clone.
 #[derive(Clone)]
 pub struct ReceiverOutput {
-    targets: Arc<Targets>,
+    inputs: Arc<[Vec<PipelineInput>; 3]>,
+    wait: Duration,
 }
 
 fn index(signal: Signal) -> usize {
@@ -52,24 +89,17 @@ fn index(signal: Signal) -> usize {
 impl ReceiverOutput {
     /// An output to the given pipeline inputs. A push waits at most `wait`
     /// for room before it reports backpressure.
-    pub fn new(inputs: Vec<(Signal, mpsc::Sender<Delivery>)>, wait: Duration) -> Self {
-        Self::with_admissions(inputs.into_iter().map(|(signal, sender)| (signal, sender, Vec::new())).collect(), wait)
-    }
-
-    /// An output whose pipelines may refuse data through their admissions.
-    pub fn with_admissions(inputs: Vec<PipelineInput>, wait: Duration) -> Self {
-        let mut by_signal: [Vec<mpsc::Sender<Delivery>>; 3] = Default::default();
-        let mut admissions: [Vec<Arc<dyn Admission>>; 3] = Default::default();
-        for (signal, sender, gates) in inputs {
-            by_signal[index(signal)].push(sender);
-            admissions[index(signal)].extend(gates);
+    pub fn new(inputs: Vec<PipelineInput>, wait: Duration) -> Self {
+        let mut by_signal: [Vec<PipelineInput>; 3] = Default::default();
+        for input in inputs {
+            by_signal[index(input.signal)].push(input);
         }
-        ReceiverOutput { targets: Arc::new(Targets { by_signal, admissions, wait }) }
+        ReceiverOutput { inputs: Arc::new(by_signal), wait }
     }
 
     /// Whether any pipeline takes this signal from the receiver.
     pub fn accepts(&self, signal: Signal) -> bool {
-        !self.targets.by_signal[index(signal)].is_empty()
+        !self.inputs[index(signal)].is_empty()
     }
 
     /// Hands `payload` to every pipeline of its signal, all or nothing: room
@@ -81,31 +111,68 @@ impl ReceiverOutput {
 
     /// [`ReceiverOutput::push`] for data that arrived from a known client.
     pub async fn push_from(&self, payload: Payload, client: Client) -> Result<(), PushError> {
-        let senders = &self.targets.by_signal[index(payload.signal())];
-        if senders.is_empty() || payload.is_empty() {
+        let inputs = &self.inputs[index(payload.signal())];
+        if inputs.is_empty() || payload.is_empty() {
             return Ok(());
         }
-        if self.targets.admissions[index(payload.signal())].iter().any(|gate| gate.refusing()) {
+        if inputs.iter().flat_map(|input| &input.admissions).any(|gate| gate.refusing()) {
             return Err(PushError::MemoryLimit);
         }
+        // A payload larger than a whole queue waits for it to be empty.
+        let units = u32::try_from(payload.heap_size().div_ceil(BYTES_PER_UNIT))
+            .unwrap_or(u32::MAX)
+            .clamp(1, (PIPELINE_QUEUE_BYTES / BYTES_PER_UNIT) as u32);
         let reserve_all = async {
-            let mut permits = Vec::with_capacity(senders.len());
-            for sender in senders {
-                permits.push(sender.reserve().await.map_err(|_| PushError::ShuttingDown)?);
+            let mut reserved = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                reserved.push(input.reserve(units).await?);
             }
-            Ok::<_, PushError>(permits)
+            Ok::<_, PushError>(reserved)
         };
-        let mut permits = match tokio::time::timeout(self.targets.wait, reserve_all).await {
+        let mut reserved = match tokio::time::timeout(self.wait, reserve_all).await {
             Ok(result) => result?,
             Err(_) => return Err(PushError::Backpressure),
         };
-        let last = permits.pop();
-        for permit in permits {
-            permit.send(Delivery { payload: payload.clone(), client });
+        let last = reserved.pop();
+        for (slot, room) in reserved {
+            slot.send(Queued { delivery: Delivery { payload: payload.clone(), client }, _room: room });
         }
-        if let Some(permit) = last {
-            permit.send(Delivery { payload, client });
+        if let Some((slot, room)) = last {
+            slot.send(Queued { delivery: Delivery { payload, client }, _room: room });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    use super::*;
+
+    fn logs(body_bytes: usize) -> Payload {
+        let record = LogRecord { severity_text: "x".repeat(body_bytes), ..LogRecord::default() };
+        Payload::Logs(vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs { log_records: vec![record], ..ScopeLogs::default() }],
+            ..ResourceLogs::default()
+        }])
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_input_is_bounded_in_bytes_as_well_as_in_payloads() {
+        let (input, mut receiver) = PipelineInput::new(Signal::Logs, Vec::new());
+        let output = ReceiverOutput::new(vec![input], Duration::from_millis(50));
+        let quarter = PIPELINE_QUEUE_BYTES / 4;
+        for _ in 0..3 {
+            output.push(logs(quarter)).await.unwrap();
+        }
+        assert_eq!(output.push(logs(quarter)).await, Err(PushError::Backpressure), "four quarters and envelopes");
+        let taken = receiver.recv().await.unwrap();
+        assert_eq!(output.push(logs(quarter)).await, Err(PushError::Backpressure), "room comes back when processed");
+        drop(taken);
+        output.push(logs(quarter)).await.unwrap();
+        // One payload larger than the whole queue still gets through an empty one.
+        while receiver.try_recv().is_ok() {}
+        output.push(logs(PIPELINE_QUEUE_BYTES * 2)).await.unwrap();
     }
 }

@@ -12,10 +12,10 @@ mod pipeline;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-pub use fanout::{Admission, PipelineInput, PushError, ReceiverOutput};
+pub use fanout::{Admission, PIPELINE_QUEUE_BYTES, PIPELINE_QUEUE_CAPACITY, PipelineInput, PushError, Queued, ReceiverOutput};
 
 use self::{exporter_queue::ExporterQueue, pipeline::PipelineRunner};
 use crate::{
@@ -27,8 +27,6 @@ use crate::{
     self_telemetry::MetricsRegistry,
 };
 
-/// Batches a pipeline's input queue holds before receivers feel backpressure.
-pub const PIPELINE_QUEUE_CAPACITY: usize = 64;
 /// How long a receiver waits for room in a full pipeline before refusing.
 pub const RECEIVER_PUSH_WAIT: Duration = Duration::from_millis(500);
 
@@ -109,15 +107,11 @@ impl Topology {
             }
         }
         for pipeline in specs {
-            let (sender, receiver) = mpsc::channel(PIPELINE_QUEUE_CAPACITY);
             let admissions: Vec<Arc<dyn Admission>> =
                 pipeline.processors.iter().filter_map(|(_, processor)| processor.admission()).collect();
+            let (input, receiver) = PipelineInput::new(pipeline.id.signal(), admissions);
             for receiver_id in &pipeline.receivers {
-                inputs.entry(receiver_id.clone()).or_default().push((
-                    pipeline.id.signal(),
-                    sender.clone(),
-                    admissions.clone(),
-                ));
+                inputs.entry(receiver_id.clone()).or_default().push(input.clone());
             }
             let inlets =
                 pipeline.exporters.iter().filter_map(|id| exporters.get(id)).map(ExporterQueue::inlet).collect();
@@ -135,7 +129,7 @@ impl Topology {
         let mut topology =
             Topology { receivers: Vec::new(), pipelines, pipeline_stop, exporters: exporters.into_values().collect() };
         for (id, mut receiver) in spec.receivers {
-            let output = ReceiverOutput::with_admissions(inputs.remove(&id).unwrap_or_default(), RECEIVER_PUSH_WAIT);
+            let output = ReceiverOutput::new(inputs.remove(&id).unwrap_or_default(), RECEIVER_PUSH_WAIT);
             let ctx = ReceiverContext { id: id.clone(), output, metrics: registry.clone() };
             if let Err(err) = receiver.start(ctx).await {
                 topology.shutdown(Duration::from_secs(5)).await;
@@ -158,11 +152,31 @@ impl Topology {
         }
         self.receivers.clear();
         self.pipeline_stop.cancel();
-        for pipeline in self.pipelines.drain(..) {
-            let _ = pipeline.await;
+        let pipelines = std::mem::take(&mut self.pipelines);
+        let flushed = async {
+            for pipeline in pipelines {
+                let _ = pipeline.await;
+            }
+        };
+        tokio::pin!(flushed);
+        if tokio::time::timeout_at(deadline, &mut flushed).await.is_err() {
+            // Pipelines wait for room in full queues (a backend is down):
+            // what they hold is dropped and counted.
+            tracing::warn!("Shutdown deadline reached while pipelines were flushing; dropping what they hold.");
+            for exporter in &self.exporters {
+                exporter.stop_now();
+            }
+            flushed.await;
         }
         for exporter in &mut self.exporters {
             exporter.shutdown(deadline).await;
+        }
+        let dropped: u64 = self.exporters.iter().map(ExporterQueue::dropped_at_shutdown).sum();
+        if dropped > 0 {
+            tracing::warn!(
+                items = dropped,
+                "Shutdown dropped items it could not send before the deadline (flowtel_exporter_dropped_items_total, reason shutdown)."
+            );
         }
         self.exporters.clear();
     }

@@ -5,7 +5,7 @@
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::exporter_queue::ExporterInlet;
+use super::{exporter_queue::ExporterInlet, fanout::Queued};
 use crate::{
     component::{ComponentId, PipelineId, Processor},
     payload::{Client, Delivery, Payload},
@@ -21,7 +21,7 @@ struct Stage {
 
 pub(crate) struct PipelineRunner {
     id: PipelineId,
-    input: mpsc::Receiver<Delivery>,
+    input: mpsc::Receiver<Queued>,
     stages: Vec<Stage>,
     exporters: Vec<ExporterInlet>,
     stop: CancellationToken,
@@ -30,7 +30,7 @@ pub(crate) struct PipelineRunner {
 impl PipelineRunner {
     pub(crate) fn new(
         id: PipelineId,
-        input: mpsc::Receiver<Delivery>,
+        input: mpsc::Receiver<Queued>,
         processors: Vec<(ComponentId, Box<dyn Processor>)>,
         exporters: Vec<ExporterInlet>,
         stop: CancellationToken,
@@ -70,15 +70,18 @@ impl PipelineRunner {
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
-                delivery = self.input.recv() => match delivery {
-                    Some(Delivery { payload, client }) => self.process_from(0, vec![payload], client).await,
+                queued = self.input.recv() => match queued {
+                    // The room it takes in the input is held while the processors run on it.
+                    Some(Queued { delivery: Delivery { payload, client }, .. }) => {
+                        self.process_from(0, vec![payload], client).await;
+                    }
                     None => break,
                 },
                 () = sleep_until(deadline), if deadline.is_some() => self.on_deadlines().await,
             }
         }
         self.input.close();
-        while let Some(Delivery { payload, client }) = self.input.recv().await {
+        while let Some(Queued { delivery: Delivery { payload, client }, .. }) = self.input.recv().await {
             self.process_from(0, vec![payload], client).await;
         }
         for index in 0..self.stages.len() {

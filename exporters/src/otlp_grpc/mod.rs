@@ -4,6 +4,9 @@
 //! `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE` and
 //! `DATA_LOSS` are retried, `RESOURCE_EXHAUSTED` only when the server sent a
 //! `RetryInfo` (whose delay is honoured); everything else is permanent.
+//! A refusal of the request's size (`RESOURCE_EXHAUSTED` or `OUT_OF_RANGE`
+//! saying the message is too large, as gRPC servers word it) is neither:
+//! the batch is sent again in halves, since it can never fit whole.
 
 mod config;
 
@@ -27,6 +30,9 @@ use tonic::{
 };
 
 pub use config::OtlpGrpcConfig;
+
+/// The largest response read from a backend.
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 /// The `otlp_grpc` exporter.
 pub struct OtlpGrpcExporter {
@@ -67,7 +73,8 @@ impl OtlpGrpcExporter {
             Compression::Zstd => Some(CompressionEncoding::Zstd),
             Compression::None => None,
         };
-        let mut client = Grpc::new(channel).max_decoding_message_size(usize::MAX);
+        // A response is an (empty or partial-success) status: a backend cannot make it large.
+        let mut client = Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
         if let Some(encoding) = encoding {
             client = client.send_compressed(encoding).accept_compressed(encoding);
         }
@@ -162,6 +169,9 @@ fn classify(status: &Status) -> ExportError {
             return ExportError::retryable(message, None);
         }
     }
+    if is_size_refusal(status) {
+        return ExportError::too_large(message);
+    }
     match status.code() {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -175,6 +185,16 @@ fn classify(status: &Status) -> ExportError {
         },
         _ => ExportError::permanent(message),
     }
+}
+
+/// Whether the server refused the request for its size: gRPC servers
+/// answer `RESOURCE_EXHAUSTED` (grpc-go, the collector) or `OUT_OF_RANGE`
+/// (tonic) with a message saying the message is larger than their limit.
+fn is_size_refusal(status: &Status) -> bool {
+    let message = status.message().to_ascii_lowercase();
+    matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange)
+        && retry_delay(status).is_none()
+        && (message.contains("larger than") || message.contains("too large"))
 }
 
 /// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
@@ -241,6 +261,18 @@ mod tests {
         for code in [Code::InvalidArgument, Code::Unauthenticated, Code::ResourceExhausted, Code::Unimplemented] {
             assert_eq!(classify(&Status::new(code, "")).kind, ExportErrorKind::Permanent);
         }
+    }
+
+    #[test]
+    fn a_refusal_of_the_size_splits_the_batch() {
+        for status in [
+            Status::resource_exhausted("grpc: received message larger than max (5000000 vs. 4194304)"),
+            Status::out_of_range("Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes"),
+            Status::resource_exhausted("the request is larger than max_recv_msg_size_mib (4 MiB); send smaller batches"),
+        ] {
+            assert_eq!(classify(&status).kind, ExportErrorKind::TooLarge, "{status:?}");
+        }
+        assert!(matches!(classify(&Status::out_of_range("seek past end")).kind, ExportErrorKind::Retryable { .. }));
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Exporter for OtlpHttpExporter {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_limited(response, MAX_RESPONSE_BYTES).await;
         if status.is_success() {
             return Ok(match self.encoding {
                 Encoding::Proto => outcome_of_protobuf_response(signal, &body),
@@ -124,7 +124,24 @@ impl Exporter for OtlpHttpExporter {
             | StatusCode::BAD_GATEWAY
             | StatusCode::SERVICE_UNAVAILABLE
             | StatusCode::GATEWAY_TIMEOUT => ExportError::retryable(message, retry_after),
+            StatusCode::PAYLOAD_TOO_LARGE => ExportError::too_large(message),
             _ => ExportError::permanent(message),
         })
     }
+}
+
+/// The most of a response body read: a backend cannot make flowtel hold
+/// more than this per export.
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
+
+/// The first `limit` bytes of a response's body (what a failed read left out is ignored).
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]);
+        if body.len() == limit {
+            break;
+        }
+    }
+    body
 }

@@ -1,6 +1,7 @@
 //! OTLP/gRPC: the three export services, served by tonic with a codec that
-//! hands us the raw message so a decode failure can be answered with
-//! `INVALID_ARGUMENT`, as the OTLP specification asks.
+//! hands us the raw message, so decoding runs under the receiver's memory
+//! budget and a decode failure can be answered with `INVALID_ARGUMENT`, as
+//! the OTLP specification asks.
 
 use std::{
     convert::Infallible,
@@ -15,7 +16,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
-    Status,
+    Code, Status,
     body::Body,
     codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder},
     server::NamedService,
@@ -23,6 +24,7 @@ use tonic::{
 
 use super::{
     GrpcConfig, Intake, Refusal,
+    budget::{MeteredBuf, Reservation},
     signal::{Logs, Metrics, OtlpSignal, Traces},
 };
 
@@ -92,18 +94,56 @@ impl<S: OtlpSignal> tower::Service<http::Request<Body>> for ExportService<S> {
             if !request.uri().path().ends_with("/Export") {
                 return Ok(Status::unimplemented("only Export is served").into_http());
             }
+            // The message's size is only known once read: room for the
+            // largest allowed is reserved before tonic reads it.
+            let reservation = match service.intake.reserve(service.max_message as u64).await {
+                Ok(reservation) => reservation,
+                Err(refusal) => return Ok(status(refusal).into_http()),
+            };
             let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
                 .send_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(service.max_message);
-            Ok(grpc.unary(ExportCall::<S>(service), request).await)
+            let intake = service.intake.clone();
+            let max_message = service.max_message;
+            let response = grpc.unary(ExportCall::<S> { service, reservation: Some(reservation) }, request).await;
+            Ok(refuse_oversized(response, &intake, max_message))
         })
     }
 }
 
-struct ExportCall<S>(ExportService<S>);
+/// tonic answers a message over the size limit with `OUT_OF_RANGE`, which
+/// OTLP clients retry; it can never fit, so it becomes `RESOURCE_EXHAUSTED`
+/// without retry information (not retried), and is counted.
+fn refuse_oversized(response: http::Response<Body>, intake: &Intake, max_message: usize) -> http::Response<Body> {
+    let out_of_range = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|code| code == (Code::OutOfRange as i32).to_string());
+    if !out_of_range {
+        return response;
+    }
+    let limit = format!("max_recv_msg_size_mib ({} MiB)", max_message >> 20);
+    status(intake.too_large("the request", limit)).into_http()
+}
+
+/// The gRPC status of a refusal.
+fn status(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::Malformed(message) => Status::invalid_argument(message),
+        Refusal::TooLarge(message) => Status::resource_exhausted(message),
+        Refusal::Unavailable(message) => Status::unavailable(message),
+    }
+}
+
+/// One `Export` call, with the memory reserved for it.
+struct ExportCall<S> {
+    service: ExportService<S>,
+    reservation: Option<Reservation>,
+}
 
 impl<S: OtlpSignal> tower::Service<tonic::Request<Bytes>> for ExportCall<S> {
     type Response = tonic::Response<S::Response>;
@@ -115,19 +155,22 @@ impl<S: OtlpSignal> tower::Service<tonic::Request<Bytes>> for ExportCall<S> {
     }
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let intake = self.0.intake.clone();
+        let intake = self.service.intake.clone();
+        let reservation = self.reservation.take();
         Box::pin(async move {
-            let peer = request.remote_addr();
-            let decoded = S::Request::decode(request.into_inner()).map_err(|err| intake.malformed::<S>(err));
-            let result = match decoded {
-                Ok(decoded) => intake.accept::<S>(decoded, peer).await,
-                Err(refusal) => Err(refusal),
+            let Some(mut reservation) = reservation else {
+                return Err(Status::internal("one request per call"));
             };
-            match result {
-                Ok(()) => Ok(tonic::Response::new(S::Response::default())),
-                Err(Refusal::Malformed(message)) => Err(Status::invalid_argument(message)),
-                Err(Refusal::Unavailable(err)) => Err(Status::unavailable(err.to_string())),
-            }
+            let peer = request.remote_addr();
+            let message = request.into_inner();
+            let decoded = match reservation.metered(|meter| S::Request::decode(MeteredBuf::new(message, meter))) {
+                Ok(Ok(decoded)) => decoded,
+                Ok(Err(err)) => return Err(status(intake.malformed::<S>(err))),
+                Err(no_room) => return Err(status(intake.no_room(no_room))),
+            };
+            let accepted = intake.accept::<S>(decoded, peer).await.map_err(status)?;
+            drop(reservation);
+            Ok(tonic::Response::new(S::response(accepted.rejected, accepted.message)))
         })
     }
 }

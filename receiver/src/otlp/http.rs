@@ -1,23 +1,31 @@
 //! OTLP/HTTP: `POST` of protobuf or JSON bodies, optionally gzip- or
-//! zstd-compressed, answered in the request's own encoding.
+//! zstd-compressed, answered in the request's own encoding. Every error,
+//! whatever its cause (a bad body, a body too large, an unknown path or
+//! method, a content type that is neither), is a `google.rpc.Status` body,
+//! as OTLP/HTTP prescribes.
 
-use std::{io::Read as _, net::SocketAddr};
+use std::{
+    io::{BufReader, Read as _},
+    net::SocketAddr,
+};
 
 use axum::{
     Router,
-    extract::{ConnectInfo, DefaultBodyLimit, State},
+    extract::{ConnectInfo, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
 use bytes::Bytes;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use prost::Message as _;
 use serde::Serialize;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    HttpConfig, Intake, Refusal,
+    HttpConfig, Intake, Refusal, RefusedRequest,
+    budget::{Meter, MeteredBuf, MeteredRead},
     signal::{Logs, Metrics, OtlpSignal, Traces},
 };
 
@@ -49,7 +57,10 @@ pub(super) fn serve(
     if intake.accepts(Traces::SIGNAL) {
         app = app.route(&config.traces_url_path, post(export::<Traces>));
     }
-    let app = app.with_state(HttpState { intake, max_body }).layer(DefaultBodyLimit::max(max_body));
+    let app = app
+        .fallback(not_served)
+        .method_not_allowed_fallback(not_served)
+        .with_state(HttpState { intake, max_body });
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -80,6 +91,18 @@ impl Format {
         }
     }
 
+    /// The encoding of error replies: the request's, JSON for anything
+    /// that looks like JSON, else protobuf.
+    fn of_reply(headers: &HeaderMap) -> Format {
+        Format::from_headers(headers).unwrap_or_else(|| {
+            let json = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+            if json { Format::Json } else { Format::Protobuf }
+        })
+    }
+
     fn content_type(self) -> &'static str {
         match self {
             Format::Protobuf => PROTOBUF,
@@ -107,6 +130,9 @@ struct RpcStatus {
 }
 
 const CODE_INVALID_ARGUMENT: i32 = 3;
+const CODE_NOT_FOUND: i32 = 5;
+const CODE_RESOURCE_EXHAUSTED: i32 = 8;
+const CODE_UNIMPLEMENTED: i32 = 12;
 const CODE_UNAVAILABLE: i32 = 14;
 
 fn reply(status: StatusCode, format: Format, body: Vec<u8>) -> Response {
@@ -119,30 +145,66 @@ fn error_reply(status: StatusCode, format: Format, code: i32, message: String) -
     reply(status, format, format.encode(&RpcStatus { code, message }))
 }
 
+/// Paths and methods no signal is served on.
+async fn not_served(State(state): State<HttpState>, request: Request) -> Response {
+    state.intake.refused(RefusedRequest::NotServed);
+    let format = Format::of_reply(request.headers());
+    if request.method() == axum::http::Method::POST {
+        let message = format!("nothing is served at {}", request.uri().path());
+        error_reply(StatusCode::NOT_FOUND, format, CODE_NOT_FOUND, message)
+    } else {
+        let message = format!("{} is not allowed; OTLP/HTTP takes POST", request.method());
+        let mut response = error_reply(StatusCode::METHOD_NOT_ALLOWED, format, CODE_UNIMPLEMENTED, message);
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        response
+    }
+}
+
 async fn export<S: OtlpSignal>(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    let Some(format) = Format::from_headers(&headers) else {
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type must be {PROTOBUF} or {JSON}"))
-            .into_response();
+    let (parts, body) = request.into_parts();
+    let Some(format) = Format::from_headers(&parts.headers) else {
+        state.intake.refused(RefusedRequest::UnsupportedMediaType);
+        let message = format!("Content-Type must be {PROTOBUF} or {JSON}");
+        return error_reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, Format::of_reply(&parts.headers), CODE_INVALID_ARGUMENT, message);
     };
-    let body = match decompress(&headers, body, state.max_body) {
-        Ok(body) => body,
-        Err(reason) => return refusal_reply(format, state.intake.malformed::<S>(reason)),
+    let limit = || format!("max_request_body_size ({} bytes)", state.max_body);
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.max_body as u64) {
+        return refusal_reply(format, state.intake.too_large("the body", limit()));
+    }
+    let mut reservation = match state.intake.reserve(declared.unwrap_or(state.max_body as u64)).await {
+        Ok(reservation) => reservation,
+        Err(refusal) => return refusal_reply(format, refusal),
     };
-    let decoded = match format {
-        Format::Protobuf => S::Request::decode(body).map_err(|err| err.to_string()),
-        Format::Json => serde_json::from_slice::<S::Request>(&body).map_err(|err| err.to_string()),
+    let body = match Limited::new(body, state.max_body).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<LengthLimitError>() => {
+            return refusal_reply(format, state.intake.too_large("the body", limit()));
+        }
+        Err(err) => return refusal_reply(format, state.intake.malformed::<S>(format!("cannot read the body: {err}"))),
     };
-    let result = match decoded {
-        Ok(request) => state.intake.accept::<S>(request, Some(peer)).await,
-        Err(reason) => Err(state.intake.malformed::<S>(reason)),
+    let decoded = reservation.metered(|meter| decode::<S>(format, &parts.headers, body, state.max_body, meter));
+    let request = match decoded {
+        Ok(Ok(request)) => request,
+        Ok(Err(Undecodable::TooLarge)) => {
+            let refusal = state.intake.too_large("the decompressed body", limit());
+            return refusal_reply(format, refusal);
+        }
+        Ok(Err(Undecodable::Malformed(reason))) => return refusal_reply(format, state.intake.malformed::<S>(reason)),
+        Err(no_room) => return refusal_reply(format, state.intake.no_room(no_room)),
     };
+    let result = state.intake.accept::<S>(request, Some(peer)).await;
+    drop(reservation);
     match result {
-        Ok(()) => reply(StatusCode::OK, format, format.encode(&S::Response::default())),
+        Ok(accepted) => reply(StatusCode::OK, format, format.encode(&S::response(accepted.rejected, accepted.message))),
         Err(refusal) => refusal_reply(format, refusal),
     }
 }
@@ -150,36 +212,68 @@ async fn export<S: OtlpSignal>(
 fn refusal_reply(format: Format, refusal: Refusal) -> Response {
     match refusal {
         Refusal::Malformed(message) => error_reply(StatusCode::BAD_REQUEST, format, CODE_INVALID_ARGUMENT, message),
-        Refusal::Unavailable(err) => {
-            let mut response = error_reply(StatusCode::SERVICE_UNAVAILABLE, format, CODE_UNAVAILABLE, err.to_string());
+        Refusal::TooLarge(message) => {
+            error_reply(StatusCode::PAYLOAD_TOO_LARGE, format, CODE_RESOURCE_EXHAUSTED, message)
+        }
+        Refusal::Unavailable(message) => {
+            let mut response = error_reply(StatusCode::SERVICE_UNAVAILABLE, format, CODE_UNAVAILABLE, message);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
             response
         }
     }
 }
 
+/// Why a body could not be decoded.
+enum Undecodable {
+    /// Its decompressed form is larger than the limit.
+    TooLarge,
+    /// It is not what its headers say.
+    Malformed(String),
+}
+
+/// Undoes `Content-Encoding` and decodes the request, reading under `meter`.
+fn decode<S: OtlpSignal>(
+    format: Format,
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+    meter: &Meter<'_>,
+) -> Result<S::Request, Undecodable> {
+    let body = decompress(headers, body, limit, meter)?;
+    match format {
+        Format::Protobuf => {
+            S::Request::decode(MeteredBuf::new(body, meter)).map_err(|err| Undecodable::Malformed(err.to_string()))
+        }
+        Format::Json => serde_json::from_reader::<_, S::Request>(BufReader::new(MeteredRead::new(&body[..], meter)))
+            .map_err(|err| Undecodable::Malformed(err.to_string())),
+    }
+}
+
 /// Undoes `Content-Encoding`, refusing output larger than `limit`.
-fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, String> {
+fn decompress(headers: &HeaderMap, body: Bytes, limit: usize, meter: &Meter<'_>) -> Result<Bytes, Undecodable> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
+    let malformed = |why: String| Undecodable::Malformed(why);
     let reader: Box<dyn std::io::Read> = match encoding.as_str() {
         "" | "identity" => return Ok(body),
         "gzip" => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
         "deflate" => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
-        "zstd" => Box::new(zstd::Decoder::new(&body[..]).map_err(|err| format!("bad zstd body: {err}"))?),
-        other => return Err(format!("unsupported Content-Encoding {other:?}; use gzip, zstd, deflate or none")),
+        "zstd" => Box::new(zstd::Decoder::new(&body[..]).map_err(|err| malformed(format!("bad zstd body: {err}")))?),
+        other => {
+            return Err(malformed(format!("unsupported Content-Encoding {other:?}; use gzip, zstd, deflate or none")));
+        }
     };
     let mut out = Vec::new();
-    let read = reader
+    let read = MeteredRead::new(reader, meter)
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|err| format!("cannot decompress the {encoding} body: {err}"))?;
+        .map_err(|err| malformed(format!("cannot decompress the {encoding} body: {err}")))?;
     if read > limit {
-        return Err(format!("the decompressed body is larger than max_request_body_size ({limit} bytes)"));
+        return Err(Undecodable::TooLarge);
     }
     Ok(Bytes::from(out))
 }

@@ -3,9 +3,9 @@
 
 use flowtel_core::{Payload, Signal};
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
-    metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
-    trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
+    metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse},
+    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -21,6 +21,8 @@ pub(crate) trait OtlpSignal: Send + Sync + 'static {
     const GRPC_SERVICE: &'static str;
     /// Turns a request into a payload.
     fn into_payload(request: Self::Request) -> Payload;
+    /// The response: full success, or a partial one naming what was rejected.
+    fn response(rejected: u64, message: String) -> Self::Response;
 }
 
 /// Logs.
@@ -38,6 +40,13 @@ impl OtlpSignal for Logs {
     fn into_payload(request: Self::Request) -> Payload {
         Payload::Logs(request.resource_logs)
     }
+    fn response(rejected: u64, message: String) -> Self::Response {
+        let partial_success = (rejected > 0).then(|| ExportLogsPartialSuccess {
+            rejected_log_records: i64::try_from(rejected).unwrap_or(i64::MAX),
+            error_message: message,
+        });
+        ExportLogsServiceResponse { partial_success }
+    }
 }
 
 impl OtlpSignal for Metrics {
@@ -48,6 +57,13 @@ impl OtlpSignal for Metrics {
     fn into_payload(request: Self::Request) -> Payload {
         Payload::Metrics(request.resource_metrics)
     }
+    fn response(rejected: u64, message: String) -> Self::Response {
+        let partial_success = (rejected > 0).then(|| ExportMetricsPartialSuccess {
+            rejected_data_points: i64::try_from(rejected).unwrap_or(i64::MAX),
+            error_message: message,
+        });
+        ExportMetricsServiceResponse { partial_success }
+    }
 }
 
 impl OtlpSignal for Traces {
@@ -57,5 +73,12 @@ impl OtlpSignal for Traces {
     const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     fn into_payload(request: Self::Request) -> Payload {
         Payload::Traces(request.resource_spans)
+    }
+    fn response(rejected: u64, message: String) -> Self::Response {
+        let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
+            error_message: message,
+        });
+        ExportTraceServiceResponse { partial_success }
     }
 }
