@@ -182,11 +182,11 @@ impl Probes {
                 TcAttach::Auto | TcAttach::Tcx => tcx(),
                 TcAttach::Netlink => netlink(),
             };
-            if matches!(first_try, TcAttachOptions::Netlink(_))
-                && !attachment.added_clsact
-                && attachment.links.is_empty()
-            {
-                attachment.added_clsact = tc::qdisc_add_clsact(interface).is_ok();
+            if matches!(first_try, TcAttachOptions::Netlink(_)) {
+                if !attachment.added_clsact && attachment.links.is_empty() {
+                    attachment.added_clsact = tc::qdisc_add_clsact(interface).is_ok();
+                }
+                remove_leftover(interface, attach_type, name);
             }
             let program = classifier(&mut self.ebpf, name)?;
             let link = match program.attach_with_options(interface, attach_type, first_try) {
@@ -197,6 +197,7 @@ impl Probes {
                     if attachment.links.is_empty() {
                         attachment.added_clsact = tc::qdisc_add_clsact(interface).is_ok();
                     }
+                    remove_leftover(interface, attach_type, name);
                     let program = classifier(&mut self.ebpf, name)?;
                     program.attach_with_options(interface, attach_type, netlink())
                 }
@@ -469,6 +470,22 @@ fn attach_error(program: &'static str, interface: &str, err: &aya::programs::Pro
 }
 
 /// Removes a clsact qdisc (and the filters on it) with iproute2's `tc`.
+/// Removes a flowtel classifier (found by its name) that a flowtel which
+/// did not stop cleanly (`kill -9`, a crash) left in `interface`'s clsact
+/// qdisc: unlike TCX links, netlink filters outlive the process that added
+/// them, and a restart would otherwise run two of each.
+fn remove_leftover(interface: &str, attach_type: TcAttachType, name: &str) {
+    match tc::qdisc_detach_program(interface, attach_type, name) {
+        Ok(()) => tracing::warn!(
+            interface,
+            program = name,
+            "Removed a flowtel program left attached by a flowtel that did not stop cleanly."
+        ),
+        // None there (the usual case), or no qdisc yet.
+        Err(err) => tracing::debug!(interface, program = name, error = %err, "No leftover program to remove."),
+    }
+}
+
 fn remove_clsact(interface: &str) {
     match Command::new("tc").args(["qdisc", "del", "dev", interface, "clsact"]).output() {
         Ok(output) if output.status.success() => {}

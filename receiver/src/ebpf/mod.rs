@@ -12,6 +12,7 @@
 //! (retransmits, resets, RTT, handshakes, connections); see [`tracepoints`].
 
 pub mod btf;
+mod capabilities;
 mod cgroups;
 mod config;
 pub mod convert;
@@ -165,10 +166,20 @@ impl Receiver for EbpfReceiver {
         let error = |message: String| ComponentError::new(ComponentKind::Receiver, &ctx.id, message);
         let config = &self.config;
         let tracepoints_wanted = config.drops.enabled || config.tcp.enabled;
+        if let Some(effective) = capabilities::effective() {
+            let missing = capabilities::missing(effective, tracepoints_wanted);
+            if !missing.is_empty() {
+                return Err(error(format!(
+                    "flowtel lacks {}; run it as root or grant these capabilities",
+                    missing.join(", ")
+                )));
+            }
+        }
         let info = if tracepoints_wanted {
-            let tracefs =
-                tracefs::root().inspect_err(|e| tracing::warn!(receiver = %ctx.id, error = %e, "No tracefs.")).ok();
-            KernelInfo::discover(Path::new(btf::VMLINUX_BTF), tracefs.as_deref())
+            let tracefs = tracefs::root().map_err(|e| {
+                error(format!("{e}; the drop and TCP programs read their tracepoints' layouts there (or set drops.enabled and tcp.enabled to false)"))
+            })?;
+            KernelInfo::discover(Path::new(btf::VMLINUX_BTF), Some(&tracefs))
         } else {
             KernelInfo::default()
         };

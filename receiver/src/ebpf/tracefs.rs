@@ -114,9 +114,18 @@ fn parse_field(rest: &str) -> Result<Field, String> {
     })
 }
 
-/// Where tracefs is mounted, mounting it at `/sys/kernel/tracing` when it
-/// is nowhere.
+/// Where tracefs is mounted (and readable), mounting it at
+/// `/sys/kernel/tracing` when it is nowhere. A tracefs that is mounted but
+/// cannot be read (no permission) is an error saying so.
 pub fn root() -> Result<PathBuf, String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if let Some(mounted) = mounted_tracefs(&mounts) {
+        let events = mounted.join("events");
+        return match std::fs::read_dir(&events) {
+            Ok(_) => Ok(mounted),
+            Err(err) => Err(format!("tracefs is mounted at {} but {} cannot be read: {err}", mounted.display(), events.display())),
+        };
+    }
     for candidate in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
         if Path::new(candidate).join("events").is_dir() {
             return Ok(PathBuf::from(candidate));
@@ -133,6 +142,16 @@ pub fn root() -> Result<PathBuf, String> {
         ));
     }
     Ok(PathBuf::from("/sys/kernel/tracing"))
+}
+
+/// The first tracefs mount point in a `/proc/self/mounts` listing.
+fn mounted_tracefs(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+        // Mount points escape spaces and the like as octal (`\040`).
+        (kind == "tracefs").then(|| PathBuf::from(point.replace("\\040", " ")))
+    })
 }
 
 /// The record layout of tracepoint `category:name`.

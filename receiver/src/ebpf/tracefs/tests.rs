@@ -54,3 +54,11 @@ fn malformed_formats_say_where() {
     let err = format(Path::new("/nonexistent"), "skb", "kfree_skb").unwrap_err();
     assert!(err.contains("/nonexistent/events/skb/kfree_skb/format"), "{err}");
 }
+
+#[test]
+fn the_tracefs_mount_point_is_read_from_the_mount_table() {
+    let mounts = "sysfs /sys sysfs rw 0 0\nnodev /sys/kernel/tracing tracefs rw,relatime 0 0\n";
+    assert_eq!(mounted_tracefs(mounts), Some(PathBuf::from("/sys/kernel/tracing")));
+    assert_eq!(mounted_tracefs("tracefs /my\\040trace tracefs rw 0 0\n"), Some(PathBuf::from("/my trace")));
+    assert_eq!(mounted_tracefs("sysfs /sys sysfs rw 0 0\n"), None);
+}
