@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | run | test | bench`.
+//! `cargo xtask setup | build | run | test | bench | fuzz`.
 //!
 //! `setup` brings a fresh machine to what building and testing flowtel need,
 //! and does nothing for what is already there; `run`, `test` and `bench`
@@ -41,6 +41,14 @@ enum Task {
         /// Arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Runs the fuzz targets (fuzz/fuzz_targets) for a while each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Targets to run (default: all of them).
+        targets: Vec<String>,
     },
     /// Runs the benchmarks.
     Bench {
@@ -102,8 +110,14 @@ fn main() -> anyhow::Result<()> {
                 // (the Criterion ones ran above, as tests).
                 bench_binary("kernel_bench", &["--quick", "--out", "target/bench-quick"], "debug")?;
                 bench_binary("gateway_bench", &["--quick", "--out", "target/bench-quick"], "debug")?;
+                // Every fuzz target for a moment, from the committed seeds.
+                fuzz(FUZZ_SMOKE_SECONDS, &[])?;
             }
             Ok(())
+        }
+        Task::Fuzz { seconds, targets } => {
+            setup::setup()?;
+            fuzz(seconds, &targets)
         }
         Task::Bench { args } => {
             setup::setup()?;
@@ -114,6 +128,48 @@ fn main() -> anyhow::Result<()> {
             write_report()
         }
     }
+}
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SMOKE_SECONDS: u64 = 15;
+
+/// The fuzz targets, by their file names in fuzz/fuzz_targets.
+fn fuzz_targets() -> anyhow::Result<Vec<String>> {
+    let mut targets: Vec<String> = std::fs::read_dir(root().join("fuzz/fuzz_targets"))?
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".rs").map(str::to_owned))
+        .collect();
+    targets.sort();
+    Ok(targets)
+}
+
+/// Runs each fuzz target (all when `targets` is empty) for `seconds`,
+/// starting from its committed seeds (fuzz/corpus/TARGET, never written to)
+/// and what earlier runs here found (target/fuzz-corpus/TARGET). An input
+/// that crashes a target, or takes more than 10 s, fails the run and is
+/// kept in fuzz/artifacts/TARGET.
+fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
+    let all = fuzz_targets()?;
+    let chosen = if targets.is_empty() { all.clone() } else { targets.to_vec() };
+    if let Some(unknown) = chosen.iter().find(|t| !all.contains(t)) {
+        bail!("no fuzz target `{unknown}`; there are: {}", all.join(", "));
+    }
+    for target in &chosen {
+        let found = root().join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&found)?;
+        println!("fuzz: {target} for {seconds} s");
+        run(Command::new("cargo")
+            .args(["+nightly", "fuzz", "run", "--sanitizer", "none", target])
+            .arg(&found)
+            .arg(root().join("fuzz/corpus").join(target))
+            .arg("--")
+            .args([format!("-max_total_time={seconds}"), "-timeout=10".into(), "-rss_limit_mb=2048".into()])
+            .args(["-print_final_stats=1"]))
+        .with_context(|| {
+            format!("fuzz target {target} failed: the input is in fuzz/artifacts/{target}; `cargo +nightly fuzz run --sanitizer none {target} <input>` replays it")
+        })?;
+    }
+    Ok(())
 }
 
 /// A benchmark program of tests/src/bin, built in `profile` (`debug` or

@@ -45,6 +45,7 @@ pub fn setup() -> anyhow::Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     kernel_mounts();
     python_env()?;
     kube_apiserver()?;
@@ -71,6 +72,15 @@ fn apt_packages() -> anyhow::Result<()> {
     println!("setup: installing {} with apt-get (about a minute)", missing.join(" "));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
     run(Command::new("apt-get").args(["install", "-y", "-q"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// cargo-fuzz, which builds and runs the fuzz targets (on the nightly toolchain).
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz (about a minute)");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 fn nightly_rust_src() -> anyhow::Result<()> {

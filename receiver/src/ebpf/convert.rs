@@ -156,7 +156,7 @@ pub fn flow_record(report: &FlowReport, ctx: &RecordContext<'_>) -> LogRecord {
     attributes.push(kv("network.io.direction", direction(key.direction)));
     attributes.push(kv("flow.bytes", report.bytes as i64));
     attributes.push(kv("flow.packets", report.packets as i64));
-    attributes.push(kv("flow.start", rfc3339_millis(report.first_seen_ns + ctx.monotonic_to_unix_ns)));
+    attributes.push(kv("flow.start", rfc3339_millis(report.first_seen_ns.saturating_add(ctx.monotonic_to_unix_ns))));
     if key.protocol == ipproto::TCP {
         attributes.push(kv("network.tcp.flags", tcp_flag_names(report.tcp_flags)));
     }
@@ -165,7 +165,7 @@ pub fn flow_record(report: &FlowReport, ctx: &RecordContext<'_>) -> LogRecord {
     }
     attributes.push(kv("flow.sampling_rate", i64::from(ctx.sampling)));
     LogRecord {
-        time_unix_nano: report.last_seen_ns + ctx.monotonic_to_unix_ns,
+        time_unix_nano: report.last_seen_ns.saturating_add(ctx.monotonic_to_unix_ns),
         observed_time_unix_nano: ctx.now_unix_ns,
         event_name: "network.flow".into(),
         attributes,

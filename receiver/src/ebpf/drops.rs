@@ -91,7 +91,7 @@ pub fn drop_record(event: &DropEvent, stack: Option<&[u64]>, ctx: &DropContext<'
         attributes.push(kv("network.drop.stack", frames));
     }
     LogRecord {
-        time_unix_nano: event.time_ns + ctx.monotonic_to_unix_ns,
+        time_unix_nano: event.time_ns.saturating_add(ctx.monotonic_to_unix_ns),
         observed_time_unix_nano: ctx.now_unix_ns,
         event_name: "network.packet.drop".into(),
         severity_number: opentelemetry_proto::tonic::logs::v1::SeverityNumber::Warn as i32,

@@ -189,7 +189,7 @@ pub fn tcp_record(event: &TcpEvent, ctx: &TcpContext<'_>, cgroups: Option<&mut C
         attributes.push(kv("linux.netns.inode", i64::from(event.netns)));
     }
     Some(LogRecord {
-        time_unix_nano: event.time_ns + ctx.monotonic_to_unix_ns,
+        time_unix_nano: event.time_ns.saturating_add(ctx.monotonic_to_unix_ns),
         observed_time_unix_nano: ctx.now_unix_ns,
         event_name: event_name.into(),
         attributes,

@@ -99,14 +99,14 @@ fn parse_field(rest: &str) -> Result<Field, String> {
         }
         None => (declaration, None),
     };
-    let split = declaration.rfind(|c: char| c.is_whitespace() || c == '*').ok_or("no field name")?;
-    let name = declaration[split + 1..].trim();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    let name = declaration.rsplit(|c: char| c.is_whitespace() || c == '*').next().unwrap_or_default();
+    let c_type = &declaration[..declaration.len() - name.len()];
+    if c_type.is_empty() || name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err("no field name".into());
     }
     Ok(Field {
         name: name.to_owned(),
-        c_type: declaration[..=split].trim().to_owned(),
+        c_type: c_type.trim().to_owned(),
         array,
         offset: offset.ok_or("no offset")?,
         size: size.ok_or("no size")?,

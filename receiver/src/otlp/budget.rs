@@ -61,6 +61,13 @@ impl RequestBudget {
         }
     }
 
+    /// Reserves `bytes` if there is room now.
+    pub(crate) fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
+        let wanted = units(bytes).min(self.total_units).max(1);
+        let permit = self.semaphore.clone().try_acquire_many_owned(wanted).ok()?;
+        Some(Reservation { permit, budget: self.clone() })
+    }
+
     /// Bytes free now.
     #[cfg(test)]
     pub(crate) fn available(&self) -> u64 {

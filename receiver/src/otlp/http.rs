@@ -23,9 +23,11 @@ use serde::Serialize;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+use flowtel_core::{Payload, Signal};
+
 use super::{
-    HttpConfig, Intake, Refusal, RefusedRequest,
-    budget::{Meter, MeteredBuf, MeteredRead},
+    HttpConfig, IN_FLIGHT_BYTES, Intake, Refusal, RefusedRequest,
+    budget::{Meter, MeteredBuf, MeteredRead, RequestBudget},
     signal::{Logs, Metrics, OtlpSignal, Traces},
 };
 
@@ -220,6 +222,26 @@ fn refusal_reply(format: Format, refusal: Refusal) -> Response {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
             response
         }
+    }
+}
+
+/// Decodes an OTLP/HTTP body of `signal` as the receiver does (content type
+/// and encoding from `headers`, the same limits), for fuzzing and tests.
+pub fn decode_body(signal: Signal, headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Payload, String> {
+    fn run<S: OtlpSignal>(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Payload, String> {
+        let format = Format::from_headers(headers).ok_or("unsupported content type")?;
+        let mut reservation = RequestBudget::new(IN_FLIGHT_BYTES).try_reserve(body.len() as u64).ok_or("no room")?;
+        match reservation.metered(|meter| decode::<S>(format, headers, body, limit, meter)) {
+            Ok(Ok(request)) => Ok(S::into_payload(request)),
+            Ok(Err(Undecodable::TooLarge)) => Err("too large".into()),
+            Ok(Err(Undecodable::Malformed(why))) => Err(why),
+            Err(no_room) => Err(format!("{no_room:?}")),
+        }
+    }
+    match signal {
+        Signal::Logs => run::<Logs>(headers, body, limit),
+        Signal::Metrics => run::<Metrics>(headers, body, limit),
+        Signal::Traces => run::<Traces>(headers, body, limit),
     }
 }
 

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use budget::IN_FLIGHT_BYTES;
 pub use config::{GrpcConfig, HttpConfig, OtlpReceiverConfig, ProtocolsConfig};
+pub use http::decode_body;
 use self::budget::{NoRoom, RequestBudget, Reservation};
 use signal::OtlpSignal;
 

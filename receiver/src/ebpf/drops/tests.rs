@@ -153,3 +153,13 @@ fn counters_sum_over_cpus_and_merge_by_reason_and_interface() {
     assert!(sum.is_monotonic);
     assert_eq!(sum.data_points.len(), 2);
 }
+
+/// Found by the `kernel_events` fuzz target: a time near the end of the
+/// clock overflowed when turned into Unix time.
+#[test]
+fn a_time_at_the_end_of_the_clock_does_not_overflow() {
+    let event = DropEvent { time_ns: u64::MAX, ..DropEvent::default() };
+    let kallsyms = Kallsyms::parse("");
+    let ctx = DropContext { enums: &enums(), kallsyms: &kallsyms, monotonic_to_unix_ns: 1 << 62, now_unix_ns: 2 };
+    assert_eq!(drop_record(&event, None, &ctx).time_unix_nano, u64::MAX);
+}

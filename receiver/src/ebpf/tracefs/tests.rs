@@ -62,3 +62,13 @@ fn the_tracefs_mount_point_is_read_from_the_mount_table() {
     assert_eq!(mounted_tracefs("tracefs /my\\040trace tracefs rw 0 0\n"), Some(PathBuf::from("/my trace")));
     assert_eq!(mounted_tracefs("sysfs /sys sysfs rw 0 0\n"), None);
 }
+
+/// Found by the `kernel_events` fuzz target: a declaration whose last
+/// separator is a multi-byte whitespace character (U+0085) split a character.
+#[test]
+fn a_declaration_with_unicode_whitespace_is_parsed_or_refused_without_panicking() {
+    let text = "name: x\nformat:\n\tfield:int\u{85}a;\toffset:8;\tsize:4;\tsigned:1;\n";
+    let format = Format::parse(text).unwrap();
+    assert_eq!(format.field("a").map(|f| f.c_type.as_str()), Some("int"));
+    assert!(Format::parse("format:\n\tfield:\u{85};\toffset:8;\tsize:4;\n").is_err());
+}
