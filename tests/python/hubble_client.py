@@ -5,10 +5,13 @@ Usage: hubble_client.py <proto dir> <address> <call as JSON>
 The call is {"service": "observer"|"peer", "method": "GetFlows", "request":
 {...protobuf JSON...}, "field_mask": [paths], "experimental_field_mask":
 [paths], "max": N, "timeout": seconds, "pause": seconds, "stop_on": "a
-field name, e.g. lost_events", "window": HTTP/2 receive window in bytes}.
+field name, e.g. lost_events", "window": HTTP/2 receive window in bytes,
+"repeat_for": seconds}.
 Prints each response as one line of protobuf JSON (field names as in the
 proto), then {"end": "<how it ended>"}. "pause" waits that long after the
-first response before reading on (a stalled follower).
+first response before reading on (a stalled follower). With "repeat_for",
+the call is made again and again for that long, reading every response, and
+only {"end": "repeated", "calls": N, "responses": M} is printed.
 """
 
 import importlib
@@ -60,6 +63,17 @@ def main():
     limit = call.get("max")
     pause = call.get("pause", 0)
     rpc = getattr(stub, method)
+    if call.get("repeat_for"):
+        deadline = time.monotonic() + call["repeat_for"]
+        calls = responses = 0
+        try:
+            while time.monotonic() < deadline:
+                responses += sum(1 for _ in rpc(request, timeout=timeout))
+                calls += 1
+            print(json.dumps({"end": "repeated", "calls": calls, "responses": responses}), flush=True)
+        except grpc.RpcError as error:
+            print(json.dumps({"end": error.code().name, "details": error.details()}), flush=True)
+        return
     try:
         result = rpc(request, timeout=timeout)
         responses = result if hasattr(result, "__iter__") and not hasattr(result, "DESCRIPTOR") else [result]

@@ -56,6 +56,25 @@ pub fn send_logs(port: u16, run: &str, first: u64, requests: u64, per_request: u
     )
 }
 
+/// [`send_logs`] as an OTLP SDK sends: a request answered `UNAVAILABLE`
+/// (retryable) is sent again after a pause, up to 100 times.
+pub fn send_logs_retrying(port: u16, run: &str, first: u64, requests: u64, per_request: u64) -> Vec<tonic::Code> {
+    (0..requests)
+        .map(|i| {
+            let start = first + i * per_request;
+            let mut code = tonic::Code::Unavailable;
+            for _ in 0..100 {
+                code = send_requests(port, [logs_request(run, start..start + per_request)])[0];
+                if code != tonic::Code::Unavailable {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            code
+        })
+        .collect()
+}
+
 /// Sends each request in turn to the OTLP/gRPC port; the gRPC code of each answer.
 pub fn send_requests(port: u16, requests: impl IntoIterator<Item = ExportLogsServiceRequest>) -> Vec<tonic::Code> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -71,4 +90,66 @@ pub fn send_requests(port: u16, requests: impl IntoIterator<Item = ExportLogsSer
         }
         codes
     })
+}
+
+/// Sends `body` as the message of one gRPC call to `path` on 127.0.0.1:port
+/// (bytes that need not be a valid message); the answer's status, or the
+/// response message's bytes.
+pub fn send_raw_grpc(port: u16, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
+        client.ready().await.unwrap();
+        let response =
+            client.unary(tonic::Request::new(body), http::uri::PathAndQuery::from_static(path), RawCodec).await?;
+        Ok(response.into_inner())
+    })
+}
+
+/// The gRPC path of the logs `Export` method.
+pub const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// Hands bytes over both ways.
+struct RawCodec;
+
+struct RawBytes;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = bytes::Buf::copy_to_bytes(src, bytes::Buf::remaining(src));
+        Ok(Some(bytes.to_vec()))
+    }
 }

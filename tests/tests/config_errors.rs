@@ -212,6 +212,38 @@ fn each_kind_of_bad_config_names_its_path() {
 
 #[test]
 fn every_problem_is_reported_together() {
+    // An unknown section, a bad field, a dangling reference and a garbage
+    // CA file (found at different steps of loading) come out in one list.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "this is not a certificate").unwrap();
+    let config = format!(
+        r#"
+recievers: {{}}
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "nowhere"}}}}}}
+processors:
+  batch: {{timeout: soon}}
+exporters:
+  otlp_grpc: {{endpoint: "a:1", tls: {{ca_file: "{ca}"}}}}
+service:
+  pipelines:
+    logs: {{receivers: [otlp, ghost], processors: [batch], exporters: [otlp_grpc]}}
+"#,
+        ca = ca.display()
+    );
+    let (output, stderr) = flowtel(&["validate"], &config);
+    assert_eq!(output.status.code(), Some(1));
+    for path in [
+        "recievers: unknown section",
+        "receivers::otlp::protocols::grpc::endpoint",
+        "processors::batch::timeout",
+        "exporters::otlp_grpc::tls::ca_file: ",
+        "is not PEM certificates",
+        "service::pipelines::logs::receivers: `ghost` is not defined",
+    ] {
+        assert!(stderr.contains(path), "expected {path:?} in:\n{stderr}");
+    }
     let config = r#"
 receivers:
   otlp: {protocols: {grpc: {endpoint: "nowhere"}}}
@@ -253,6 +285,39 @@ fn an_unreachable_kubernetes_api_stops_startup_with_the_reason() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("processors::k8s_attributes: cannot read the kubeconfig /nonexistent/kubeconfig"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hostile_config_files_are_refused_with_the_reason() {
+    // Nested 100,000 deep: refused before a YAML parser spends minutes on it.
+    let deep = format!("receivers: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let (output, stderr) = flowtel(&["validate"], &deep);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("line 1: collections nested deeper than 64 levels"), "{stderr}");
+    // A key given twice: YAML forbids it, and the second would silently win.
+    let twice = format!("{GOOD_HEAD}  debug:{GOOD_TAIL}");
+    let (output, stderr) = flowtel(&["validate"], &twice);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("duplicate entry with key \"debug\""), "{stderr}");
+    // More headers than an HTTP client can hold: an error, not a panic.
+    let headers: Vec<String> = (0..24_577).map(|i| format!("h{i}: v")).collect();
+    let many = format!("{GOOD_HEAD}  otlp_grpc: {{endpoint: \"a:1\", headers: {{{}}}}}{GOOD_TAIL}", headers.join(", "));
+    for args in [&["validate"][..], &[][..]] {
+        let (output, stderr) = flowtel(args, &many);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("exporters::otlp_grpc::headers: 24577 headers; at most 256 are allowed"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_unset_environment_variable_is_named() {
+    let config = format!("{GOOD_HEAD}  otlp_grpc: {{endpoint: \"${{env:FLOWTEL_TEST_UNSET}}backend:4317\"}}{GOOD_TAIL}");
+    let (output, stderr) = flowtel(&["validate"], &config);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: exporters::otlp_grpc::endpoint: environment variable FLOWTEL_TEST_UNSET is not set"),
         "{stderr}"
     );
 }

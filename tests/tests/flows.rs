@@ -312,16 +312,29 @@ fn without_privileges_flowtel_exits_naming_what_is_missing() {
         ),
     )
     .unwrap();
-    let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(flowtel_tests::flowtel_bin())
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("setpriv (util-linux)");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("receivers::ebpf") && stderr.contains("needs root, or CAP_BPF"), "{stderr}");
+    let run = |setpriv: &[&str]| {
+        let output = Command::new("setpriv")
+            .args(setpriv)
+            .arg(flowtel_tests::flowtel_bin())
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("setpriv (util-linux)");
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // An unprivileged user: every capability the kernel programs need is named.
+    let stderr = run(&["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    assert!(stderr.contains("receivers::ebpf: flowtel lacks CAP_BPF"), "{stderr}");
+    assert!(stderr.contains("CAP_NET_ADMIN") && stderr.contains("CAP_PERFMON"), "{stderr}");
+    // Root with all but CAP_NET_ADMIN: that one, and what it is for.
+    let caps = "-all,+bpf,+perfmon,+dac_override";
+    let stderr = run(&[&format!("--inh-caps={caps}"), &format!("--ambient-caps={caps}"), &format!("--bounding-set={caps}")]);
+    assert!(
+        stderr.contains("flowtel lacks CAP_NET_ADMIN (to attach the flow programs to interfaces)")
+            && !stderr.contains("CAP_BPF"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -338,5 +351,36 @@ fn flows_are_counted_exactly_in_every_attach_mode_and_transport() {
     ipv6();
     sampling();
     hot_plug();
+    killed_flowtels_classifiers_are_replaced();
     assert_eq!(seen.len(), 2);
+}
+
+/// flowtel's classifiers in `interface`'s clsact qdisc, both directions.
+fn flowtel_filters(ns: &Netns, interface: &str) -> usize {
+    ["ingress", "egress"]
+        .iter()
+        .map(|direction| {
+            let output = ns.exec(&["tc", "filter", "show", "dev", interface, direction]);
+            String::from_utf8_lossy(&output.stdout).lines().filter(|line| line.contains("flowtel")).count()
+        })
+        .sum()
+}
+
+/// A flowtel killed with SIGKILL leaves its netlink (clsact) classifiers
+/// behind; the next one replaces them instead of running beside them, and a
+/// clean stop leaves nothing.
+fn killed_flowtels_classifiers_are_replaced() {
+    let pair = VethPair::quiet("kill", false);
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario { tc_attach: "netlink", event_transport: "ring_buffer", sampling: 1 };
+    let config = config(&dir.path().join("flows.jsonl"), &scenario);
+    let mut first = Flowtel::start_in_netns(&config, &pair.a.name);
+    assert_eq!(flowtel_filters(&pair.a, VethPair::A_IF), 2);
+    first.child.kill();
+    assert_eq!(flowtel_filters(&pair.a, VethPair::A_IF), 2, "SIGKILL leaves the classifiers");
+    let mut second = Flowtel::start_in_netns(&config, &pair.a.name);
+    assert_eq!(flowtel_filters(&pair.a, VethPair::A_IF), 2, "replaced, not doubled");
+    assert!(second.child.output().contains("Removed a flowtel program left attached"));
+    assert!(second.child.stop().success());
+    assert_eq!(flowtel_filters(&pair.a, VethPair::A_IF), 0, "a clean stop leaves nothing");
 }

@@ -5,13 +5,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::{
-    collections::BTreeMap,
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    process::Command,
-    time::Duration,
-};
+use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use flowtel_tests::{
     Flowtel, Recorder, Rotel, free_port,
@@ -258,18 +252,8 @@ fn a_full_queue_drops_and_counts_exactly_what_it_cannot_hold() {
 }
 
 fn http_post(port: u16, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    (response.split_whitespace().nth(1).unwrap().parse().unwrap(), response)
+    let response = flowtel_tests::http_request(port, "POST", path, &[("Content-Type", content_type)], body);
+    (response.status, String::from_utf8_lossy(&response.body).into_owned())
 }
 
 #[test]
