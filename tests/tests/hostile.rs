@@ -126,7 +126,7 @@ fn hostile_otlp_requests_are_refused_and_counted_while_a_good_client_loses_nothi
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     }
     // Larger than max_recv_msg_size_mib: refused for good, not retried.
-    let oversized = logs_request("oversized", 0..60_000).encode_to_vec();
+    let oversized = logs_request("oversized", 0..150_000).encode_to_vec();
     assert!(oversized.len() > 4 << 20);
     let status = send_raw_grpc(grpc, LOGS_EXPORT, oversized).unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
