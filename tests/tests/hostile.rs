@@ -311,3 +311,47 @@ service:
         "the log says what was dropped:\n{log}"
     );
 }
+
+#[test]
+fn a_batch_the_backend_refuses_for_its_size_is_sent_again_in_halves() {
+    let (front, back, sink_port) = (free_port(), free_port(), free_port());
+    let sink = Sink::start(sink_port);
+    // The backend: a flowtel that takes at most 1 MiB per request.
+    let backend = Flowtel::start(&format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{back}", max_recv_msg_size_mib: 1}}}}}}
+exporters:
+  otlp_grpc: {{endpoint: "127.0.0.1:{sink_port}", tls: {{insecure: true}}}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [otlp], exporters: [otlp_grpc]}}
+"#
+    ));
+    // The sender batches far more than that into one request.
+    let sender = Flowtel::start(&format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{front}"}}}}}}
+processors:
+  batch: {{send_batch_size: 60000, timeout: 500ms}}
+exporters:
+  otlp_grpc: {{endpoint: "127.0.0.1:{back}", tls: {{insecure: true}}, compression: none}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [otlp], processors: [batch], exporters: [otlp_grpc]}}
+"#
+    ));
+    let run = format!("halves-{front}");
+    assert!(send_logs(front, &run, 0, 10, 4_000).iter().all(|c| *c == tonic::Code::Ok));
+    let seqs = wait_for(WAIT, "all 40,000 records through the 1 MiB backend", || {
+        let seqs = sink.seqs(&run);
+        (seqs.len() >= 40_000).then_some(seqs)
+    });
+    assert!(seqs.values().all(|&n| n == 1), "duplicates");
+    assert!(backend.metric("flowtel_receiver_refused_requests_total", &[("reason", "too_large")]) >= 1.0);
+    assert_eq!(sender.metric("flowtel_exporter_dropped_items_total", &[]), 0.0);
+    assert_eq!(sender.metric("flowtel_exporter_sent_items_total", &[]), 40_000.0);
+}
