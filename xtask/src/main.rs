@@ -110,14 +110,15 @@ fn main() -> anyhow::Result<()> {
                 // (the Criterion ones ran above, as tests).
                 bench_binary("kernel_bench", &["--quick", "--out", "target/bench-quick"], "debug")?;
                 bench_binary("gateway_bench", &["--quick", "--out", "target/bench-quick"], "debug")?;
-                // Every fuzz target for a moment, from the committed seeds.
-                fuzz(FUZZ_SMOKE_SECONDS, &[])?;
+                // Every fuzz target for a moment, from the committed seeds
+                // (unoptimized: it builds in half the time).
+                fuzz(FUZZ_SMOKE_SECONDS, &[], FuzzBuild::Dev)?;
             }
             Ok(())
         }
         Task::Fuzz { seconds, targets } => {
             setup::setup()?;
-            fuzz(seconds, &targets)
+            fuzz(seconds, &targets, FuzzBuild::Release)
         }
         Task::Bench { args } => {
             setup::setup()?;
@@ -132,6 +133,15 @@ fn main() -> anyhow::Result<()> {
 
 /// Seconds each fuzz target runs in `cargo xtask test`.
 const FUZZ_SMOKE_SECONDS: u64 = 15;
+
+/// How the fuzz targets are built.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FuzzBuild {
+    /// Unoptimized: quick to build, for short runs.
+    Dev,
+    /// Optimized: many more inputs a second, for long runs.
+    Release,
+}
 
 /// The fuzz targets, by their file names in fuzz/fuzz_targets.
 fn fuzz_targets() -> anyhow::Result<Vec<String>> {
@@ -148,7 +158,7 @@ fn fuzz_targets() -> anyhow::Result<Vec<String>> {
 /// and what earlier runs here found (target/fuzz-corpus/TARGET). An input
 /// that crashes a target, or takes more than 10 s, fails the run and is
 /// kept in fuzz/artifacts/TARGET.
-fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
+fn fuzz(seconds: u64, targets: &[String], build: FuzzBuild) -> anyhow::Result<()> {
     let all = fuzz_targets()?;
     let chosen = if targets.is_empty() { all.clone() } else { targets.to_vec() };
     if let Some(unknown) = chosen.iter().find(|t| !all.contains(t)) {
@@ -159,7 +169,9 @@ fn fuzz(seconds: u64, targets: &[String]) -> anyhow::Result<()> {
         std::fs::create_dir_all(&found)?;
         println!("fuzz: {target} for {seconds} s");
         run(Command::new("cargo")
-            .args(["+nightly", "fuzz", "run", "--sanitizer", "none", target])
+            .args(["+nightly", "fuzz", "run", "--sanitizer", "none"])
+            .args(if build == FuzzBuild::Dev { &["--dev"][..] } else { &[][..] })
+            .arg(target)
             .arg(&found)
             .arg(root().join("fuzz/corpus").join(target))
             .arg("--")
