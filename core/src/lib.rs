@@ -9,6 +9,7 @@
 
 pub mod attributes;
 pub mod component;
+pub mod condition;
 pub mod config;
 pub mod export;
 pub mod histogram;

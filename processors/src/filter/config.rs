@@ -3,7 +3,6 @@
 use flowtel_core::config::Validate;
 use serde::Deserialize;
 
-use super::expression;
 
 /// `processors::filter`: drops what matches any condition.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -82,6 +81,6 @@ impl FilterConfig {
 
 impl Validate for FilterConfig {
     fn validate(&self) -> Vec<(String, String)> {
-        expression::problems(self.conditions())
+        flowtel_core::condition::problems(self.conditions())
     }
 }

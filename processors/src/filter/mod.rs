@@ -5,24 +5,24 @@
 //! startup and names its column.
 
 mod config;
-pub mod expression;
 
-use std::borrow::Cow;
 
 use flowtel_core::{
     Payload,
-    attributes::{find_text, of_resource},
+    attributes::of_resource,
     component::Processor,
+    condition::{
+        Expr, parse_all,
+        record::{any, any_log_record, lookup, metric_field},
+    },
 };
 use opentelemetry_proto::tonic::{
     common::v1::{KeyValue, any_value::Value},
-    logs::v1::LogRecord,
-    metrics::v1::{Metric, metric::Data},
+    metrics::v1::metric::Data,
 };
 
 pub use config::{ErrorMode, FilterConfig, LogConditions, MetricConditions, SpanConditions};
 
-use self::expression::Expr;
 
 /// The `filter` processor.
 pub struct FilterProcessor {
@@ -31,65 +31,6 @@ pub struct FilterProcessor {
     datapoints: Vec<Expr>,
     spans: Vec<Expr>,
     span_events: Vec<Expr>,
-}
-
-/// Parses validated conditions.
-pub fn parse_all(conditions: &[String]) -> Vec<Expr> {
-    // The config was validated: every condition parses.
-    conditions.iter().filter_map(|c| expression::parse(c).ok()).collect()
-}
-
-/// Looks `path` up: `resource.<key>` in the resource's attributes, the
-/// named fields, else the item's own attributes.
-fn lookup(
-    path: &str,
-    own: &[KeyValue],
-    resource: &[KeyValue],
-    field: &dyn Fn(&str) -> Option<String>,
-) -> Option<String> {
-    if let Some(key) = path.strip_prefix("resource.") {
-        return find_text(resource, key).map(Cow::into_owned);
-    }
-    field(path).or_else(|| find_text(own, path).map(Cow::into_owned))
-}
-
-/// A metric's own fields, by the names `metrics.metric` conditions use
-/// (`metric.`-prefixed too, as in `metric.name`).
-fn metric_field(metric: &Metric, path: &str) -> Option<String> {
-    Some(match path.strip_prefix("metric.").unwrap_or(path) {
-        "name" => metric.name.clone(),
-        "unit" => metric.unit.clone(),
-        "description" => metric.description.clone(),
-        "type" => match metric.data.as_ref()? {
-            Data::Gauge(_) => "METRIC_DATA_TYPE_GAUGE",
-            Data::Sum(_) => "METRIC_DATA_TYPE_SUM",
-            Data::Histogram(_) => "METRIC_DATA_TYPE_HISTOGRAM",
-            Data::ExponentialHistogram(_) => "METRIC_DATA_TYPE_EXPONENTIAL_HISTOGRAM",
-            Data::Summary(_) => "METRIC_DATA_TYPE_SUMMARY",
-        }
-        .to_owned(),
-        _ => return None,
-    })
-}
-
-/// Whether a log record (under a resource with these attributes) matches
-/// any of the conditions.
-pub fn any_log_record(conditions: &[Expr], record: &LogRecord, resource: &[KeyValue]) -> bool {
-    let field = |name: &str| match name {
-        "event_name" => Some(record.event_name.clone()),
-        "severity_text" => Some(record.severity_text.clone()),
-        "severity_number" => Some(record.severity_number.to_string()),
-        "body" => match record.body.as_ref().and_then(|b| b.value.as_ref()) {
-            Some(Value::StringValue(s)) => Some(s.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
-    any(conditions, &|path| lookup(path, &record.attributes, resource, &field))
-}
-
-fn any(conditions: &[Expr], lookup: &dyn Fn(&str) -> Option<String>) -> bool {
-    conditions.iter().any(|c| c.matches(lookup))
 }
 
 impl FilterProcessor {

@@ -75,7 +75,7 @@ impl Validate for LogDedupConfig {
         if self.log_count_attribute.is_empty() {
             problems.push(("log_count_attribute".into(), "must not be empty".into()));
         }
-        problems.extend(crate::filter::expression::problems(
+        problems.extend(flowtel_core::condition::problems(
             self.conditions.iter().enumerate().map(|(i, c)| (format!("conditions[{i}]"), c)),
         ));
         if let Err(problem) = self.time_zone() {

@@ -18,7 +18,7 @@ use flowtel_core::{
     time::rfc3339_millis,
 };
 
-use crate::filter::{any_log_record, expression::Expr, parse_all};
+use flowtel_core::condition::{Expr, parse_all, record::any_log_record};
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},

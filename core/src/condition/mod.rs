@@ -1,6 +1,12 @@
-//! The filter processor's condition language (see the README): a small
-//! boolean language over attributes, checked at startup so that a syntax
-//! error names its column.
+//! The condition language of the `filter` and `log_dedup` processors (see
+//! the `filter` README): a small boolean language over attributes, with the
+//! collector's OTTL forms for conditions (`attributes["k"]`, `IsMatch`,
+//! `nil`), checked at startup so that a syntax error names its column.
+//!
+//! [`record`] evaluates conditions on OTLP log records, data points and
+//! spans.
+
+pub mod record;
 
 use std::net::IpAddr;
 
@@ -449,6 +455,11 @@ pub fn problems<'a>(conditions: impl IntoIterator<Item = (String, &'a String)>) 
         .collect()
 }
 
+/// Parses conditions that were validated (with [`problems`]): every one parses.
+pub fn parse_all(conditions: &[String]) -> Vec<Expr> {
+    conditions.iter().filter_map(|c| parse(c).ok()).collect()
+}
+
 /// Parses a condition.
 pub fn parse(text: &str) -> Result<Expr, ParseError> {
     let tokens = lex(text)?;
@@ -492,3 +503,6 @@ impl Expr {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
