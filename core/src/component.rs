@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::{
     payload::{Client, Payload, Signal},
     self_telemetry::MetricsRegistry,
-    topology::ReceiverOutput,
+    intake::{Admission, ReceiverOutput},
 };
 
 /// The kind of a component: the top-level config section it lives in.
@@ -241,7 +241,7 @@ pub trait Processor: Send {
 
     /// A say on whether the receivers feeding this pipeline may hand over
     /// data (the `memory_limiter`); asked once, when the pipeline starts.
-    fn admission(&self) -> Option<std::sync::Arc<dyn crate::topology::Admission>> {
+    fn admission(&self) -> Option<Arc<dyn Admission>> {
         None
     }
 }

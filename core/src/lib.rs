@@ -3,8 +3,9 @@
 //! Everything the components share lives here: the data that flows between
 //! them ([`payload`]), the contracts they implement ([`component`]), the
 //! collector-style configuration ([`config`]), the settings shared by the
-//! network exporters ([`export`]), the wiring of receivers, processor chains
-//! and exporter queues ([`topology`]) and flowtel's own metrics and logs
+//! network exporters ([`export`]), how receivers hand data to pipelines
+//! ([`intake`]), the wiring of receivers, processor chains and exporter
+//! queues ([`topology`]) and flowtel's own metrics and logs
 //! ([`self_telemetry`]). The core knows no concrete component.
 
 pub mod attributes;
@@ -13,6 +14,7 @@ pub mod condition;
 pub mod config;
 pub mod export;
 pub mod histogram;
+pub mod intake;
 pub mod linux;
 pub mod memory;
 pub mod payload;

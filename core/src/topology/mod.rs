@@ -7,7 +7,6 @@
 //! queue until the deadline; what is left then is dropped and counted.
 
 mod exporter_queue;
-mod fanout;
 mod pipeline;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -15,10 +14,10 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-pub use fanout::{Admission, PIPELINE_QUEUE_BYTES, PIPELINE_QUEUE_CAPACITY, PipelineInput, PushError, Queued, ReceiverOutput};
 
 use self::{exporter_queue::ExporterQueue, pipeline::PipelineRunner};
 use crate::{
+    intake::{Admission, PipelineInput, RECEIVER_PUSH_WAIT, ReceiverOutput},
     component::{
         ComponentError, ComponentId, Exporter, ExporterContext, PipelineId, Processor, ProcessorContext, Receiver,
         ReceiverContext,
@@ -27,8 +26,6 @@ use crate::{
     self_telemetry::MetricsRegistry,
 };
 
-/// How long a receiver waits for room in a full pipeline before refusing.
-pub const RECEIVER_PUSH_WAIT: Duration = Duration::from_millis(500);
 
 /// An exporter with its queue and retry settings.
 pub struct ExporterSpec {

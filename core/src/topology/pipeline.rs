@@ -5,8 +5,9 @@
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{exporter_queue::ExporterInlet, fanout::Queued};
+use super::exporter_queue::ExporterInlet;
 use crate::{
+    intake::Queued,
     component::{ComponentId, PipelineId, Processor},
     payload::{Client, Delivery, Payload},
     self_telemetry::{MetricsRegistry, SignalCounters},

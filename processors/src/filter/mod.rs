@@ -17,7 +17,7 @@ use flowtel_core::{
     },
 };
 use opentelemetry_proto::tonic::{
-    common::v1::{KeyValue, any_value::Value},
+    common::v1::KeyValue,
     metrics::v1::metric::Data,
 };
 

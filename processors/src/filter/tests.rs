@@ -1,5 +1,5 @@
 use opentelemetry_proto::tonic::{
-    common::v1::AnyValue,
+    common::v1::{AnyValue, any_value::Value},
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
     metrics::v1::{Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics},
     resource::v1::Resource,

@@ -18,7 +18,7 @@ use std::{
     time::Instant,
 };
 
-use flowtel_core::{Payload, component::Processor, memory, topology::Admission};
+use flowtel_core::{Payload, component::Processor, memory, intake::Admission};
 
 pub use config::MemoryLimiterConfig;
 

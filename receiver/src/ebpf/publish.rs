@@ -4,7 +4,7 @@
 use flowtel_core::{
     ComponentId, Payload, Signal,
     self_telemetry::{MetricsRegistry, ReceiverItems},
-    topology::ReceiverOutput,
+    intake::ReceiverOutput,
 };
 use opentelemetry_proto::tonic::{
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},

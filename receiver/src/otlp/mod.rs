@@ -21,7 +21,7 @@ use flowtel_core::{
     ComponentId, ComponentKind, Signal,
     component::{ComponentError, Receiver, ReceiverContext},
     self_telemetry::{Counter, MetricsRegistry, ReceiverItems, SignalCounters},
-    topology::{RECEIVER_PUSH_WAIT, ReceiverOutput},
+    intake::{RECEIVER_PUSH_WAIT, ReceiverOutput},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;

@@ -1,4 +1,6 @@
-//! How a receiver hands data to every pipeline that names it.
+//! How a receiver hands data to every pipeline that names it: the
+//! receivers' side of the pipelines' input queues, and the say a pipeline
+//! has on whether it takes data now ([`Admission`]).
 //!
 //! A pipeline's input queue is bounded twice: in payloads
 //! ([`PIPELINE_QUEUE_CAPACITY`]) and in the memory they take
@@ -11,6 +13,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::payload::{Client, Delivery, Payload, Signal};
 
+/// How long a receiver waits for room in a full pipeline before refusing.
+pub const RECEIVER_PUSH_WAIT: Duration = Duration::from_millis(500);
 /// Payloads a pipeline's input queue holds before receivers feel backpressure.
 pub const PIPELINE_QUEUE_CAPACITY: usize = 64;
 /// Bytes of payloads a pipeline's input queue holds.
@@ -27,9 +31,9 @@ pub enum PushError {
     /// flowtel is shutting down.
     #[error("flowtel is shutting down")]
     ShuttingDown,
-    /// A pipeline refuses data for now (its `memory_limiter` is above its limit).
-    #[error("memory limit reached; retry later")]
-    MemoryLimit,
+    /// A pipeline's admission refuses data for now (a `memory_limiter` above its limit).
+    #[error("a pipeline refuses data for now; retry later")]
+    Refused,
 }
 
 /// A pipeline's say on whether it takes data now (a `memory_limiter`).
@@ -116,7 +120,7 @@ impl ReceiverOutput {
             return Ok(());
         }
         if inputs.iter().flat_map(|input| &input.admissions).any(|gate| gate.refusing()) {
-            return Err(PushError::MemoryLimit);
+            return Err(PushError::Refused);
         }
         // A payload larger than a whole queue waits for it to be empty.
         let units = u32::try_from(payload.heap_size().div_ceil(BYTES_PER_UNIT))
