@@ -35,11 +35,8 @@ pub fn load(path: &Path) -> (Vec<ConfigError>, Result<Service, ConfigErrors>) {
     let mut errors = ConfigErrors::new(std::mem::take(&mut raw.problems));
     let checked = check(raw, &mut errors);
     let spec = checked.build(&mut errors, &mut warnings);
-    let result = if errors.errors().is_empty() {
-        Ok(Service { telemetry: checked.telemetry, spec })
-    } else {
-        Err(errors)
-    };
+    let result =
+        if errors.errors().is_empty() { Ok(Service { telemetry: checked.telemetry, spec }) } else { Err(errors) };
     (warnings, result)
 }
 
@@ -84,8 +81,7 @@ fn decode_section<T>(
 fn check(raw: flowtel_core::config::RawConfig, errors: &mut ConfigErrors) -> CheckedService {
     let mut types = BTreeMap::new();
     let receivers = decode_section(ComponentKind::Receiver, &raw.receivers, decode_receiver, &mut types, errors);
-    let processors =
-        decode_section(ComponentKind::Processor, &raw.processors, decode_processor, &mut types, errors);
+    let processors = decode_section(ComponentKind::Processor, &raw.processors, decode_processor, &mut types, errors);
     let exporters = decode_section(ComponentKind::Exporter, &raw.exporters, decode_exporter, &mut types, errors);
     let pipelines = match raw.check_pipelines() {
         Ok(pipelines) => pipelines,

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::{
+    intake::{Admission, ReceiverOutput},
     payload::{Client, Payload, Signal},
     self_telemetry::MetricsRegistry,
-    intake::{Admission, ReceiverOutput},
 };
 
 /// The kind of a component: the top-level config section it lives in.

@@ -18,6 +18,7 @@ pub mod intake;
 pub mod linux;
 pub mod memory;
 pub mod payload;
+pub mod schema;
 pub mod self_telemetry;
 pub mod time;
 pub mod topology;

@@ -313,7 +313,8 @@ fn hostile_config_files_are_refused_with_the_reason() {
 
 #[test]
 fn an_unset_environment_variable_is_named() {
-    let config = format!("{GOOD_HEAD}  otlp_grpc: {{endpoint: \"${{env:FLOWTEL_TEST_UNSET}}backend:4317\"}}{GOOD_TAIL}");
+    let config =
+        format!("{GOOD_HEAD}  otlp_grpc: {{endpoint: \"${{env:FLOWTEL_TEST_UNSET}}backend:4317\"}}{GOOD_TAIL}");
     let (output, stderr) = flowtel(&["validate"], &config);
     assert!(output.status.success(), "{stderr}");
     assert!(

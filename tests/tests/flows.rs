@@ -329,7 +329,8 @@ fn without_privileges_flowtel_exits_naming_what_is_missing() {
     assert!(stderr.contains("CAP_NET_ADMIN") && stderr.contains("CAP_PERFMON"), "{stderr}");
     // Root with all but CAP_NET_ADMIN: that one, and what it is for.
     let caps = "-all,+bpf,+perfmon,+dac_override";
-    let stderr = run(&[&format!("--inh-caps={caps}"), &format!("--ambient-caps={caps}"), &format!("--bounding-set={caps}")]);
+    let stderr =
+        run(&[&format!("--inh-caps={caps}"), &format!("--ambient-caps={caps}"), &format!("--bounding-set={caps}")]);
     assert!(
         stderr.contains("flowtel lacks CAP_NET_ADMIN (to attach the flow programs to interfaces)")
             && !stderr.contains("CAP_BPF"),

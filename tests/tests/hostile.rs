@@ -13,7 +13,7 @@ use std::{
 };
 
 use flowtel_tests::{
-    Flowtel, free_port, hubble_call, hubble_responses, hubble_spawn, http_get, http_request, peak_rss_mib,
+    Flowtel, free_port, http_get, http_request, hubble_call, hubble_responses, hubble_spawn, peak_rss_mib,
     send::{LOGS_EXPORT, logs_request, send_logs, send_logs_retrying, send_raw_grpc},
     sink::Sink,
     wait_for,
@@ -178,8 +178,14 @@ fn hostile_otlp_requests_are_refused_and_counted_while_a_good_client_loses_nothi
     let metric = |name: &str, labels: &[(&str, &str)]| flowtel.metric(name, labels);
     assert_eq!(metric("flowtel_receiver_malformed_requests_total", &[("transport", "grpc")]), 3.0);
     assert_eq!(metric("flowtel_receiver_malformed_requests_total", &[("transport", "http")]), 2.0);
-    let too_large = |transport| metric("flowtel_receiver_refused_requests_total", &[("transport", transport), ("reason", "too_large")]);
-    assert_eq!((too_large("grpc"), too_large("http")), (2.0, 2.0), "the oversized and the bomb; the gzip bomb and the body");
+    let too_large = |transport| {
+        metric("flowtel_receiver_refused_requests_total", &[("transport", transport), ("reason", "too_large")])
+    };
+    assert_eq!(
+        (too_large("grpc"), too_large("http")),
+        (2.0, 2.0),
+        "the oversized and the bomb; the gzip bomb and the body"
+    );
     assert_eq!(metric("flowtel_receiver_malformed_id_items_total", &[]), 2.0);
     assert_eq!(metric("flowtel_receiver_refused_requests_total", &[("reason", "unsupported_media_type")]), 1.0);
     assert_eq!(metric("flowtel_receiver_refused_requests_total", &[("reason", "not_served")]), 2.0);

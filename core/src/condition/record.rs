@@ -65,4 +65,3 @@ pub fn any_log_record(conditions: &[Expr], record: &LogRecord, resource: &[KeyVa
 pub fn any(conditions: &[Expr], lookup: &dyn Fn(&str) -> Option<String>) -> bool {
     conditions.iter().any(|c| c.matches(lookup))
 }
-

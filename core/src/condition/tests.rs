@@ -94,4 +94,3 @@ fn the_collectors_condition_forms_are_read() {
     let e = parse(r#"IsMatch(body "x")"#).unwrap_err();
     assert!(e.message.contains("expected `,`"), "{e}");
 }
-

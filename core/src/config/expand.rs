@@ -153,7 +153,10 @@ mod tests {
         let (mut errors, mut warnings) = (Vec::new(), Vec::new());
         expand_env(&mut value, "exporters::x::endpoint", &env, &mut errors, &mut warnings);
         assert!(errors.is_empty());
-        assert_eq!(warnings[0].to_string(), "exporters::x::endpoint: environment variable NOPE is not set; it expands to an empty string");
+        assert_eq!(
+            warnings[0].to_string(),
+            "exporters::x::endpoint: environment variable NOPE is not set; it expands to an empty string"
+        );
     }
 
     #[test]

@@ -130,7 +130,10 @@ pub fn read_file(path: &Path) -> Result<RawConfig, ConfigErrors> {
     let text = std::fs::read(path)
         .map_err(|err| ConfigErrors::one(path.display().to_string(), format!("cannot read the config file: {err}")))?;
     let text = String::from_utf8(text).map_err(|err| {
-        ConfigErrors::one("config", format!("not UTF-8 text: invalid byte at offset {}", err.utf8_error().valid_up_to()))
+        ConfigErrors::one(
+            "config",
+            format!("not UTF-8 text: invalid byte at offset {}", err.utf8_error().valid_up_to()),
+        )
     })?;
     read_str_with_env(&text, &|name| std::env::var(name).ok())
 }

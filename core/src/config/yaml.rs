@@ -51,9 +51,7 @@ fn check_nesting(text: &str) -> Result<(), String> {
                 (None, '[' | '{') => {
                     flow_depth += 1;
                     if flow_depth > MAX_NESTING {
-                        return Err(format!(
-                            "line {line_number}: collections nested deeper than {MAX_NESTING} levels"
-                        ));
+                        return Err(format!("line {line_number}: collections nested deeper than {MAX_NESTING} levels"));
                     }
                 }
                 (None, ']' | '}') => flow_depth = flow_depth.saturating_sub(1),

@@ -81,8 +81,12 @@ impl Payload {
             Payload::Metrics(resources) => {
                 for metric in resources.iter_mut().flat_map(|r| &mut r.scope_metrics).flat_map(|s| &mut s.metrics) {
                     match &mut metric.data {
-                        Some(Data::Gauge(d)) => retain(&mut d.data_points, &mut found, |p| exemplar_problem(&p.exemplars)),
-                        Some(Data::Sum(d)) => retain(&mut d.data_points, &mut found, |p| exemplar_problem(&p.exemplars)),
+                        Some(Data::Gauge(d)) => {
+                            retain(&mut d.data_points, &mut found, |p| exemplar_problem(&p.exemplars))
+                        }
+                        Some(Data::Sum(d)) => {
+                            retain(&mut d.data_points, &mut found, |p| exemplar_problem(&p.exemplars))
+                        }
                         Some(Data::Histogram(d)) => {
                             retain(&mut d.data_points, &mut found, |p| exemplar_problem(&p.exemplars));
                         }

@@ -157,13 +157,14 @@ impl ExporterInlet {
         } else {
             self.room.clone().try_acquire_many_owned(wanted).map_err(|_| DropReason::QueueFull)
         };
-        let queued = room.and_then(|room| {
-            self.sender.try_send(Queued { payload, _room: room }).map_err(|_| DropReason::Shutdown)
-        });
+        let queued = room
+            .and_then(|room| self.sender.try_send(Queued { payload, _room: room }).map_err(|_| DropReason::Shutdown));
         if let Err(reason) = queued {
             self.metrics.dropped(reason, signal, items);
             match reason {
-                DropReason::QueueFull => tracing::warn!(exporter = %self.id, items, "Sending queue is full; dropping data."),
+                DropReason::QueueFull => {
+                    tracing::warn!(exporter = %self.id, items, "Sending queue is full; dropping data.")
+                }
                 _ => tracing::warn!(exporter = %self.id, items, "The exporter has stopped; dropping data."),
             }
         }

@@ -14,18 +14,16 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-
 use self::{exporter_queue::ExporterQueue, pipeline::PipelineRunner};
 use crate::{
-    intake::{Admission, PipelineInput, RECEIVER_PUSH_WAIT, ReceiverOutput},
     component::{
         ComponentError, ComponentId, Exporter, ExporterContext, PipelineId, Processor, ProcessorContext, Receiver,
         ReceiverContext,
     },
     export::{QueueConfig, RetryConfig},
+    intake::{Admission, PipelineInput, RECEIVER_PUSH_WAIT, ReceiverOutput},
     self_telemetry::MetricsRegistry,
 };
-
 
 /// An exporter with its queue and retry settings.
 pub struct ExporterSpec {

@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::exporter_queue::ExporterInlet;
 use crate::{
-    intake::Queued,
     component::{ComponentId, PipelineId, Processor},
+    intake::Queued,
     payload::{Client, Delivery, Payload},
     self_telemetry::{MetricsRegistry, SignalCounters},
 };

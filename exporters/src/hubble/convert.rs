@@ -1,6 +1,7 @@
 //! flowtel's flow and drop log records as Hubble `Flow`s. Pure functions;
 //! the mapping is documented in the exporter's README.
 
+use flowtel_core::schema::{End, attr, event};
 use std::collections::BTreeMap;
 
 use flowtel_core::attributes;
@@ -112,19 +113,19 @@ const IDENTITY_REMOTE_NODE: u32 = 6;
 /// outside Kubernetes). An end that is a node, not a pod, gets Cilium's
 /// reserved identity: `host` on the node that reported the flow (`node`),
 /// `remote-node` elsewhere.
-fn endpoint(attributes: &Attributes<'_>, side: &str, node: &str) -> Endpoint {
-    let get = |name: &str| attributes.str(&format!("k8s.{side}.{name}")).unwrap_or_default().to_owned();
+fn endpoint(attributes: &Attributes<'_>, end: End, node: &str) -> Endpoint {
+    let get = |key: &str| attributes.str(&attr::k8s_of_end(end, key)).unwrap_or_default().to_owned();
     let mut labels: Vec<String> = attributes
-        .with_prefix(&format!("k8s.{side}.pod.labels."))
+        .with_prefix(&attr::k8s_of_end(end, attr::K8S_POD_LABELS_PREFIX))
         .into_iter()
         .map(|(key, value)| format!("k8s:{key}={value}"))
         .collect();
-    let namespace = get("namespace.name");
+    let namespace = get(attr::K8S_NAMESPACE_NAME);
     if !namespace.is_empty() {
         labels.push(format!("k8s:io.kubernetes.pod.namespace={namespace}"));
     }
-    let pod_name = get("pod.name");
-    let end_node = get("node.name");
+    let pod_name = get(attr::K8S_POD_NAME);
+    let end_node = get(attr::K8S_NODE_NAME);
     let mut identity = 0;
     if pod_name.is_empty() && !end_node.is_empty() {
         let (reserved, id) =
@@ -133,14 +134,14 @@ fn endpoint(attributes: &Attributes<'_>, side: &str, node: &str) -> Endpoint {
         identity = id;
     }
     labels.sort();
-    let (kind, name) = (get("owner.kind"), get("owner.name"));
+    let (kind, name) = (get(attr::K8S_OWNER_KIND), get(attr::K8S_OWNER_NAME));
     let workloads = if name.is_empty() { Vec::new() } else { vec![Workload { name, kind }] };
     Endpoint { identity, namespace, pod_name, labels, workloads, ..Endpoint::default() }
 }
 
-fn service(attributes: &Attributes<'_>, side: &str) -> Option<Service> {
-    let name = attributes.str(&format!("k8s.{side}.service.name"))?;
-    let namespace = attributes.str(&format!("k8s.{side}.namespace.name")).unwrap_or_default();
+fn service(attributes: &Attributes<'_>, end: End) -> Option<Service> {
+    let name = attributes.str(&attr::k8s_of_end(end, attr::K8S_SERVICE_NAME))?;
+    let namespace = attributes.str(&attr::k8s_of_end(end, attr::K8S_NAMESPACE_NAME)).unwrap_or_default();
     Some(Service { name: name.to_owned(), namespace: namespace.to_owned() })
 }
 
@@ -150,13 +151,13 @@ fn timestamp(unix_nanos: u64) -> Timestamp {
 
 fn layer4(attributes: &Attributes<'_>) -> Option<Layer4> {
     let port = |key: &str| attributes.int(key).unwrap_or(0) as u32;
-    let (source_port, destination_port) = (port("source.port"), port("destination.port"));
-    let (kind, code) = (port("network.icmp.type"), port("network.icmp.code"));
-    let protocol = match attributes.str("network.transport")? {
+    let (source_port, destination_port) = (port(attr::SOURCE_PORT), port(attr::DESTINATION_PORT));
+    let (kind, code) = (port(attr::NETWORK_ICMP_TYPE), port(attr::NETWORK_ICMP_CODE));
+    let protocol = match attributes.str(attr::NETWORK_TRANSPORT)? {
         "tcp" => Protocol::Tcp(Tcp {
             source_port,
             destination_port,
-            flags: attributes.str("network.tcp.flags").map(tcp_flags),
+            flags: attributes.str(attr::NETWORK_TCP_FLAGS).map(tcp_flags),
         }),
         "udp" => Protocol::Udp(Udp { source_port, destination_port }),
         "sctp" => Protocol::Sctp(Sctp { source_port, destination_port }),
@@ -190,10 +191,10 @@ impl NodeNames {
     /// `k8s.node.name` when the record has one; else its `host.name`,
     /// unless that is this host (then the configured node name).
     fn of(&self, attributes: &Attributes<'_>) -> String {
-        if let Some(node) = attributes.str("k8s.node.name").filter(|n| !n.is_empty()) {
+        if let Some(node) = attributes.str(attr::K8S_NODE_NAME).filter(|n| !n.is_empty()) {
             return node.to_owned();
         }
-        match attributes.str("host.name").filter(|h| !h.is_empty()) {
+        match attributes.str(attr::HOST_NAME).filter(|h| !h.is_empty()) {
             Some(host) if host != self.local_host => host.to_owned(),
             _ => self.local_node.clone(),
         }
@@ -204,17 +205,17 @@ impl NodeNames {
 /// `None` for other records.
 pub fn flow(resource: Option<&Resource>, record: &LogRecord, names: &NodeNames) -> Option<Flow> {
     let dropped = match record.event_name.as_str() {
-        "network.flow" => false,
-        "network.packet.drop" => true,
+        event::FLOW => false,
+        event::PACKET_DROP => true,
         _ => return None,
     };
     let attributes = Attributes::of(resource, record);
     let time = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
-    let ip = match (attributes.str("source.address"), attributes.str("destination.address")) {
+    let ip = match (attributes.str(attr::SOURCE_ADDRESS), attributes.str(attr::DESTINATION_ADDRESS)) {
         (Some(source), Some(destination)) => Some(Ip {
             source: source.to_owned(),
             destination: destination.to_owned(),
-            ip_version: match attributes.str("network.type") {
+            ip_version: match attributes.str(attr::NETWORK_TYPE) {
                 Some("ipv6") => IpVersion::IPv6,
                 _ => IpVersion::IPv4,
             } as i32,
@@ -223,7 +224,7 @@ pub fn flow(resource: Option<&Resource>, record: &LogRecord, names: &NodeNames) 
         _ => None,
     };
     let l4 = layer4(&attributes);
-    let direction = match attributes.str("network.io.direction") {
+    let direction = match attributes.str(attr::NETWORK_IO_DIRECTION) {
         Some("receive") => TrafficDirection::Ingress,
         Some("transmit") => TrafficDirection::Egress,
         _ => TrafficDirection::Unknown,
@@ -235,16 +236,16 @@ pub fn flow(resource: Option<&Resource>, record: &LogRecord, names: &NodeNames) 
         ip,
         is_reply: is_reply(l4.as_ref()),
         l4,
-        source: Some(endpoint(&attributes, "src", &node_name)),
-        destination: Some(endpoint(&attributes, "dst", &node_name)),
+        source: Some(endpoint(&attributes, End::Source, &node_name)),
+        destination: Some(endpoint(&attributes, End::Destination, &node_name)),
         r#type: FlowType::L3L4 as i32,
         node_name,
         event_type: Some(CiliumEventType {
             r#type: if dropped { EVENT_TYPE_DROP } else { EVENT_TYPE_TRACE },
             sub_type: 0,
         }),
-        source_service: service(&attributes, "src"),
-        destination_service: service(&attributes, "dst"),
+        source_service: service(&attributes, End::Source),
+        destination_service: service(&attributes, End::Destination),
         traffic_direction: direction as i32,
         trace_observation_point: match direction {
             TrafficDirection::Ingress => TraceObservationPoint::FromNetwork,
@@ -252,7 +253,7 @@ pub fn flow(resource: Option<&Resource>, record: &LogRecord, names: &NodeNames) 
             TrafficDirection::Unknown => TraceObservationPoint::UnknownPoint,
         } as i32,
         interface: attributes
-            .str("network.interface.name")
+            .str(attr::NETWORK_INTERFACE_NAME)
             .map(|name| NetworkInterface { index: 0, name: name.to_owned() }),
         trace_context: (!record.trace_id.is_empty())
             .then(|| TraceContext { parent: Some(TraceParent { trace_id: hex::encode(&record.trace_id) }) }),
@@ -260,11 +261,11 @@ pub fn flow(resource: Option<&Resource>, record: &LogRecord, names: &NodeNames) 
     };
     flow.reply = flow.is_reply.unwrap_or(false);
     if dropped {
-        let reason = attributes.str("network.drop.reason").unwrap_or("NOT_SPECIFIED");
+        let reason = attributes.str(attr::NETWORK_DROP_REASON).unwrap_or("NOT_SPECIFIED");
         let cilium = cilium_drop_reason(reason);
         flow.drop_reason_desc = cilium as i32;
         flow.drop_reason = cilium as u32;
-        flow.summary = match attributes.str("network.drop.location") {
+        flow.summary = match attributes.str(attr::NETWORK_DROP_LOCATION) {
             Some(location) => format!("kernel drop reason {reason} in {location}"),
             None => format!("kernel drop reason {reason}"),
         };

@@ -364,10 +364,15 @@ impl NodePatterns {
         let mut alternatives = Vec::with_capacity(patterns.len());
         for pattern in patterns {
             if pattern.len() > MAX_PATTERN_BYTES {
-                return Err(format!("node_name: a pattern is {} bytes, at most {MAX_PATTERN_BYTES} are allowed", pattern.len()));
+                return Err(format!(
+                    "node_name: a pattern is {} bytes, at most {MAX_PATTERN_BYTES} are allowed",
+                    pattern.len()
+                ));
             }
             let (cluster, name) = match pattern.split_once('/') {
-                Some((cluster, name)) => (glob_regex(cluster), if name.is_empty() { "[^/]*".to_owned() } else { glob_regex(name) }),
+                Some((cluster, name)) => {
+                    (glob_regex(cluster), if name.is_empty() { "[^/]*".to_owned() } else { glob_regex(name) })
+                }
                 // No cluster: the node in any cluster, or without one.
                 None => ("[^/]*".to_owned(), glob_regex(pattern)),
             };
@@ -381,11 +386,7 @@ impl NodePatterns {
     }
 
     fn matches(&self, node: &str) -> bool {
-        if node.contains('/') {
-            self.0.is_match(node)
-        } else {
-            self.0.is_match(&format!("default/{node}"))
-        }
+        if node.contains('/') { self.0.is_match(node) } else { self.0.is_match(&format!("default/{node}")) }
     }
 }
 

@@ -76,7 +76,12 @@ impl Validate for OtlpGrpcConfig {
                 problems.push((format!("headers::{name}"), "not a valid gRPC metadata value".into()));
             }
         }
-        problems.extend(validate_client_settings(&self.tls, &self.retry_on_failure, &self.sending_queue, &self.headers));
+        problems.extend(validate_client_settings(
+            &self.tls,
+            &self.retry_on_failure,
+            &self.sending_queue,
+            &self.headers,
+        ));
         problems
     }
 }

@@ -267,8 +267,12 @@ mod tests {
     fn a_refusal_of_the_size_splits_the_batch() {
         for status in [
             Status::resource_exhausted("grpc: received message larger than max (5000000 vs. 4194304)"),
-            Status::out_of_range("Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes"),
-            Status::resource_exhausted("the request is larger than max_recv_msg_size_mib (4 MiB); send smaller batches"),
+            Status::out_of_range(
+                "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+            ),
+            Status::resource_exhausted(
+                "the request is larger than max_recv_msg_size_mib (4 MiB); send smaller batches",
+            ),
         ] {
             assert_eq!(classify(&status).kind, ExportErrorKind::TooLarge, "{status:?}");
         }

@@ -113,7 +113,12 @@ impl Validate for OtlpHttpConfig {
                 problems.push((format!("headers::{name}"), "not a valid HTTP header".into()));
             }
         }
-        problems.extend(validate_client_settings(&self.tls, &self.retry_on_failure, &self.sending_queue, &self.headers));
+        problems.extend(validate_client_settings(
+            &self.tls,
+            &self.retry_on_failure,
+            &self.sending_queue,
+            &self.headers,
+        ));
         problems
     }
 }

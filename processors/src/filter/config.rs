@@ -3,7 +3,6 @@
 use flowtel_core::config::Validate;
 use serde::Deserialize;
 
-
 /// `processors::filter`: drops what matches any condition.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -6,7 +6,6 @@
 
 mod config;
 
-
 use flowtel_core::{
     Payload,
     attributes::of_resource,
@@ -16,13 +15,9 @@ use flowtel_core::{
         record::{any, any_log_record, lookup, metric_field},
     },
 };
-use opentelemetry_proto::tonic::{
-    common::v1::KeyValue,
-    metrics::v1::metric::Data,
-};
+use opentelemetry_proto::tonic::{common::v1::KeyValue, metrics::v1::metric::Data};
 
 pub use config::{ErrorMode, FilterConfig, LogConditions, MetricConditions, SpanConditions};
-
 
 /// The `filter` processor.
 pub struct FilterProcessor {

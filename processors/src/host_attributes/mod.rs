@@ -12,6 +12,7 @@
 mod config;
 mod sockets;
 
+use flowtel_core::schema::attr;
 use std::{
     net::{IpAddr, SocketAddr},
     path::Path,
@@ -88,28 +89,32 @@ struct EndKeys {
 }
 
 const SOURCE_KEYS: EndKeys = EndKeys {
-    pid: "source.process.pid",
-    command: "source.process.executable.name",
-    container: "source.container.id",
-    netns: "source.linux.netns.inode",
+    pid: attr::SOURCE_PROCESS_PID,
+    command: attr::SOURCE_PROCESS_EXECUTABLE_NAME,
+    container: attr::SOURCE_CONTAINER_ID,
+    netns: attr::SOURCE_LINUX_NETNS_INODE,
 };
 
 const DESTINATION_KEYS: EndKeys = EndKeys {
-    pid: "destination.process.pid",
-    command: "destination.process.executable.name",
-    container: "destination.container.id",
-    netns: "destination.linux.netns.inode",
+    pid: attr::DESTINATION_PROCESS_PID,
+    command: attr::DESTINATION_PROCESS_EXECUTABLE_NAME,
+    container: attr::DESTINATION_CONTAINER_ID,
+    netns: attr::DESTINATION_LINUX_NETNS_INODE,
 };
 
 /// The ends of a record: transport, source and destination.
 fn ends(attributes: &[KeyValue]) -> Option<(Transport, SocketAddr, SocketAddr)> {
-    let transport = Transport::parse(&find_text(attributes, "network.transport")?)?;
+    let transport = Transport::parse(&find_text(attributes, attr::NETWORK_TRANSPORT)?)?;
     let end = |address: &str, port: &str| -> Option<SocketAddr> {
         let ip: IpAddr = find_text(attributes, address)?.parse().ok()?;
         let port = find(attributes, port).and_then(number)?;
         Some(SocketAddr::new(ip, u16::try_from(port as i64).ok()?))
     };
-    Some((transport, end("source.address", "source.port")?, end("destination.address", "destination.port")?))
+    Some((
+        transport,
+        end(attr::SOURCE_ADDRESS, attr::SOURCE_PORT)?,
+        end(attr::DESTINATION_ADDRESS, attr::DESTINATION_PORT)?,
+    ))
 }
 
 /// Adds the owners of a record's local ends; whether an end was local

@@ -1,5 +1,6 @@
 //! `processors::k8s_attributes` config, with the collector's names.
 
+use flowtel_core::schema::attr;
 use std::{path::PathBuf, time::Duration};
 
 use flowtel_core::config::Validate;
@@ -179,14 +180,14 @@ impl ExcludeConfig {
 impl Default for ExtractConfig {
     fn default() -> Self {
         let metadata = [
-            "k8s.pod.name",
-            "k8s.pod.uid",
-            "k8s.namespace.name",
-            "k8s.node.name",
-            "k8s.owner.kind",
-            "k8s.owner.name",
-            "k8s.deployment.name",
-            "k8s.service.name",
+            attr::K8S_POD_NAME,
+            attr::K8S_POD_UID,
+            attr::K8S_NAMESPACE_NAME,
+            attr::K8S_NODE_NAME,
+            attr::K8S_OWNER_KIND,
+            attr::K8S_OWNER_NAME,
+            attr::K8S_DEPLOYMENT_NAME,
+            attr::K8S_SERVICE_NAME,
         ];
         ExtractConfig {
             metadata: metadata.map(str::to_owned).to_vec(),
@@ -281,9 +282,9 @@ impl K8sAttributesConfig {
             sources: vec![AssociationSource { from: AssociationFrom::ResourceAttribute, name: Some(name.into()) }],
         };
         vec![
-            attribute("k8s.pod.ip"),
-            attribute("k8s.pod.uid"),
-            attribute("container.id"),
+            attribute(attr::K8S_POD_IP),
+            attribute(attr::K8S_POD_UID),
+            attribute(attr::CONTAINER_ID),
             AssociationRule { sources: vec![AssociationSource { from: AssociationFrom::Connection, name: None }] },
         ]
     }

@@ -2,6 +2,7 @@
 //! annotations `extract` asks for, and under which names. Pure functions of
 //! [`Metadata`], so they are tested without a server.
 
+use flowtel_core::schema::attr;
 use std::net::IpAddr;
 
 use regex::Regex;
@@ -49,37 +50,37 @@ enum MetadataKey {
 
 /// Every `extract.metadata` name, with its entry.
 const METADATA: &[(&str, MetadataKey)] = &[
-    ("k8s.pod.name", MetadataKey::PodName),
-    ("k8s.pod.uid", MetadataKey::PodUid),
-    ("k8s.pod.ip", MetadataKey::PodIp),
-    ("k8s.pod.hostname", MetadataKey::PodHostname),
-    ("k8s.pod.start_time", MetadataKey::PodStartTime),
-    ("k8s.namespace.name", MetadataKey::Namespace),
-    ("k8s.node.name", MetadataKey::Node),
-    ("k8s.node.uid", MetadataKey::NodeUid),
-    ("k8s.owner.kind", MetadataKey::OwnerKind),
-    ("k8s.owner.name", MetadataKey::OwnerName),
-    ("k8s.deployment.name", MetadataKey::Deployment),
-    ("k8s.deployment.uid", MetadataKey::DeploymentUid),
-    ("k8s.replicaset.name", MetadataKey::ReplicaSet),
-    ("k8s.replicaset.uid", MetadataKey::ReplicaSetUid),
-    ("k8s.daemonset.name", MetadataKey::DaemonSet),
-    ("k8s.daemonset.uid", MetadataKey::DaemonSetUid),
-    ("k8s.statefulset.name", MetadataKey::StatefulSet),
-    ("k8s.statefulset.uid", MetadataKey::StatefulSetUid),
-    ("k8s.job.name", MetadataKey::Job),
-    ("k8s.job.uid", MetadataKey::JobUid),
-    ("k8s.cronjob.name", MetadataKey::CronJob),
-    ("k8s.service.name", MetadataKey::Service),
-    ("k8s.cluster.uid", MetadataKey::ClusterUid),
-    ("k8s.container.name", MetadataKey::ContainerName),
-    ("container.id", MetadataKey::ContainerId),
-    ("container.image.name", MetadataKey::ContainerImageName),
-    ("container.image.tag", MetadataKey::ContainerImageTag),
-    ("service.name", MetadataKey::ServiceName),
-    ("service.namespace", MetadataKey::ServiceNamespace),
-    ("service.version", MetadataKey::ServiceVersion),
-    ("service.instance.id", MetadataKey::ServiceInstanceId),
+    (attr::K8S_POD_NAME, MetadataKey::PodName),
+    (attr::K8S_POD_UID, MetadataKey::PodUid),
+    (attr::K8S_POD_IP, MetadataKey::PodIp),
+    (attr::K8S_POD_HOSTNAME, MetadataKey::PodHostname),
+    (attr::K8S_POD_START_TIME, MetadataKey::PodStartTime),
+    (attr::K8S_NAMESPACE_NAME, MetadataKey::Namespace),
+    (attr::K8S_NODE_NAME, MetadataKey::Node),
+    (attr::K8S_NODE_UID, MetadataKey::NodeUid),
+    (attr::K8S_OWNER_KIND, MetadataKey::OwnerKind),
+    (attr::K8S_OWNER_NAME, MetadataKey::OwnerName),
+    (attr::K8S_DEPLOYMENT_NAME, MetadataKey::Deployment),
+    (attr::K8S_DEPLOYMENT_UID, MetadataKey::DeploymentUid),
+    (attr::K8S_REPLICASET_NAME, MetadataKey::ReplicaSet),
+    (attr::K8S_REPLICASET_UID, MetadataKey::ReplicaSetUid),
+    (attr::K8S_DAEMONSET_NAME, MetadataKey::DaemonSet),
+    (attr::K8S_DAEMONSET_UID, MetadataKey::DaemonSetUid),
+    (attr::K8S_STATEFULSET_NAME, MetadataKey::StatefulSet),
+    (attr::K8S_STATEFULSET_UID, MetadataKey::StatefulSetUid),
+    (attr::K8S_JOB_NAME, MetadataKey::Job),
+    (attr::K8S_JOB_UID, MetadataKey::JobUid),
+    (attr::K8S_CRONJOB_NAME, MetadataKey::CronJob),
+    (attr::K8S_SERVICE_NAME, MetadataKey::Service),
+    (attr::K8S_CLUSTER_UID, MetadataKey::ClusterUid),
+    (attr::K8S_CONTAINER_NAME, MetadataKey::ContainerName),
+    (attr::CONTAINER_ID, MetadataKey::ContainerId),
+    (attr::CONTAINER_IMAGE_NAME, MetadataKey::ContainerImageName),
+    (attr::CONTAINER_IMAGE_TAG, MetadataKey::ContainerImageTag),
+    (attr::SERVICE_NAME, MetadataKey::ServiceName),
+    (attr::SERVICE_NAMESPACE, MetadataKey::ServiceNamespace),
+    (attr::SERVICE_VERSION, MetadataKey::ServiceVersion),
+    (attr::SERVICE_INSTANCE_ID, MetadataKey::ServiceInstanceId),
 ];
 
 /// The annotation prefix whose keys name resource attributes.
@@ -319,20 +320,20 @@ impl Extractor {
         for key in &self.metadata {
             let value = match key {
                 MetadataKey::ServiceNamespace => {
-                    annotation("service.namespace").or_else(|| Some(pod.namespace.clone()))
+                    annotation(attr::SERVICE_NAMESPACE).or_else(|| Some(pod.namespace.clone()))
                 }
-                MetadataKey::ServiceName => annotation("service.name")
+                MetadataKey::ServiceName => annotation(attr::SERVICE_NAME)
                     .or_else(|| label("app.kubernetes.io/instance"))
                     .or_else(|| label("app.kubernetes.io/name"))
                     .or_else(|| workload_name(metadata, pod))
                     .or_else(|| Some(pod.name.clone())),
                 MetadataKey::ServiceVersion => {
-                    annotation("service.version").or_else(|| label("app.kubernetes.io/version")).or_else(|| {
+                    annotation(attr::SERVICE_VERSION).or_else(|| label("app.kubernetes.io/version")).or_else(|| {
                         let (_, tag, written) = image_name_and_tag(&container?.image);
                         tag.filter(|_| written).map(str::to_owned)
                     })
                 }
-                MetadataKey::ServiceInstanceId => annotation("service.instance.id")
+                MetadataKey::ServiceInstanceId => annotation(attr::SERVICE_INSTANCE_ID)
                     .or_else(|| container.map(|c| format!("{}.{}.{}", pod.namespace, pod.name, c.name))),
                 _ => None,
             };
@@ -395,12 +396,4 @@ fn node_uid(metadata: &Metadata, node: &str) -> Option<String> {
 fn cron_job_of(job: &str) -> Option<&str> {
     let (cron_job, minute) = job.rsplit_once('-')?;
     (!cron_job.is_empty() && !minute.is_empty() && minute.bytes().all(|b| b.is_ascii_digit())).then_some(cron_job)
-}
-
-/// The name of a resource attribute for one side of a flow:
-/// `k8s.pod.name` → `k8s.src.pod.name`; a custom name without the `k8s.`
-/// prefix gets the whole prefix (`team` → `k8s.src.team`).
-pub fn side_name(name: &str, side: &str) -> String {
-    let rest = name.strip_prefix("k8s.").unwrap_or(name);
-    format!("k8s.{side}.{rest}")
 }

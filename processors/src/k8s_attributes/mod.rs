@@ -12,6 +12,7 @@ mod enrich;
 mod metadata;
 mod watch;
 
+use flowtel_core::schema::{End, attr};
 use std::{
     borrow::Cow,
     collections::{HashMap, VecDeque},
@@ -34,7 +35,7 @@ pub use self::{
         AssociationFrom, AssociationRule, AssociationSource, AuthType, ExcludeConfig, ExcludedPod, ExtractConfig,
         FieldExtract, FieldSource, FilterConfig, K8sAttributesConfig, SelectorOp, SelectorRule,
     },
-    enrich::{Attributes, Extractor, side_name},
+    enrich::{Attributes, Extractor},
     metadata::{ContainerInfo, Endpoint, Kind, Metadata, Owner, PodInfo},
     watch::ClusterView,
 };
@@ -106,7 +107,7 @@ impl K8sAttributesProcessor {
         if self.config.passthrough {
             if let Some(address) = client.address {
                 for resource in resources_mut(&mut payload) {
-                    insert_absent(&mut resource.attributes, "k8s.pod.ip", &address.to_string());
+                    insert_absent(&mut resource.attributes, attr::K8S_POD_IP, &address.to_string());
                 }
             }
         } else {
@@ -117,7 +118,7 @@ impl K8sAttributesProcessor {
     }
 }
 
-const SERVICE_NAME: &str = "service.name";
+const SERVICE_NAME: &str = attr::SERVICE_NAME;
 
 /// Most addresses prebuilt: more are forgotten all at once.
 const MAX_CACHED_ADDRESSES: usize = 65_536;
@@ -135,14 +136,14 @@ struct Sides {
 impl Sides {
     /// Resource-style attributes under both ends' names.
     fn of(found: &Attributes) -> Sides {
-        let side = |name: &str| -> Vec<KeyValue> {
+        let side = |end: End| -> Vec<KeyValue> {
             let mut list = Vec::with_capacity(found.len());
             for (key, value) in found {
-                insert_absent(&mut list, &side_name(key, name), value);
+                insert_absent(&mut list, &attr::k8s_of_end(end, key), value);
             }
             list
         };
-        Sides { src: side("src"), dst: side("dst"), by_port: Vec::new() }
+        Sides { src: side(End::Source), dst: side(End::Destination), by_port: Vec::new() }
     }
 
     /// The containers of a pod of several, by the ports they declare.
@@ -206,17 +207,17 @@ impl Enricher {
         payload.for_each_record_attributes(|attributes| self.add_ends(metadata, attributes));
         for resource in resources_mut(payload) {
             if let Some((host, node)) = &self.local
-                && find_text(&resource.attributes, "host.name").is_some_and(|h| h == host.as_str())
+                && find_text(&resource.attributes, attr::HOST_NAME).is_some_and(|h| h == host.as_str())
             {
-                insert_absent(&mut resource.attributes, "k8s.node.name", node);
+                insert_absent(&mut resource.attributes, attr::K8S_NODE_NAME, node);
             }
             let Some(pod) = associate(metadata, &self.associations, &resource.attributes, client) else { continue };
             // The container the data came from: named by the resource, or
             // the pod's only one.
-            let container = find_text(&resource.attributes, "container.id")
+            let container = find_text(&resource.attributes, attr::CONTAINER_ID)
                 .and_then(|id| pod.container_by_id(&id))
                 .or_else(|| {
-                    find_text(&resource.attributes, "k8s.container.name").and_then(|n| pod.container_by_name(&n))
+                    find_text(&resource.attributes, attr::K8S_CONTAINER_NAME).and_then(|n| pod.container_by_name(&n))
                 })
                 .or_else(|| pod.only_container());
             let mut attributes = Attributes::new();
@@ -237,8 +238,8 @@ impl Enricher {
 
     fn add_ends(&mut self, metadata: &Metadata, attributes: &mut Vec<KeyValue>) {
         for (address_key, container_key, is_source) in [
-            ("source.address", "source.container.id", true),
-            ("destination.address", "destination.container.id", false),
+            (attr::SOURCE_ADDRESS, attr::SOURCE_CONTAINER_ID, true),
+            (attr::DESTINATION_ADDRESS, attr::DESTINATION_CONTAINER_ID, false),
         ] {
             let Some(ip) = find_text(attributes, address_key).and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
             let extractor = &self.extractor;
@@ -273,7 +274,7 @@ impl Enricher {
             };
             let Some(sides) = sides else { continue };
             // A pod of several containers: the one serving the end's port.
-            let port_key = if is_source { "source.port" } else { "destination.port" };
+            let port_key = if is_source { attr::SOURCE_PORT } else { attr::DESTINATION_PORT };
             let container = (!sides.by_port.is_empty())
                 .then(|| find_text(attributes, port_key)?.parse::<u16>().ok())
                 .flatten()
@@ -296,8 +297,8 @@ impl Enricher {
 /// which is the source's.
 fn local_container<'a>(attributes: &'a [KeyValue], key: &str, is_source: bool) -> Option<Cow<'a, str>> {
     find_text(attributes, key).or_else(|| {
-        (is_source && find_text(attributes, "network.tcp.side").is_some_and(|side| side == "client"))
-            .then(|| find_text(attributes, "container.id"))
+        (is_source && find_text(attributes, attr::NETWORK_TCP_SIDE).is_some_and(|side| side == "client"))
+            .then(|| find_text(attributes, attr::CONTAINER_ID))
             .flatten()
     })
 }
@@ -322,10 +323,10 @@ pub fn associate<'a>(
                 (AssociationFrom::ResourceAttribute, Some(name)) => {
                     let value = find_text(resource, name)?;
                     match name {
-                        "k8s.pod.uid" => uid = Some(value),
-                        "container.id" => container = Some(value),
-                        "k8s.pod.name" => pod_name = Some(value),
-                        "k8s.namespace.name" => namespace = Some(value),
+                        attr::K8S_POD_UID => uid = Some(value),
+                        attr::CONTAINER_ID => container = Some(value),
+                        attr::K8S_POD_NAME => pod_name = Some(value),
+                        attr::K8S_NAMESPACE_NAME => namespace = Some(value),
                         _ => ip = Some(value.parse::<IpAddr>().ok()?),
                     }
                 }

@@ -9,6 +9,7 @@
 
 mod config;
 
+use flowtel_core::schema::{attr, event};
 use std::collections::HashMap;
 
 use flowtel_core::{
@@ -80,11 +81,11 @@ fn flow_tuple(record: &LogRecord) -> Option<String> {
     let get = |key| find_text(&record.attributes, key);
     Some(format!(
         "{}|{}|{}|{}|{}",
-        get("network.transport")?,
-        get("source.address")?,
-        get("source.port").unwrap_or_default(),
-        get("destination.address")?,
-        get("destination.port").unwrap_or_default(),
+        get(attr::NETWORK_TRANSPORT)?,
+        get(attr::SOURCE_ADDRESS)?,
+        get(attr::SOURCE_PORT).unwrap_or_default(),
+        get(attr::DESTINATION_ADDRESS)?,
+        get(attr::DESTINATION_PORT).unwrap_or_default(),
     ))
 }
 
@@ -108,7 +109,7 @@ impl LogDedupProcessor {
     /// Flow mode: whether this flow record's interface owns its 5-tuple.
     fn owns(&mut self, record: &LogRecord, now: Instant) -> bool {
         let (Some(tuple), Some(interface)) =
-            (flow_tuple(record), find_text(&record.attributes, "network.interface.name"))
+            (flow_tuple(record), find_text(&record.attributes, attr::NETWORK_INTERFACE_NAME))
         else {
             return true;
         };
@@ -253,7 +254,7 @@ impl Processor for LogDedupProcessor {
             for scope in resource.scope_logs {
                 let mut passed_records = Vec::new();
                 for record in scope.log_records {
-                    if self.config.flow_mode && record.event_name == "network.flow" {
+                    if self.config.flow_mode && record.event_name == event::FLOW {
                         if self.owns(&record, now) {
                             passed_records.push(record);
                         }

@@ -18,7 +18,7 @@ use std::{
     time::Instant,
 };
 
-use flowtel_core::{Payload, component::Processor, memory, intake::Admission};
+use flowtel_core::{Payload, component::Processor, intake::Admission, memory};
 
 pub use config::MemoryLimiterConfig;
 

@@ -12,6 +12,7 @@
 
 mod config;
 
+use flowtel_core::schema::attr;
 use std::borrow::Cow;
 
 use flowtel_core::{
@@ -28,11 +29,11 @@ use opentelemetry_proto::tonic::{
 pub use config::{AttributeSource, ProbabilisticSamplerConfig};
 
 /// The attribute on kept records: how many records each one stands for.
-pub const ADJUSTED_COUNT: &str = "sampling.adjusted_count";
+pub const ADJUSTED_COUNT: &str = attr::SAMPLING_ADJUSTED_COUNT;
 
 /// The span attribute that forces a decision (0: drop, more: keep), as the
 /// collector reads it.
-const SPAN_PRIORITY: &str = "sampling.priority";
+const SPAN_PRIORITY: &str = attr::SAMPLING_PRIORITY;
 
 /// Decisions fall into this many buckets (the low 14 bits of the hash), as
 /// in the collector's `hash_seed` mode.
@@ -139,9 +140,10 @@ fn decision_key<'a>(record: &'a LogRecord, source: &DecisionSource) -> Option<Co
                 let port = find_text(attributes, port).unwrap_or(Cow::Borrowed(""));
                 Some(format!("{address}|{port}"))
             };
-            match (end("source.address", "source.port"), end("destination.address", "destination.port")) {
+            match (end(attr::SOURCE_ADDRESS, attr::SOURCE_PORT), end(attr::DESTINATION_ADDRESS, attr::DESTINATION_PORT))
+            {
                 (Some(a), Some(b)) => {
-                    let transport = find_text(attributes, "network.transport").unwrap_or(Cow::Borrowed(""));
+                    let transport = find_text(attributes, attr::NETWORK_TRANSPORT).unwrap_or(Cow::Borrowed(""));
                     let (low, high) = if a <= b { (a, b) } else { (b, a) };
                     Some(Cow::Owned(format!("{transport}|{low}|{high}").into_bytes()))
                 }

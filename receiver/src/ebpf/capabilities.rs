@@ -41,11 +41,18 @@ mod tests {
     fn each_missing_capability_is_named_with_its_use() {
         let all = (1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_NET_ADMIN);
         assert!(missing(all, true).is_empty());
-        assert!(missing((1 << CAP_SYS_ADMIN) | (1 << CAP_NET_ADMIN), true).is_empty(), "SYS_ADMIN covers BPF and PERFMON");
+        assert!(
+            missing((1 << CAP_SYS_ADMIN) | (1 << CAP_NET_ADMIN), true).is_empty(),
+            "SYS_ADMIN covers BPF and PERFMON"
+        );
         let found = missing(1 << CAP_BPF, true);
         assert_eq!(found.len(), 2);
         assert!(found[0].starts_with("CAP_NET_ADMIN") && found[1].starts_with("CAP_PERFMON"), "{found:?}");
-        assert_eq!(missing((1 << CAP_BPF) | (1 << CAP_NET_ADMIN), false), Vec::<&str>::new(), "no tracepoints, no PERFMON");
+        assert_eq!(
+            missing((1 << CAP_BPF) | (1 << CAP_NET_ADMIN), false),
+            Vec::<&str>::new(),
+            "no tracepoints, no PERFMON"
+        );
         assert!(effective().is_some(), "this process has a capability set");
     }
 }

@@ -2,6 +2,7 @@
 //! `network.flow.bytes`, `network.flow.packets` and `network.flows.active`
 //! metrics. Pure functions of their inputs.
 
+use flowtel_core::schema::{MetricName, attr, event, metric};
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -29,7 +30,10 @@ pub fn scope() -> InstrumentationScope {
 
 /// The resource: `service.name=flowtel` and `host.name`.
 pub fn resource(host_name: &str) -> Resource {
-    Resource { attributes: vec![kv("service.name", "flowtel"), kv("host.name", host_name)], ..Default::default() }
+    Resource {
+        attributes: vec![kv(attr::SERVICE_NAME, "flowtel"), kv(attr::HOST_NAME, host_name)],
+        ..Default::default()
+    }
 }
 
 /// An attribute.
@@ -137,37 +141,38 @@ fn has_ports(protocol: u8) -> bool {
 pub fn flow_record(report: &FlowReport, ctx: &RecordContext<'_>) -> LogRecord {
     let key: &FlowKey = &report.key;
     let mut attributes = vec![
-        kv("network.type", network_type(key.ip_version)),
-        kv("network.transport", transport(key.protocol)),
-        kv("source.address", address(key.ip_version, &key.src_addr).to_string()),
+        kv(attr::NETWORK_TYPE, network_type(key.ip_version)),
+        kv(attr::NETWORK_TRANSPORT, transport(key.protocol)),
+        kv(attr::SOURCE_ADDRESS, address(key.ip_version, &key.src_addr).to_string()),
     ];
     if has_ports(key.protocol) {
-        attributes.push(kv("source.port", i64::from(key.src_port)));
+        attributes.push(kv(attr::SOURCE_PORT, i64::from(key.src_port)));
     }
-    attributes.push(kv("destination.address", address(key.ip_version, &key.dst_addr).to_string()));
+    attributes.push(kv(attr::DESTINATION_ADDRESS, address(key.ip_version, &key.dst_addr).to_string()));
     if has_ports(key.protocol) {
-        attributes.push(kv("destination.port", i64::from(key.dst_port)));
+        attributes.push(kv(attr::DESTINATION_PORT, i64::from(key.dst_port)));
     }
     if is_icmp(key.protocol) {
-        attributes.push(kv("network.icmp.type", i64::from(key.src_port)));
-        attributes.push(kv("network.icmp.code", i64::from(key.dst_port)));
+        attributes.push(kv(attr::NETWORK_ICMP_TYPE, i64::from(key.src_port)));
+        attributes.push(kv(attr::NETWORK_ICMP_CODE, i64::from(key.dst_port)));
     }
-    attributes.push(kv("network.interface.name", (ctx.interface_name)(key.ifindex)));
-    attributes.push(kv("network.io.direction", direction(key.direction)));
-    attributes.push(kv("flow.bytes", report.bytes as i64));
-    attributes.push(kv("flow.packets", report.packets as i64));
-    attributes.push(kv("flow.start", rfc3339_millis(report.first_seen_ns.saturating_add(ctx.monotonic_to_unix_ns))));
+    attributes.push(kv(attr::NETWORK_INTERFACE_NAME, (ctx.interface_name)(key.ifindex)));
+    attributes.push(kv(attr::NETWORK_IO_DIRECTION, direction(key.direction)));
+    attributes.push(kv(attr::FLOW_BYTES, report.bytes as i64));
+    attributes.push(kv(attr::FLOW_PACKETS, report.packets as i64));
+    attributes
+        .push(kv(attr::FLOW_START, rfc3339_millis(report.first_seen_ns.saturating_add(ctx.monotonic_to_unix_ns))));
     if key.protocol == ipproto::TCP {
-        attributes.push(kv("network.tcp.flags", tcp_flag_names(report.tcp_flags)));
+        attributes.push(kv(attr::NETWORK_TCP_FLAGS, tcp_flag_names(report.tcp_flags)));
     }
     if let Some(end) = report.end {
-        attributes.push(kv("flow.end_reason", end.as_str()));
+        attributes.push(kv(attr::FLOW_END_REASON, end.as_str()));
     }
-    attributes.push(kv("flow.sampling_rate", i64::from(ctx.sampling)));
+    attributes.push(kv(attr::FLOW_SAMPLING_RATE, i64::from(ctx.sampling)));
     LogRecord {
         time_unix_nano: report.last_seen_ns.saturating_add(ctx.monotonic_to_unix_ns),
         observed_time_unix_nano: ctx.now_unix_ns,
-        event_name: "network.flow".into(),
+        event_name: event::FLOW.into(),
         attributes,
         ..Default::default()
     }
@@ -216,10 +221,10 @@ impl FlowMetrics {
                 .iter()
                 .map(|(key, total)| {
                     let attributes = vec![
-                        kv("network.type", key.network_type),
-                        kv("network.transport", key.transport.clone()),
-                        kv("network.io.direction", key.direction),
-                        kv("network.interface.name", key.interface.clone()),
+                        kv(attr::NETWORK_TYPE, key.network_type),
+                        kv(attr::NETWORK_TRANSPORT, key.transport.clone()),
+                        kv(attr::NETWORK_IO_DIRECTION, key.direction),
+                        kv(attr::NETWORK_INTERFACE_NAME, key.interface.clone()),
                     ];
                     int_point(attributes, pick(total), self.start_unix_ns, now_unix_ns)
                 })
@@ -228,21 +233,16 @@ impl FlowMetrics {
         let active_points = active
             .iter()
             .map(|(interface, count)| {
-                int_point(vec![kv("network.interface.name", interface.clone())], *count as u64, 0, now_unix_ns)
+                int_point(vec![kv(attr::NETWORK_INTERFACE_NAME, interface.clone())], *count as u64, 0, now_unix_ns)
             })
             .collect();
         vec![
-            cumulative_sum("network.flow.bytes", "By", "Bytes seen by flowtel's TC programs.", series(|t| t.0)),
-            cumulative_sum(
-                "network.flow.packets",
-                "{packet}",
-                "Packets seen by flowtel's TC programs.",
-                series(|t| t.1),
-            ),
+            cumulative_sum(metric::FLOW_BYTES, "Bytes seen by flowtel's TC programs.", series(|t| t.0)),
+            cumulative_sum(metric::FLOW_PACKETS, "Packets seen by flowtel's TC programs.", series(|t| t.1)),
             Metric {
-                name: "network.flows.active".into(),
+                name: metric::FLOWS_ACTIVE.name.into(),
                 description: "Flows in the kernel's flow table.".into(),
-                unit: "{flow}".into(),
+                unit: metric::FLOWS_ACTIVE.unit.into(),
                 data: Some(Data::Gauge(Gauge { data_points: active_points })),
                 ..Default::default()
             },
@@ -269,11 +269,11 @@ pub(crate) fn attribute_texts(record: &LogRecord) -> BTreeMap<String, String> {
 }
 
 /// A monotonic cumulative Sum.
-pub(crate) fn cumulative_sum(name: &str, unit: &str, description: &str, points: Vec<NumberDataPoint>) -> Metric {
+pub(crate) fn cumulative_sum(metric: MetricName, description: &str, points: Vec<NumberDataPoint>) -> Metric {
     Metric {
-        name: name.into(),
+        name: metric.name.into(),
         description: description.into(),
-        unit: unit.into(),
+        unit: metric.unit.into(),
         data: Some(Data::Sum(Sum {
             data_points: points,
             aggregation_temporality: AggregationTemporality::Cumulative as i32,

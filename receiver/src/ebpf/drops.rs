@@ -1,6 +1,7 @@
 //! Drop events and counts as OTLP: `network.packet.drop` log records and
 //! the `network.packet.drops` metric. Pure functions of their inputs.
 
+use flowtel_core::schema::{attr, event, metric};
 use std::collections::BTreeMap;
 
 use flowtel_ebpf_common::{DropCount, DropCountKey, DropEvent, NAME_BYTES};
@@ -52,34 +53,34 @@ pub struct DropContext<'a> {
 pub fn drop_record(event: &DropEvent, stack: Option<&[u64]>, ctx: &DropContext<'_>) -> LogRecord {
     let mut attributes = Vec::with_capacity(14);
     if event.ip_version != 0 {
-        attributes.push(kv("network.type", network_type(event.ip_version)));
-        attributes.push(kv("network.transport", transport(event.protocol)));
-        attributes.push(kv("source.address", address(event.ip_version, &event.src_addr).to_string()));
-        attributes.push(kv("destination.address", address(event.ip_version, &event.dst_addr).to_string()));
+        attributes.push(kv(attr::NETWORK_TYPE, network_type(event.ip_version)));
+        attributes.push(kv(attr::NETWORK_TRANSPORT, transport(event.protocol)));
+        attributes.push(kv(attr::SOURCE_ADDRESS, address(event.ip_version, &event.src_addr).to_string()));
+        attributes.push(kv(attr::DESTINATION_ADDRESS, address(event.ip_version, &event.dst_addr).to_string()));
         if event.has_ports != 0 {
             use flowtel_ebpf_common::ipproto::{ICMP, ICMPV6};
             if matches!(event.protocol, ICMP | ICMPV6) {
-                attributes.push(kv("network.icmp.type", i64::from(event.src_port)));
-                attributes.push(kv("network.icmp.code", i64::from(event.dst_port)));
+                attributes.push(kv(attr::NETWORK_ICMP_TYPE, i64::from(event.src_port)));
+                attributes.push(kv(attr::NETWORK_ICMP_CODE, i64::from(event.dst_port)));
             } else {
-                attributes.push(kv("source.port", i64::from(event.src_port)));
-                attributes.push(kv("destination.port", i64::from(event.dst_port)));
+                attributes.push(kv(attr::SOURCE_PORT, i64::from(event.src_port)));
+                attributes.push(kv(attr::DESTINATION_PORT, i64::from(event.dst_port)));
             }
         }
     }
-    attributes.push(kv("network.drop.reason", reason_name(ctx.enums, event.reason)));
+    attributes.push(kv(attr::NETWORK_DROP_REASON, reason_name(ctx.enums, event.reason)));
     match ctx.kallsyms.resolve(event.location) {
-        Some((function, _)) => attributes.push(kv("network.drop.location", function)),
-        None => attributes.push(kv("network.drop.location", format!("{:#x}", event.location))),
+        Some((function, _)) => attributes.push(kv(attr::NETWORK_DROP_LOCATION, function)),
+        None => attributes.push(kv(attr::NETWORK_DROP_LOCATION, format!("{:#x}", event.location))),
     }
     let interface = c_name(&event.ifname);
     if !interface.is_empty() {
-        attributes.push(kv("network.interface.name", interface));
+        attributes.push(kv(attr::NETWORK_INTERFACE_NAME, interface));
     }
     if event.netns != 0 {
-        attributes.push(kv("linux.netns.inode", i64::from(event.netns)));
+        attributes.push(kv(attr::LINUX_NETNS_INODE, i64::from(event.netns)));
     }
-    attributes.push(kv("network.packet.length", i64::from(event.length)));
+    attributes.push(kv(attr::NETWORK_PACKET_LENGTH, i64::from(event.length)));
     if let Some(stack) = stack {
         // The innermost frames are the tracing machinery that ran flowtel's program.
         let frames: Vec<String> = stack
@@ -88,12 +89,12 @@ pub fn drop_record(event: &DropEvent, stack: Option<&[u64]>, ctx: &DropContext<'
             .map(|&ip| ctx.kallsyms.describe(ip))
             .skip_while(|frame| TRACING_FRAMES.iter().any(|prefix| frame.starts_with(prefix)))
             .collect();
-        attributes.push(kv("network.drop.stack", frames));
+        attributes.push(kv(attr::NETWORK_DROP_STACK, frames));
     }
     LogRecord {
         time_unix_nano: event.time_ns.saturating_add(ctx.monotonic_to_unix_ns),
         observed_time_unix_nano: ctx.now_unix_ns,
-        event_name: "network.packet.drop".into(),
+        event_name: event::PACKET_DROP.into(),
         severity_number: opentelemetry_proto::tonic::logs::v1::SeverityNumber::Warn as i32,
         severity_text: "WARN".into(),
         attributes,
@@ -133,14 +134,14 @@ impl DropTotals {
             .dropped
             .iter()
             .map(|((reason, interface), packets)| {
-                let mut attributes = vec![kv("network.drop.reason", reason.clone())];
+                let mut attributes = vec![kv(attr::NETWORK_DROP_REASON, reason.clone())];
                 if !interface.is_empty() {
-                    attributes.push(kv("network.interface.name", interface.clone()));
+                    attributes.push(kv(attr::NETWORK_INTERFACE_NAME, interface.clone()));
                 }
                 int_point(attributes, *packets, start_unix_ns, now_unix_ns)
             })
             .collect();
-        cumulative_sum("network.packet.drops", "{packet}", "Packets the kernel dropped, by reason.", points)
+        cumulative_sum(metric::PACKET_DROPS, "Packets the kernel dropped, by reason.", points)
     }
 }
 

@@ -3,8 +3,8 @@
 
 use flowtel_core::{
     ComponentId, Payload, Signal,
-    self_telemetry::{MetricsRegistry, ReceiverItems},
     intake::ReceiverOutput,
+    self_telemetry::{MetricsRegistry, ReceiverItems},
 };
 use opentelemetry_proto::tonic::{
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},

@@ -7,6 +7,7 @@
 //! fields are read here with the record layouts from tracefs, so a kernel
 //! that moved or renamed a field is read right (or the field is left out).
 
+use flowtel_core::schema::{MetricName, attr, event, metric};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flowtel_core::linux::container_id;
@@ -117,12 +118,12 @@ pub struct TcpContext<'a> {
 
 fn tuple_attributes(attributes: &mut Vec<KeyValue>, source: (IpAddr, u16), destination: (IpAddr, u16)) {
     let network_type = if source.0.is_ipv4() { "ipv4" } else { "ipv6" };
-    attributes.push(kv("network.type", network_type));
-    attributes.push(kv("network.transport", "tcp"));
-    attributes.push(kv("source.address", source.0.to_string()));
-    attributes.push(kv("source.port", i64::from(source.1)));
-    attributes.push(kv("destination.address", destination.0.to_string()));
-    attributes.push(kv("destination.port", i64::from(destination.1)));
+    attributes.push(kv(attr::NETWORK_TYPE, network_type));
+    attributes.push(kv(attr::NETWORK_TRANSPORT, "tcp"));
+    attributes.push(kv(attr::SOURCE_ADDRESS, source.0.to_string()));
+    attributes.push(kv(attr::SOURCE_PORT, i64::from(source.1)));
+    attributes.push(kv(attr::DESTINATION_ADDRESS, destination.0.to_string()));
+    attributes.push(kv(attr::DESTINATION_PORT, i64::from(destination.1)));
 }
 
 fn seconds(ns: u64) -> f64 {
@@ -144,17 +145,17 @@ pub fn tcp_record(event: &TcpEvent, ctx: &TcpContext<'_>, cgroups: Option<&mut C
             let tuple = tuple(&formats.retransmit, record)?;
             tuple_attributes(&mut attributes, tuple.local, tuple.remote);
             if let Some(state) = state_name(&formats.retransmit, "state") {
-                attributes.push(kv("network.tcp.state", state));
+                attributes.push(kv(attr::NETWORK_TCP_STATE, state));
             }
             if event.segments != 0 {
-                attributes.push(kv("network.tcp.retransmit.segments", i64::from(event.segments)));
+                attributes.push(kv(attr::NETWORK_TCP_RETRANSMIT_SEGMENTS, i64::from(event.segments)));
             }
             if let Some(err) = formats.retransmit.read_uint(record, "err").map(|e| e as u32 as i32)
                 && err != 0
             {
-                attributes.push(kv("network.tcp.retransmit.error", i64::from(err)));
+                attributes.push(kv(attr::NETWORK_TCP_RETRANSMIT_ERROR, i64::from(err)));
             }
-            "network.tcp.retransmit"
+            event::TCP_RETRANSMIT
         }
         EVENT_TCP_RESET_SENT | EVENT_TCP_RESET_RECEIVED => {
             let sent = event.kind == EVENT_TCP_RESET_SENT;
@@ -163,30 +164,30 @@ pub fn tcp_record(event: &TcpEvent, ctx: &TcpContext<'_>, cgroups: Option<&mut C
             let tuple = tuple(format, record)?;
             let tuple = if sent { tuple } else { tuple.reversed() };
             tuple_attributes(&mut attributes, tuple.local, tuple.remote);
-            attributes.push(kv("network.io.direction", if sent { "transmit" } else { "receive" }));
+            attributes.push(kv(attr::NETWORK_IO_DIRECTION, if sent { "transmit" } else { "receive" }));
             if let Some(state) = state_name(format, "state").filter(|s| s != "0") {
-                attributes.push(kv("network.tcp.state", state));
+                attributes.push(kv(attr::NETWORK_TCP_STATE, state));
             }
             if sent
                 && let Some(reason) = format.read_uint(record, "reason")
                 && let Some(name) = ctx.enums.reset_reasons.get(&reason)
             {
-                attributes.push(kv("network.tcp.reset.reason", name.clone()));
+                attributes.push(kv(attr::NETWORK_TCP_RESET_REASON, name.clone()));
             }
-            "network.tcp.reset"
+            event::TCP_RESET
         }
         EVENT_TCP_CONNECTION => {
             let tuple = tuple(&formats.set_state, record)?;
             connection_attributes(&mut attributes, event, tuple, cgroups);
             if let Some(state) = state_name(&formats.set_state, "oldstate") {
-                attributes.push(kv("network.tcp.state", state));
+                attributes.push(kv(attr::NETWORK_TCP_STATE, state));
             }
-            "network.tcp.connection"
+            event::TCP_CONNECTION
         }
         _ => return None,
     };
     if event.netns != 0 {
-        attributes.push(kv("linux.netns.inode", i64::from(event.netns)));
+        attributes.push(kv(attr::LINUX_NETNS_INODE, i64::from(event.netns)));
     }
     Some(LogRecord {
         time_unix_nano: event.time_ns.saturating_add(ctx.monotonic_to_unix_ns),
@@ -212,30 +213,31 @@ fn connection_attributes(
     };
     tuple_attributes(attributes, tuple.local, tuple.remote);
     if let Some(side) = side {
-        attributes.push(kv("network.tcp.side", side));
+        attributes.push(kv(attr::NETWORK_TCP_SIDE, side));
     }
     if open.pid != 0 {
-        attributes.push(kv("process.pid", i64::from(open.pid)));
-        attributes.push(kv("process.executable.name", c_name(&open.comm)));
+        attributes.push(kv(attr::PROCESS_PID, i64::from(open.pid)));
+        attributes.push(kv(attr::PROCESS_EXECUTABLE_NAME, c_name(&open.comm)));
     }
     if let Some(path) = cgroups.and_then(|c| c.path(open.cgroup_id)) {
         let container = container_id(path).map(str::to_owned);
-        attributes.push(kv("process.linux.cgroup", path.to_owned()));
+        attributes.push(kv(attr::PROCESS_LINUX_CGROUP, path.to_owned()));
         if let Some(container) = container {
-            attributes.push(kv("container.id", container));
+            attributes.push(kv(attr::CONTAINER_ID, container));
         }
     }
     if open.opened_ns != 0 {
-        attributes.push(kv("network.tcp.connection.duration", seconds(event.time_ns.saturating_sub(open.opened_ns))));
+        attributes
+            .push(kv(attr::NETWORK_TCP_CONNECTION_DURATION, seconds(event.time_ns.saturating_sub(open.opened_ns))));
     }
     if open.handshake_ns != 0 {
-        attributes.push(kv("network.tcp.handshake.duration", seconds(open.handshake_ns)));
+        attributes.push(kv(attr::NETWORK_TCP_HANDSHAKE_DURATION, seconds(open.handshake_ns)));
     }
     if event.srtt_us8 != 0 {
-        attributes.push(kv("network.tcp.srtt", (event.srtt_us8 >> 3) as f64 / 1e6));
+        attributes.push(kv(attr::NETWORK_TCP_SRTT, (event.srtt_us8 >> 3) as f64 / 1e6));
     }
-    attributes.push(kv("network.tcp.bytes_acked", event.bytes_acked as i64));
-    attributes.push(kv("network.tcp.bytes_received", event.bytes_received as i64));
+    attributes.push(kv(attr::NETWORK_TCP_BYTES_ACKED, event.bytes_acked as i64));
+    attributes.push(kv(attr::NETWORK_TCP_BYTES_RECEIVED, event.bytes_received as i64));
 }
 
 /// The histograms' bucket bounds in seconds (`2^(j/4)` µs).
@@ -279,27 +281,25 @@ pub struct TcpTotals {
 impl TcpTotals {
     /// The TCP metrics, cumulative since `start`.
     pub fn metrics(&self, start: u64, now: u64) -> Vec<Metric> {
-        let histogram = |name: &str, description: &str, points: Vec<HistogramDataPoint>| Metric {
-            name: name.into(),
+        let histogram = |metric: MetricName, description: &str, points: Vec<HistogramDataPoint>| Metric {
+            name: metric.name.into(),
             description: description.into(),
-            unit: "s".into(),
+            unit: metric.unit.into(),
             data: Some(Data::Histogram(opentelemetry_proto::tonic::metrics::v1::Histogram {
                 data_points: points,
                 aggregation_temporality: AggregationTemporality::Cumulative as i32,
             })),
             ..Default::default()
         };
-        let direction = |d: &str| vec![kv("network.io.direction", d)];
+        let direction = |d: &str| vec![kv(attr::NETWORK_IO_DIRECTION, d)];
         vec![
             cumulative_sum(
-                "network.tcp.retransmits",
-                "{segment}",
+                metric::TCP_RETRANSMITS,
                 "TCP segments retransmitted.",
                 vec![int_point(Vec::new(), self.retransmits, start, now)],
             ),
             cumulative_sum(
-                "network.tcp.resets",
-                "{segment}",
+                metric::TCP_RESETS,
                 "TCP resets sent (transmit) and received (receive).",
                 vec![
                     int_point(direction("transmit"), self.resets_sent, start, now),
@@ -307,16 +307,16 @@ impl TcpTotals {
                 ],
             ),
             histogram(
-                "network.tcp.rtt",
+                metric::TCP_RTT,
                 "Smoothed round-trip time of TCP connections, one sample per segment received.",
                 vec![histogram_point(&self.rtt, Vec::new(), start, now)],
             ),
             histogram(
-                "network.tcp.handshake.duration",
+                metric::TCP_HANDSHAKE_DURATION,
                 "TCP handshakes: SYN to SYN-ACK on the client, SYN-ACK to ACK on the server.",
                 vec![
-                    histogram_point(&self.handshake_client, vec![kv("network.tcp.side", "client")], start, now),
-                    histogram_point(&self.handshake_server, vec![kv("network.tcp.side", "server")], start, now),
+                    histogram_point(&self.handshake_client, vec![kv(attr::NETWORK_TCP_SIDE, "client")], start, now),
+                    histogram_point(&self.handshake_server, vec![kv(attr::NETWORK_TCP_SIDE, "server")], start, now),
                 ],
             ),
         ]

@@ -123,7 +123,11 @@ pub fn root() -> Result<PathBuf, String> {
         let events = mounted.join("events");
         return match std::fs::read_dir(&events) {
             Ok(_) => Ok(mounted),
-            Err(err) => Err(format!("tracefs is mounted at {} but {} cannot be read: {err}", mounted.display(), events.display())),
+            Err(err) => Err(format!(
+                "tracefs is mounted at {} but {} cannot be read: {err}",
+                mounted.display(),
+                events.display()
+            )),
         };
     }
     for candidate in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {

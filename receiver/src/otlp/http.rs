@@ -59,10 +59,8 @@ pub(super) fn serve(
     if intake.accepts(Traces::SIGNAL) {
         app = app.route(&config.traces_url_path, post(export::<Traces>));
     }
-    let app = app
-        .fallback(not_served)
-        .method_not_allowed_fallback(not_served)
-        .with_state(HttpState { intake, max_body });
+    let app =
+        app.fallback(not_served).method_not_allowed_fallback(not_served).with_state(HttpState { intake, max_body });
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -171,14 +169,16 @@ async fn export<S: OtlpSignal>(
     let Some(format) = Format::from_headers(&parts.headers) else {
         state.intake.refused(RefusedRequest::UnsupportedMediaType);
         let message = format!("Content-Type must be {PROTOBUF} or {JSON}");
-        return error_reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, Format::of_reply(&parts.headers), CODE_INVALID_ARGUMENT, message);
+        return error_reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Format::of_reply(&parts.headers),
+            CODE_INVALID_ARGUMENT,
+            message,
+        );
     };
     let limit = || format!("max_request_body_size ({} bytes)", state.max_body);
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > state.max_body as u64) {
         return refusal_reply(format, state.intake.too_large("the body", limit()));
     }

@@ -20,16 +20,16 @@ use async_trait::async_trait;
 use flowtel_core::{
     ComponentId, ComponentKind, Signal,
     component::{ComponentError, Receiver, ReceiverContext},
-    self_telemetry::{Counter, MetricsRegistry, ReceiverItems, SignalCounters},
     intake::{RECEIVER_PUSH_WAIT, ReceiverOutput},
+    self_telemetry::{Counter, MetricsRegistry, ReceiverItems, SignalCounters},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+use self::budget::{NoRoom, RequestBudget, Reservation};
 pub use budget::IN_FLIGHT_BYTES;
 pub use config::{GrpcConfig, HttpConfig, OtlpReceiverConfig, ProtocolsConfig};
 pub use http::decode_body;
-use self::budget::{NoRoom, RequestBudget, Reservation};
 use signal::OtlpSignal;
 
 /// The `otlp` receiver.
@@ -61,8 +61,12 @@ pub(crate) enum RefusedRequest {
 }
 
 impl RefusedRequest {
-    const ALL: [RefusedRequest; 4] =
-        [RefusedRequest::TooLarge, RefusedRequest::Busy, RefusedRequest::UnsupportedMediaType, RefusedRequest::NotServed];
+    const ALL: [RefusedRequest; 4] = [
+        RefusedRequest::TooLarge,
+        RefusedRequest::Busy,
+        RefusedRequest::UnsupportedMediaType,
+        RefusedRequest::NotServed,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
@@ -175,9 +179,13 @@ impl Intake {
         match why {
             NoRoom::Busy => {
                 self.refused(RefusedRequest::Busy);
-                Refusal::Unavailable("flowtel is reading as many requests as its memory budget allows; retry later".into())
+                Refusal::Unavailable(
+                    "flowtel is reading as many requests as its memory budget allows; retry later".into(),
+                )
             }
-            NoRoom::TooLarge => self.too_large("the decoded request", format!("the receiver's memory budget ({IN_FLIGHT_BYTES} bytes)")),
+            NoRoom::TooLarge => {
+                self.too_large("the decoded request", format!("the receiver's memory budget ({IN_FLIGHT_BYTES} bytes)"))
+            }
         }
     }
 
