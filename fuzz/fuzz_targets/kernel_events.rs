@@ -62,7 +62,8 @@ fuzz_target!(|data: &[u8]| {
                     monotonic_to_unix_ns: 1,
                     now_unix_ns: 2,
                 };
-                let stack: Vec<u64> = bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).collect();
+                let stack: Vec<u64> =
+                    bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).collect();
                 let _ = drop_record(&event, Some(&stack), &ctx);
             }
             Some(KernelEvent::Tcp(event)) => {

@@ -1,5 +1,6 @@
 //! A plain OTLP/gRPC client for tests that need exact control over requests.
 
+use flowtel_core::schema::attr;
 use opentelemetry_proto::tonic::{
     collector::logs::v1::{ExportLogsServiceRequest, logs_service_client::LogsServiceClient},
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
@@ -21,7 +22,7 @@ pub fn logs_request(run: &str, seqs: std::ops::Range<u64>) -> ExportLogsServiceR
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
-                attributes: vec![string_attr("service.name", "flowtel-e2e"), string_attr("test.run", run)],
+                attributes: vec![string_attr(attr::SERVICE_NAME, "flowtel-e2e"), string_attr("test.run", run)],
                 ..Default::default()
             }),
             scope_logs: vec![ScopeLogs {

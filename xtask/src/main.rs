@@ -1,12 +1,13 @@
-//! `cargo xtask setup | build | run | test | bench | fuzz`.
+//! `cargo xtask setup | build | run | check | test | bench | fuzz`.
 //!
 //! `setup` brings a fresh machine to what building and testing flowtel need,
-//! and does nothing for what is already there; `run`, `test` and `bench`
-//! call it first.
+//! and does nothing for what is already there; `run`, `check`, `test`,
+//! `bench` and `fuzz` call it first. `test` runs `check` first.
 
 // xtask talks to the developer.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod check;
 mod setup;
 
 use std::{
@@ -36,7 +37,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Runs every test: pure, privileged (root) and end-to-end.
+    /// Checks formatting, clippy (warnings are errors) and the house rules.
+    Check,
+    /// Runs `check`, then every test: pure, privileged (root) and end-to-end.
     Test {
         /// Arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -92,8 +95,13 @@ fn main() -> anyhow::Result<()> {
             }
             run(command.args(args))
         }
+        Task::Check => {
+            setup::setup()?;
+            check::check()
+        }
         Task::Test { args } => {
             setup::setup()?;
+            check::check()?;
             // Everything at once, the `flowtel` binary the end-to-end tests
             // start and the bench programs included: one build shares its
             // dependencies with `cargo test` (builds of single packages

@@ -43,7 +43,7 @@ pub fn venv_python() -> PathBuf {
 pub fn setup() -> anyhow::Result<()> {
     disk_space();
     apt_packages()?;
-    nightly_rust_src()?;
+    rust_components()?;
     bpf_linker()?;
     cargo_fuzz()?;
     kernel_mounts();
@@ -83,16 +83,26 @@ fn cargo_fuzz() -> anyhow::Result<()> {
     run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
-fn nightly_rust_src() -> anyhow::Result<()> {
-    let installed = Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
-        .output()
-        .context("rustup is needed to build the eBPF programs")?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.starts_with("rust-src")) {
-        return Ok(());
+/// The toolchain components building and checking need: rust-src (the
+/// eBPF programs build `core` themselves), clippy and rustfmt (`check`).
+const RUST_COMPONENTS: [(&str, &[&str]); 2] = [("stable", &["clippy", "rustfmt"]), ("nightly", &["rust-src", "clippy"])];
+
+fn rust_components() -> anyhow::Result<()> {
+    for (toolchain, components) in RUST_COMPONENTS {
+        let installed = Command::new("rustup")
+            .args(["component", "list", "--toolchain", toolchain, "--installed"])
+            .output()
+            .context("rustup is needed to build the eBPF programs")?;
+        let installed = String::from_utf8_lossy(&installed.stdout);
+        let missing: Vec<&str> =
+            components.iter().copied().filter(|c| !installed.lines().any(|line| line.starts_with(c))).collect();
+        if missing.is_empty() {
+            continue;
+        }
+        println!("setup: adding {} to the {toolchain} toolchain", missing.join(" "));
+        run(Command::new("rustup").args(["component", "add", "--toolchain", toolchain]).args(&missing))?;
     }
-    println!("setup: adding rust-src to the nightly toolchain");
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    Ok(())
 }
 
 /// bpf-linker, built against the nightly toolchain's own libLLVM so that it

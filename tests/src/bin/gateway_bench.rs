@@ -30,6 +30,7 @@ use std::{
 };
 
 use bytes::{Buf as _, BufMut as _, Bytes};
+use flowtel_core::schema::{attr, event};
 use flowtel_tests::{Child, cpu_seconds, free_port, peak_rss_mib, python, wait_for};
 use opentelemetry_proto::tonic::{
     collector::logs::v1::{
@@ -75,7 +76,7 @@ fn request(attributes: usize) -> Bytes {
         time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
         severity_number: 9,
         severity_text: "INFO".into(),
-        event_name: "network.flow".into(),
+        event_name: event::FLOW.into(),
         body: value(format!("connection {i} established to the upstream service")),
         attributes: (0..attributes)
             .map(|a| KeyValue {
@@ -90,7 +91,7 @@ fn request(attributes: usize) -> Bytes {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
-                    key: "service.name".into(),
+                    key: attr::SERVICE_NAME.into(),
                     value: value("bench".into()),
                     ..Default::default()
                 }],

@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use flowtel_core::schema::event;
 use flowtel_tests::{
     Flowtel, cpu_seconds, metric_value,
     netns::{Netns, VethPair, is_root},
@@ -229,7 +230,7 @@ service:
     let metrics = own_metrics(&pair.a, flowtel.metrics_port);
     let lost = kernel_losses(&metrics);
     flowtel.child.stop();
-    let records = std::fs::read_to_string(&file).unwrap_or_default().matches("network.flow").count() as u64;
+    let records = std::fs::read_to_string(&file).unwrap_or_default().matches(event::FLOW).count() as u64;
     ManyFlows {
         flows,
         peak_rss_mib: rss,

@@ -1,0 +1,106 @@
+//! `cargo xtask check`: formatting, clippy with warnings as errors (the
+//! eBPF programs too, on their toolchain), and the house rules of
+//! CONTRIBUTING.md — who may import whom, and the record schema spelled once.
+
+mod schema_literals;
+mod source;
+mod structure;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::bail;
+
+use crate::{cargo, root, run};
+
+/// A broken house rule, where it is broken.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Relative to the checked tree.
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl Violation {
+    fn new(file: &Path, line: usize, message: String) -> Self {
+        Self { file: file.to_path_buf(), line, message }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// The crates whose sources may not spell a schema name: every crate of
+/// the workspace but xtask (whose tests spell them on purpose) and the eBPF
+/// crates (which have no records).
+const SCHEMA_READERS: [&str; 6] = ["core", "receiver", "processors", "exporters", "collector", "tests"];
+
+/// Runs every check, failing after all of them ran if one failed.
+pub fn check() -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    let mut step = |name: &str, result: anyhow::Result<()>| {
+        if let Err(error) = result {
+            eprintln!("check: {name} failed: {error:#}");
+            failed.push(name.to_owned());
+        }
+    };
+    step("rustfmt", run(cargo().args(["fmt", "--all", "--check"])));
+    step("rustfmt (fuzz)", run(cargo().args(["fmt", "--check", "--manifest-path", "fuzz/Cargo.toml"])));
+    step("clippy", run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"])));
+    step(
+        "clippy (eBPF)",
+        run(Command::new("cargo").args(["+nightly", "clippy", "--package", "flowtel-probes"]).args([
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--target-dir",
+            "target/ebpf-clippy",
+            "--",
+            "-D",
+            "warnings",
+        ])),
+    );
+    step(
+        "house rules",
+        house_rules(&root()).and_then(|violations| {
+            for violation in &violations {
+                eprintln!("{violation}");
+            }
+            match violations.len() {
+                0 => Ok(()),
+                n => bail!("{n} violations (CONTRIBUTING.md says why each rule holds)"),
+            }
+        }),
+    );
+    if !failed.is_empty() {
+        bail!("cargo xtask check failed: {}", failed.join(", "));
+    }
+    println!("check: formatting, clippy and house rules hold");
+    Ok(())
+}
+
+/// The house rules' violations in the workspace at `root`.
+pub fn house_rules(root: &Path) -> anyhow::Result<Vec<Violation>> {
+    let mut found = Vec::new();
+    for crate_dir in ["receiver", "processors", "exporters"] {
+        found.extend(structure::components(root, crate_dir, &source::crate_files(root, crate_dir)?)?);
+    }
+    found.extend(structure::core(root, &source::crate_files(root, "core")?)?);
+    found.extend(structure::ebpf_common(root, &source::crate_files(root, "ebpf/common")?)?);
+    let names = schema_literals::schema_names(root)?;
+    for crate_dir in SCHEMA_READERS {
+        found.extend(schema_literals::literals(&source::crate_files(root, crate_dir)?, &names));
+    }
+    Ok(found)
+}
