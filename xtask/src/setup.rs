@@ -85,7 +85,8 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 
 /// The toolchain components building and checking need: rust-src (the
 /// eBPF programs build `core` themselves), clippy and rustfmt (`check`).
-const RUST_COMPONENTS: [(&str, &[&str]); 2] = [("stable", &["clippy", "rustfmt"]), ("nightly", &["rust-src", "clippy"])];
+const RUST_COMPONENTS: [(&str, &[&str]); 2] =
+    [("stable", &["clippy", "rustfmt"]), ("nightly", &["rust-src", "clippy"])];
 
 fn rust_components() -> anyhow::Result<()> {
     for (toolchain, components) in RUST_COMPONENTS {
