@@ -9,13 +9,10 @@
 use std::{path::Path, sync::OnceLock};
 
 use flowtel_receiver::ebpf::{
-    KernelEvent,
-    btf::KernelEnums,
-    decode_event, decode_kernel_event,
+    KernelEvent, decode_event, decode_kernel_event,
     drops::{DropContext, drop_record},
-    kallsyms::Kallsyms,
+    kernel::{btf::KernelEnums, kallsyms::Kallsyms, tracefs},
     tcp::{TcpContext, TcpFormats, tcp_record},
-    tracefs,
 };
 use libfuzzer_sys::fuzz_target;
 

@@ -5,9 +5,11 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use flowtel_ebpf_common::{FlowEvent, FlowKey, FlowStats, ipproto};
 use flowtel_receiver::ebpf::{
-    convert::{RecordContext, flow_record},
     decode_event,
-    flow_table::{FlowReport, FlowTable},
+    flows::{
+        convert::{RecordContext, flow_record},
+        table::{FlowReport, FlowTable},
+    },
 };
 
 fn key(port: u16) -> FlowKey {
@@ -25,7 +27,7 @@ fn key(port: u16) -> FlowKey {
 }
 
 fn flows(c: &mut Criterion) {
-    let event = FlowEvent { key: key(1), kind: 1, ..FlowEvent::default() };
+    let event = FlowEvent { key: key(1), kind: flowtel_ebpf_common::EVENT_FLOW_END, ..FlowEvent::default() };
     // SAFETY: reading a plain-data struct's bytes.
     let bytes: &[u8] =
         unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), std::mem::size_of::<FlowEvent>()) };

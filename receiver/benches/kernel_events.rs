@@ -9,12 +9,10 @@ use flowtel_ebpf_common::{
     DropEvent, EVENT_DROP, EVENT_TCP_CONNECTION, IP_V4, SIDE_CLIENT, SockOpen, TcpEvent, ipproto,
 };
 use flowtel_receiver::ebpf::{
-    btf::KernelEnums,
     decode_kernel_event,
     drops::{DropContext, drop_record},
-    kallsyms::Kallsyms,
+    kernel::{btf::KernelEnums, kallsyms::Kallsyms, tracefs},
     tcp::{TcpContext, TcpFormats, tcp_record},
-    tracefs,
 };
 
 fn as_bytes<T>(value: &T) -> &[u8] {

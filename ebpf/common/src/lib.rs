@@ -124,8 +124,6 @@ pub struct FlowStats {
     pub pad: [u8; 6],
 }
 
-/// [`FlowEvent::kind`]: the first packet of a flow was seen.
-pub const EVENT_NEW_FLOW: u8 = 1;
 /// [`FlowEvent::kind`]: a FIN or RST was seen.
 pub const EVENT_FLOW_END: u8 = 2;
 /// [`FlowEvent::kind`]: written by the benchmark's ring filler; ignored.
@@ -139,7 +137,7 @@ pub struct FlowEvent {
     pub key: FlowKey,
     /// Its stats when the event was raised.
     pub stats: FlowStats,
-    /// [`EVENT_NEW_FLOW`] or [`EVENT_FLOW_END`].
+    /// [`EVENT_FLOW_END`] (or [`EVENT_BENCH`] from the benchmark).
     pub kind: u8,
     /// The TCP flags of the packet that raised the event.
     pub packet_tcp_flags: u8,

@@ -9,8 +9,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use flowtel_ebpf_common::{
-    COUNTERS, Counter, EVENT_FLOW_END, EVENT_NEW_FLOW, FlowEvent, FlowKey, FlowStats, TRANSPORT_PERF_ARRAY, ipproto,
-    tcp_flags,
+    COUNTERS, Counter, EVENT_FLOW_END, FlowEvent, FlowKey, FlowStats, TRANSPORT_PERF_ARRAY, ipproto, tcp_flags,
 };
 
 use crate::parse::{Skip, parse};
@@ -101,7 +100,6 @@ pub fn record(ctx: &TcContext, direction: u8) {
     let now = unsafe { bpf_ktime_get_ns() };
     let bytes = u64::from(ctx.len());
 
-    let mut new_flow = false;
     match FLOWS.get_ptr_mut(&key) {
         Some(stats) => add(stats, bytes, now, parsed.tcp_flags),
         None => {
@@ -113,19 +111,18 @@ pub fn record(ctx: &TcContext, direction: u8) {
                 tcp_flags: u16::from(parsed.tcp_flags),
                 pad: [0; 6],
             };
-            if FLOWS.insert(&key, &stats, u64::from(BPF_NOEXIST)).is_ok() {
-                new_flow = true;
-            } else if let Some(stats) = FLOWS.get_ptr_mut(&key) {
-                // Another CPU inserted it first (this CPU's copy starts at zero).
-                add(stats, bytes, now, parsed.tcp_flags);
-            } else {
-                count(Counter::FlowMapInsertFailures);
-                return;
+            // A new flow raises no event: userspace finds it in the table at
+            // its next flush, and the ring keeps its room for flow ends.
+            if FLOWS.insert(&key, &stats, u64::from(BPF_NOEXIST)).is_err() {
+                if let Some(stats) = FLOWS.get_ptr_mut(&key) {
+                    // Another CPU inserted it first (this CPU's copy starts at zero).
+                    add(stats, bytes, now, parsed.tcp_flags);
+                } else {
+                    count(Counter::FlowMapInsertFailures);
+                    return;
+                }
             }
         }
-    }
-    if new_flow {
-        emit(ctx, &key, EVENT_NEW_FLOW, parsed.tcp_flags);
     }
     if key.protocol == ipproto::TCP && u16::from(parsed.tcp_flags) & (tcp_flags::FIN | tcp_flags::RST) != 0 {
         emit(ctx, &key, EVENT_FLOW_END, parsed.tcp_flags);

@@ -5,7 +5,7 @@ use std::{num::NonZeroU32, time::Duration};
 use flowtel_core::config::Validate;
 use serde::Deserialize;
 
-use super::interfaces::InterfaceFilter;
+use super::flows::interfaces::InterfaceFilter;
 
 /// `receivers::ebpf`: the kernel's view of the network.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

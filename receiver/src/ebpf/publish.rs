@@ -1,17 +1,20 @@
 //! Hands the receiver's records and metrics to its pipelines, counting what
 //! they took and what they refused.
 
+use flowtel_core::schema::attr;
 use flowtel_core::{
     ComponentId, Payload, Signal,
     intake::ReceiverOutput,
     self_telemetry::{MetricsRegistry, ReceiverItems},
 };
 use opentelemetry_proto::tonic::{
+    common::v1::InstrumentationScope,
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
     metrics::v1::{Metric, ResourceMetrics, ScopeMetrics},
+    resource::v1::Resource,
 };
 
-use super::convert;
+use super::otlp::kv;
 
 /// The receiver's way into its pipelines; one per task, all counting together.
 #[derive(Clone)]
@@ -34,12 +37,8 @@ impl Publisher {
             return;
         }
         let payload = Payload::Logs(vec![ResourceLogs {
-            resource: Some(convert::resource(&self.host)),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(convert::scope()),
-                log_records: records,
-                schema_url: String::new(),
-            }],
+            resource: Some(resource(&self.host)),
+            scope_logs: vec![ScopeLogs { scope: Some(scope()), log_records: records, schema_url: String::new() }],
             schema_url: String::new(),
         }]);
         self.push(payload).await;
@@ -51,8 +50,8 @@ impl Publisher {
             return;
         }
         let payload = Payload::Metrics(vec![ResourceMetrics {
-            resource: Some(convert::resource(&self.host)),
-            scope_metrics: vec![ScopeMetrics { scope: Some(convert::scope()), metrics, schema_url: String::new() }],
+            resource: Some(resource(&self.host)),
+            scope_metrics: vec![ScopeMetrics { scope: Some(scope()), metrics, schema_url: String::new() }],
             schema_url: String::new(),
         }]);
         self.push(payload).await;
@@ -71,5 +70,22 @@ impl Publisher {
                 tracing::warn!(receiver = %self.id, items, error = %err, "Pipelines did not take kernel data; dropped.");
             }
         }
+    }
+}
+
+/// The instrumentation scope of everything the receiver produces.
+pub fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "flowtel.receiver.ebpf".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    }
+}
+
+/// The resource: `service.name=flowtel` and `host.name`.
+pub fn resource(host_name: &str) -> Resource {
+    Resource {
+        attributes: vec![kv(attr::SERVICE_NAME, "flowtel"), kv(attr::HOST_NAME, host_name)],
+        ..Default::default()
     }
 }

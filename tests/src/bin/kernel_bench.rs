@@ -189,13 +189,13 @@ service:
 struct ManyFlows {
     flows: usize,
     peak_rss_mib: f64,
-    cpu_seconds_per_million_events: f64,
+    cpu_seconds_per_million_new_flows: f64,
     records: u64,
     events_lost: f64,
 }
 
 /// 10,000 active flows (one UDP datagram from each of 10,000 source ports):
-/// flowtel's peak memory, and its CPU per million new-flow events.
+/// flowtel's peak memory, and its CPU per million new flows.
 fn many_flows(options: &Options) -> ManyFlows {
     let flows = if options.quick { 1000 } else { 10_000 };
     let pair = VethPair::create("many");
@@ -234,7 +234,7 @@ service:
     ManyFlows {
         flows,
         peak_rss_mib: rss,
-        cpu_seconds_per_million_events: cpu / (flows as f64 / 1e6),
+        cpu_seconds_per_million_new_flows: cpu / (flows as f64 / 1e6),
         records,
         events_lost: lost,
     }
@@ -414,8 +414,8 @@ fn main() {
     }
     let _ = writeln!(
         md,
-        "\n{} active flows: flowtel peak RSS {:.1} MiB, {:.1} CPU seconds per million new-flow events, {} flow records written, {} events lost.\n",
-        many.flows, many.peak_rss_mib, many.cpu_seconds_per_million_events, many.records, many.events_lost
+        "\n{} active flows: flowtel peak RSS {:.1} MiB, {:.1} CPU seconds per million new flows, {} flow records written, {} events lost.\n",
+        many.flows, many.peak_rss_mib, many.cpu_seconds_per_million_new_flows, many.records, many.events_lost
     );
     md.push_str("| ring buffer reader | events produced/s | events drained/s | lost |\n|---|---|---|---|\n");
     for (name, r) in &ring {
@@ -433,7 +433,7 @@ fn main() {
             "active_flows": {
                 "flows": many.flows,
                 "peak_rss_mib": many.peak_rss_mib,
-                "cpu_seconds_per_million_events": many.cpu_seconds_per_million_events,
+                "cpu_seconds_per_million_new_flows": many.cpu_seconds_per_million_new_flows,
                 "flow_records": many.records,
                 "events_lost": many.events_lost,
             },

@@ -7,10 +7,12 @@
 //! fields are read here with the record layouts from tracefs, so a kernel
 //! that moved or renamed a field is read right (or the field is left out).
 
-use flowtel_core::schema::{MetricName, attr, event, metric};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use flowtel_core::linux::container_id;
+use flowtel_core::{
+    linux::container_id,
+    schema::{MetricName, attr, event, metric},
+};
 use flowtel_ebpf_common::{
     EVENT_TCP_CONNECTION, EVENT_TCP_RESET_RECEIVED, EVENT_TCP_RESET_SENT, EVENT_TCP_RETRANSMIT, SIDE_CLIENT,
     SIDE_SERVER, TcpEvent, histogram,
@@ -21,12 +23,9 @@ use opentelemetry_proto::tonic::{
     metrics::v1::{AggregationTemporality, HistogramDataPoint, Metric, metric::Data},
 };
 
-use super::{
-    btf::KernelEnums,
-    cgroups::Cgroups,
-    convert::{cumulative_sum, int_point, kv},
-    drops::c_name,
-    tracefs::Format,
+use crate::ebpf::{
+    kernel::{btf::KernelEnums, cgroups::Cgroups, events::c_name, tracefs::Format},
+    otlp::{cumulative_sum, int_point, kv},
 };
 
 const AF_INET: u64 = 2;

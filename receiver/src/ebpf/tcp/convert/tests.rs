@@ -3,7 +3,7 @@ use std::path::Path;
 use flowtel_ebpf_common::{RECORD_BYTES, SockOpen};
 
 use super::*;
-use crate::ebpf::{convert::attribute_texts, tracefs};
+use crate::ebpf::{kernel::tracefs, otlp::attribute_texts};
 
 fn formats() -> TcpFormats {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tracefs-6.18");

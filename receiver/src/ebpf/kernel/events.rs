@@ -13,7 +13,7 @@ use aya::{
 use flowtel_core::self_telemetry::Counter;
 use flowtel_ebpf_common::{
     DropEvent, EVENT_DROP, EVENT_TCP_CONNECTION, EVENT_TCP_RETRANSMIT, FLOW_EVENTS_PERF, FLOW_EVENTS_RING, FlowEvent,
-    KERNEL_EVENTS_PERF, KERNEL_EVENTS_RING, TcpEvent,
+    KERNEL_EVENTS_PERF, KERNEL_EVENTS_RING, NAME_BYTES, TcpEvent,
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -22,7 +22,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{config::EventTransport, loader::EbpfError};
+use super::loader::EbpfError;
+use crate::ebpf::config::EventTransport;
 
 /// Pages of each per-CPU perf buffer.
 const PERF_PAGES: usize = 64;
@@ -185,4 +186,10 @@ pub fn start<T: Send + 'static>(
             Ok(readers)
         }
     }
+}
+
+/// A NUL-padded kernel name.
+pub fn c_name(bytes: &[u8; NAME_BYTES]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }

@@ -1,16 +1,15 @@
 //! Drop events and counts as OTLP: `network.packet.drop` log records and
 //! the `network.packet.drops` metric. Pure functions of their inputs.
 
-use flowtel_core::schema::{attr, event, metric};
 use std::collections::BTreeMap;
 
-use flowtel_ebpf_common::{DropCount, DropCountKey, DropEvent, NAME_BYTES};
+use flowtel_core::schema::{attr, event, metric};
+use flowtel_ebpf_common::{DropCount, DropCountKey, DropEvent};
 use opentelemetry_proto::tonic::{logs::v1::LogRecord, metrics::v1::Metric};
 
-use super::{
-    btf::KernelEnums,
-    convert::{address, cumulative_sum, int_point, kv, network_type, transport},
-    kallsyms::Kallsyms,
+use crate::ebpf::{
+    kernel::{btf::KernelEnums, events::c_name, kallsyms::Kallsyms},
+    otlp::{address, cumulative_sum, int_point, kv, network_type, transport},
 };
 
 /// The kernel's name of a drop reason value. Kernels before 5.17 report no
@@ -24,12 +23,6 @@ pub fn reason_name(enums: &KernelEnums, reason: u32) -> String {
     }
     // A subsystem's own reason (the high 16 bits name the subsystem).
     format!("UNKNOWN_{reason:#x}")
-}
-
-/// A NUL-padded kernel name.
-pub fn c_name(bytes: &[u8; NAME_BYTES]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// Function name prefixes of the kernel's tracing path into a BPF program.

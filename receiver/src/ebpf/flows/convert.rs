@@ -2,100 +2,20 @@
 //! `network.flow.bytes`, `network.flow.packets` and `network.flows.active`
 //! metrics. Pure functions of their inputs.
 
-use flowtel_core::schema::{MetricName, attr, event, metric};
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::collections::BTreeMap;
 
-use flowtel_core::time::rfc3339_millis;
-use flowtel_ebpf_common::{DIRECTION_INGRESS, FlowKey, IP_V4, ipproto, tcp_flags};
+use flowtel_core::{
+    schema::{attr, event, metric},
+    time::rfc3339_millis,
+};
+use flowtel_ebpf_common::{DIRECTION_INGRESS, FlowKey, ipproto, tcp_flags};
 use opentelemetry_proto::tonic::{
-    common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
     logs::v1::LogRecord,
-    metrics::v1::{AggregationTemporality, Gauge, Metric, NumberDataPoint, Sum, metric::Data, number_data_point},
-    resource::v1::Resource,
+    metrics::v1::{Gauge, Metric, NumberDataPoint, metric::Data},
 };
 
-use super::flow_table::FlowReport;
-
-/// The instrumentation scope of everything the receiver produces.
-pub fn scope() -> InstrumentationScope {
-    InstrumentationScope {
-        name: "flowtel.receiver.ebpf".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        ..Default::default()
-    }
-}
-
-/// The resource: `service.name=flowtel` and `host.name`.
-pub fn resource(host_name: &str) -> Resource {
-    Resource {
-        attributes: vec![kv(attr::SERVICE_NAME, "flowtel"), kv(attr::HOST_NAME, host_name)],
-        ..Default::default()
-    }
-}
-
-/// An attribute.
-pub(crate) fn kv(key: &str, value: impl Into<AnyValueOf>) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value.into().0) }), ..Default::default() }
-}
-
-/// Something that can be an attribute value.
-pub(crate) struct AnyValueOf(Value);
-
-impl From<&str> for AnyValueOf {
-    fn from(s: &str) -> Self {
-        AnyValueOf(Value::StringValue(s.to_owned()))
-    }
-}
-impl From<String> for AnyValueOf {
-    fn from(s: String) -> Self {
-        AnyValueOf(Value::StringValue(s))
-    }
-}
-impl From<i64> for AnyValueOf {
-    fn from(i: i64) -> Self {
-        AnyValueOf(Value::IntValue(i))
-    }
-}
-impl From<f64> for AnyValueOf {
-    fn from(d: f64) -> Self {
-        AnyValueOf(Value::DoubleValue(d))
-    }
-}
-impl From<Vec<String>> for AnyValueOf {
-    fn from(items: Vec<String>) -> Self {
-        let values = items.into_iter().map(|s| AnyValue { value: Some(Value::StringValue(s)) }).collect();
-        AnyValueOf(Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue { values }))
-    }
-}
-
-/// An address of a flow key.
-pub fn address(ip_version: u8, bytes: &[u8; 16]) -> IpAddr {
-    if ip_version == IP_V4 {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(*bytes))
-    }
-}
-
-/// `network.transport`: the protocol's name, or its IANA number.
-pub fn transport(protocol: u8) -> String {
-    match protocol {
-        ipproto::TCP => "tcp".into(),
-        ipproto::UDP => "udp".into(),
-        ipproto::ICMP => "icmp".into(),
-        ipproto::ICMPV6 => "icmpv6".into(),
-        ipproto::SCTP => "sctp".into(),
-        other => other.to_string(),
-    }
-}
-
-/// `network.type`.
-pub fn network_type(ip_version: u8) -> &'static str {
-    if ip_version == IP_V4 { "ipv4" } else { "ipv6" }
-}
+use super::table::FlowReport;
+use crate::ebpf::otlp::{address, cumulative_sum, int_point, kv, network_type, transport};
 
 /// `network.io.direction`: `receive` for ingress, `transmit` for egress.
 pub fn direction(direction: u8) -> &'static str {
@@ -247,55 +167,6 @@ impl FlowMetrics {
                 ..Default::default()
             },
         ]
-    }
-}
-
-/// A record's attributes as text, for tests that compare them.
-#[cfg(test)]
-pub(crate) fn attribute_texts(record: &LogRecord) -> BTreeMap<String, String> {
-    record
-        .attributes
-        .iter()
-        .map(|kv| {
-            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => s.clone(),
-                Some(Value::IntValue(i)) => i.to_string(),
-                Some(Value::DoubleValue(d)) => d.to_string(),
-                other => format!("{other:?}"),
-            };
-            (kv.key.clone(), value)
-        })
-        .collect()
-}
-
-/// A monotonic cumulative Sum.
-pub(crate) fn cumulative_sum(metric: MetricName, description: &str, points: Vec<NumberDataPoint>) -> Metric {
-    Metric {
-        name: metric.name.into(),
-        description: description.into(),
-        unit: metric.unit.into(),
-        data: Some(Data::Sum(Sum {
-            data_points: points,
-            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-            is_monotonic: true,
-        })),
-        ..Default::default()
-    }
-}
-
-/// An integer data point.
-pub(crate) fn int_point(
-    attributes: Vec<KeyValue>,
-    value: u64,
-    start_unix_ns: u64,
-    now_unix_ns: u64,
-) -> NumberDataPoint {
-    NumberDataPoint {
-        attributes,
-        start_time_unix_nano: start_unix_ns,
-        time_unix_nano: now_unix_ns,
-        value: Some(number_data_point::Value::AsInt(value as i64)),
-        ..Default::default()
     }
 }
 

@@ -4,7 +4,9 @@ use flowtel_ebpf_common::{DIRECTION_EGRESS, FlowKey, IP_V6, ipproto};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 
 use super::*;
-use crate::ebpf::flow_table::{EndReason, FlowReport};
+use crate::ebpf::flows::table::{EndReason, FlowReport};
+use crate::ebpf::otlp::attribute_texts;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point;
 
 fn context<'a>(name: &'a dyn Fn(u32) -> String) -> RecordContext<'a> {
     RecordContext { interface_name: name, sampling: 1, monotonic_to_unix_ns: 1_700_000_000_000_000_000, now_unix_ns: 1 }

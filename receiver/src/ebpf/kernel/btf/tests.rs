@@ -2,7 +2,7 @@ use super::*;
 
 /// The BTF of a 6.18 kernel (`/sys/kernel/btf/vmlinux`, zstd-compressed).
 fn kernel_6_18() -> Btf {
-    let compressed = include_bytes!("../../../testdata/btf/vmlinux-6.18.btf.zst");
+    let compressed = include_bytes!("../../../../testdata/btf/vmlinux-6.18.btf.zst");
     let raw = zstd::decode_all(&compressed[..]).expect("testdata decompresses");
     parse(&raw).expect("testdata is BTF")
 }
@@ -62,7 +62,7 @@ fn enums_are_read_by_name_or_by_a_member_of_an_anonymous_enum() {
 fn drop_reason_names_match_what_the_kernel_prints_in_tracefs() {
     // The kfree_skb format's print fmt lists `{ value, "NAME" }` for each
     // reason the tracepoint prints; BTF must name every one the same.
-    let format = include_str!("../../../testdata/tracefs-6.18/events/skb/kfree_skb/format");
+    let format = include_str!("../../../../testdata/tracefs-6.18/events/skb/kfree_skb/format");
     let enums = KernelEnums::read(&kernel_6_18());
     let mut checked = 0;
     for pair in format.split("{ ").skip(1) {

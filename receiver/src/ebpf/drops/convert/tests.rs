@@ -1,4 +1,4 @@
-use flowtel_ebpf_common::{IP_V4, IP_V6, ipproto};
+use flowtel_ebpf_common::{IP_V4, IP_V6, NAME_BYTES, ipproto};
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 
 use super::*;

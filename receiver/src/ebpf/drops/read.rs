@@ -1,0 +1,66 @@
+//! Reading the drop program's output: each drop event into a
+//! `network.packet.drop` record, and its per-reason counters into the
+//! `network.packet.drops` metric.
+
+use aya::maps::{MapData, PerCpuHashMap, StackTraceMap};
+use flowtel_ebpf_common::{DROP_COUNTS_MAP, DropCount, DropCountKey, DropEvent};
+use opentelemetry_proto::tonic::{logs::v1::LogRecord, metrics::v1::Metric};
+
+use super::convert::{DropContext, DropTotals, drop_record};
+use crate::ebpf::kernel::{
+    btf::KernelEnums,
+    kallsyms::Kallsyms,
+    loader::{EbpfError, KernelMaps, map_error},
+};
+
+/// Turns the drop program's events and counters into OTLP.
+pub struct DropReader {
+    enums: KernelEnums,
+    kallsyms: Kallsyms,
+    /// Drop records carry the kernel stack.
+    stack_trace: bool,
+}
+
+impl DropReader {
+    /// A reader naming reasons with `enums`.
+    pub fn new(enums: KernelEnums, stack_trace: bool) -> Self {
+        DropReader { enums, kallsyms: Kallsyms::load(), stack_trace }
+    }
+
+    /// The record of one drop; `clock` is `clock::clock_now()`.
+    pub fn record(&self, drop: &DropEvent, maps: &KernelMaps, clock: (u64, u64)) -> LogRecord {
+        let stack = (self.stack_trace && drop.stack_id >= 0).then(|| maps.stack(drop.stack_id)).flatten();
+        let ctx = DropContext {
+            enums: &self.enums,
+            kallsyms: &self.kallsyms,
+            monotonic_to_unix_ns: clock.0,
+            now_unix_ns: clock.1,
+        };
+        drop_record(drop, stack.as_deref(), &ctx)
+    }
+
+    /// The `network.packet.drops` metric, and how many drops were counted
+    /// without a record (`max_events_per_second`).
+    pub fn metric(&self, maps: &KernelMaps, start_unix_ns: u64, now_unix_ns: u64) -> Result<(Metric, u64), EbpfError> {
+        let entries = maps.drop_counts()?;
+        let totals = DropTotals::sum(&self.enums, entries.iter().map(|(key, values)| (*key, values.as_slice())));
+        Ok((totals.metric(start_unix_ns, now_unix_ns), totals.rate_limited))
+    }
+}
+
+impl KernelMaps {
+    /// Every per-reason drop counter with its per-CPU values.
+    fn drop_counts(&self) -> Result<Vec<(DropCountKey, Vec<DropCount>)>, EbpfError> {
+        let fail = map_error(DROP_COUNTS_MAP);
+        let counts: PerCpuHashMap<&MapData, DropCountKey, DropCount> =
+            PerCpuHashMap::try_from(&self.drop_counts).map_err(|e| fail(e.to_string()))?;
+        Ok(counts.iter().filter_map(Result::ok).map(|(key, values)| (key, values.iter().copied().collect())).collect())
+    }
+
+    /// The addresses of a kernel stack, innermost first.
+    fn stack(&self, id: i64) -> Option<Vec<u64>> {
+        let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(&self.drop_stacks).ok()?;
+        let stack = stacks.get(&u32::try_from(id).ok()?, 0).ok()?;
+        Some(stack.frames().iter().map(|frame| frame.ip).collect())
+    }
+}

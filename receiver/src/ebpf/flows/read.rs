@@ -1,0 +1,283 @@
+//! Reading the flow programs' output: flow-end events as they come, and
+//! the kernel's flow table every flush, into `network.flow` records and the
+//! `network.flow.*` metrics (with `convert`).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use aya::maps::{MapData, PerCpuHashMap};
+use flowtel_core::{
+    ComponentId,
+    self_telemetry::{Counter, MetricsRegistry},
+};
+use flowtel_ebpf_common::{
+    COUNTERS, Counter as KernelCounter, EVENT_FLOW_END, FLOW_COUNTERS_MAP, FLOWS_MAP, FlowEvent, FlowKey, FlowStats,
+    tcp_flags,
+};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    attach::InterfaceWatcher,
+    convert::{self, FlowMetrics, RecordContext},
+    table::{EndReason, FlowReport, FlowTable, merge_per_cpu},
+};
+use crate::ebpf::{
+    config::EbpfReceiverConfig,
+    kernel::{
+        clock::{clock_now, monotonic_now_ns},
+        events::{self, EventLoss, FLOW_STREAM},
+        loader::{EbpfError, Probes, map_error, sum_per_cpu_slots},
+    },
+    publish::Publisher,
+};
+
+/// Events waiting between the stream's readers and the task.
+const EVENT_QUEUE: usize = 16_384;
+/// How often flow-end reports are handed on.
+const END_REPORT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Starts the flow event stream's readers and the flow task, which owns
+/// the programs from now on and detaches them when `stop` ends it.
+pub fn start(
+    mut probes: Probes,
+    watcher: InterfaceWatcher,
+    config: &EbpfReceiverConfig,
+    id: &ComponentId,
+    registry: &MetricsRegistry,
+    publisher: Publisher,
+    stop: CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, EbpfError> {
+    let (counters, loss) = FlowCounters::new(registry, &id.to_string());
+    let (sender, events) = mpsc::channel(EVENT_QUEUE);
+    let mut tasks = events::start(
+        probes.ebpf_mut(),
+        FLOW_STREAM,
+        config.event_transport,
+        events::decode,
+        sender,
+        loss,
+        stop.clone(),
+    )?;
+    let run = FlowLoop {
+        id: id.clone(),
+        config: config.clone(),
+        probes,
+        watcher,
+        table: FlowTable::new(config.idle_timeout.as_nanos() as u64),
+        flow_metrics: FlowMetrics::new(clock_now().1),
+        counters,
+        publisher,
+        pending: Vec::new(),
+    };
+    tasks.push(tokio::spawn(run.run(events, stop)));
+    Ok(tasks)
+}
+
+/// flowtel's own metrics about the flow programs.
+struct FlowCounters {
+    /// Kernel counters mirrored into the registry, with the value last mirrored.
+    mirrored: Vec<(KernelCounter, Counter, u64)>,
+    evicted: Counter,
+}
+
+impl FlowCounters {
+    /// The metrics, and the loss counters the event readers update.
+    fn new(registry: &MetricsRegistry, id: &str) -> (Self, EventLoss) {
+        let receiver = [("receiver", id)];
+        let lost = |reason: &str| {
+            registry.counter(
+                "flowtel_ebpf_events_lost_total",
+                "Flow events that never reached userspace's flow table, by reason.",
+                &[("receiver", id), ("reason", reason)],
+            )
+        };
+        let loss = EventLoss::new(&lost);
+        let mirror = |counter, name, help| (counter, registry.counter(name, help, &receiver), 0);
+        let metrics = FlowCounters {
+            mirrored: vec![
+                mirror(KernelCounter::PacketsSeen, "flowtel_ebpf_packets_total", "Packets seen by the TC programs."),
+                mirror(
+                    KernelCounter::PacketsSampledOut,
+                    "flowtel_ebpf_packets_sampled_out_total",
+                    "Packets not counted because of 1-in-N sampling.",
+                ),
+                mirror(
+                    KernelCounter::ParseFailures,
+                    "flowtel_ebpf_parse_failures_total",
+                    "Packets whose headers were truncated or malformed.",
+                ),
+                mirror(KernelCounter::NonIpPackets, "flowtel_ebpf_non_ip_packets_total", "Packets that were not IP."),
+                mirror(
+                    KernelCounter::FlowMapInsertFailures,
+                    "flowtel_ebpf_flow_insert_failures_total",
+                    "New flows the kernel's flow table could not take.",
+                ),
+                (KernelCounter::RingBufferFull, lost("ring_buffer_full"), 0),
+            ],
+            evicted: registry.counter(
+                "flowtel_ebpf_flows_evicted_total",
+                "Flows the kernel evicted from its full flow table before they were reported.",
+                &receiver,
+            ),
+        };
+        (metrics, loss)
+    }
+
+    fn mirror(&mut self, probes: &Probes) {
+        let Ok(values) = probes.counters() else { return };
+        for (which, counter, last) in &mut self.mirrored {
+            let value = values[*which as usize];
+            counter.add(value.saturating_sub(*last));
+            *last = value;
+        }
+    }
+}
+
+/// The flow task: flow-end events in, a report of every flow each flush.
+struct FlowLoop {
+    id: ComponentId,
+    config: EbpfReceiverConfig,
+    probes: Probes,
+    watcher: InterfaceWatcher,
+    table: FlowTable,
+    flow_metrics: FlowMetrics,
+    counters: FlowCounters,
+    publisher: Publisher,
+    /// Flow-end records not yet handed on.
+    pending: Vec<LogRecord>,
+}
+
+impl FlowLoop {
+    async fn run(mut self, mut events: mpsc::Receiver<FlowEvent>, stop: CancellationToken) {
+        let interval = |period| {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval
+        };
+        let mut flush = interval(self.config.flush_interval);
+        let mut poll = interval(self.config.interface_poll_interval);
+        let mut ends = interval(END_REPORT_INTERVAL);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                Some(event) = events.recv() => self.on_event(&event),
+                _ = ends.tick() => self.hand_on_ends().await,
+                _ = flush.tick() => self.flush().await,
+                _ = poll.tick() => {
+                    let _ = self.watcher.sync(&mut self.probes, false);
+                }
+            }
+        }
+        while let Ok(event) = events.try_recv() {
+            self.on_event(&event);
+        }
+        // Final report of everything counted so far.
+        self.flush().await;
+        self.probes.detach_all();
+        tracing::info!(receiver = %self.id, "Flow programs detached.");
+    }
+
+    /// `clock` is `(monotonic_to_unix_ns(), Unix time now)`, read once per batch of records.
+    fn to_record(&self, report: &FlowReport, clock: (u64, u64)) -> LogRecord {
+        let name = |ifindex| self.watcher.name(ifindex);
+        let ctx = RecordContext {
+            interface_name: &name,
+            sampling: self.config.sampling.get(),
+            monotonic_to_unix_ns: clock.0,
+            now_unix_ns: clock.1,
+        };
+        convert::flow_record(report, &ctx)
+    }
+
+    fn on_event(&mut self, event: &FlowEvent) {
+        if event.kind != EVENT_FLOW_END {
+            return;
+        }
+        let reason =
+            if u16::from(event.packet_tcp_flags) & tcp_flags::RST != 0 { EndReason::Rst } else { EndReason::Fin };
+        let stats = self.probes.flow(&event.key).unwrap_or(event.stats);
+        if let Some(report) = self.table.end(&event.key, &stats, reason) {
+            self.flow_metrics.add(&report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
+            let record = self.to_record(&report, clock_now());
+            self.pending.push(record);
+        }
+    }
+
+    async fn hand_on_ends(&mut self) {
+        if !self.pending.is_empty() {
+            let records = std::mem::take(&mut self.pending);
+            self.publisher.logs(records).await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        let kernel = match self.probes.flows() {
+            Ok(kernel) => kernel,
+            Err(err) => {
+                tracing::error!(receiver = %self.id, error = %err, "Cannot read the flow table.");
+                return;
+            }
+        };
+        let flush = self.table.flush(&kernel, monotonic_now_ns());
+        self.probes.delete_flows(&flush.delete);
+        self.counters.evicted.add(flush.evicted);
+        if flush.evicted > 0 {
+            tracing::warn!(receiver = %self.id, evicted = flush.evicted, "The kernel's flow table was full; raise max_flows.");
+        }
+        self.counters.mirror(&self.probes);
+        let clock = clock_now();
+        let mut records = std::mem::take(&mut self.pending);
+        for report in &flush.reports {
+            self.flow_metrics.add(report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
+            records.push(self.to_record(report, clock));
+        }
+        self.publisher.logs(records).await;
+
+        let mut active: BTreeMap<String, usize> = BTreeMap::new();
+        for (key, _) in &kernel {
+            *active.entry(self.watcher.name(key.ifindex)).or_default() += 1;
+        }
+        self.publisher.metrics(self.flow_metrics.metrics(clock.1, &active)).await;
+    }
+}
+
+impl Probes {
+    /// Every flow in the kernel's table, per-CPU values summed.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, EbpfError> {
+        let map = self.ebpf.map(FLOWS_MAP).ok_or_else(|| map_error(FLOWS_MAP)("missing".into()))?;
+        let flows: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
+            PerCpuHashMap::try_from(map).map_err(|e| map_error(FLOWS_MAP)(e.to_string()))?;
+        let mut out = Vec::new();
+        for entry in flows.iter() {
+            match entry {
+                Ok((key, values)) => out.push((key, merge_per_cpu(values.iter()))),
+                // An entry deleted while iterating: skip it.
+                Err(err) => tracing::debug!(error = %err, "Flow map entry vanished while reading."),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One flow's current stats, if the kernel still has it.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowStats> {
+        let map = self.ebpf.map(FLOWS_MAP)?;
+        let flows: PerCpuHashMap<&MapData, FlowKey, FlowStats> = PerCpuHashMap::try_from(map).ok()?;
+        flows.get(key, 0).ok().map(|values| merge_per_cpu(values.iter()))
+    }
+
+    /// Deletes flows from the kernel's table.
+    pub fn delete_flows(&mut self, keys: &[FlowKey]) {
+        let Some(map) = self.ebpf.map_mut(FLOWS_MAP) else { return };
+        let Ok(mut flows) = PerCpuHashMap::<&mut MapData, FlowKey, FlowStats>::try_from(map) else { return };
+        for key in keys {
+            let _ = flows.remove(key);
+        }
+    }
+
+    /// The loss and health counters, summed over CPUs, indexed by `Counter`.
+    pub fn counters(&self) -> Result<[u64; COUNTERS as usize], EbpfError> {
+        let map = self.ebpf.map(FLOW_COUNTERS_MAP).ok_or_else(|| map_error(FLOW_COUNTERS_MAP)("missing".into()))?;
+        sum_per_cpu_slots::<{ COUNTERS as usize }>(map, FLOW_COUNTERS_MAP)
+    }
+}

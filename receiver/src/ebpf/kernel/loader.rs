@@ -1,0 +1,237 @@
+//! Loads flowtel's eBPF object and holds its programs and maps. Every error names what it was doing and, where it is a
+//! missing privilege or kernel feature, what is missing.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf, EbpfLoader, include_bytes_aligned,
+    maps::{Map, MapData, PerCpuArray},
+    programs::{SchedClassifier, TracePoint, tc::SchedClassifierLinkId},
+};
+use flowtel_ebpf_common::{
+    DROP_COUNTS_MAP, DROP_STACKS_MAP, DropSettings, EVENT_COUNTERS, EVENT_COUNTERS_MAP, FLOWS_MAP, GLOBAL_DROPS,
+    GLOBAL_EVENT_TRANSPORT, GLOBAL_LAYOUT, GLOBAL_SAMPLING, GLOBAL_TCP, KernelLayout, PROG_RING_FILL, PROG_TC_EGRESS,
+    PROG_TC_INGRESS, TCP_HISTOGRAMS_MAP, TRANSPORT_RING_BUFFER, TcpSettings,
+};
+
+use flowtel_core::component::error_chain;
+
+/// The eBPF object built from `ebpf/probes`.
+pub static PROBES_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtel-probes"));
+
+/// Errors of the eBPF loader, each naming what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    /// The object could not be loaded.
+    #[error("cannot load flowtel's eBPF object{hint}: {message}")]
+    Load {
+        /// What failed, with its causes.
+        message: String,
+        /// What is likely missing.
+        hint: &'static str,
+    },
+    /// A program could not be loaded, attached or detached.
+    #[error("eBPF program {program}{on}: {message}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// ` on <interface>` where relevant.
+        on: String,
+        /// What failed.
+        message: String,
+    },
+    /// A map is missing, has the wrong type, or could not be read or written.
+    #[error("eBPF map {map}: {message}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What failed.
+        message: String,
+    },
+}
+
+pub(in crate::ebpf) fn map_error(map: &'static str) -> impl Fn(String) -> EbpfError {
+    move |message| EbpfError::Map { map, message }
+}
+
+/// What the programs are set up with before attaching.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeSettings {
+    /// The kernel flow table's size.
+    pub max_flows: u32,
+    /// Count one packet in this many (1: every packet).
+    pub sampling: u32,
+    /// `TRANSPORT_RING_BUFFER` or `TRANSPORT_PERF_ARRAY`.
+    pub event_transport: u32,
+    /// Field offsets of this kernel.
+    pub layout: KernelLayout,
+    /// The drop program's settings.
+    pub drops: DropSettings,
+    /// The TCP programs' settings.
+    pub tcp: TcpSettings,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings {
+            max_flows: 65_536,
+            sampling: 1,
+            event_transport: TRANSPORT_RING_BUFFER,
+            layout: KernelLayout::unknown(),
+            drops: DropSettings::default(),
+            tcp: TcpSettings::default(),
+        }
+    }
+}
+
+/// How one interface is attached.
+pub(in crate::ebpf) struct Attachment {
+    pub(in crate::ebpf) links: Vec<(&'static str, SchedClassifierLinkId)>,
+    /// We added its clsact qdisc, so we remove it again.
+    pub(in crate::ebpf) added_clsact: bool,
+}
+
+/// flowtel's loaded eBPF object: its programs and maps.
+///
+/// Loading is here; each program family attaches its programs and reads
+/// its maps in its own folder (`flows/attach.rs`, `drops/attach.rs`, …).
+pub struct Probes {
+    pub(in crate::ebpf) ebpf: Ebpf,
+    /// The interfaces the TC programs are attached to.
+    pub(in crate::ebpf) attached: BTreeMap<String, Attachment>,
+}
+
+impl Probes {
+    /// Loads the object and the two TC programs, and writes the settings.
+    pub fn load(settings: &ProbeSettings) -> Result<Self, EbpfError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FLOWS_MAP, settings.max_flows)
+            .override_global(GLOBAL_SAMPLING, &settings.sampling, true)
+            .override_global(GLOBAL_EVENT_TRANSPORT, &settings.event_transport, true)
+            .override_global(GLOBAL_LAYOUT, &settings.layout, true)
+            .override_global(GLOBAL_DROPS, &settings.drops, true)
+            .override_global(GLOBAL_TCP, &settings.tcp, true)
+            .load(PROBES_OBJECT)
+            .map_err(|source| {
+                let message = error_chain(&source);
+                let hint = if message.contains("Operation not permitted") {
+                    " (needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
+                } else {
+                    ""
+                };
+                EbpfError::Load { message, hint }
+            })?;
+        for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
+            let program = classifier(&mut ebpf, name)?;
+            program.load().map_err(|e| EbpfError::Program {
+                program: name,
+                on: String::new(),
+                message: format!("the kernel refused it: {e}"),
+            })?;
+        }
+        Ok(Probes { ebpf, attached: BTreeMap::new() })
+    }
+
+    /// The underlying object, for readers that take maps out of it.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Benchmark only: attaches the program that writes one event to the
+    /// flow event ring buffer per `getpid(2)` (tracepoint
+    /// `syscalls:sys_enter_getpid`).
+    pub fn attach_ring_fill(&mut self) -> Result<(), EbpfError> {
+        let error = |message: String| EbpfError::Program { program: PROG_RING_FILL, on: String::new(), message };
+        let program: &mut TracePoint = self
+            .ebpf
+            .program_mut(PROG_RING_FILL)
+            .ok_or_else(|| error("missing from the object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| error(e.to_string()))?;
+        program.load().map_err(|e| error(format!("the kernel refused it: {e}")))?;
+        program.attach("syscalls", "sys_enter_getpid").map_err(|e| error(format!("cannot attach: {e}")))?;
+        Ok(())
+    }
+
+    /// Takes the drop and TCP counter maps out of the object, for the task that reads them.
+    pub fn take_kernel_maps(&mut self) -> Result<KernelMaps, EbpfError> {
+        let mut take = |name: &'static str| self.ebpf.take_map(name).ok_or_else(|| map_error(name)("missing".into()));
+        Ok(KernelMaps {
+            drop_counts: take(DROP_COUNTS_MAP)?,
+            drop_stacks: take(DROP_STACKS_MAP)?,
+            counters: take(EVENT_COUNTERS_MAP)?,
+            histograms: take(TCP_HISTOGRAMS_MAP)?,
+        })
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// A program of the object as its type.
+pub(in crate::ebpf) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, String>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name).ok_or_else(|| "missing from the object".to_owned())?.try_into().map_err(|e| format!("{e}"))
+}
+
+/// Loads a classic tracepoint program and attaches it to `category:name`.
+pub(in crate::ebpf) fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program_name: &str,
+    category: &str,
+    name: &str,
+) -> Result<(), String> {
+    let program: &mut TracePoint = program(ebpf, program_name)?;
+    program.load().map_err(|e| format!("the kernel refused it: {}", error_chain(&e)))?;
+    program.attach(category, name).map_err(|e| format!("cannot attach to {category}:{name}: {}", error_chain(&e)))?;
+    Ok(())
+}
+
+/// The drop and TCP programs' counting maps.
+pub struct KernelMaps {
+    pub(in crate::ebpf) drop_counts: Map,
+    pub(in crate::ebpf) drop_stacks: Map,
+    pub(in crate::ebpf) counters: Map,
+    pub(in crate::ebpf) histograms: Map,
+}
+
+impl KernelMaps {
+    /// The event counters summed over CPUs, indexed by `EventCounter`.
+    pub fn counters(&self) -> Result<[u64; EVENT_COUNTERS as usize], EbpfError> {
+        sum_per_cpu_slots::<{ EVENT_COUNTERS as usize }>(&self.counters, EVENT_COUNTERS_MAP)
+    }
+}
+
+/// The slots of a per-CPU `u64` array, summed over CPUs.
+pub(in crate::ebpf) fn sum_per_cpu_slots<const N: usize>(map: &Map, name: &'static str) -> Result<[u64; N], EbpfError> {
+    let fail = map_error(name);
+    let slots: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(|e| fail(e.to_string()))?;
+    let mut out = [0u64; N];
+    for (index, slot) in out.iter_mut().enumerate() {
+        *slot = slots.get(&(index as u32), 0).map_err(|e| fail(e.to_string()))?.iter().sum();
+    }
+    Ok(out)
+}
+
+pub(in crate::ebpf) fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, EbpfError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| EbpfError::Program {
+            program: name,
+            on: String::new(),
+            message: "missing from the object".into(),
+        })?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| EbpfError::Program {
+            program: name,
+            on: String::new(),
+            message: e.to_string(),
+        })
+}

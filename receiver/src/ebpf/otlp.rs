@@ -1,0 +1,117 @@
+//! OTLP building blocks every kernel program family's records and metrics use.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use flowtel_core::schema::MetricName;
+use flowtel_ebpf_common::{IP_V4, ipproto};
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, KeyValue, any_value::Value},
+    metrics::v1::{AggregationTemporality, Metric, NumberDataPoint, Sum, metric::Data, number_data_point},
+};
+#[cfg(test)]
+use {opentelemetry_proto::tonic::logs::v1::LogRecord, std::collections::BTreeMap};
+
+/// An attribute.
+pub fn kv(key: &str, value: impl Into<AnyValueOf>) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value.into().0) }), ..Default::default() }
+}
+
+/// Something that can be an attribute value.
+pub struct AnyValueOf(Value);
+
+impl From<&str> for AnyValueOf {
+    fn from(s: &str) -> Self {
+        AnyValueOf(Value::StringValue(s.to_owned()))
+    }
+}
+impl From<String> for AnyValueOf {
+    fn from(s: String) -> Self {
+        AnyValueOf(Value::StringValue(s))
+    }
+}
+impl From<i64> for AnyValueOf {
+    fn from(i: i64) -> Self {
+        AnyValueOf(Value::IntValue(i))
+    }
+}
+impl From<f64> for AnyValueOf {
+    fn from(d: f64) -> Self {
+        AnyValueOf(Value::DoubleValue(d))
+    }
+}
+impl From<Vec<String>> for AnyValueOf {
+    fn from(items: Vec<String>) -> Self {
+        let values = items.into_iter().map(|s| AnyValue { value: Some(Value::StringValue(s)) }).collect();
+        AnyValueOf(Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue { values }))
+    }
+}
+
+/// An address of a flow key.
+pub fn address(ip_version: u8, bytes: &[u8; 16]) -> IpAddr {
+    if ip_version == IP_V4 {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*bytes))
+    }
+}
+
+/// `network.transport`: the protocol's name, or its IANA number.
+pub fn transport(protocol: u8) -> String {
+    match protocol {
+        ipproto::TCP => "tcp".into(),
+        ipproto::UDP => "udp".into(),
+        ipproto::ICMP => "icmp".into(),
+        ipproto::ICMPV6 => "icmpv6".into(),
+        ipproto::SCTP => "sctp".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `network.type`.
+pub fn network_type(ip_version: u8) -> &'static str {
+    if ip_version == IP_V4 { "ipv4" } else { "ipv6" }
+}
+
+/// A record's attributes as text, for tests that compare them.
+#[cfg(test)]
+pub(crate) fn attribute_texts(record: &LogRecord) -> BTreeMap<String, String> {
+    record
+        .attributes
+        .iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                Some(Value::IntValue(i)) => i.to_string(),
+                Some(Value::DoubleValue(d)) => d.to_string(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+/// A monotonic cumulative Sum.
+pub fn cumulative_sum(metric: MetricName, description: &str, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: metric.name.into(),
+        description: description.into(),
+        unit: metric.unit.into(),
+        data: Some(Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+/// An integer data point.
+pub fn int_point(attributes: Vec<KeyValue>, value: u64, start_unix_ns: u64, now_unix_ns: u64) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes,
+        start_time_unix_nano: start_unix_ns,
+        time_unix_nano: now_unix_ns,
+        value: Some(number_data_point::Value::AsInt(value as i64)),
+        ..Default::default()
+    }
+}
