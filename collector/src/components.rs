@@ -2,6 +2,7 @@
 //! each is decoded from its config and built. A `match` on the type name is
 //! the whole registry.
 
+use flowtel_core::export::BuildError;
 use std::sync::Arc;
 
 use flowtel_core::{
@@ -268,7 +269,7 @@ impl ProcessorConfig {
 
 impl ExporterConfig {
     /// The exporter with its queue and retry settings.
-    pub fn build(&self) -> Result<ExporterSpec, String> {
+    pub fn build(&self) -> Result<ExporterSpec, BuildError> {
         Ok(match self {
             ExporterConfig::OtlpGrpc(config) => ExporterSpec {
                 exporter: Arc::new(OtlpGrpcExporter::new(config)?),

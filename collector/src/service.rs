@@ -141,7 +141,7 @@ impl CheckedService {
                 Ok(spec) => {
                     exporters.insert(id.clone(), spec);
                 }
-                Err(message) => errors.extend([ConfigError::new(format!("exporters::{id}"), message)]),
+                Err(error) => errors.extend([ConfigError::new(format!("exporters::{id}"), error.to_string())]),
             }
         }
         let pipelines = self

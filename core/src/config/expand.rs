@@ -28,7 +28,7 @@ pub(super) fn expand_env(
                 }
                 *value = if whole_reference { typed_scalar(*tag, expanded) } else { Value::String(*tag, expanded) };
             }
-            Err(message) => errors.push(ConfigError::new(path, message)),
+            Err(error) => errors.push(ConfigError::new(path, error.to_string())),
         },
         Value::Dict(_, dict) => {
             for (key, child) in dict.iter_mut() {
@@ -44,6 +44,17 @@ pub(super) fn expand_env(
     }
 }
 
+/// A reference that cannot be expanded.
+#[derive(Debug, thiserror::Error)]
+enum ExpandError {
+    #[error("unterminated `${{` in {text:?}")]
+    Unterminated { text: String },
+    #[error("unsupported reference `${{{reference}}}`: only `env:` is available")]
+    UnsupportedScheme { reference: String },
+    #[error("invalid environment variable name {name:?} in `${{{reference}}}`")]
+    InvalidName { name: String, reference: String },
+}
+
 struct Expanded {
     text: String,
     whole_reference: bool,
@@ -51,7 +62,7 @@ struct Expanded {
     unset: Vec<String>,
 }
 
-fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expanded, String> {
+fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expanded, ExpandError> {
     if !text.contains('$') {
         return Ok(Expanded { text: text.to_owned(), whole_reference: false, unset: Vec::new() });
     }
@@ -66,7 +77,7 @@ fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expand
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in {text:?}"))?;
+            let end = body.find('}').ok_or_else(|| ExpandError::Unterminated { text: text.to_owned() })?;
             match resolve(&body[..end], env)? {
                 Some(value) => out.push_str(&value),
                 None => unset.push(body[..end].trim().trim_start_matches("env:").to_owned()),
@@ -84,12 +95,12 @@ fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expand
 }
 
 /// The value a reference stands for; `None` for an unset variable without a default.
-fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, ExpandError> {
     let reference = reference.trim();
     let spec = match reference.split_once(':') {
         Some(("env", spec)) => spec,
         Some((scheme, _)) if !scheme.contains('-') => {
-            return Err(format!("unsupported reference `${{{reference}}}`: only `env:` is available"));
+            return Err(ExpandError::UnsupportedScheme { reference: reference.to_owned() });
         }
         _ => reference,
     };
@@ -100,7 +111,7 @@ fn resolve(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Opti
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(format!("invalid environment variable name {name:?} in `${{{reference}}}`"));
+        return Err(ExpandError::InvalidName { name: name.to_owned(), reference: reference.to_owned() });
     }
     match (env(name), default) {
         (Some(value), _) => Ok(Some(value)),
@@ -141,7 +152,7 @@ mod tests {
     }
 
     fn expand(text: &str) -> Result<String, String> {
-        expand_str(text, &env).map(|e| e.text)
+        expand_str(text, &env).map(|e| e.text).map_err(|e| e.to_string())
     }
 
     #[test]

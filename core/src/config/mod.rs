@@ -155,7 +155,7 @@ pub fn load_str_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
 /// only when the text is not a YAML mapping; other problems are in
 /// [`RawConfig::problems`].
 pub fn read_str_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RawConfig, ConfigErrors> {
-    yaml::check(text).map_err(|err| ConfigErrors::one("config", err))?;
+    yaml::check(text).map_err(|err| ConfigErrors::one("config", err.to_string()))?;
     let mut top: Dict = Figment::from(Yaml::string(text))
         .extract()
         .map_err(|err| ConfigErrors::one("config", yaml_error_message(err)))?;

@@ -8,10 +8,35 @@ pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// The deepest nesting of collections a config may have.
 pub const MAX_NESTING: usize = 64;
 
+/// Why a config's text was refused before parsing.
+#[derive(Debug, thiserror::Error)]
+pub enum YamlError {
+    /// Larger than [`MAX_CONFIG_BYTES`].
+    #[error("the file is {0} bytes; a config is at most {MAX_CONFIG_BYTES}")]
+    TooLarge(usize),
+    /// A line opens more than [`MAX_NESTING`] block entries.
+    #[error("line {line}: {entries} nested block entries; a config nests at most {MAX_NESTING} levels")]
+    NestedBlockEntries {
+        /// 1-based.
+        line: usize,
+        /// Entries the line opens.
+        entries: usize,
+    },
+    /// Flow collections nested deeper than [`MAX_NESTING`].
+    #[error("line {line}: collections nested deeper than {MAX_NESTING} levels")]
+    NestedCollections {
+        /// 1-based.
+        line: usize,
+    },
+    /// A key given twice in one mapping (the parser's message, with its place).
+    #[error("{0}")]
+    DuplicateKey(String),
+}
+
 /// Checks `text`; the error says what is wrong and where.
-pub fn check(text: &str) -> Result<(), String> {
+pub fn check(text: &str) -> Result<(), YamlError> {
     if text.len() > MAX_CONFIG_BYTES {
-        return Err(format!("the file is {} bytes; a config is at most {MAX_CONFIG_BYTES}", text.len()));
+        return Err(YamlError::TooLarge(text.len()));
     }
     check_nesting(text)?;
     check_duplicate_keys(text)
@@ -21,7 +46,7 @@ pub fn check(text: &str) -> Result<(), String> {
 /// quotes and comments, and a run of block indicators (`- - - x`, `? ? x`)
 /// at the start of a line. Indentation alone cannot nest deep in a file of
 /// bounded size (each level costs a column on every line below it).
-fn check_nesting(text: &str) -> Result<(), String> {
+fn check_nesting(text: &str) -> Result<(), YamlError> {
     let mut flow_depth = 0usize;
     let mut quote: Option<char> = None;
     for (index, line) in text.lines().enumerate() {
@@ -29,9 +54,7 @@ fn check_nesting(text: &str) -> Result<(), String> {
         if quote.is_none() && flow_depth == 0 {
             let indicators = block_indicator_run(line);
             if indicators > MAX_NESTING {
-                return Err(format!(
-                    "line {line_number}: {indicators} nested block entries; a config nests at most {MAX_NESTING} levels"
-                ));
+                return Err(YamlError::NestedBlockEntries { line: line_number, entries: indicators });
             }
         }
         let mut chars = line.chars().peekable();
@@ -51,7 +74,7 @@ fn check_nesting(text: &str) -> Result<(), String> {
                 (None, '[' | '{') => {
                     flow_depth += 1;
                     if flow_depth > MAX_NESTING {
-                        return Err(format!("line {line_number}: collections nested deeper than {MAX_NESTING} levels"));
+                        return Err(YamlError::NestedCollections { line: line_number });
                     }
                 }
                 (None, ']' | '}') => flow_depth = flow_depth.saturating_sub(1),
@@ -76,9 +99,9 @@ fn block_indicator_run(line: &str) -> usize {
 
 /// YAML's rule that the keys of a mapping are unique, which the config
 /// parser itself does not enforce.
-fn check_duplicate_keys(text: &str) -> Result<(), String> {
+fn check_duplicate_keys(text: &str) -> Result<(), YamlError> {
     match serde_yaml::from_str::<serde_yaml::Value>(text) {
-        Err(err) if err.to_string().contains("duplicate") => Err(err.to_string()),
+        Err(err) if err.to_string().contains("duplicate") => Err(YamlError::DuplicateKey(err.to_string())),
         // Other errors are the parser's to report, with its own message.
         _ => Ok(()),
     }
@@ -91,22 +114,22 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_quickly_with_its_line() {
         let flow = format!("receivers: {}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(check(&flow).unwrap_err().starts_with("line 1: collections nested deeper than 64"));
+        assert!(check(&flow).unwrap_err().to_string().starts_with("line 1: collections nested deeper than 64"));
         let block = format!("exporters:\n  debug:\nreceivers:\n{}x\n", "- ".repeat(100_000));
-        assert!(check(&block).unwrap_err().starts_with("line 4: 100000 nested block entries"));
+        assert!(check(&block).unwrap_err().to_string().starts_with("line 4: 100000 nested block entries"));
         let sane = "a: [[1, 2], {b: [3]}]  # ] ] ] not counted\nc: '[[[[' \nd: \"{{{\\\"\"\n- - x\n";
-        assert_eq!(check(sane), Ok(()));
+        assert!(check(sane).is_ok());
     }
 
     #[test]
     fn a_key_given_twice_is_refused() {
-        let err = check("receivers:\n  otlp: {}\n  otlp: {}\n").unwrap_err();
+        let err = check("receivers:\n  otlp: {}\n  otlp: {}\n").unwrap_err().to_string();
         assert!(err.contains("duplicate") && err.contains("otlp"), "{err}");
-        assert_eq!(check("a: {x: 1}\nb: {x: 1}\n"), Ok(()));
+        assert!(check("a: {x: 1}\nb: {x: 1}\n").is_ok());
     }
 
     #[test]
     fn size_is_bounded() {
-        assert!(check(&"#".repeat(MAX_CONFIG_BYTES + 1)).unwrap_err().contains("at most"));
+        assert!(check(&"#".repeat(MAX_CONFIG_BYTES + 1)).unwrap_err().to_string().contains("at most"));
     }
 }

@@ -2,6 +2,7 @@
 //! the OpenTelemetry Collector's names and defaults: `sending_queue`,
 //! `retry_on_failure`, `tls` and `compression`.
 
+mod error;
 mod request;
 mod retry;
 mod tls;
@@ -11,9 +12,10 @@ use std::{collections::BTreeMap, num::NonZeroUsize};
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+pub use error::BuildError;
 pub use request::{JsonRequest, encode_json, encode_protobuf, outcome_of_protobuf_response};
 pub use retry::{Backoff, RetryConfig};
-pub use tls::{Pem, TlsClientConfig, check_pem, install_crypto_provider};
+pub use tls::{Pem, TlsClientConfig, TlsFileError, check_pem, install_crypto_provider};
 
 use crate::config::Validate;
 

@@ -1,6 +1,6 @@
 //! `tls` for exporters that connect out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -25,8 +25,8 @@ pub struct TlsClientConfig {
 
 impl TlsClientConfig {
     /// Reads a configured file, saying which setting named it when it cannot.
-    pub fn read(field: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
-        std::fs::read(path).map_err(|err| format!("tls::{field}: cannot read {}: {err}", path.display()))
+    pub fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
+        std::fs::read(path).map_err(|source| TlsFileError::Read { field, path: path.to_path_buf(), source })
     }
 }
 
@@ -47,13 +47,46 @@ impl Validate for TlsClientConfig {
         ];
         for (field, path, kind) in files {
             if let Some(path) = path
-                && let Err(message) = check_pem(path, kind)
+                && let Err(error) = check_pem(path, kind)
             {
-                problems.push((field.into(), message));
+                problems.push((field.into(), error.to_string()));
             }
         }
         problems
     }
+}
+
+/// A TLS file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileError {
+    /// The file named by setting `field` cannot be read.
+    #[error("tls::{field}: cannot read {}: {source}", path.display())]
+    Read {
+        /// The setting (`ca_file`, …).
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file cannot be read (checked before its setting is known).
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not hold what it should.
+    #[error("{} is not {}: {why}", path.display(), wanted.description())]
+    NotPem {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        wanted: Pem,
+        /// What the PEM reader said.
+        why: String,
+    },
 }
 
 /// What a PEM file must hold.
@@ -65,12 +98,21 @@ pub enum Pem {
     PrivateKey,
 }
 
+impl Pem {
+    fn description(self) -> &'static str {
+        match self {
+            Pem::Certificates => "PEM certificates",
+            Pem::PrivateKey => "a PEM private key",
+        }
+    }
+}
+
 /// Checks that `path` is a readable PEM file holding what `kind` says, so a
 /// wrong or garbled file is a startup error rather than a failure of every
 /// connection later.
-pub fn check_pem(path: &std::path::Path, kind: Pem) -> Result<(), String> {
+pub fn check_pem(path: &Path, kind: Pem) -> Result<(), TlsFileError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
-    let bytes = std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|source| TlsFileError::Unreadable { path: path.to_path_buf(), source })?;
     let found = match kind {
         Pem::Certificates => {
             let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
@@ -80,10 +122,7 @@ pub fn check_pem(path: &std::path::Path, kind: Pem) -> Result<(), String> {
         }
         Pem::PrivateKey => PrivateKeyDer::from_pem_slice(&bytes).map(|_| ()).map_err(|err| err.to_string()),
     };
-    found.map_err(|why| {
-        let wanted = if kind == Pem::Certificates { "PEM certificates" } else { "a PEM private key" };
-        format!("{} is not {wanted}: {why}", path.display())
-    })
+    found.map_err(|why| TlsFileError::NotPem { path: path.to_path_buf(), wanted: kind, why })
 }
 
 /// Makes ring the process's TLS crypto provider (the TLS clients need one);

@@ -12,6 +12,16 @@ use opentelemetry_sdk::{
 
 use super::{MetricsRegistry, OtlpPushConfig};
 
+/// The OTLP metric exporter could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the OTLP metric exporter for {endpoint}: {source}")]
+pub struct OtlpPushError {
+    /// Where it was to push.
+    pub endpoint: String,
+    /// Why.
+    pub source: opentelemetry_otlp::ExporterBuildError,
+}
+
 /// A running OTLP push of the registry's metrics.
 pub struct OtlpPush {
     provider: Option<SdkMeterProvider>,
@@ -19,12 +29,12 @@ pub struct OtlpPush {
 
 impl OtlpPush {
     /// Starts pushing every metric now in `registry` every `config.interval`.
-    pub fn start(config: &OtlpPushConfig, registry: Arc<MetricsRegistry>) -> Result<Self, String> {
+    pub fn start(config: &OtlpPushConfig, registry: Arc<MetricsRegistry>) -> Result<Self, OtlpPushError> {
         let exporter = MetricExporter::builder()
             .with_tonic()
             .with_endpoint(config.endpoint.clone())
             .build()
-            .map_err(|err| format!("cannot build the OTLP metric exporter for {}: {err}", config.endpoint))?;
+            .map_err(|source| OtlpPushError { endpoint: config.endpoint.clone(), source })?;
         let reader = PeriodicReader::builder(exporter).with_interval(config.interval).build();
         let provider = SdkMeterProvider::builder()
             .with_reader(reader)

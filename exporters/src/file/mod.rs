@@ -4,6 +4,7 @@
 //! Rotation renames `path` to `path.1`, shifting older files up to
 //! `path.<max_backups>` and deleting the oldest.
 
+use flowtel_core::export::BuildError;
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,
@@ -78,7 +79,7 @@ pub struct FileExporter {
 
 impl FileExporter {
     /// Opens (appending to) the configured file.
-    pub fn new(config: &FileConfig) -> Result<Self, String> {
+    pub fn new(config: &FileConfig) -> Result<Self, BuildError> {
         let file = open(&config.path)?;
         Ok(FileExporter {
             path: config.path.clone(),
@@ -117,12 +118,12 @@ impl FileExporter {
     }
 }
 
-fn open(path: &Path) -> Result<OpenFile, String> {
+fn open(path: &Path) -> Result<OpenFile, BuildError> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|err| format!("cannot open {} for writing: {err}", path.display()))?;
+        .map_err(|source| BuildError::OpenFile { path: path.to_path_buf(), source })?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(OpenFile { file, size })
 }

@@ -66,7 +66,7 @@ impl Validate for HubbleConfig {
                 if let Some(path) = path
                     && let Err(message) = check_pem(path, kind)
                 {
-                    problems.push((field.into(), message));
+                    problems.push((field.into(), message.to_string()));
                 }
             }
         }

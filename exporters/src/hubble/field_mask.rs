@@ -11,6 +11,8 @@
 
 mod schema;
 
+pub use schema::PathError;
+
 use std::collections::BTreeMap;
 
 use prost_types::Timestamp;
@@ -52,6 +54,22 @@ impl Keep {
     }
 }
 
+/// A field mask flowtel refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldMaskError {
+    /// More paths than [`MAX_PATHS`].
+    #[error("field_mask: {0} paths; at most {MAX_PATHS} are allowed")]
+    TooManyPaths(usize),
+    /// A path that names no field of `flow.Flow`.
+    #[error("field_mask: unknown path '{path}': {why}")]
+    UnknownPath {
+        /// As sent.
+        path: String,
+        /// Where it went wrong.
+        why: schema::PathError,
+    },
+}
+
 /// A checked field mask.
 #[derive(Clone, Debug, Default)]
 pub struct FieldMask {
@@ -60,9 +78,9 @@ pub struct FieldMask {
 
 impl FieldMask {
     /// Checks the paths; an empty list masks nothing.
-    pub fn new(paths: &[String]) -> Result<Self, String> {
+    pub fn new(paths: &[String]) -> Result<Self, FieldMaskError> {
         if paths.len() > MAX_PATHS {
-            return Err(format!("field_mask: {} paths; at most {MAX_PATHS} are allowed", paths.len()));
+            return Err(FieldMaskError::TooManyPaths(paths.len()));
         }
         if paths.is_empty() {
             return Ok(FieldMask { keep: None });
@@ -70,7 +88,7 @@ impl FieldMask {
         let mut keep = Keep::Fields(BTreeMap::new());
         for path in paths {
             let parts: Vec<&str> = path.split('.').collect();
-            schema::check(&parts).map_err(|why| format!("field_mask: unknown path '{path}': {why}"))?;
+            schema::check(&parts).map_err(|why| FieldMaskError::UnknownPath { path: path.clone(), why })?;
             keep.add(&parts);
         }
         Ok(FieldMask { keep: Some(keep) })

@@ -27,6 +27,68 @@ pub const MAX_PATTERN_BYTES: usize = 256;
 /// Compiled size of a request's node-name patterns, in bytes.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// A `GetFlows` filter flowtel refuses, saying where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// More filters than [`MAX_FILTERS`].
+    #[error("{0} filters; at most {MAX_FILTERS} are allowed")]
+    TooManyFilters(usize),
+    /// More entries in all filters together than [`MAX_ENTRIES`].
+    #[error("the filters hold {0} entries; at most {MAX_ENTRIES} are allowed")]
+    TooManyEntries(usize),
+    /// One filter's entry.
+    #[error("{list}[{index}].{field}: {why}")]
+    Entry {
+        /// `whitelist` or `blacklist`.
+        list: &'static str,
+        /// The filter's index in it.
+        index: usize,
+        /// The filter's field (`source_ip`, …).
+        field: &'static str,
+        /// What is wrong with the entry.
+        why: EntryError,
+    },
+}
+
+/// What is wrong with a filter entry.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// An IP entry with a `/` that is not a CIDR.
+    #[error("`{0}` is not a CIDR")]
+    NotCidr(String),
+    /// An IP entry that is not an address.
+    #[error("`{0}` is not an IP address")]
+    NotIp(String),
+    /// A port entry that is not a port number.
+    #[error("`{0}` is not a port")]
+    NotPort(String),
+    /// A protocol Hubble does not filter on.
+    #[error("`{0}` is not a protocol Hubble filters on")]
+    NotProtocol(String),
+    /// A pattern or selector longer than [`MAX_PATTERN_BYTES`].
+    #[error("a {what} is {bytes} bytes, at most {MAX_PATTERN_BYTES} are allowed")]
+    TooLong {
+        /// `pattern` or `label selector`.
+        what: &'static str,
+        /// Its length.
+        bytes: usize,
+    },
+    /// A label selector that does not parse.
+    #[error("label selector `{selector}`: {why}")]
+    Selector {
+        /// The selector.
+        selector: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The node name patterns do not compile within the size limit.
+    #[error("{0}")]
+    NodePatterns(regex::Error),
+}
+
+/// An entry error of filter field `field`.
+type FieldResult<T> = Result<T, (&'static str, EntryError)>;
+
 /// An IP filter entry: one address or a CIDR.
 #[derive(Clone, Debug)]
 enum IpMatch {
@@ -35,11 +97,11 @@ enum IpMatch {
 }
 
 impl IpMatch {
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, EntryError> {
         if text.contains('/') {
-            text.parse().map(IpMatch::Net).map_err(|_| format!("`{text}` is not a CIDR"))
+            text.parse().map(IpMatch::Net).map_err(|_| EntryError::NotCidr(text.to_owned()))
         } else {
-            text.parse().map(IpMatch::Exact).map_err(|_| format!("`{text}` is not an IP address"))
+            text.parse().map(IpMatch::Exact).map_err(|_| EntryError::NotIp(text.to_owned()))
         }
     }
 
@@ -98,11 +160,11 @@ enum Requirement {
 struct Selector(Vec<Requirement>);
 
 impl Selector {
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, EntryError> {
         if text.len() > MAX_PATTERN_BYTES {
-            return Err(format!("a label selector is {} bytes, at most {MAX_PATTERN_BYTES} are allowed", text.len()));
+            return Err(EntryError::TooLong { what: "label selector", bytes: text.len() });
         }
-        let bad = |why: &str| format!("label selector `{text}`: {why}");
+        let bad = |why: &'static str| EntryError::Selector { selector: text.to_owned(), why };
         let mut requirements = Vec::new();
         // Split on commas outside parentheses.
         let (mut depth, mut start) = (0i32, 0);
@@ -119,7 +181,7 @@ impl Selector {
             }
         }
         parts.push(&text[start..]);
-        let key = |k: &str| -> Result<String, String> {
+        let key = |k: &str| -> Result<String, EntryError> {
             let k = k.trim();
             let k = k.strip_prefix("k8s:").unwrap_or(k);
             if k.is_empty() || k.contains(char::is_whitespace) {
@@ -128,7 +190,7 @@ impl Selector {
                 Ok(k.to_owned())
             }
         };
-        let set = |values: &str| -> Result<Vec<String>, String> {
+        let set = |values: &str| -> Result<Vec<String>, EntryError> {
             let inner = values
                 .trim()
                 .strip_prefix('(')
@@ -195,26 +257,26 @@ pub struct Filter {
     node_name: Option<NodePatterns>,
 }
 
-fn ports(field: &str, entries: &[String]) -> Result<Vec<u16>, String> {
-    entries.iter().map(|p| p.trim().parse().map_err(|_| format!("{field}: `{p}` is not a port"))).collect()
+fn ports(field: &'static str, entries: &[String]) -> FieldResult<Vec<u16>> {
+    entries.iter().map(|p| p.trim().parse().map_err(|_| (field, EntryError::NotPort(p.clone())))).collect()
 }
 
-fn ips(field: &str, entries: &[String]) -> Result<Vec<IpMatch>, String> {
-    entries.iter().map(|e| IpMatch::parse(e.trim()).map_err(|why| format!("{field}: {why}"))).collect()
+fn ips(field: &'static str, entries: &[String]) -> FieldResult<Vec<IpMatch>> {
+    entries.iter().map(|e| IpMatch::parse(e.trim()).map_err(|why| (field, why))).collect()
 }
 
-fn selectors(field: &str, entries: &[String]) -> Result<Vec<Selector>, String> {
-    entries.iter().map(|e| Selector::parse(e).map_err(|why| format!("{field}: {why}"))).collect()
+fn selectors(field: &'static str, entries: &[String]) -> FieldResult<Vec<Selector>> {
+    entries.iter().map(|e| Selector::parse(e).map_err(|why| (field, why))).collect()
 }
 
 impl Filter {
     /// Checks a filter's entries; the error names the field and the entry.
-    pub fn new(raw: FlowFilter) -> Result<Self, String> {
+    fn new(raw: FlowFilter) -> FieldResult<Self> {
         let names = |entries: &[String]| entries.iter().map(|e| NameMatch::parse(e)).collect();
         let protocol = raw.protocol.iter().map(|p| p.trim().to_ascii_lowercase()).collect::<Vec<_>>();
         for p in &protocol {
             if !matches!(p.as_str(), "tcp" | "udp" | "icmp" | "icmpv4" | "icmpv6" | "sctp" | "http" | "dns" | "kafka") {
-                return Err(format!("protocol: `{p}` is not a protocol Hubble filters on"));
+                return Err(("protocol", EntryError::NotProtocol(p.clone())));
             }
         }
         Ok(Filter {
@@ -229,7 +291,7 @@ impl Filter {
             source_port: ports("source_port", &raw.source_port)?,
             destination_port: ports("destination_port", &raw.destination_port)?,
             protocol,
-            node_name: NodePatterns::new(&raw.node_name)?,
+            node_name: NodePatterns::new(&raw.node_name).map_err(|why| ("node_name", why))?,
             raw,
         })
     }
@@ -357,17 +419,14 @@ fn workload_matches(wanted: &[Workload], endpoint: &Endpoint) -> bool {
 struct NodePatterns(regex::Regex);
 
 impl NodePatterns {
-    fn new(patterns: &[String]) -> Result<Option<Self>, String> {
+    fn new(patterns: &[String]) -> Result<Option<Self>, EntryError> {
         if patterns.is_empty() {
             return Ok(None);
         }
         let mut alternatives = Vec::with_capacity(patterns.len());
         for pattern in patterns {
             if pattern.len() > MAX_PATTERN_BYTES {
-                return Err(format!(
-                    "node_name: a pattern is {} bytes, at most {MAX_PATTERN_BYTES} are allowed",
-                    pattern.len()
-                ));
+                return Err(EntryError::TooLong { what: "pattern", bytes: pattern.len() });
             }
             let (cluster, name) = match pattern.split_once('/') {
                 Some((cluster, name)) => {
@@ -381,7 +440,7 @@ impl NodePatterns {
         let regex = regex::RegexBuilder::new(&format!(r"\A(?:{})\z", alternatives.join("|")))
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
-            .map_err(|err| format!("node_name: {err}"))?;
+            .map_err(EntryError::NodePatterns)?;
         Ok(Some(NodePatterns(regex)))
     }
 
@@ -457,19 +516,22 @@ pub struct Filters {
 
 impl Filters {
     /// Checks both lists; the error names the list, the filter's index and the field.
-    pub fn new(whitelist: Vec<FlowFilter>, blacklist: Vec<FlowFilter>) -> Result<Self, String> {
+    pub fn new(whitelist: Vec<FlowFilter>, blacklist: Vec<FlowFilter>) -> Result<Self, FilterError> {
         let filters = whitelist.len() + blacklist.len();
         if filters > MAX_FILTERS {
-            return Err(format!("{filters} filters; at most {MAX_FILTERS} are allowed"));
+            return Err(FilterError::TooManyFilters(filters));
         }
         let entries: usize = whitelist.iter().chain(&blacklist).map(entry_count).sum();
         if entries > MAX_ENTRIES {
-            return Err(format!("the filters hold {entries} entries; at most {MAX_ENTRIES} are allowed"));
+            return Err(FilterError::TooManyEntries(entries));
         }
-        let check = |name: &str, list: Vec<FlowFilter>| -> Result<Vec<Filter>, String> {
-            list.into_iter()
+        let check = |list: &'static str, filters: Vec<FlowFilter>| -> Result<Vec<Filter>, FilterError> {
+            filters
+                .into_iter()
                 .enumerate()
-                .map(|(index, filter)| Filter::new(filter).map_err(|why| format!("{name}[{index}].{why}")))
+                .map(|(index, filter)| {
+                    Filter::new(filter).map_err(|(field, why)| FilterError::Entry { list, index, field, why })
+                })
                 .collect()
         };
         Ok(Filters { whitelist: check("whitelist", whitelist)?, blacklist: check("blacklist", blacklist)? })

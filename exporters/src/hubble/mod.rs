@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use flowtel_core::{
     Payload,
     component::{ComponentError, ComponentKind, ExportError, ExportOutcome, Exporter, ExporterContext},
+    export::TlsFileError,
     self_telemetry::Counter,
 };
 use tokio::task::JoinHandle;
@@ -106,8 +107,8 @@ fn uuid() -> String {
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
-fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+fn read(path: &std::path::Path) -> Result<Vec<u8>, TlsFileError> {
+    std::fs::read(path).map_err(|source| TlsFileError::Unreadable { path: path.to_path_buf(), source })
 }
 
 #[async_trait]
@@ -139,11 +140,12 @@ impl Exporter for HubbleExporter {
         let mut builder = tonic::transport::Server::builder();
         let mut tls_server_name = None;
         if let Some(tls) = &self.config.tls {
+            let unreadable = |e: TlsFileError| error(e.to_string());
             let identity =
-                Identity::from_pem(read(&tls.cert_file).map_err(&error)?, read(&tls.key_file).map_err(&error)?);
+                Identity::from_pem(read(&tls.cert_file).map_err(unreadable)?, read(&tls.key_file).map_err(unreadable)?);
             let mut settings = ServerTlsConfig::new().identity(identity);
             if let Some(ca) = &tls.client_ca_file {
-                settings = settings.client_ca_root(Certificate::from_pem(read(ca).map_err(&error)?));
+                settings = settings.client_ca_root(Certificate::from_pem(read(ca).map_err(unreadable)?));
             }
             builder = builder.tls_config(settings).map_err(|e| error(format!("tls: {e}")))?;
             tls_server_name = Some(endpoint.host().to_owned());

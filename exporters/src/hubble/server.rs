@@ -81,15 +81,15 @@ impl Query {
         if request.first && request.follow {
             return Err(Status::invalid_argument("first cannot be combined with follow"));
         }
-        let filters =
-            Filters::new(request.whitelist.clone(), request.blacklist.clone()).map_err(Status::invalid_argument)?;
+        let filters = Filters::new(request.whitelist.clone(), request.blacklist.clone())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let paths = request
             .field_mask
             .as_ref()
             .or_else(|| request.experimental.as_ref().and_then(|e| e.field_mask.as_ref()))
             .map(|mask| mask.paths.clone())
             .unwrap_or_default();
-        let mask = FieldMask::new(&paths).map_err(Status::invalid_argument)?;
+        let mask = FieldMask::new(&paths).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let since = request.since.as_ref().map(unix_nanos);
         let until = request.until.as_ref().map(unix_nanos);
         if let (Some(since), Some(until)) = (since, until)

@@ -1,5 +1,6 @@
 //! `exporters::otlp_grpc` config, with the collector's names and defaults.
 
+use flowtel_core::export::BuildError;
 use std::{collections::BTreeMap, time::Duration};
 
 use flowtel_core::{
@@ -40,7 +41,7 @@ fn default_timeout() -> Duration {
 
 impl OtlpGrpcConfig {
     /// The endpoint as a URI with a scheme, TLS or not as the config says.
-    pub fn uri(&self) -> Result<http::Uri, String> {
+    pub fn uri(&self) -> Result<http::Uri, BuildError> {
         let text = if self.endpoint.contains("://") {
             self.endpoint.clone()
         } else if self.tls.insecure {
@@ -48,14 +49,16 @@ impl OtlpGrpcConfig {
         } else {
             format!("https://{}", self.endpoint)
         };
-        let uri: http::Uri =
-            text.parse().map_err(|err| format!("{:?} is not a valid endpoint: {err}", self.endpoint))?;
+        let uri: http::Uri = text.parse().map_err(|err: http::uri::InvalidUri| BuildError::Unparsable {
+            endpoint: self.endpoint.clone(),
+            why: err.to_string(),
+        })?;
         match (uri.scheme_str(), uri.host()) {
             (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
             (Some(scheme), _) if scheme != "http" && scheme != "https" => {
-                Err(format!("{:?}: the scheme must be http or https", self.endpoint))
+                Err(BuildError::Scheme { endpoint: self.endpoint.clone() })
             }
-            _ => Err(format!("{:?} has no host; expected e.g. `collector:4317`", self.endpoint)),
+            _ => Err(BuildError::NoHost { endpoint: self.endpoint.clone() }),
         }
     }
 }
@@ -64,7 +67,7 @@ impl Validate for OtlpGrpcConfig {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         if let Err(message) = self.uri() {
-            problems.push(("endpoint".into(), message));
+            problems.push(("endpoint".into(), message.to_string()));
         }
         if self.timeout.is_zero() {
             problems.push(("timeout".into(), "must be more than 0".into()));

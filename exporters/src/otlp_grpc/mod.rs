@@ -10,6 +10,7 @@
 
 mod config;
 
+use flowtel_core::export::BuildError;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,19 +54,22 @@ fn export_path(signal: Signal) -> PathAndQuery {
 impl OtlpGrpcExporter {
     /// Builds the client; connections are made on first use, so a backend
     /// that is down at startup is retried like one that goes down later.
-    pub fn new(config: &OtlpGrpcConfig) -> Result<Self, String> {
+    pub fn new(config: &OtlpGrpcConfig) -> Result<Self, BuildError> {
         install_crypto_provider();
         let uri = config.uri()?;
         let use_tls = uri.scheme_str() == Some("https");
         let mut endpoint = Endpoint::from(uri).timeout(config.timeout).connect_timeout(config.timeout);
         if use_tls {
-            endpoint = endpoint.tls_config(tls_config(&config.tls)?).map_err(|err| format!("tls: {err}"))?;
+            endpoint = endpoint
+                .tls_config(tls_config(&config.tls)?)
+                .map_err(|err| BuildError::Tls { setting: "tls", why: err.to_string() })?;
         }
         let channel = endpoint.connect_lazy();
         let mut metadata = MetadataMap::new();
         for (name, value) in &config.headers {
-            let key = MetadataKey::from_bytes(name.as_bytes()).map_err(|err| format!("headers::{name}: {err}"))?;
-            let value = MetadataValue::try_from(value.as_str()).map_err(|err| format!("headers::{name}: {err}"))?;
+            let invalid = |why: String| BuildError::Header { name: name.clone(), why };
+            let key = MetadataKey::from_bytes(name.as_bytes()).map_err(|err| invalid(err.to_string()))?;
+            let value = MetadataValue::try_from(value.as_str()).map_err(|err| invalid(err.to_string()))?;
             metadata.insert(key, value);
         }
         let encoding = match config.compression {
@@ -123,7 +127,7 @@ impl Decoder for BytesDecoder {
     }
 }
 
-fn tls_config(tls: &TlsClientConfig) -> Result<ClientTlsConfig, String> {
+fn tls_config(tls: &TlsClientConfig) -> Result<ClientTlsConfig, BuildError> {
     let mut config = ClientTlsConfig::new();
     match &tls.ca_file {
         Some(ca_file) => {

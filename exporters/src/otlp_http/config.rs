@@ -1,5 +1,6 @@
 //! `exporters::otlp_http` config, with the collector's names and defaults.
 
+use flowtel_core::export::BuildError;
 use std::{collections::BTreeMap, time::Duration};
 
 use flowtel_core::{
@@ -65,7 +66,7 @@ fn default_timeout() -> Duration {
 
 impl OtlpHttpConfig {
     /// The URL that receives `signal`, if one is configured.
-    pub fn url(&self, signal: Signal) -> Option<Result<reqwest::Url, String>> {
+    pub fn url(&self, signal: Signal) -> Option<Result<reqwest::Url, BuildError>> {
         let explicit = match signal {
             Signal::Logs => &self.logs_endpoint,
             Signal::Metrics => &self.metrics_endpoint,
@@ -80,11 +81,12 @@ impl OtlpHttpConfig {
     }
 }
 
-fn parse_url(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text).map_err(|err| format!("{text:?} is not a valid URL: {err}"))?;
+fn parse_url(text: &str) -> Result<reqwest::Url, BuildError> {
+    let url = reqwest::Url::parse(text)
+        .map_err(|err| BuildError::UnparsableUrl { url: text.to_owned(), why: err.to_string() })?;
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
-        _ => Err(format!("{text:?}: expected an http:// or https:// URL with a host")),
+        _ => Err(BuildError::NotHttpUrl { url: text.to_owned() }),
     }
 }
 
@@ -102,7 +104,7 @@ impl Validate for OtlpHttpConfig {
         }
         for (field, value) in fields {
             if let Some(Err(message)) = value.as_deref().map(parse_url) {
-                problems.push((field.into(), message));
+                problems.push((field.into(), message.to_string()));
             }
         }
         if self.timeout.is_zero() {

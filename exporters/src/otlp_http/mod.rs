@@ -7,6 +7,7 @@
 
 mod config;
 
+use flowtel_core::export::BuildError;
 use std::{io::Write as _, time::Duration};
 
 use async_trait::async_trait;
@@ -32,18 +33,18 @@ pub struct OtlpHttpExporter {
 
 impl OtlpHttpExporter {
     /// Builds the HTTP client.
-    pub fn new(config: &OtlpHttpConfig) -> Result<Self, String> {
+    pub fn new(config: &OtlpHttpConfig) -> Result<Self, BuildError> {
         install_crypto_provider();
         let mut headers = header::HeaderMap::new();
         for (name, value) in &config.headers {
-            let name =
-                header::HeaderName::from_bytes(name.as_bytes()).map_err(|err| format!("headers::{name}: {err}"))?;
-            let value = header::HeaderValue::from_str(value).map_err(|err| format!("headers::{name}: {err}"))?;
+            let invalid = |why: String| BuildError::Header { name: name.clone(), why };
+            let name = header::HeaderName::from_bytes(name.as_bytes()).map_err(|err| invalid(err.to_string()))?;
+            let value = header::HeaderValue::from_str(value).map_err(|err| invalid(err.to_string()))?;
             headers.insert(name, value);
         }
         let mut builder = reqwest::Client::builder().default_headers(headers).timeout(config.timeout);
         builder = tls(builder, &config.tls)?;
-        let client = builder.build().map_err(|err| format!("cannot build the HTTP client: {err}"))?;
+        let client = builder.build().map_err(|err| BuildError::HttpClient(err.to_string()))?;
         let url = |signal| config.url(signal).transpose();
         Ok(OtlpHttpExporter {
             client,
@@ -54,16 +55,18 @@ impl OtlpHttpExporter {
     }
 }
 
-fn tls(mut builder: reqwest::ClientBuilder, tls: &TlsClientConfig) -> Result<reqwest::ClientBuilder, String> {
+fn tls(mut builder: reqwest::ClientBuilder, tls: &TlsClientConfig) -> Result<reqwest::ClientBuilder, BuildError> {
     if let Some(ca_file) = &tls.ca_file {
         let pem = TlsClientConfig::read("ca_file", ca_file)?;
-        let certificate = reqwest::Certificate::from_pem(&pem).map_err(|err| format!("tls::ca_file: {err}"))?;
+        let certificate = reqwest::Certificate::from_pem(&pem)
+            .map_err(|err| BuildError::Tls { setting: "tls::ca_file", why: err.to_string() })?;
         builder = builder.tls_certs_only([certificate]);
     }
     if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
         let mut pem = TlsClientConfig::read("cert_file", cert)?;
         pem.extend(TlsClientConfig::read("key_file", key)?);
-        let identity = reqwest::Identity::from_pem(&pem).map_err(|err| format!("tls::cert_file: {err}"))?;
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|err| BuildError::Tls { setting: "tls::cert_file", why: err.to_string() })?;
         builder = builder.identity(identity);
     }
     Ok(builder)

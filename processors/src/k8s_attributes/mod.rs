@@ -370,7 +370,7 @@ impl Processor for K8sAttributesProcessor {
         let error = |message: String| ComponentError::new(ComponentKind::Processor, &ctx.id, message);
         let started = self.watches.lock().unwrap_or_else(PoisonError::into_inner).is_some();
         if !started {
-            let client = watch::client(&self.config).await.map_err(error)?;
+            let client = watch::client(&self.config).await.map_err(|e| error(e.to_string()))?;
             let watches = watch::start(client, &self.config, self.view.clone(), &ctx.metrics);
             self.watches.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(watches);
         }

@@ -56,14 +56,23 @@ impl LogDedupConfig {
 impl LogDedupConfig {
     /// The time zone `timezone` names; UTC is always known, others come
     /// from the system's time zone database.
-    pub fn time_zone(&self) -> Result<jiff::tz::TimeZone, String> {
+    pub fn time_zone(&self) -> Result<jiff::tz::TimeZone, UnknownTimeZone> {
         if self.timezone.eq_ignore_ascii_case("utc") {
             return Ok(jiff::tz::TimeZone::UTC);
         }
-        jiff::tz::TimeZone::get(&self.timezone).map_err(|e| {
-            format!("unknown time zone `{}` (an IANA name such as UTC or Europe/Berlin): {e}", self.timezone)
-        })
+        jiff::tz::TimeZone::get(&self.timezone)
+            .map_err(|source| UnknownTimeZone { name: self.timezone.clone(), source })
     }
+}
+
+/// A `timezone` the time zone database does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown time zone `{name}` (an IANA name such as UTC or Europe/Berlin): {source}")]
+pub struct UnknownTimeZone {
+    /// As configured.
+    pub name: String,
+    /// What the database said.
+    pub source: jiff::Error,
 }
 
 impl Validate for LogDedupConfig {
@@ -79,7 +88,7 @@ impl Validate for LogDedupConfig {
             self.conditions.iter().enumerate().map(|(i, c)| (format!("conditions[{i}]"), c)),
         ));
         if let Err(problem) = self.time_zone() {
-            problems.push(("timezone".into(), problem));
+            problems.push(("timezone".into(), problem.to_string()));
         }
         if !self.include_fields.is_empty() && !self.exclude_fields.is_empty() {
             problems.push(("include_fields".into(), "cannot be set together with exclude_fields".into()));

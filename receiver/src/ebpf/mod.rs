@@ -66,7 +66,7 @@ impl EbpfReceiver {
 #[async_trait]
 impl Receiver for EbpfReceiver {
     async fn start(&mut self, ctx: ReceiverContext) -> Result<(), ComponentError> {
-        let error = |message: String| ComponentError::new(ComponentKind::Receiver, &ctx.id, message);
+        let error = |e: EbpfError| ComponentError::new(ComponentKind::Receiver, &ctx.id, e.to_string());
         let config = &self.config;
         let info = learn_kernel(config, &ctx).map_err(error)?;
         let (drop_settings, excluded_reasons) = if config.drops.enabled {
@@ -89,11 +89,10 @@ impl Receiver for EbpfReceiver {
             drops: drop_settings,
             tcp: tcp_settings.unwrap_or_default(),
         };
-        let mut probes = Probes::load(&settings).map_err(|e| error(e.to_string()))?;
+        let mut probes = Probes::load(&settings).map_err(error)?;
         let watcher = flows::attach::attach(&mut probes, config, &ctx.id).map_err(error)?;
         let drops_run = config.drops.enabled
-            && drops::attach::attach(&mut probes, &config.drops, &excluded_reasons, &ctx.id)
-                .map_err(|e| error(e.to_string()))?;
+            && drops::attach::attach(&mut probes, &config.drops, &excluded_reasons, &ctx.id).map_err(error)?;
         let tcp_run = config.tcp.enabled && tcp::attach::attach(&mut probes, &ctx.id);
 
         let host = flowtel_core::linux::host_name().unwrap_or_default();
@@ -114,10 +113,10 @@ impl Receiver for EbpfReceiver {
                 output,
                 self.stop.clone(),
             );
-            tasks.extend(started.map_err(|e| error(e.to_string()))?);
+            tasks.extend(started.map_err(error)?);
         }
         let started = flows::read::start(probes, watcher, config, &ctx.id, &ctx.metrics, publisher, self.stop.clone());
-        tasks.extend(started.map_err(|e| error(e.to_string()))?);
+        tasks.extend(started.map_err(error)?);
         self.tasks = tasks;
         tracing::info!(receiver = %ctx.id, transport = ?config.event_transport, "Watching network flows.");
         Ok(())
@@ -134,20 +133,18 @@ impl Receiver for EbpfReceiver {
 /// Checks the capabilities the config needs and learns what the drop and
 /// TCP programs need of this kernel (nothing when both are off); what the
 /// kernel lacks is reported once.
-fn learn_kernel(config: &EbpfReceiverConfig, ctx: &ReceiverContext) -> Result<KernelInfo, String> {
+fn learn_kernel(config: &EbpfReceiverConfig, ctx: &ReceiverContext) -> Result<KernelInfo, EbpfError> {
     let tracepoints_wanted = config.drops.enabled || config.tcp.enabled;
     if let Some(effective) = capabilities::effective() {
         let missing = capabilities::missing(effective, tracepoints_wanted);
         if !missing.is_empty() {
-            return Err(format!("flowtel lacks {}; run it as root or grant these capabilities", missing.join(", ")));
+            return Err(EbpfError::MissingCapabilities(missing));
         }
     }
     if !tracepoints_wanted {
         return Ok(KernelInfo::default());
     }
-    let tracefs = tracefs::root().map_err(|e| {
-        format!("{e}; the drop and TCP programs read their tracepoints' layouts there (or set drops.enabled and tcp.enabled to false)")
-    })?;
+    let tracefs = tracefs::root()?;
     let info = KernelInfo::discover(Path::new(btf::VMLINUX_BTF), Some(&tracefs));
     for gap in &info.gaps {
         tracing::warn!(receiver = %ctx.id, gap = %gap, "The kernel lacks something the drop or TCP programs use.");

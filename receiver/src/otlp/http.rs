@@ -227,15 +227,16 @@ fn refusal_reply(format: Format, refusal: Refusal) -> Response {
 
 /// Decodes an OTLP/HTTP body of `signal` as the receiver does (content type
 /// and encoding from `headers`, the same limits), for fuzzing and tests.
-pub fn decode_body(signal: Signal, headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Payload, String> {
-    fn run<S: OtlpSignal>(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Payload, String> {
-        let format = Format::from_headers(headers).ok_or("unsupported content type")?;
-        let mut reservation = RequestBudget::new(IN_FLIGHT_BYTES).try_reserve(body.len() as u64).ok_or("no room")?;
+pub fn decode_body(signal: Signal, headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Payload, DecodeError> {
+    fn run<S: OtlpSignal>(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Payload, DecodeError> {
+        let format = Format::from_headers(headers).ok_or(DecodeError::ContentType)?;
+        let mut reservation =
+            RequestBudget::new(IN_FLIGHT_BYTES).try_reserve(body.len() as u64).ok_or(DecodeError::NoRoom)?;
         match reservation.metered(|meter| decode::<S>(format, headers, body, limit, meter)) {
             Ok(Ok(request)) => Ok(S::into_payload(request)),
-            Ok(Err(Undecodable::TooLarge)) => Err("too large".into()),
-            Ok(Err(Undecodable::Malformed(why))) => Err(why),
-            Err(no_room) => Err(format!("{no_room:?}")),
+            Ok(Err(Undecodable::TooLarge)) => Err(DecodeError::TooLarge),
+            Ok(Err(Undecodable::Malformed(why))) => Err(DecodeError::Malformed(why)),
+            Err(_) => Err(DecodeError::NoRoom),
         }
     }
     match signal {
@@ -243,6 +244,23 @@ pub fn decode_body(signal: Signal, headers: &HeaderMap, body: Bytes, limit: usiz
         Signal::Metrics => run::<Metrics>(headers, body, limit),
         Signal::Traces => run::<Traces>(headers, body, limit),
     }
+}
+
+/// Why [`decode_body`] refused a body.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// `Content-Type` is neither OTLP protobuf nor JSON.
+    #[error("unsupported content type")]
+    ContentType,
+    /// The receiver's request budget cannot take it.
+    #[error("no room in the request budget")]
+    NoRoom,
+    /// Larger than the limit once decompressed.
+    #[error("larger than the limit once decompressed")]
+    TooLarge,
+    /// Not what its headers say.
+    #[error("malformed: {0}")]
+    Malformed(String),
 }
 
 /// Why a body could not be decoded.

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use self::budget::{NoRoom, RequestBudget, Reservation};
 pub use budget::IN_FLIGHT_BYTES;
 pub use config::{GrpcConfig, HttpConfig, OtlpReceiverConfig, ProtocolsConfig};
-pub use http::decode_body;
+pub use http::{DecodeError, decode_body};
 use signal::OtlpSignal;
 
 /// The `otlp` receiver.

@@ -145,23 +145,37 @@ fn is_field_name(part: &str) -> bool {
         && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Where a path leaves `flow.Flow`.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    /// The message there has no such field.
+    #[error("no field '{0}' there")]
+    NoField(String),
+    /// A scalar or list field followed by more parts.
+    #[error("'{0}' has no fields to name")]
+    NotAMessage(String),
+    /// A part that cannot be a field name.
+    #[error("'{0}' is not a field name")]
+    NotAName(String),
+}
+
 /// Checks a path (split on dots) against `flow.Flow`; the error says where it went wrong.
-pub(super) fn check(path: &[&str]) -> Result<(), String> {
+pub(super) fn check(path: &[&str]) -> Result<(), PathError> {
     let mut message = FLOW;
     let mut parts = path.iter().peekable();
     while let Some(part) = parts.next() {
         let Some((_, field)) = message.iter().find(|(name, _)| name == part) else {
-            return Err(format!("no field '{part}' there"));
+            return Err(PathError::NoField((*part).to_owned()));
         };
         match field {
             Msg(next) => message = next,
             Leaf | Repeated if parts.peek().is_some() => {
-                return Err(format!("'{part}' has no fields to name"));
+                return Err(PathError::NotAMessage((*part).to_owned()));
             }
             Leaf | Repeated => {}
             Opaque => {
                 return match parts.find(|part| !is_field_name(part)) {
-                    Some(bad) => Err(format!("'{bad}' is not a field name")),
+                    Some(bad) => Err(PathError::NotAName((*bad).to_owned())),
                     None => Ok(()),
                 };
             }

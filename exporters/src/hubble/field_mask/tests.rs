@@ -21,7 +21,7 @@ fn flow() -> Flow {
 }
 
 fn mask(paths: &[&str]) -> Result<FieldMask, String> {
-    FieldMask::new(&paths.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>())
+    FieldMask::new(&paths.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>()).map_err(|e| e.to_string())
 }
 
 /// The mask the `hubble` CLI (1.17 to 1.19) sends by default for its compact,

@@ -13,29 +13,29 @@ use crate::ebpf::{
     config::{DropTracepoint, DropsConfig},
     kernel::{
         info::KernelInfo,
-        loader::{EbpfError, Probes, attach_tracepoint, map_error, program},
+        loader::{EbpfError, Probes, TracepointFailure, attach_tracepoint, map_error, program},
     },
 };
 
 /// The drop program's settings, or an error naming an excluded reason
 /// this kernel does not know.
-pub fn settings(info: &KernelInfo, config: &DropsConfig) -> Result<(DropSettings, Vec<u32>), String> {
+pub fn settings(info: &KernelInfo, config: &DropsConfig) -> Result<(DropSettings, Vec<u32>), EbpfError> {
     let value = |name: &str| info.enums.drop_reason_value(name).map(|v| v as u32);
     let mut excluded = Vec::new();
     for (index, name) in config.exclude_reasons.iter().enumerate() {
+        let refused =
+            |message: String| EbpfError::Setting { field: format!("drops.exclude_reasons[{index}]"), message };
         match value(name) {
             Some(reason) => excluded.push(reason),
             None if info.enums.drop_reasons.is_empty() => {
-                return Err(format!(
-                    "drops.exclude_reasons[{index}]: this kernel reports no drop reasons (before 5.17, or no BTF)"
-                ));
+                return Err(refused("this kernel reports no drop reasons (before 5.17, or no BTF)".into()));
             }
             None => {
                 let known: Vec<&str> = info.enums.drop_reasons.values().map(String::as_str).collect();
-                return Err(format!(
-                    "drops.exclude_reasons[{index}]: `{name}` is not a drop reason of this kernel (it knows {})",
+                return Err(refused(format!(
+                    "`{name}` is not a drop reason of this kernel (it knows {})",
                     known.join(", ")
-                ));
+                )));
             }
         }
     }
@@ -77,16 +77,21 @@ impl Probes {
     /// Loads and attaches the drop program: the BTF tracepoint, the classic
     /// one, or (`auto`) the first the kernel takes. Returns which.
     pub fn attach_drops(&mut self, which: DropTracepoint) -> Result<&'static str, EbpfError> {
-        let btf_attempt = |ebpf: &mut Ebpf| -> Result<(), String> {
-            let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+        let btf_attempt = |ebpf: &mut Ebpf| -> Result<(), TracepointFailure> {
+            let btf = Btf::from_sys_fs().map_err(|e| TracepointFailure::NoBtf(e.to_string()))?;
             let program: &mut BtfTracePoint = program(ebpf, PROG_KFREE_SKB_BTF)?;
-            program.load("kfree_skb", &btf).map_err(|e| format!("the kernel refused it: {}", error_chain(&e)))?;
-            program.attach().map_err(|e| format!("cannot attach: {}", error_chain(&e)))?;
+            program.load("kfree_skb", &btf).map_err(|e| TracepointFailure::Refused(error_chain(&e)))?;
+            program.attach().map_err(|e| TracepointFailure::Attach(format!(": {}", error_chain(&e))))?;
             Ok(())
         };
         let classic_attempt = |ebpf: &mut Ebpf| attach_tracepoint(ebpf, PROG_KFREE_SKB, "skb", "kfree_skb");
-        let error =
-            |program: &'static str| move |message: String| EbpfError::Program { program, on: String::new(), message };
+        let error = |program: &'static str| {
+            move |failure: TracepointFailure| EbpfError::Program {
+                program,
+                on: String::new(),
+                message: failure.to_string(),
+            }
+        };
         match which {
             DropTracepoint::Btf => {
                 btf_attempt(&mut self.ebpf).map(|()| "tp_btf/kfree_skb").map_err(error(PROG_KFREE_SKB_BTF))
@@ -98,9 +103,13 @@ impl Probes {
                 Ok(()) => Ok("tp_btf/kfree_skb"),
                 Err(btf_error) => {
                     tracing::info!(error = %btf_error, "BTF tracepoint kfree_skb unavailable; using the classic one.");
-                    classic_attempt(&mut self.ebpf)
-                        .map(|()| "tracepoint/skb/kfree_skb")
-                        .map_err(|e| error(PROG_KFREE_SKB)(format!("{e} (and tp_btf: {btf_error})")))
+                    classic_attempt(&mut self.ebpf).map(|()| "tracepoint/skb/kfree_skb").map_err(|e| {
+                        EbpfError::Program {
+                            program: PROG_KFREE_SKB,
+                            on: String::new(),
+                            message: format!("{e} (and tp_btf: {btf_error})"),
+                        }
+                    })
                 }
             },
         }

@@ -27,11 +27,15 @@ pub struct InterfaceWatcher {
 /// Attaches the TC programs to every interface the config names that exists
 /// now (one that cannot be attached is an error); the returned watcher
 /// attaches those that appear later.
-pub fn attach(probes: &mut Probes, config: &EbpfReceiverConfig, id: &ComponentId) -> Result<InterfaceWatcher, String> {
+pub fn attach(
+    probes: &mut Probes,
+    config: &EbpfReceiverConfig,
+    id: &ComponentId,
+) -> Result<InterfaceWatcher, EbpfError> {
     let filter = InterfaceFilter::new(&config.interfaces, &config.exclude_interfaces)
-        .map_err(|(field, message)| format!("{field}: {message}"))?;
+        .map_err(|(field, message)| EbpfError::Setting { field: field.to_owned(), message })?;
     let mut watcher = InterfaceWatcher { filter, names: BTreeMap::new(), mode: config.tc_attach };
-    watcher.sync(probes, true).map_err(|e| e.to_string())?;
+    watcher.sync(probes, true)?;
     if probes.attached().next().is_none() {
         tracing::warn!(receiver = %id, "No interface matches yet; waiting for one to appear.");
     }

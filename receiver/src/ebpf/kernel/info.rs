@@ -50,7 +50,7 @@ impl KernelInfo {
         let mut format = |category: &str, name: &str| match tracefs::format(root, category, name) {
             Ok(format) => format,
             Err(err) => {
-                info.gaps.push(err);
+                info.gaps.push(err.to_string());
                 tracefs::Format::default()
             }
         };

@@ -40,6 +40,22 @@ pub enum EbpfError {
         /// What failed.
         message: String,
     },
+    /// The process lacks capabilities the programs need.
+    #[error("flowtel lacks {}; run it as root or grant these capabilities", .0.join(", "))]
+    MissingCapabilities(Vec<&'static str>),
+    /// The drop and TCP programs need tracefs, which cannot be used.
+    #[error(
+        "{0}; the drop and TCP programs read their tracepoints' layouts there (or set drops.enabled and tcp.enabled to false)"
+    )]
+    Tracefs(#[from] super::tracefs::TracefsError),
+    /// A setting this kernel or machine cannot honour.
+    #[error("{field}: {message}")]
+    Setting {
+        /// The setting's path (`drops.exclude_reasons[0]`).
+        field: String,
+        /// Why.
+        message: String,
+    },
     /// A map is missing, has the wrong type, or could not be read or written.
     #[error("eBPF map {map}: {message}")]
     Map {
@@ -171,12 +187,32 @@ impl Drop for Probes {
     }
 }
 
+/// Why a tracepoint program does not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TracepointFailure {
+    /// The object has no program of that name.
+    #[error("missing from the object")]
+    Missing,
+    /// The program is of another type.
+    #[error("{0}")]
+    WrongType(aya::programs::ProgramError),
+    /// A BTF tracepoint needs the kernel's BTF.
+    #[error("no kernel BTF: {0}")]
+    NoBtf(String),
+    /// The verifier or the kernel refused to load it (with the causes).
+    #[error("the kernel refused it: {0}")]
+    Refused(String),
+    /// It loaded but could not be attached (where to, and the causes).
+    #[error("cannot attach{0}")]
+    Attach(String),
+}
+
 /// A program of the object as its type.
-pub(in crate::ebpf) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, String>
+pub(in crate::ebpf) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, TracepointFailure>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    ebpf.program_mut(name).ok_or_else(|| "missing from the object".to_owned())?.try_into().map_err(|e| format!("{e}"))
+    ebpf.program_mut(name).ok_or(TracepointFailure::Missing)?.try_into().map_err(TracepointFailure::WrongType)
 }
 
 /// Loads a classic tracepoint program and attaches it to `category:name`.
@@ -185,10 +221,12 @@ pub(in crate::ebpf) fn attach_tracepoint(
     program_name: &str,
     category: &str,
     name: &str,
-) -> Result<(), String> {
+) -> Result<(), TracepointFailure> {
     let program: &mut TracePoint = program(ebpf, program_name)?;
-    program.load().map_err(|e| format!("the kernel refused it: {}", error_chain(&e)))?;
-    program.attach(category, name).map_err(|e| format!("cannot attach to {category}:{name}: {}", error_chain(&e)))?;
+    program.load().map_err(|e| TracepointFailure::Refused(error_chain(&e)))?;
+    program
+        .attach(category, name)
+        .map_err(|e| TracepointFailure::Attach(format!(" to {category}:{name}: {}", error_chain(&e))))?;
     Ok(())
 }
 

@@ -23,6 +23,81 @@ pub struct Field {
     pub signed: bool,
 }
 
+/// tracefs cannot be found, mounted or read.
+#[derive(Debug, thiserror::Error)]
+pub enum TracefsError {
+    /// Mounted, but its `events` directory cannot be read.
+    #[error("tracefs is mounted at {} but {} cannot be read: {source}", mount.display(), events.display())]
+    Unreadable {
+        /// Where tracefs is mounted.
+        mount: PathBuf,
+        /// Its `events` directory.
+        events: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not mounted, and `mount` cannot be run.
+    #[error("tracefs is not mounted and `mount` cannot run: {0}")]
+    CannotRunMount(std::io::Error),
+    /// Not mounted, and mounting it failed (what `mount` said).
+    #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {0}")]
+    MountFailed(String),
+    /// A tracepoint's `format` file cannot be read.
+    #[error("{}: {source}", path.display())]
+    ReadFormat {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A tracepoint's `format` file cannot be parsed.
+    #[error("{}: {source}", path.display())]
+    ParseFormat {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: FormatError,
+    },
+}
+
+/// A `format` file that cannot be parsed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    /// It declares no field.
+    #[error("no fields")]
+    NoFields,
+    /// A field line cannot be read.
+    #[error("line {line}: {why}: `{text}`")]
+    Field {
+        /// 1-based.
+        line: usize,
+        /// What is wrong with it.
+        why: FieldError,
+        /// The line.
+        text: String,
+    },
+}
+
+/// What is wrong with a field line.
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FieldError {
+    /// Nothing before the first `;`.
+    #[error("no declaration")]
+    NoDeclaration,
+    /// `name[N]` with an N that is not a number.
+    #[error("bad array length")]
+    ArrayLength,
+    /// No C type and identifier in the declaration.
+    #[error("no field name")]
+    NoName,
+    /// No `offset:`.
+    #[error("no offset")]
+    NoOffset,
+    /// No `size:`.
+    #[error("no size")]
+    NoSize,
+}
+
 /// The layout of one tracepoint's record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Format {
@@ -33,16 +108,17 @@ pub struct Format {
 impl Format {
     /// Parses a `format` file's text. Lines that are not field declarations
     /// are ignored; a field line that cannot be read is an error naming it.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, FormatError> {
         let mut fields = Vec::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             let Some(rest) = line.strip_prefix("field:") else { continue };
-            let field = parse_field(rest).map_err(|why| format!("line {}: {why}: `{line}`", number + 1))?;
+            let field =
+                parse_field(rest).map_err(|why| FormatError::Field { line: number + 1, why, text: line.to_owned() })?;
             fields.push(field);
         }
         if fields.is_empty() {
-            return Err("no fields".into());
+            return Err(FormatError::NoFields);
         }
         Ok(Format { fields })
     }
@@ -78,9 +154,9 @@ impl Format {
 }
 
 /// `<type> <name>[N]; offset:O; size:S; signed:0|1;` (after `field:`).
-fn parse_field(rest: &str) -> Result<Field, String> {
+fn parse_field(rest: &str) -> Result<Field, FieldError> {
     let mut parts = rest.split(';').map(str::trim);
-    let declaration = parts.next().ok_or("no declaration")?;
+    let declaration = parts.next().ok_or(FieldError::NoDeclaration)?;
     let (mut offset, mut size, mut signed) = (None, None, false);
     for part in parts {
         let Some((key, value)) = part.split_once(':') else { continue };
@@ -95,21 +171,21 @@ fn parse_field(rest: &str) -> Result<Field, String> {
     // The name is the last identifier, after any `*`; an array suffix follows it.
     let (declaration, array) = match declaration.strip_suffix(']').and_then(|d| d.rsplit_once('[')) {
         Some((before, count)) => {
-            (before.trim_end(), Some(count.trim().parse::<usize>().map_err(|_| "bad array length")?))
+            (before.trim_end(), Some(count.trim().parse::<usize>().map_err(|_| FieldError::ArrayLength)?))
         }
         None => (declaration, None),
     };
     let name = declaration.rsplit(|c: char| c.is_whitespace() || c == '*').next().unwrap_or_default();
     let c_type = &declaration[..declaration.len() - name.len()];
     if c_type.is_empty() || name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err("no field name".into());
+        return Err(FieldError::NoName);
     }
     Ok(Field {
         name: name.to_owned(),
         c_type: c_type.trim().to_owned(),
         array,
-        offset: offset.ok_or("no offset")?,
-        size: size.ok_or("no size")?,
+        offset: offset.ok_or(FieldError::NoOffset)?,
+        size: size.ok_or(FieldError::NoSize)?,
         signed,
     })
 }
@@ -117,17 +193,13 @@ fn parse_field(rest: &str) -> Result<Field, String> {
 /// Where tracefs is mounted (and readable), mounting it at
 /// `/sys/kernel/tracing` when it is nowhere. A tracefs that is mounted but
 /// cannot be read (no permission) is an error saying so.
-pub fn root() -> Result<PathBuf, String> {
+pub fn root() -> Result<PathBuf, TracefsError> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     if let Some(mounted) = mounted_tracefs(&mounts) {
         let events = mounted.join("events");
         return match std::fs::read_dir(&events) {
             Ok(_) => Ok(mounted),
-            Err(err) => Err(format!(
-                "tracefs is mounted at {} but {} cannot be read: {err}",
-                mounted.display(),
-                events.display()
-            )),
+            Err(source) => Err(TracefsError::Unreadable { mount: mounted, events, source }),
         };
     }
     for candidate in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
@@ -138,12 +210,9 @@ pub fn root() -> Result<PathBuf, String> {
     let output = Command::new("mount")
         .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
         .output()
-        .map_err(|e| format!("tracefs is not mounted and `mount` cannot run: {e}"))?;
+        .map_err(TracefsError::CannotRunMount)?;
     if !output.status.success() {
-        return Err(format!(
-            "tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+        return Err(TracefsError::MountFailed(String::from_utf8_lossy(&output.stderr).trim().to_owned()));
     }
     Ok(PathBuf::from("/sys/kernel/tracing"))
 }
@@ -159,10 +228,13 @@ fn mounted_tracefs(mounts: &str) -> Option<PathBuf> {
 }
 
 /// The record layout of tracepoint `category:name`.
-pub fn format(root: &Path, category: &str, name: &str) -> Result<Format, String> {
+pub fn format(root: &Path, category: &str, name: &str) -> Result<Format, TracefsError> {
     let path = root.join("events").join(category).join(name).join("format");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Format::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(TracefsError::ReadFormat { path, source }),
+    };
+    Format::parse(&text).map_err(|source| TracefsError::ParseFormat { path, source })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use flowtel_ebpf_common::{
 
 use crate::ebpf::kernel::{
     info::KernelInfo,
-    loader::{Probes, attach_tracepoint},
+    loader::{Probes, TracepointFailure, attach_tracepoint},
 };
 
 /// The TCP tracepoints: program, category, name.
@@ -37,7 +37,7 @@ pub fn settings(info: &KernelInfo) -> Option<TcpSettings> {
 /// Attaches every TCP program the kernel takes; returns whether any runs.
 /// One the kernel refuses is reported and left off; the others run.
 pub fn attach(probes: &mut Probes, id: &ComponentId) -> bool {
-    let failed: Vec<(&str, String)> = TCP_TRACEPOINTS
+    let failed: Vec<(&str, TracepointFailure)> = TCP_TRACEPOINTS
         .iter()
         .filter_map(|&(name, category, tracepoint)| {
             attach_tracepoint(&mut probes.ebpf, name, category, tracepoint).err().map(|e| (tracepoint, e))

@@ -44,14 +44,14 @@ fn reads_values_out_of_a_record() {
 
 #[test]
 fn malformed_formats_say_where() {
-    let err = Format::parse("name: x\nformat:\n\tfield:int state;\toffset:8;\tsigned:1;\n").unwrap_err();
+    let err = Format::parse("name: x\nformat:\n\tfield:int state;\toffset:8;\tsigned:1;\n").unwrap_err().to_string();
     assert!(err.contains("line 3") && err.contains("no size"), "{err}");
-    let err = Format::parse("\tfield:int state[x];\toffset:8;\tsize:4;\tsigned:1;\n").unwrap_err();
+    let err = Format::parse("\tfield:int state[x];\toffset:8;\tsize:4;\tsigned:1;\n").unwrap_err().to_string();
     assert!(err.contains("bad array length"), "{err}");
-    let err = Format::parse("\tfield:;\toffset:8;\tsize:4;\tsigned:1;\n").unwrap_err();
+    let err = Format::parse("\tfield:;\toffset:8;\tsize:4;\tsigned:1;\n").unwrap_err().to_string();
     assert!(err.contains("no field name"), "{err}");
-    assert_eq!(Format::parse("name: x\nprint fmt: \"\"\n").unwrap_err(), "no fields");
-    let err = format(Path::new("/nonexistent"), "skb", "kfree_skb").unwrap_err();
+    assert_eq!(Format::parse("name: x\nprint fmt: \"\"\n").unwrap_err().to_string(), "no fields");
+    let err = format(Path::new("/nonexistent"), "skb", "kfree_skb").unwrap_err().to_string();
     assert!(err.contains("/nonexistent/events/skb/kfree_skb/format"), "{err}");
 }
 
