@@ -63,6 +63,10 @@ pub mod attr {
     pub const FLOW_END_REASON: &str = "flow.end_reason";
     /// The kernel counted one packet in this many.
     pub const FLOW_SAMPLING_RATE: &str = "flow.sampling_rate";
+    /// `true` when the flow answers another (the server's side of a
+    /// connection, an echo reply), `false` when it asks; absent when unknown
+    /// (Hubble's `is_reply`).
+    pub const FLOW_IS_REPLY: &str = "flow.is_reply";
     /// The TCP flags seen on the flow (`SYN|ACK`).
     pub const NETWORK_TCP_FLAGS: &str = "network.tcp.flags";
 

@@ -40,6 +40,7 @@ fn flows(c: &mut Criterion) {
         bytes: 1500,
         packets: 3,
         tcp_flags: 0x12,
+        is_reply: Some(true),
         end: None,
     };
     let name = |_: u32| "eth0".to_owned();

@@ -120,8 +120,11 @@ pub struct FlowStats {
     pub packets: u64,
     /// Union of the TCP flags seen.
     pub tcp_flags: u16,
+    /// The TCP flags of the flow's first packet (on this CPU): `SYN`
+    /// without `ACK` opens a connection, `SYN|ACK` answers one.
+    pub first_tcp_flags: u8,
     /// Explicit padding; always zero.
-    pub pad: [u8; 6],
+    pub pad: [u8; 5],
 }
 
 /// [`FlowEvent::kind`]: a FIN or RST was seen.

@@ -62,6 +62,7 @@ fn add(stats: *mut FlowStats, bytes: u64, now: u64, flags: u8) {
     unsafe {
         if (*stats).packets == 0 {
             (*stats).first_seen_ns = now;
+            (*stats).first_tcp_flags = flags;
         }
         (*stats).bytes += bytes;
         (*stats).packets += 1;
@@ -109,7 +110,8 @@ pub fn record(ctx: &TcContext, direction: u8) {
                 bytes,
                 packets: 1,
                 tcp_flags: u16::from(parsed.tcp_flags),
-                pad: [0; 6],
+                first_tcp_flags: parsed.tcp_flags,
+                pad: [0; 5],
             };
             // A new flow raises no event: userspace finds it in the table at
             // its next flush, and the ring keeps its room for flow ends.

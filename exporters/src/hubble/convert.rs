@@ -47,6 +47,20 @@ impl<'a> Attributes<'a> {
         }
     }
 
+    /// A boolean attribute (or a string `true` / `false`).
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        match self.value(key)? {
+            Value::BoolValue(b) => Some(*b),
+            Value::StringValue(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether any attribute's key starts with `prefix`.
+    fn any_with_prefix(&self, prefix: &str) -> bool {
+        self.resource.iter().chain(self.record).any(|kv| kv.key.starts_with(prefix))
+    }
+
     /// An integer attribute (or a string holding one).
     pub fn int(&self, key: &str) -> Option<i64> {
         attributes::number(self.value(key)?).map(|n| n as i64)
@@ -106,13 +120,37 @@ fn tcp_flags(text: &str) -> TcpFlags {
 
 /// Cilium's reserved identity of a node's own addresses, seen on that node.
 const IDENTITY_HOST: u32 = 1;
+/// Cilium's reserved identity of addresses outside the cluster.
+const IDENTITY_WORLD: u32 = 2;
 /// Cilium's reserved identity of another node's addresses.
 const IDENTITY_REMOTE_NODE: u32 = 6;
+/// The first identity Cilium allocates to workloads (below are reserved).
+const FIRST_WORKLOAD_IDENTITY: u32 = 256;
+/// Past the last cluster-scoped identity (Cilium: 8 bits of cluster id over 16 of identity).
+const END_OF_WORKLOAD_IDENTITIES: u32 = 1 << 24;
+
+/// A pod's identity as Cilium numbers them: one per namespace and set of
+/// labels, the same for every pod of a workload and across restarts (a
+/// fixed hash of the sorted labels, which include the namespace), in the
+/// range Cilium allocates to workloads. Two label sets share one only by a
+/// hash collision (about one pair in 16 million).
+pub fn workload_identity(sorted_labels: &[String]) -> u32 {
+    use std::hash::Hasher as _;
+    let mut hasher = fnv::FnvHasher::default();
+    for label in sorted_labels {
+        hasher.write(label.as_bytes());
+        hasher.write_u8(0);
+    }
+    let span = u64::from(END_OF_WORKLOAD_IDENTITIES - FIRST_WORKLOAD_IDENTITY);
+    FIRST_WORKLOAD_IDENTITY + (hasher.finish() % span) as u32
+}
 
 /// One side's endpoint from `k8s.src.*` / `k8s.dst.*` attributes (empty
-/// outside Kubernetes). An end that is a node, not a pod, gets Cilium's
-/// reserved identity: `host` on the node that reported the flow (`node`),
-/// `remote-node` elsewhere.
+/// outside Kubernetes). A pod gets a workload identity
+/// ([`workload_identity`]); an end that is a node gets Cilium's reserved
+/// identity, `host` on the node that reported the flow (`node`),
+/// `remote-node` elsewhere; on a record `k8s_attributes` enriched, an end
+/// that is neither is `world`.
 fn endpoint(attributes: &Attributes<'_>, end: End, node: &str) -> Endpoint {
     let get = |key: &str| attributes.str(&attr::k8s_of_end(end, key)).unwrap_or_default().to_owned();
     let mut labels: Vec<String> = attributes
@@ -126,17 +164,38 @@ fn endpoint(attributes: &Attributes<'_>, end: End, node: &str) -> Endpoint {
     }
     let pod_name = get(attr::K8S_POD_NAME);
     let end_node = get(attr::K8S_NODE_NAME);
-    let mut identity = 0;
-    if pod_name.is_empty() && !end_node.is_empty() {
-        let (reserved, id) =
-            if end_node == node { ("host", IDENTITY_HOST) } else { ("remote-node", IDENTITY_REMOTE_NODE) };
-        labels.push(format!("reserved:{reserved}"));
-        identity = id;
+    let reserved = if !pod_name.is_empty() {
+        None
+    } else if !end_node.is_empty() {
+        Some(if end_node == node { ("host", IDENTITY_HOST) } else { ("remote-node", IDENTITY_REMOTE_NODE) })
+    } else if enriched_by_k8s(attributes) {
+        Some(("world", IDENTITY_WORLD))
+    } else {
+        None
+    };
+    if let Some((name, _)) = reserved {
+        labels.push(format!("reserved:{name}"));
     }
     labels.sort();
+    let identity = match reserved {
+        Some((_, id)) => id,
+        None if !pod_name.is_empty() => workload_identity(&labels),
+        None => 0,
+    };
     let (kind, name) = (get(attr::K8S_OWNER_KIND), get(attr::K8S_OWNER_NAME));
-    let workloads = if name.is_empty() { Vec::new() } else { vec![Workload { name, kind }] };
+    let workloads = match (name.is_empty(), pod_name.is_empty()) {
+        (false, _) => vec![Workload { name, kind }],
+        // A pod no controller owns is its own workload.
+        (true, false) => vec![Workload { name: pod_name.clone(), kind: "Pod".into() }],
+        (true, true) => Vec::new(),
+    };
     Endpoint { identity, namespace, pod_name, labels, workloads, ..Endpoint::default() }
+}
+
+/// Whether `k8s_attributes` looked at the record's ends: then an end it
+/// found neither a pod nor a node for is outside the cluster.
+fn enriched_by_k8s(attributes: &Attributes<'_>) -> bool {
+    [End::Source, End::Destination].into_iter().any(|end| attributes.any_with_prefix(&attr::k8s_of_end(end, "k8s.")))
 }
 
 fn service(attributes: &Attributes<'_>, end: End) -> Option<Service> {
@@ -168,10 +227,14 @@ fn layer4(attributes: &Attributes<'_>) -> Option<Layer4> {
     Some(Layer4 { protocol: Some(protocol) })
 }
 
-/// Whether the flow answers another. A record's TCP flags are the union
-/// of its packets' flags, so only a flow that saw a SYN and never an ACK is
-/// known to open a connection; for any other the answer is unknown.
-fn is_reply(l4: Option<&Layer4>) -> Option<bool> {
+/// Whether the flow answers another: the record's `flow.is_reply` (the
+/// `ebpf` receiver's rule, or what another agent sent). Without it, only a
+/// TCP flow that saw a SYN and never an ACK is known to open a connection
+/// (a record's TCP flags are the union of its packets'); otherwise unknown.
+fn is_reply(attributes: &Attributes<'_>, l4: Option<&Layer4>) -> Option<bool> {
+    if let Some(is_reply) = attributes.bool(attr::FLOW_IS_REPLY) {
+        return Some(is_reply);
+    }
     match l4?.protocol.as_ref()? {
         Protocol::Tcp(Tcp { flags: Some(flags), .. }) if flags.syn && !flags.ack => Some(false),
         _ => None,
@@ -234,7 +297,7 @@ pub fn flow(resource: Option<&Resource>, record: &LogRecord, names: &NodeNames) 
         time: Some(timestamp(time)),
         verdict: if dropped { Verdict::Dropped } else { Verdict::Forwarded } as i32,
         ip,
-        is_reply: is_reply(l4.as_ref()),
+        is_reply: is_reply(&attributes, l4.as_ref()),
         l4,
         source: Some(endpoint(&attributes, End::Source, &node_name)),
         destination: Some(endpoint(&attributes, End::Destination, &node_name)),

@@ -34,6 +34,11 @@ impl From<i64> for AnyValueOf {
         AnyValueOf(Value::IntValue(i))
     }
 }
+impl From<bool> for AnyValueOf {
+    fn from(b: bool) -> Self {
+        AnyValueOf(Value::BoolValue(b))
+    }
+}
 impl From<f64> for AnyValueOf {
     fn from(d: f64) -> Self {
         AnyValueOf(Value::DoubleValue(d))
@@ -83,6 +88,7 @@ pub(crate) fn attribute_texts(record: &LogRecord) -> BTreeMap<String, String> {
                 Some(Value::StringValue(s)) => s.clone(),
                 Some(Value::IntValue(i)) => i.to_string(),
                 Some(Value::DoubleValue(d)) => d.to_string(),
+                Some(Value::BoolValue(b)) => b.to_string(),
                 other => format!("{other:?}"),
             };
             (kv.key.clone(), value)

@@ -103,7 +103,66 @@ fn node_ends_get_the_reserved_host_or_remote_node_identity() {
     assert_eq!((destination.identity, destination.labels), (6, vec!["reserved:remote-node".to_owned()]));
     let pod = vec![s("k8s.src.node.name", "node-1"), s("k8s.src.pod.name", "web-1")];
     let flow = super::flow(Some(&resource), &record("network.flow", pod), &names()).unwrap();
-    assert_eq!(flow.source.unwrap().identity, 0, "a pod's end is not the node's");
+    let source = flow.source.unwrap();
+    assert!(source.identity >= 256, "a pod's end is not the node's: {}", source.identity);
+    assert!(!source.labels.iter().any(|l| l.starts_with("reserved:")));
+}
+
+#[test]
+fn pods_get_one_identity_per_namespace_and_labels() {
+    let pod = |name: &str, namespace: &str, app: &str| {
+        let attributes =
+            vec![s("k8s.src.pod.name", name), s("k8s.src.namespace.name", namespace), s("k8s.src.pod.labels.app", app)];
+        flow(None, &record("network.flow", attributes), &names()).unwrap().source.unwrap()
+    };
+    let (web_1, web_2) = (pod("web-1", "shop", "web"), pod("web-2", "shop", "web"));
+    assert_eq!(web_1.identity, web_2.identity, "the same labels, the same identity");
+    assert!((256..1 << 24).contains(&web_1.identity), "outside Cilium's reserved identities");
+    assert_ne!(web_1.identity, pod("db-1", "shop", "db").identity);
+    assert_ne!(web_1.identity, pod("web-1", "staging", "web").identity, "the namespace is part of it");
+    // Stable across processes and builds: a fixed hash, written down here.
+    assert_eq!(super::workload_identity(&["k8s:app=web".to_owned()]), WEB_IDENTITY);
+    // A pod no controller owns is its own workload.
+    assert_eq!(web_1.workloads, [Workload { name: "web-1".into(), kind: "Pod".into() }]);
+}
+
+/// The identity of the label set `k8s:app=web`, as flowtel has always numbered it.
+const WEB_IDENTITY: u32 = 16_191_539;
+
+#[test]
+fn outside_the_cluster_is_world_once_k8s_attributes_looked() {
+    let attributes = vec![s("k8s.src.pod.name", "web-1"), s("k8s.src.namespace.name", "shop")];
+    let flow = flow(None, &record("network.flow", attributes), &names()).unwrap();
+    let destination = flow.destination.unwrap();
+    assert_eq!((destination.identity, destination.labels), (2, vec!["reserved:world".to_owned()]));
+    // Without Kubernetes attributes nothing is known of either end.
+    let bare = super::flow(None, &record("network.flow", vec![]), &names()).unwrap();
+    assert_eq!(bare.destination.unwrap().identity, 0);
+}
+
+#[test]
+fn is_reply_comes_from_the_record() {
+    let with = |value: Option<bool>| {
+        let mut attributes = vec![
+            s("network.transport", "tcp"),
+            i("source.port", 40000),
+            i("destination.port", 40001),
+            s("network.tcp.flags", "ACK|PSH"),
+        ];
+        if let Some(value) = value {
+            attributes.push(KeyValue {
+                key: "flow.is_reply".into(),
+                value: Some(AnyValue { value: Some(Value::BoolValue(value)) }),
+                ..Default::default()
+            });
+        }
+        flow(None, &record("network.flow", attributes), &names()).unwrap()
+    };
+    let reply = with(Some(true));
+    assert_eq!((reply.is_reply, reply.reply), (Some(true), true));
+    let request = with(Some(false));
+    assert_eq!((request.is_reply, request.reply), (Some(false), false));
+    assert_eq!(with(None).is_reply, None, "mid-connection flags alone say nothing");
 }
 
 #[test]

@@ -85,6 +85,9 @@ pub fn flow_record(report: &FlowReport, ctx: &RecordContext<'_>) -> LogRecord {
     if key.protocol == ipproto::TCP {
         attributes.push(kv(attr::NETWORK_TCP_FLAGS, tcp_flag_names(report.tcp_flags)));
     }
+    if let Some(is_reply) = report.is_reply {
+        attributes.push(kv(attr::FLOW_IS_REPLY, is_reply));
+    }
     if let Some(end) = report.end {
         attributes.push(kv(attr::FLOW_END_REASON, end.as_str()));
     }

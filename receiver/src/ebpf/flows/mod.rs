@@ -12,4 +12,5 @@ pub mod attach;
 pub mod convert;
 pub mod interfaces;
 pub mod read;
+pub mod reply;
 pub mod table;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     attach::InterfaceWatcher,
     convert::{self, FlowMetrics, RecordContext},
+    reply::ReplyRule,
     table::{EndReason, FlowReport, FlowTable, merge_per_cpu},
 };
 use crate::ebpf::{
@@ -64,7 +65,7 @@ pub fn start(
         config: config.clone(),
         probes,
         watcher,
-        table: FlowTable::new(config.idle_timeout.as_nanos() as u64),
+        table: FlowTable::new(config.idle_timeout.as_nanos() as u64).with_reply_rule(ReplyRule::from_system()),
         flow_metrics: FlowMetrics::new(clock_now().1),
         counters,
         publisher,
@@ -79,6 +80,8 @@ struct FlowCounters {
     /// Kernel counters mirrored into the registry, with the value last mirrored.
     mirrored: Vec<(KernelCounter, Counter, u64)>,
     evicted: Counter,
+    /// Flow records sent without `flow.is_reply`.
+    reply_unknown: Counter,
 }
 
 impl FlowCounters {
@@ -115,6 +118,11 @@ impl FlowCounters {
                 ),
                 (KernelCounter::RingBufferFull, lost("ring_buffer_full"), 0),
             ],
+            reply_unknown: registry.counter(
+                "flowtel_ebpf_flow_records_reply_unknown_total",
+                "Flow records sent without flow.is_reply: no rule knew which side asked.",
+                &receiver,
+            ),
             evicted: registry.counter(
                 "flowtel_ebpf_flows_evicted_total",
                 "Flows the kernel evicted from its full flow table before they were reported.",
@@ -187,6 +195,9 @@ impl FlowLoop {
             monotonic_to_unix_ns: clock.0,
             now_unix_ns: clock.1,
         };
+        if report.is_reply.is_none() {
+            self.counters.reply_unknown.inc();
+        }
         convert::flow_record(report, &ctx)
     }
 

@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use flowtel_ebpf_common::{FlowKey, FlowStats};
 
+use super::reply::ReplyRule;
+
 /// Why a flow ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndReason {
@@ -43,6 +45,8 @@ pub struct FlowReport {
     pub packets: u64,
     /// TCP flags seen over the flow's life.
     pub tcp_flags: u16,
+    /// Whether the flow answers another (`None`: no rule knows).
+    pub is_reply: Option<bool>,
     /// Set when this report ends the flow.
     pub end: Option<EndReason>,
 }
@@ -64,6 +68,9 @@ struct Tracked {
     reported_bytes: u64,
     reported_packets: u64,
     ended: bool,
+    /// Decided at a report of this flow and kept while it lives, so a
+    /// kernel entry re-created mid-connection keeps what its handshake said.
+    is_reply: Option<bool>,
 }
 
 /// What userspace knows of each kernel flow.
@@ -71,14 +78,17 @@ struct Tracked {
 pub struct FlowTable {
     flows: HashMap<FlowKey, Tracked>,
     idle_timeout_ns: u64,
+    reply: ReplyRule,
 }
 
 /// Sums a per-CPU flow value.
 pub fn merge_per_cpu<'a>(values: impl IntoIterator<Item = &'a FlowStats>) -> FlowStats {
     let mut total = FlowStats::default();
     for value in values.into_iter().filter(|v| v.packets > 0) {
-        total.first_seen_ns =
-            if total.packets == 0 { value.first_seen_ns } else { total.first_seen_ns.min(value.first_seen_ns) };
+        if total.packets == 0 || value.first_seen_ns < total.first_seen_ns {
+            total.first_seen_ns = value.first_seen_ns;
+            total.first_tcp_flags = value.first_tcp_flags;
+        }
         total.last_seen_ns = total.last_seen_ns.max(value.last_seen_ns);
         total.bytes += value.bytes;
         total.packets += value.packets;
@@ -90,7 +100,12 @@ pub fn merge_per_cpu<'a>(values: impl IntoIterator<Item = &'a FlowStats>) -> Flo
 impl FlowTable {
     /// An empty table ending flows after `idle_timeout_ns` without packets.
     pub fn new(idle_timeout_ns: u64) -> Self {
-        FlowTable { flows: HashMap::new(), idle_timeout_ns }
+        FlowTable { flows: HashMap::new(), idle_timeout_ns, reply: ReplyRule::default() }
+    }
+
+    /// The table, deciding `is_reply` with `reply`.
+    pub fn with_reply_rule(self, reply: ReplyRule) -> Self {
+        FlowTable { reply, ..self }
     }
 
     fn report(&mut self, key: &FlowKey, stats: &FlowStats, end: Option<EndReason>) -> Option<FlowReport> {
@@ -102,6 +117,7 @@ impl FlowTable {
         } else {
             (stats.bytes - tracked.reported_bytes.min(stats.bytes), stats.packets - tracked.reported_packets)
         };
+        tracked.is_reply = self.reply.is_reply(key, stats.first_tcp_flags).or(tracked.is_reply);
         tracked.reported_bytes = stats.bytes;
         tracked.reported_packets = stats.packets;
         let end = end.filter(|_| !tracked.ended);
@@ -115,6 +131,7 @@ impl FlowTable {
             bytes,
             packets,
             tcp_flags: stats.tcp_flags,
+            is_reply: tracked.is_reply,
             end,
         })
     }
@@ -209,12 +226,29 @@ mod tests {
 
     #[test]
     fn per_cpu_values_merge() {
-        let a = FlowStats { first_seen_ns: 5, last_seen_ns: 9, bytes: 10, packets: 1, tcp_flags: 0x02, pad: [0; 6] };
-        let b = FlowStats { first_seen_ns: 3, last_seen_ns: 7, bytes: 20, packets: 2, tcp_flags: 0x10, pad: [0; 6] };
+        let a = FlowStats {
+            first_seen_ns: 5,
+            last_seen_ns: 9,
+            bytes: 10,
+            packets: 1,
+            tcp_flags: 0x02,
+            first_tcp_flags: 0x02,
+            pad: [0; 5],
+        };
+        let b = FlowStats {
+            first_seen_ns: 3,
+            last_seen_ns: 7,
+            bytes: 20,
+            packets: 2,
+            tcp_flags: 0x10,
+            first_tcp_flags: 0x10,
+            pad: [0; 5],
+        };
         let merged = merge_per_cpu([&a, &FlowStats::default(), &b]);
         assert_eq!(
             (merged.first_seen_ns, merged.last_seen_ns, merged.bytes, merged.packets, merged.tcp_flags),
             (3, 9, 30, 3, 0x12)
         );
+        assert_eq!(merged.first_tcp_flags, 0x10, "the first packet is the earliest CPU's");
     }
 }

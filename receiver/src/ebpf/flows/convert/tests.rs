@@ -32,6 +32,7 @@ fn a_tcp_flow_over_ipv4() {
         bytes: 1500,
         packets: 3,
         tcp_flags: 0x1b,
+        is_reply: Some(false),
         end: Some(EndReason::Fin),
     };
     let name = |i: u32| format!("eth{i}");
@@ -51,6 +52,7 @@ fn a_tcp_flow_over_ipv4() {
         ("flow.packets", "3"),
         ("flow.start", "2023-11-14T22:13:20.005Z"),
         ("network.tcp.flags", "ACK|PSH|SYN|FIN"),
+        ("flow.is_reply", "false"),
         ("flow.end_reason", "fin"),
         ("flow.sampling_rate", "1"),
     ]
@@ -66,7 +68,16 @@ fn icmpv6_has_type_and_code_instead_of_ports() {
         FlowKey { protocol: ipproto::ICMPV6, ip_version: IP_V6, src_port: 128, dst_port: 0, ..FlowKey::default() };
     key.src_addr[0] = 0xfd;
     key.src_addr[15] = 1;
-    let report = FlowReport { key, first_seen_ns: 0, last_seen_ns: 0, bytes: 1, packets: 1, tcp_flags: 0, end: None };
+    let report = FlowReport {
+        key,
+        first_seen_ns: 0,
+        last_seen_ns: 0,
+        bytes: 1,
+        packets: 1,
+        tcp_flags: 0,
+        is_reply: None,
+        end: None,
+    };
     let name = |_| "veth0".to_owned();
     let found = attribute_texts(&flow_record(&report, &context(&name)));
     assert_eq!(found["source.address"], "fd00::1");
@@ -77,7 +88,16 @@ fn icmpv6_has_type_and_code_instead_of_ports() {
 #[test]
 fn metrics_are_cumulative_and_scaled_by_sampling() {
     let key = FlowKey { protocol: ipproto::UDP, ip_version: 4, ..FlowKey::default() };
-    let report = FlowReport { key, first_seen_ns: 0, last_seen_ns: 0, bytes: 100, packets: 2, tcp_flags: 0, end: None };
+    let report = FlowReport {
+        key,
+        first_seen_ns: 0,
+        last_seen_ns: 0,
+        bytes: 100,
+        packets: 2,
+        tcp_flags: 0,
+        is_reply: None,
+        end: None,
+    };
     let mut metrics = FlowMetrics::new(10);
     metrics.add(&report, "eth0".into(), 4);
     metrics.add(&report, "eth0".into(), 4);
