@@ -338,7 +338,13 @@ impl Filter {
                 flow.verdict == Verdict::Dropped as i32 && raw.drop_reason_desc.contains(&flow.drop_reason_desc)
             })
             && any(!raw.event_type.is_empty(), &|| raw.event_type.iter().any(|e| event_type_matches(e, flow)))
-            && any(!raw.reply.is_empty(), &|| flow.is_reply.is_some_and(|reply| raw.reply.contains(&reply)))
+            // As Cilium: a dropped packet that says nothing is no reply.
+            && any(!raw.reply.is_empty(), &|| {
+                let dropped = flow.verdict == Verdict::Dropped as i32;
+                flow.is_reply.or(dropped.then_some(false)).is_some_and(|reply| raw.reply.contains(&reply))
+            })
+            && any(!raw.source_identity.is_empty(), &|| raw.source_identity.contains(&source.identity))
+            && any(!raw.destination_identity.is_empty(), &|| raw.destination_identity.contains(&destination.identity))
             && any(!raw.tcp_flags.is_empty(), &|| flags.is_some_and(|f| raw.tcp_flags.iter().any(|w| flags_contain(f, w))))
             && self.node_name.as_ref().is_none_or(|patterns| patterns.matches(&flow.node_name))
             && any(!raw.ip_version.is_empty(), &|| {
@@ -353,11 +359,9 @@ impl Filter {
                 id.is_some_and(|id| raw.trace_id.iter().any(|t| t == id))
             })
             && any(!raw.uuid.is_empty(), &|| raw.uuid.contains(&flow.uuid))
-            // flowtel knows no FQDNs, identities, L7 or DNS: filters on them match nothing.
+            // flowtel knows no FQDNs, L7 or DNS: filters on them match nothing.
             && raw.source_fqdn.is_empty()
             && raw.destination_fqdn.is_empty()
-            && raw.source_identity.is_empty()
-            && raw.destination_identity.is_empty()
             && raw.http_status_code.is_empty()
             && raw.http_method.is_empty()
             && raw.http_path.is_empty()

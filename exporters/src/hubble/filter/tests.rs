@@ -119,3 +119,25 @@ fn requests_are_bounded_in_filters_entries_and_pattern_size() {
     let long = FlowFilter { source_label: vec!["a".repeat(MAX_PATTERN_BYTES + 1)], ..FlowFilter::default() };
     assert!(Filters::new(vec![long], vec![]).unwrap_err().to_string().contains("whitelist[0].source_label"));
 }
+
+#[test]
+fn reply_and_identity_filters_as_cilium() {
+    let allows = |flow: &Flow, filter: FlowFilter| Filters::new(vec![filter], Vec::new()).unwrap().allow(flow);
+    let not_reply = || FlowFilter { reply: vec![false], ..FlowFilter::default() };
+    let mut unknown = flow();
+    assert!(!allows(&unknown, not_reply()), "an unknown side is not known to be a request");
+    unknown.verdict = Verdict::Dropped as i32;
+    assert!(allows(&unknown, not_reply()), "a drop that says nothing is no reply");
+    let mut answer = flow();
+    answer.is_reply = Some(true);
+    assert!(!allows(&answer, not_reply()));
+    assert!(allows(&answer, FlowFilter { reply: vec![true], ..FlowFilter::default() }));
+
+    let mut identified = flow();
+    if let Some(source) = identified.source.as_mut() {
+        source.identity = 4242;
+    }
+    assert!(allows(&identified, FlowFilter { source_identity: vec![4242], ..FlowFilter::default() }));
+    assert!(!allows(&identified, FlowFilter { source_identity: vec![7], ..FlowFilter::default() }));
+    assert!(!allows(&identified, FlowFilter { destination_identity: vec![4242], ..FlowFilter::default() }));
+}
