@@ -217,7 +217,11 @@ fn hubble_api_over_flows_from_otlp() {
     assert_eq!(filtered(json!({"ip_version": ["IPv6"]})), ["fd00::1"]);
     assert_eq!(filtered(json!({"traffic_direction": ["EGRESS"]})), ["10.0.0.3"]);
     assert_eq!(filtered(json!({"event_type": [{"type": 1}]})), ["10.0.0.5"], "Cilium's drop event type");
-    assert_eq!(filtered(json!({"reply": [false]})), ["10.0.0.1"], "only a SYN-only flow is known to open");
+    assert_eq!(
+        filtered(json!({"reply": [false]})),
+        ["10.0.0.1", "10.0.0.5"],
+        "a SYN-only flow opens; a drop that says nothing is no reply (as Cilium filters)"
+    );
     assert!(filtered(json!({"source_fqdn": ["example.com"]})).is_empty(), "no flow has an FQDN");
 
     // Combinations: fields AND, whitelist OR, blacklist subtracts.

@@ -90,13 +90,15 @@ service:
 /// `namespace` with its default filters: flows of the kernel's event types
 /// that are not replies, from or to a pod of the namespace; not from or to
 /// unknown identities, the host, remote nodes, kube-dns on port 53,
-/// Prometheus, or cluster-local DNS names.
+/// Prometheus, or cluster-local DNS names. Its backend follows, from a
+/// `since` time, with no `number` and no field mask.
 fn hubble_ui_request(namespace: &str) -> Value {
     let event_types = json!([{"type": 1}, {"type": 4}, {"type": 129}, {"type": 5}]);
     let skipped =
         ["reserved:unknown", "reserved:host", "k8s:k8s-app=kube-dns", "reserved:remote-node", "k8s:app=prometheus"];
     json!({
-        "number": 10000,
+        "since": "2000-01-01T00:00:00Z",
+        "follow": true,
         "whitelist": [
             {"event_type": event_types, "reply": [false], "source_pod": [format!("{namespace}/")]},
             {"event_type": event_types, "reply": [false], "destination_pod": [format!("{namespace}/")]},
@@ -111,8 +113,11 @@ fn hubble_ui_request(namespace: &str) -> Value {
     })
 }
 
+/// The flows `GetFlows` answers `request` with; a following request is
+/// read for 3 seconds.
 fn get_flows(hubble: u16, request: &Value) -> Vec<Value> {
-    let responses = hubble_call(&format!("127.0.0.1:{hubble}"), &json!({"method": "GetFlows", "request": request}));
+    let call = json!({"method": "GetFlows", "request": request, "timeout": 3});
+    let responses = hubble_call(&format!("127.0.0.1:{hubble}"), &call);
     responses.into_iter().filter_map(|r| r.get("flow").cloned()).collect()
 }
 
@@ -236,6 +241,15 @@ fn the_hubble_uis_request_returns_request_flows_with_identities_and_workloads() 
         "-c",
         &format!("import socket\nsocket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'w',('{WORLD_IP}',4000))"),
     ]);
+    // Between two ephemeral ports no rule knows which side asks.
+    web.run(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('{WEB_IP}',40000))\n\
+         s.sendto(b'p',('{DB_IP}',40001))"
+        ),
+    ]);
     let old_port: u64 = finish(old_client).parse().unwrap();
     finish(old_server);
 
@@ -263,6 +277,12 @@ fn the_hubble_uis_request_returns_request_flows_with_identities_and_workloads() 
         let marks = is_reply_of(service);
         assert!(!marks.is_empty() && marks.iter().all(|m| m == "true"), "service port {service}: {marks:?}");
     }
+
+    let peer_to_peer = wait_for(Duration::from_secs(10), "the ephemeral-to-ephemeral datagram", || {
+        flow_records(&file).into_iter().find(|r| attr(r, "source.port") == "40000")
+    });
+    assert!(!peer_to_peer.attributes.contains_key("flow.is_reply"), "left unset, never guessed");
+    assert!(flowtel.metric("flowtel_ebpf_flow_records_reply_unknown_total", &[]) >= 1.0, "and counted");
 
     // The Hubble UI's own request for namespace `shop`.
     let flows = get_flows(hubble, &hubble_ui_request("shop"));
