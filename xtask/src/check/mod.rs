@@ -42,7 +42,8 @@ impl fmt::Display for Violation {
 /// The crates whose sources may not spell a schema name: every crate of
 /// the workspace but xtask (whose tests spell them on purpose) and the eBPF
 /// crates (which have no records).
-const SCHEMA_READERS: [&str; 6] = ["core", "receiver", "processors", "exporters", "collector", "tests"];
+const SCHEMA_READERS: [&str; 8] =
+    ["core", "receiver", "processors", "exporters", "connectors", "extensions", "collector", "tests"];
 
 /// Runs every check, failing after all of them ran if one failed.
 pub fn check() -> anyhow::Result<()> {
@@ -93,8 +94,10 @@ pub fn check() -> anyhow::Result<()> {
 /// The house rules' violations in the workspace at `root`.
 pub fn house_rules(root: &Path) -> anyhow::Result<Vec<Violation>> {
     let mut found = Vec::new();
-    for crate_dir in ["receiver", "processors", "exporters"] {
-        found.extend(structure::components(root, crate_dir, &source::crate_files(root, crate_dir)?)?);
+    for (crate_dir, _) in structure::COMPONENT_CRATES {
+        if root.join(crate_dir).join("Cargo.toml").is_file() {
+            found.extend(structure::components(root, crate_dir, &source::crate_files(root, crate_dir)?)?);
+        }
     }
     found.extend(structure::core(root, &source::crate_files(root, "core")?)?);
     found.extend(structure::ebpf_common(root, &source::crate_files(root, "ebpf/common")?)?);

@@ -7,13 +7,25 @@ use std::path::Path;
 use super::{Violation, source::SourceFile};
 
 /// The crates whose top-level modules are components, with the names other
-/// crates import them by.
-const COMPONENT_CRATES: [(&str, &str); 3] =
-    [("receiver", "flowtel_receiver"), ("processors", "flowtel_processors"), ("exporters", "flowtel_exporters")];
+/// crates import them by (those not yet in the tree are skipped).
+pub const COMPONENT_CRATES: [(&str, &str); 5] = [
+    ("receiver", "flowtel_receiver"),
+    ("processors", "flowtel_processors"),
+    ("exporters", "flowtel_exporters"),
+    ("connectors", "flowtel_connectors"),
+    ("extensions", "flowtel_extensions"),
+];
 
 /// What `core` may not import: the component crates and the binary that wires them.
-const ABOVE_CORE: [&str; 5] =
-    ["flowtel_receiver", "flowtel_processors", "flowtel_exporters", "flowtel_collector", "flowtel"];
+const ABOVE_CORE: [&str; 7] = [
+    "flowtel_receiver",
+    "flowtel_processors",
+    "flowtel_exporters",
+    "flowtel_connectors",
+    "flowtel_extensions",
+    "flowtel_collector",
+    "flowtel",
+];
 
 /// A component importing another component, in the same crate (`crate::b`,
 /// `super::super::b`) or another (`flowtel_exporters::…`, or the dependency
