@@ -12,7 +12,7 @@ use std::{
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
-        apps::v1::DaemonSet,
+        apps::v1::{DaemonSet, ReplicaSet},
         core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding},
     },
@@ -252,6 +252,18 @@ impl KubeApiServer {
             Api::<Namespace>::all(self.client.clone()),
             json!({"metadata": {"name": name, "labels": labels}}),
         );
+    }
+
+    /// Creates ReplicaSet `name` of Deployment `deployment` in `namespace`,
+    /// selecting (and templating) pods labelled `app=<app>`.
+    pub fn create_replica_set(&self, namespace: &str, name: &str, deployment: &str, app: &str) {
+        let template =
+            json!({"metadata": {"labels": {"app": app}}, "spec": {"containers": [{"name": "main", "image": "app:1"}]}});
+        self.create::<ReplicaSet>(json!({
+            "metadata": {"name": name, "namespace": namespace, "ownerReferences": [{"apiVersion": "apps/v1",
+                "kind": "Deployment", "name": deployment, "uid": format!("uid-{deployment}"), "controller": true}]},
+            "spec": {"selector": {"matchLabels": {"app": app}}, "template": template},
+        }));
     }
 
     /// Creates a node with these InternalIP addresses (nodes keep the

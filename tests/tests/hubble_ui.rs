@@ -18,7 +18,6 @@ use flowtel_tests::{
     otlp_json::{Item, file_requests, items},
     wait_for,
 };
-use k8s_openapi::api::apps::v1::ReplicaSet;
 use serde_json::{Value, json};
 
 const BRIDGE: &str = "ftuibr0";
@@ -175,13 +174,7 @@ fn the_hubble_uis_request_returns_request_flows_with_identities_and_workloads() 
     let api = KubeApiServer::start();
     api.create_namespace("shop", json!({}));
     api.create_node("node-1", &[NODE_IP]);
-    let template =
-        json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "main", "image": "app:1"}]}});
-    api.create::<ReplicaSet>(json!({
-        "metadata": {"name": "web-5d9", "namespace": "shop", "ownerReferences": [
-            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "uid-web", "controller": true}]},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template},
-    }));
+    api.create_replica_set("shop", "web-5d9", "web", "web");
     let pod = |name, ip, owner, app| TestPod {
         namespace: "shop",
         name,

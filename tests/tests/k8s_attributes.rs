@@ -21,7 +21,7 @@ use flowtel_tests::{
     process::Child,
     python, script, wait_for,
 };
-use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Service};
+use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
 /// The host's end of the pod's veth, and the addresses on it.
@@ -194,13 +194,7 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
     api.create_namespace("shop", json!({"team": "payments"}));
     api.create_node("node-1", &[NODE_1_IP]);
     api.create_node("node-2", &[NODE_2_IP]);
-    let template =
-        json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "main", "image": "app:1"}]}});
-    api.create::<ReplicaSet>(json!({
-        "metadata": {"name": "web-5d9", "namespace": "shop", "ownerReferences": [
-            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "uid-web", "controller": true}]},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template},
-    }));
+    api.create_replica_set("shop", "web-5d9", "web", "web");
     api.create::<Service>(json!({
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"selector": {"app": "web"}, "clusterIP": "10.96.0.10", "ports": [{"port": 80}]},

@@ -10,14 +10,14 @@ use flowtel_core::{
 };
 use flowtel_ebpf_common::{EVENT_COUNTERS, EventCounter};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     config::EventTransport,
     drops::read::DropReader,
     kernel::{
-        clock::clock_now,
+        clock::{clock_now, interval},
         events::{self, EventLoss, KERNEL_STREAM, KernelEvent},
         loader::{EbpfError, KernelMaps, Probes},
     },
@@ -160,11 +160,6 @@ struct TracepointLoop {
 impl TracepointLoop {
     /// Runs until `stop`, then reports what is left.
     async fn run(mut self, mut events: mpsc::Receiver<KernelEvent>, stop: CancellationToken) {
-        let interval = |period| {
-            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            interval
-        };
         let mut hand_on = interval(HAND_ON_INTERVAL);
         let mut flush = interval(self.flush_interval);
         loop {

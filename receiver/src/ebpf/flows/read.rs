@@ -14,7 +14,7 @@ use flowtel_ebpf_common::{
     tcp_flags,
 };
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -26,7 +26,7 @@ use super::{
 use crate::ebpf::{
     config::EbpfReceiverConfig,
     kernel::{
-        clock::{clock_now, monotonic_now_ns},
+        clock::{clock_now, interval, monotonic_now_ns},
         events::{self, EventLoss, FLOW_STREAM},
         loader::{EbpfError, Probes, map_error, sum_per_cpu_slots},
     },
@@ -158,11 +158,6 @@ struct FlowLoop {
 
 impl FlowLoop {
     async fn run(mut self, mut events: mpsc::Receiver<FlowEvent>, stop: CancellationToken) {
-        let interval = |period| {
-            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            interval
-        };
         let mut flush = interval(self.config.flush_interval);
         let mut poll = interval(self.config.interface_poll_interval);
         let mut ends = interval(END_REPORT_INTERVAL);

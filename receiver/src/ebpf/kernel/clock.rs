@@ -1,4 +1,5 @@
-//! The kernel's monotonic clock (what `bpf_ktime_get_ns` reads) and Unix time.
+//! The kernel's monotonic clock (what `bpf_ktime_get_ns` reads), Unix time,
+//! and the receiver's periodic work.
 
 /// Unix time minus the kernel's monotonic clock.
 pub fn monotonic_to_unix_ns() -> u64 {
@@ -14,6 +15,14 @@ pub fn monotonic_now_ns() -> u64 {
 pub fn clock_now() -> (u64, u64) {
     let offset = monotonic_to_unix_ns();
     (offset, offset.saturating_add(monotonic_now_ns()))
+}
+
+/// Ticks every `period`, the first after one period; a late tick delays
+/// the next rather than bunching them.
+pub fn interval(period: std::time::Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 fn read(clock: libc::clockid_t) -> u64 {
