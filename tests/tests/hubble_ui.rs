@@ -307,6 +307,7 @@ fn the_hubble_uis_request_returns_request_flows_with_identities_and_workloads() 
     let web_identity = source["identity"].as_u64().unwrap();
     let db_identity = destination["identity"].as_u64().unwrap();
     assert!(web_identity >= 256 && db_identity >= 256 && web_identity != db_identity, "{web_identity} {db_identity}");
+    assert_eq!(to_db["traffic_direction"], "EGRESS", "leaving web-1, a pod of this node");
     let from_db = flows.iter().find(|f| tuple(f).4 == 8080).unwrap();
     assert_eq!(from_db["source"]["identity"].as_u64(), Some(db_identity), "one identity per pod's labels");
     assert_eq!(from_db["destination"]["identity"].as_u64(), Some(web_identity));

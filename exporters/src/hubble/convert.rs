@@ -241,6 +241,24 @@ fn is_reply(attributes: &Attributes<'_>, l4: Option<&Layer4>) -> Option<bool> {
     }
 }
 
+/// Hubble's direction, relative to the endpoint: traffic leaving a pod of
+/// the flow's node is `EGRESS`, traffic reaching one `INGRESS`. `None` when
+/// neither end is such a pod (then the interface's direction stands: the
+/// node itself is the endpoint).
+fn traffic_direction(attributes: &Attributes<'_>, node: &str) -> Option<TrafficDirection> {
+    let local_pod = |end| {
+        let get = |key: &str| attributes.str(&attr::k8s_of_end(end, key)).unwrap_or_default();
+        !get(attr::K8S_POD_NAME).is_empty() && get(attr::K8S_NODE_NAME) == node
+    };
+    if local_pod(End::Source) {
+        Some(TrafficDirection::Egress)
+    } else if local_pod(End::Destination) {
+        Some(TrafficDirection::Ingress)
+    } else {
+        None
+    }
+}
+
 /// How flows get their node name.
 #[derive(Clone, Debug)]
 pub struct NodeNames {
@@ -287,12 +305,13 @@ pub fn flow(resource: Option<&Resource>, record: &LogRecord, names: &NodeNames) 
         _ => None,
     };
     let l4 = layer4(&attributes);
-    let direction = match attributes.str(attr::NETWORK_IO_DIRECTION) {
+    let at_interface = match attributes.str(attr::NETWORK_IO_DIRECTION) {
         Some("receive") => TrafficDirection::Ingress,
         Some("transmit") => TrafficDirection::Egress,
         _ => TrafficDirection::Unknown,
     };
     let node_name = names.of(&attributes);
+    let direction = traffic_direction(&attributes, &node_name).unwrap_or(at_interface);
     let mut flow = Flow {
         time: Some(timestamp(time)),
         verdict: if dropped { Verdict::Dropped } else { Verdict::Forwarded } as i32,
@@ -310,7 +329,7 @@ pub fn flow(resource: Option<&Resource>, record: &LogRecord, names: &NodeNames) 
         source_service: service(&attributes, End::Source),
         destination_service: service(&attributes, End::Destination),
         traffic_direction: direction as i32,
-        trace_observation_point: match direction {
+        trace_observation_point: match at_interface {
             TrafficDirection::Ingress => TraceObservationPoint::FromNetwork,
             TrafficDirection::Egress => TraceObservationPoint::ToNetwork,
             TrafficDirection::Unknown => TraceObservationPoint::UnknownPoint,

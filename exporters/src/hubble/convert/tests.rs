@@ -174,3 +174,22 @@ fn other_records_have_no_flow_and_trace_ids_travel() {
     let flow = flow(None, &traced, &names()).unwrap();
     assert_eq!(flow.trace_context.unwrap().parent.unwrap().trace_id, "ab".repeat(16));
 }
+
+#[test]
+fn traffic_direction_is_the_local_pods() {
+    let direction = |attributes: Vec<KeyValue>| {
+        let resource = Resource { attributes: vec![s("k8s.node.name", "node-1")], ..Default::default() };
+        flow(Some(&resource), &record("network.flow", attributes), &names()).unwrap().traffic_direction
+    };
+    // Seen arriving on the host side of the pod's veth: leaving the pod.
+    let leaving =
+        vec![s("network.io.direction", "receive"), s("k8s.src.pod.name", "web-1"), s("k8s.src.node.name", "node-1")];
+    assert_eq!(direction(leaving), TrafficDirection::Egress as i32);
+    let arriving =
+        vec![s("network.io.direction", "transmit"), s("k8s.dst.pod.name", "web-1"), s("k8s.dst.node.name", "node-1")];
+    assert_eq!(direction(arriving), TrafficDirection::Ingress as i32);
+    // A pod of another node is not this node's endpoint: the interface decides.
+    let remote =
+        vec![s("network.io.direction", "receive"), s("k8s.src.pod.name", "db-1"), s("k8s.src.node.name", "node-2")];
+    assert_eq!(direction(remote), TrafficDirection::Ingress as i32);
+}
