@@ -47,6 +47,12 @@ impl<'a> Attributes<'a> {
         }
     }
 
+    /// One end's Kubernetes attribute `k8s_key` (`k8s.pod.name` read as
+    /// `k8s.src.pod.name` for the source); empty when absent.
+    fn of_end(&self, end: End, k8s_key: &str) -> &'a str {
+        self.str(&attr::k8s_of_end(end, k8s_key)).unwrap_or_default()
+    }
+
     /// A boolean attribute (or a string `true` / `false`).
     pub fn bool(&self, key: &str) -> Option<bool> {
         match self.value(key)? {
@@ -152,7 +158,7 @@ pub fn workload_identity(sorted_labels: &[String]) -> u32 {
 /// `remote-node` elsewhere; on a record `k8s_attributes` enriched, an end
 /// that is neither is `world`.
 fn endpoint(attributes: &Attributes<'_>, end: End, node: &str) -> Endpoint {
-    let get = |key: &str| attributes.str(&attr::k8s_of_end(end, key)).unwrap_or_default().to_owned();
+    let get = |key: &str| attributes.of_end(end, key).to_owned();
     let mut labels: Vec<String> = attributes
         .with_prefix(&attr::k8s_of_end(end, attr::K8S_POD_LABELS_PREFIX))
         .into_iter()
@@ -200,8 +206,7 @@ fn enriched_by_k8s(attributes: &Attributes<'_>) -> bool {
 
 fn service(attributes: &Attributes<'_>, end: End) -> Option<Service> {
     let name = attributes.str(&attr::k8s_of_end(end, attr::K8S_SERVICE_NAME))?;
-    let namespace = attributes.str(&attr::k8s_of_end(end, attr::K8S_NAMESPACE_NAME)).unwrap_or_default();
-    Some(Service { name: name.to_owned(), namespace: namespace.to_owned() })
+    Some(Service { name: name.to_owned(), namespace: attributes.of_end(end, attr::K8S_NAMESPACE_NAME).to_owned() })
 }
 
 fn timestamp(unix_nanos: u64) -> Timestamp {
@@ -247,8 +252,7 @@ fn is_reply(attributes: &Attributes<'_>, l4: Option<&Layer4>) -> Option<bool> {
 /// node itself is the endpoint).
 fn traffic_direction(attributes: &Attributes<'_>, node: &str) -> Option<TrafficDirection> {
     let local_pod = |end| {
-        let get = |key: &str| attributes.str(&attr::k8s_of_end(end, key)).unwrap_or_default();
-        !get(attr::K8S_POD_NAME).is_empty() && get(attr::K8S_NODE_NAME) == node
+        !attributes.of_end(end, attr::K8S_POD_NAME).is_empty() && attributes.of_end(end, attr::K8S_NODE_NAME) == node
     };
     if local_pod(End::Source) {
         Some(TrafficDirection::Egress)

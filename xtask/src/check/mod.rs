@@ -9,6 +9,7 @@ mod structure;
 mod tests;
 
 use std::{
+    collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
     process::Command,
@@ -91,19 +92,24 @@ pub fn check() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The house rules' violations in the workspace at `root`.
+/// The house rules' violations in the workspace at `root`. Each crate's
+/// sources are read once, for every rule that looks at them.
 pub fn house_rules(root: &Path) -> anyhow::Result<Vec<Violation>> {
+    let mut crates = BTreeMap::new();
+    for crate_dir in SCHEMA_READERS.into_iter().chain(["ebpf/common"]) {
+        crates.insert(crate_dir, source::crate_files(root, crate_dir)?);
+    }
+    let names = schema_literals::schema_names(root)?;
     let mut found = Vec::new();
+    for crate_dir in SCHEMA_READERS {
+        found.extend(schema_literals::literals(&crates[crate_dir], &names));
+    }
     for (crate_dir, _) in structure::COMPONENT_CRATES {
         if root.join(crate_dir).join("Cargo.toml").is_file() {
-            found.extend(structure::components(root, crate_dir, &source::crate_files(root, crate_dir)?)?);
+            found.extend(structure::components(root, crate_dir, &crates[crate_dir])?);
         }
     }
-    found.extend(structure::core(root, &source::crate_files(root, "core")?)?);
-    found.extend(structure::ebpf_common(root, &source::crate_files(root, "ebpf/common")?)?);
-    let names = schema_literals::schema_names(root)?;
-    for crate_dir in SCHEMA_READERS {
-        found.extend(schema_literals::literals(&source::crate_files(root, crate_dir)?, &names));
-    }
+    found.extend(structure::core(root, &crates["core"])?);
+    found.extend(structure::ebpf_common(root, &crates["ebpf/common"])?);
     Ok(found)
 }

@@ -68,19 +68,14 @@ pub fn components(root: &Path, crate_dir: &str, files: &[SourceFile]) -> anyhow:
         .filter(|(_, name)| Some(*name) != own)
         .map(|(_, name)| name.replace('_', "-"))
         .collect();
-    found.extend(
-        manifest_dependencies(root, crate_dir, |dependency| forbidden.iter().any(|f| f == dependency))?
-            .into_iter()
-            .map(|(dependency, line)| {
-                Violation::new(
-                    &Path::new(crate_dir).join("Cargo.toml"),
-                    line,
-                    format!(
-                        "`{crate_dir}` depends on `{dependency}`: components reach each other only through flowtel-core"
-                    ),
-                )
-            }),
-    );
+    found.extend(manifest_violations(
+        root,
+        crate_dir,
+        |dependency| forbidden.iter().any(|f| f == dependency),
+        |dependency| {
+            format!("`{crate_dir}` depends on `{dependency}`: components reach each other only through flowtel-core")
+        },
+    )?);
     Ok(found)
 }
 
@@ -92,17 +87,12 @@ pub fn core(root: &Path, files: &[SourceFile]) -> anyhow::Result<Vec<Violation>>
         |path| format!("core imports `{path}`: core defines what components share and imports none of them"),
     );
     let forbidden: Vec<String> = ABOVE_CORE.iter().map(|name| name.replace('_', "-")).collect();
-    found.extend(
-        manifest_dependencies(root, "core", |dependency| forbidden.iter().any(|f| f == dependency))?.into_iter().map(
-            |(dependency, line)| {
-                Violation::new(
-                    Path::new("core/Cargo.toml"),
-                    line,
-                    format!("core depends on `{dependency}`: core imports no component"),
-                )
-            },
-        ),
-    );
+    found.extend(manifest_violations(
+        root,
+        "core",
+        |dependency| forbidden.iter().any(|f| f == dependency),
+        |dependency| format!("core depends on `{dependency}`: core imports no component"),
+    )?);
     Ok(found)
 }
 
@@ -117,17 +107,12 @@ pub fn ebpf_common(root: &Path, files: &[SourceFile]) -> anyhow::Result<Vec<Viol
             )
         },
     );
-    found.extend(
-        manifest_dependencies(root, "ebpf/common", |dependency| dependency.starts_with("flowtel"))?.into_iter().map(
-            |(dependency, line)| {
-                Violation::new(
-                    Path::new("ebpf/common/Cargo.toml"),
-                    line,
-                    format!("ebpf/common depends on `{dependency}`: it imports nothing of flowtel's"),
-                )
-            },
-        ),
-    );
+    found.extend(manifest_violations(
+        root,
+        "ebpf/common",
+        |dependency| dependency.starts_with("flowtel"),
+        |dependency| format!("ebpf/common depends on `{dependency}`: it imports nothing of flowtel's"),
+    )?);
     Ok(found)
 }
 
@@ -163,13 +148,14 @@ fn resolve(module: &[String], path: &[String]) -> Option<Vec<String>> {
     }
 }
 
-/// The dependencies (of any kind) in `crate_dir/Cargo.toml` that `forbidden`
-/// refuses, with their lines.
-fn manifest_dependencies(
+/// Every dependency (of any kind) in `crate_dir/Cargo.toml` that
+/// `forbidden` refuses, as a violation at its line saying `message`.
+fn manifest_violations(
     root: &Path,
     crate_dir: &str,
     forbidden: impl Fn(&str) -> bool,
-) -> anyhow::Result<Vec<(String, usize)>> {
+    message: impl Fn(&str) -> String,
+) -> anyhow::Result<Vec<Violation>> {
     let manifest = root.join(crate_dir).join("Cargo.toml");
     let text =
         std::fs::read_to_string(&manifest).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", manifest.display()))?;
@@ -184,7 +170,7 @@ fn manifest_dependencies(
         let Some((name, _)) = line.split_once('=') else { continue };
         let name = name.trim().split('.').next().unwrap_or_default().trim();
         if in_dependencies && forbidden(name) {
-            found.push((name.to_owned(), index + 1));
+            found.push(Violation::new(&Path::new(crate_dir).join("Cargo.toml"), index + 1, message(name)));
         }
     }
     Ok(found)
