@@ -152,6 +152,8 @@ pub struct DropEvent {
     pub stack_id: i64,
     /// The interface's name.
     pub ifname: [u8; NAME_BYTES],
+    /// The TCP connection's trace context at the drop.
+    pub trace: crate::TraceContext,
 }
 
 /// What is known of a TCP socket while it is open.
@@ -204,6 +206,8 @@ pub struct TcpEvent {
     pub bytes_received: u64,
     /// For [`EVENT_TCP_CONNECTION`]: what was known of the socket.
     pub open: SockOpen,
+    /// The connection's trace context at the event.
+    pub trace: crate::TraceContext,
     /// The first [`RECORD_BYTES`] of the tracepoint's record.
     pub record: [u8; RECORD_BYTES],
 }
@@ -220,6 +224,7 @@ impl Default for TcpEvent {
             bytes_acked: 0,
             bytes_received: 0,
             open: SockOpen::default(),
+            trace: crate::TraceContext::default(),
             record: [0; RECORD_BYTES],
         }
     }

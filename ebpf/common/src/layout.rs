@@ -73,6 +73,22 @@ pub struct KernelLayout {
     pub skb_cb: u16,
     /// `tcp_skb_cb.tcp_gso_segs` (`u16`): segments in a TCP packet.
     pub tcp_cb_gso_segs: u16,
+    /// `sock.__sk_common.skc_family` (`unsigned short`).
+    pub sock_family: u16,
+    /// `sock.__sk_common.skc_daddr` (`__be32`): the peer's IPv4 address.
+    pub sock_daddr: u16,
+    /// `sock.__sk_common.skc_rcv_saddr` (`__be32`): the local IPv4 address.
+    pub sock_rcv_saddr: u16,
+    /// `sock.__sk_common.skc_dport` (`__be16`): the peer's port.
+    pub sock_dport: u16,
+    /// `sock.__sk_common.skc_num` (`unsigned short`, host order): the local port.
+    pub sock_num: u16,
+    /// `sock.__sk_common.skc_v6_daddr` (`struct in6_addr`).
+    pub sock_v6_daddr: u16,
+    /// `sock.__sk_common.skc_v6_rcv_saddr` (`struct in6_addr`).
+    pub sock_v6_rcv_saddr: u16,
+    /// Explicit padding; always zero.
+    pub pad: u16,
 }
 
 impl KernelLayout {
@@ -107,6 +123,14 @@ impl KernelLayout {
             retransmit_skbaddr: UNKNOWN,
             skb_cb: UNKNOWN,
             tcp_cb_gso_segs: UNKNOWN,
+            sock_family: UNKNOWN,
+            sock_daddr: UNKNOWN,
+            sock_rcv_saddr: UNKNOWN,
+            sock_dport: UNKNOWN,
+            sock_num: UNKNOWN,
+            sock_v6_daddr: UNKNOWN,
+            sock_v6_rcv_saddr: UNKNOWN,
+            pad: 0,
         }
     }
 }

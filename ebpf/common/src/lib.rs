@@ -9,9 +9,11 @@
 pub mod histogram;
 mod kernel_events;
 mod layout;
+mod trace_context;
 
 pub use kernel_events::*;
 pub use layout::*;
+pub use trace_context::*;
 
 /// [`FlowKey::direction`] of traffic an interface received.
 pub const DIRECTION_INGRESS: u8 = 0;
@@ -146,6 +148,8 @@ pub struct FlowEvent {
     pub packet_tcp_flags: u8,
     /// Explicit padding; always zero.
     pub pad: [u8; 6],
+    /// The connection's trace context when the event was raised.
+    pub trace: TraceContext,
 }
 
 /// [`GLOBAL_EVENT_TRANSPORT`]: BPF ring buffer (kernel 5.8+).
@@ -171,10 +175,22 @@ pub enum Counter {
     PerfOutputFailures = 5,
     /// Packets that were not IPv4 or IPv6 (ARP, LLDP, …); not an error.
     NonIpPackets = 6,
+    /// HTTP/1.x requests whose `traceparent` was read.
+    TraceContextsRead = 7,
+    /// HTTP/1.x requests whose headers ended without a `traceparent`.
+    TraceContextsAbsent = 8,
+    /// `traceparent` headers that were not a valid version-`00` context.
+    TraceContextsMalformed = 9,
+    /// HTTP/1.x requests whose headers did not end within what the program
+    /// reads of their first packet (split across segments, or too long), so
+    /// whether they carry a context is unknown.
+    TraceContextsUnreadable = 10,
+    /// Contexts of new connections the full trace context map could not take.
+    TraceContextMapFull = 11,
 }
 
 /// Number of slots in the counters map.
-pub const COUNTERS: u32 = 7;
+pub const COUNTERS: u32 = 12;
 
 // SAFETY (all below): `repr(C)` structs of integers and byte arrays with
 // explicit padding fields, so every bit pattern is valid and there are no
@@ -201,6 +217,12 @@ unsafe impl aya::Pod for DropEvent {}
 unsafe impl aya::Pod for SockOpen {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TcpEvent {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TraceContext {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ConnectionKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ConnectionTrace {}
 
 #[cfg(test)]
 mod tests {
@@ -212,13 +234,22 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 4 + 1 + 1 + 1 + 5);
         assert_eq!(size_of::<FlowStats>(), 8 * 4 + 2 + 6);
-        assert_eq!(size_of::<FlowEvent>(), size_of::<FlowKey>() + size_of::<FlowStats>() + 8);
-        assert_eq!(size_of::<KernelLayout>(), 2 * 28);
+        assert_eq!(
+            size_of::<FlowEvent>(),
+            size_of::<FlowKey>() + size_of::<FlowStats>() + 8 + size_of::<TraceContext>()
+        );
+        assert_eq!(size_of::<TraceContext>(), 16 + 8 + 8);
+        assert_eq!(size_of::<ConnectionKey>(), 16 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<ConnectionTrace>(), size_of::<TraceContext>() + 8);
+        assert_eq!(size_of::<KernelLayout>(), 2 * 36);
         assert_eq!(size_of::<KernelLayout>() % 8, 0);
         assert_eq!(size_of::<DropCountKey>(), 16);
         assert_eq!(size_of::<DropCount>(), 8 + 8 + NAME_BYTES);
-        assert_eq!(size_of::<DropEvent>(), 4 + 4 + 8 + 8 + 32 + 4 + 4 + 4 + 4 + 8 + NAME_BYTES);
+        assert_eq!(
+            size_of::<DropEvent>(),
+            4 + 4 + 8 + 8 + 32 + 4 + 4 + 4 + 4 + 8 + NAME_BYTES + size_of::<TraceContext>()
+        );
         assert_eq!(size_of::<SockOpen>(), 8 * 4 + 4 + 4 + NAME_BYTES);
-        assert_eq!(size_of::<TcpEvent>(), 8 + 8 * 4 + size_of::<SockOpen>() + RECORD_BYTES);
+        assert_eq!(size_of::<TcpEvent>(), 8 + 8 * 4 + size_of::<SockOpen>() + size_of::<TraceContext>() + RECORD_BYTES);
     }
 }

@@ -8,16 +8,18 @@ use aya_ebpf::{
     bindings::{BPF_F_REUSE_STACKID, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, HashMap, PerCpuHashMap, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     programs::tracing::StackIdContext,
 };
 use flowtel_ebpf_common::{
-    DropCount, DropCountKey, DropEvent, DropSettings, EVENT_DROP, EventCounter, IP_V4, IP_V6, NAME_BYTES, ipproto,
+    DropCount, DropCountKey, DropEvent, DropSettings, EVENT_DROP, EventCounter, IP_V4, IP_V6, NAME_BYTES, TraceContext,
+    ipproto,
 };
 
 use crate::{
     flows::global,
     kernel::{FLOWTEL_LAYOUT, count, device, offset, read, read_at, send},
+    trace_context,
 };
 
 /// What the program loads with; set by userspace.
@@ -36,6 +38,10 @@ static EXCLUDED_DROP_REASONS: HashMap<u32, u8> = HashMap::with_max_entries(256, 
 /// Kernel stacks of drops (only filled with `stack_trace`).
 #[map(name = "DROP_STACKS")]
 static DROP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+
+/// Where a [`DropEvent`] is built (the BPF stack is too small for it and the rest).
+#[map(name = "DROP_EVENT_SCRATCH")]
+static DROP_EVENT_SCRATCH: PerCpuArray<DropEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// The rate limiter's window: `[second, events sent in it]`, shared by all CPUs.
 #[map(name = "DROP_RATE")]
@@ -116,23 +122,42 @@ pub fn on_kfree_skb<C: EbpfContext + StackIdContext>(ctx: &C, skb: *const u8, lo
     if !send_event {
         return;
     }
-    let mut event = DropEvent {
-        kind: EVENT_DROP,
-        reason,
-        time_ns: now,
-        location,
-        ifindex,
-        netns,
-        ifname,
-        length: read::<u32>(skb, offset(&FLOWTEL_LAYOUT.skb_len)).unwrap_or(0),
-        stack_id: -1,
-        ..DropEvent::default()
-    };
-    read_tuple(skb, &mut event);
+    let Some(event) = DROP_EVENT_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
+    let event = unsafe { &mut *event };
+    // Field by field: a whole DropEvent built first would sit on the stack.
+    event.kind = EVENT_DROP;
+    event.reason = reason;
+    event.time_ns = now;
+    event.location = location;
+    event.ifindex = ifindex;
+    event.netns = netns;
+    event.ifname = ifname;
+    event.length = read::<u32>(skb, offset(&FLOWTEL_LAYOUT.skb_len)).unwrap_or(0);
+    event.stack_id = -1;
+    event.ip_version = 0;
+    event.protocol = 0;
+    event.has_ports = 0;
+    event.src_addr = [0; 16];
+    event.dst_addr = [0; 16];
+    event.src_port = 0;
+    event.dst_port = 0;
+    event.trace = TraceContext::default();
+    read_tuple(skb, event);
+    if event.protocol == ipproto::TCP && event.has_ports == 1 {
+        trace_context::current(
+            event.ip_version,
+            &event.src_addr,
+            event.src_port,
+            &event.dst_addr,
+            event.dst_port,
+            &mut event.trace,
+        );
+    }
     if setting(&FLOWTEL_DROPS.stack_trace) != 0 {
         event.stack_id = ctx.get_stackid(&DROP_STACKS, u64::from(BPF_F_REUSE_STACKID)).unwrap_or(-1);
     }
-    send(ctx, &event, EventCounter::DropRingBufferFull);
+    send(ctx, event, EventCounter::DropRingBufferFull);
 }
 
 /// Reads the addresses and ports from the packet's headers, where the

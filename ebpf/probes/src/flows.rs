@@ -9,10 +9,14 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use flowtel_ebpf_common::{
-    COUNTERS, Counter, EVENT_FLOW_END, FlowEvent, FlowKey, FlowStats, TRANSPORT_PERF_ARRAY, ipproto, tcp_flags,
+    COUNTERS, Counter, EVENT_FLOW_END, FlowEvent, FlowKey, FlowStats, TRANSPORT_PERF_ARRAY, TraceContext, ipproto,
+    tcp_flags,
 };
 
-use crate::parse::{Skip, parse};
+use crate::{
+    parse::{Skip, parse},
+    trace_context,
+};
 
 /// Active flows, one value per CPU so updates need no atomics (userspace
 /// sums them). Userspace reads and deletes entries; the kernel evicts the
@@ -126,8 +130,12 @@ pub fn record(ctx: &TcContext, direction: u8) {
             }
         }
     }
-    if key.protocol == ipproto::TCP && u16::from(parsed.tcp_flags) & (tcp_flags::FIN | tcp_flags::RST) != 0 {
-        emit(ctx, &key, EVENT_FLOW_END, parsed.tcp_flags);
+    if key.protocol == ipproto::TCP {
+        if u16::from(parsed.tcp_flags) & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+            emit(ctx, &key, EVENT_FLOW_END, parsed.tcp_flags);
+        }
+        // Last: it may not return.
+        trace_context::hand_over(ctx, &key, parsed.tcp_payload);
     }
 }
 
@@ -138,7 +146,8 @@ fn emit(ctx: &TcContext, key: &FlowKey, kind: u8, packet_tcp_flags: u8) {
         Some(stats) => unsafe { *stats },
         None => FlowStats::default(),
     };
-    let event = FlowEvent { key: *key, stats, kind, packet_tcp_flags, pad: [0; 6] };
+    let mut event = FlowEvent { key: *key, stats, kind, packet_tcp_flags, pad: [0; 6], trace: TraceContext::default() };
+    trace_context::current(key.ip_version, &key.src_addr, key.src_port, &key.dst_addr, key.dst_port, &mut event.trace);
     if global(&FLOWTEL_EVENT_TRANSPORT) == TRANSPORT_PERF_ARRAY {
         // Perf buffer losses are reported to userspace by the perf ring itself.
         FLOW_EVENTS_PERF.output(ctx, &event, 0);

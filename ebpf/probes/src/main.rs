@@ -18,6 +18,7 @@ mod kernel;
 mod parse;
 mod ring_fill;
 mod tcp;
+mod trace_context;
 
 use aya_ebpf::{
     bindings::TC_ACT_PIPE,
@@ -37,6 +38,14 @@ pub fn flowtel_tc_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn flowtel_tc_egress(ctx: TcContext) -> i32 {
     flows::record(&ctx, DIRECTION_EGRESS);
+    TC_ACT_PIPE
+}
+
+/// Reads the `traceparent` of an HTTP/1.x request a TC program handed over
+/// (the target of their tail call; never attached).
+#[classifier]
+pub fn flowtel_tc_trace_context(ctx: TcContext) -> i32 {
+    trace_context::read_request(&ctx);
     TC_ACT_PIPE
 }
 

@@ -25,10 +25,12 @@ pub enum Skip {
     Malformed,
 }
 
-/// A parsed packet: its flow key (without interface and direction) and TCP flags.
+/// A parsed packet: its flow key (without interface and direction), TCP
+/// flags and, for TCP, where its payload starts (0: not TCP, or unknown).
 pub struct Parsed {
     pub key: FlowKey,
     pub tcp_flags: u8,
+    pub tcp_payload: usize,
 }
 
 #[inline(always)]
@@ -104,12 +106,14 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, Skip> {
     };
     key.protocol = protocol;
     let mut tcp_flags = 0;
+    let mut tcp_payload = 0;
     if first_fragment {
         match protocol {
             ipproto::TCP | ipproto::UDP | ipproto::SCTP => {
                 key.src_port = load_be16(ctx, l4)?;
                 key.dst_port = load_be16(ctx, l4 + 2)?;
                 if protocol == ipproto::TCP {
+                    tcp_payload = l4 + usize::from(load_u8(ctx, l4 + 12)? >> 4) * 4;
                     tcp_flags = load_u8(ctx, l4 + 13)?;
                 }
             }
@@ -120,5 +124,5 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, Skip> {
             _ => {}
         }
     }
-    Ok(Parsed { key, tcp_flags })
+    Ok(Parsed { key, tcp_flags, tcp_payload })
 }

@@ -20,6 +20,7 @@ use flowtel_ebpf_common::{
 use crate::{
     flows::global,
     kernel::{FLOWTEL_LAYOUT, add, count, device, field, offset, read, send, sock_netns},
+    trace_context,
 };
 
 /// Socket states and protocol numbers of this kernel; set by userspace.
@@ -62,6 +63,7 @@ fn send_event(ctx: &TracePointContext, kind: u8, sk: *const u8, netns: u32, open
     event.kind = kind;
     event.segments = segments;
     event.netns = if sk.is_null() { netns } else { sock_netns(sk) };
+    trace_context::of_socket(sk, &mut event.trace);
     // SAFETY: a helper without preconditions.
     event.time_ns = unsafe { bpf_ktime_get_ns() };
     if let Some(open) = open {

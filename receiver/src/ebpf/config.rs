@@ -41,6 +41,26 @@ pub struct EbpfReceiverConfig {
     pub drops: DropsConfig,
     /// TCP retransmits, resets, RTT, handshake latency and connections.
     pub tcp: TcpConfig,
+    /// W3C trace context read from plaintext HTTP/1.x requests, carried by
+    /// every kernel record of their connection.
+    pub trace_context: TraceContextConfig,
+}
+
+/// `trace_context`: the `traceparent` header of HTTP/1.x requests, in the kernel.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceContextConfig {
+    /// Whether the TC programs read `traceparent` headers.
+    pub enabled: bool,
+    /// Connections whose context the kernel keeps at once; a context of a
+    /// new connection past it is not kept (and counted).
+    pub max_connections: NonZeroU32,
+}
+
+impl Default for TraceContextConfig {
+    fn default() -> Self {
+        TraceContextConfig { enabled: true, max_connections: NonZeroU32::new(16_384).unwrap_or(NonZeroU32::MIN) }
+    }
 }
 
 /// `drops`: packet drops from `skb:kfree_skb`.
@@ -117,6 +137,7 @@ impl Default for EbpfReceiverConfig {
             interface_poll_interval: Duration::from_secs(2),
             drops: DropsConfig::default(),
             tcp: TcpConfig::default(),
+            trace_context: TraceContextConfig::default(),
         }
     }
 }

@@ -88,8 +88,18 @@ impl Receiver for EbpfReceiver {
             layout: info.layout,
             drops: drop_settings,
             tcp: tcp_settings.unwrap_or_default(),
+            trace_context_connections: if config.trace_context.enabled {
+                config.trace_context.max_connections.get()
+            } else {
+                0
+            },
         };
         let mut probes = Probes::load(&settings).map_err(error)?;
+        if config.trace_context.enabled
+            && let Err(err) = probes.enable_trace_context()
+        {
+            tracing::warn!(receiver = %ctx.id, error = %err, "Trace context is not read from HTTP requests on this kernel.");
+        }
         let watcher = flows::attach::attach(&mut probes, config, &ctx.id).map_err(error)?;
         let drops_run = config.drops.enabled
             && drops::attach::attach(&mut probes, &config.drops, &excluded_reasons, &ctx.id).map_err(error)?;

@@ -3,13 +3,30 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flowtel_core::schema::MetricName;
-use flowtel_ebpf_common::{IP_V4, ipproto};
+use flowtel_ebpf_common::{IP_V4, TraceContext, ipproto};
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value},
+    logs::v1::LogRecord,
     metrics::v1::{AggregationTemporality, Metric, NumberDataPoint, Sum, metric::Data, number_data_point},
 };
 #[cfg(test)]
-use {opentelemetry_proto::tonic::logs::v1::LogRecord, std::collections::BTreeMap};
+use std::collections::BTreeMap;
+
+/// An empty log record carrying a kernel event's trace context in its own
+/// `trace_id`, `span_id` and `flags` fields (none when it has none), for
+/// `LogRecord { …, ..traced(&event.trace) }`.
+pub fn traced(trace: &TraceContext) -> LogRecord {
+    if !trace.is_present() {
+        return LogRecord::default();
+    }
+    LogRecord {
+        trace_id: trace.trace_id.to_vec(),
+        span_id: trace.span_id.to_vec(),
+        // The W3C trace flags are the low 8 bits of a record's flags.
+        flags: u32::from(trace.flags),
+        ..Default::default()
+    }
+}
 
 /// An attribute.
 pub fn kv(key: &str, value: impl Into<AnyValueOf>) -> KeyValue {

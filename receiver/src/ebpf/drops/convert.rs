@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::{logs::v1::LogRecord, metrics::v1::Metric};
 
 use crate::ebpf::{
     kernel::{btf::KernelEnums, events::c_name, kallsyms::Kallsyms},
-    otlp::{address, cumulative_sum, int_point, kv, network_type, transport},
+    otlp::{address, cumulative_sum, int_point, kv, network_type, traced, transport},
 };
 
 /// The kernel's name of a drop reason value. Kernels before 5.17 report no
@@ -91,7 +91,7 @@ pub fn drop_record(event: &DropEvent, stack: Option<&[u64]>, ctx: &DropContext<'
         severity_number: opentelemetry_proto::tonic::logs::v1::SeverityNumber::Warn as i32,
         severity_text: "WARN".into(),
         attributes,
-        ..Default::default()
+        ..traced(&event.trace)
     }
 }
 

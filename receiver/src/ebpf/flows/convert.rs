@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::{
 };
 
 use super::table::FlowReport;
-use crate::ebpf::otlp::{address, cumulative_sum, int_point, kv, network_type, transport};
+use crate::ebpf::otlp::{address, cumulative_sum, int_point, kv, network_type, traced, transport};
 
 /// `network.io.direction`: `receive` for ingress, `transmit` for egress.
 pub fn direction(direction: u8) -> &'static str {
@@ -97,7 +97,7 @@ pub fn flow_record(report: &FlowReport, ctx: &RecordContext<'_>) -> LogRecord {
         observed_time_unix_nano: ctx.now_unix_ns,
         event_name: event::FLOW.into(),
         attributes,
-        ..Default::default()
+        ..traced(&report.trace)
     }
 }
 

@@ -6,7 +6,8 @@
 //!
 //! `attach` attaches the programs to interfaces as they come and go,
 //! `read` follows the events and the table (with `table`), `convert`
-//! makes the records and the `network.flow.*` metrics.
+//! makes the records and the `network.flow.*` metrics, `trace_context`
+//! gives each report its TCP connection's current trace context.
 
 pub mod attach;
 pub mod convert;
@@ -14,3 +15,4 @@ pub mod interfaces;
 pub mod read;
 pub mod reply;
 pub mod table;
+pub mod trace_context;

@@ -22,6 +22,7 @@ use super::{
     convert::{self, FlowMetrics, RecordContext},
     reply::ReplyRule,
     table::{EndReason, FlowReport, FlowTable, merge_per_cpu},
+    trace_context::{self, Contexts},
 };
 use crate::ebpf::{
     config::EbpfReceiverConfig,
@@ -96,6 +97,13 @@ impl FlowCounters {
             )
         };
         let loss = EventLoss::new(&lost);
+        let requests = |result: &str| {
+            registry.counter(
+                "flowtel_ebpf_trace_context_requests_total",
+                "HTTP/1.x requests seen by the TC programs, by what their traceparent header gave: read, absent, malformed, or unreadable (headers not all in the first packet read).",
+                &[("receiver", id), ("result", result)],
+            )
+        };
         let mirror = |counter, name, help| (counter, registry.counter(name, help, &receiver), 0);
         let metrics = FlowCounters {
             mirrored: vec![
@@ -117,6 +125,15 @@ impl FlowCounters {
                     "New flows the kernel's flow table could not take.",
                 ),
                 (KernelCounter::RingBufferFull, lost("ring_buffer_full"), 0),
+                (KernelCounter::TraceContextsRead, requests("read"), 0),
+                (KernelCounter::TraceContextsAbsent, requests("absent"), 0),
+                (KernelCounter::TraceContextsMalformed, requests("malformed"), 0),
+                (KernelCounter::TraceContextsUnreadable, requests("unreadable"), 0),
+                mirror(
+                    KernelCounter::TraceContextMapFull,
+                    "flowtel_ebpf_trace_context_map_full_total",
+                    "Trace contexts of new connections the kernel's full map could not keep (raise trace_context.max_connections).",
+                ),
             ],
             reply_unknown: registry.counter(
                 "flowtel_ebpf_flow_records_reply_unknown_total",
@@ -203,7 +220,8 @@ impl FlowLoop {
         let reason =
             if u16::from(event.packet_tcp_flags) & tcp_flags::RST != 0 { EndReason::Rst } else { EndReason::Fin };
         let stats = self.probes.flow(&event.key).unwrap_or(event.stats);
-        if let Some(report) = self.table.end(&event.key, &stats, reason) {
+        if let Some(mut report) = self.table.end(&event.key, &stats, reason) {
+            report.trace = event.trace;
             self.flow_metrics.add(&report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
             let record = self.to_record(&report, clock_now());
             self.pending.push(record);
@@ -225,8 +243,10 @@ impl FlowLoop {
                 return;
             }
         };
-        let flush = self.table.flush(&kernel, monotonic_now_ns());
+        let now_ns = monotonic_now_ns();
+        let flush = self.table.flush(&kernel, now_ns);
         self.probes.delete_flows(&flush.delete);
+        let contexts = self.trace_contexts(&kernel, now_ns);
         self.counters.evicted.add(flush.evicted);
         if flush.evicted > 0 {
             tracing::warn!(receiver = %self.id, evicted = flush.evicted, "The kernel's flow table was full; raise max_flows.");
@@ -234,9 +254,10 @@ impl FlowLoop {
         self.counters.mirror(&self.probes);
         let clock = clock_now();
         let mut records = std::mem::take(&mut self.pending);
-        for report in &flush.reports {
-            self.flow_metrics.add(report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
-            records.push(self.to_record(report, clock));
+        for mut report in flush.reports {
+            report.trace = trace_context::context_of(&contexts, &report.key);
+            self.flow_metrics.add(&report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
+            records.push(self.to_record(&report, clock));
         }
         self.publisher.logs(records).await;
 
@@ -245,6 +266,29 @@ impl FlowLoop {
             *active.entry(self.watcher.name(key.ifindex)).or_default() += 1;
         }
         self.publisher.metrics(self.flow_metrics.metrics(clock.1, &active)).await;
+    }
+}
+
+impl FlowLoop {
+    /// The connections' current trace contexts, after forgetting those of
+    /// connections gone (no flow left, idle past `idle_timeout`).
+    fn trace_contexts(&mut self, kernel: &[(FlowKey, FlowStats)], now_ns: u64) -> Contexts {
+        if !self.config.trace_context.enabled {
+            return Contexts::new();
+        }
+        let mut contexts = match self.probes.trace_contexts() {
+            Ok(contexts) => contexts,
+            Err(err) => {
+                tracing::error!(receiver = %self.id, error = %err, "Cannot read the trace contexts.");
+                return Contexts::new();
+            }
+        };
+        let gone = trace_context::gone(&contexts, kernel, now_ns, self.config.idle_timeout.as_nanos() as u64);
+        self.probes.forget_trace_contexts(&gone);
+        for key in &gone {
+            contexts.remove(key);
+        }
+        contexts
     }
 }
 

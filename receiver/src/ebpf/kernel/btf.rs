@@ -148,7 +148,7 @@ pub fn names_by_value(members: &BTreeMap<String, u64>, prefix: &str) -> BTreeMap
 pub fn struct_layout(btf: &Btf) -> (KernelLayout, Vec<String>) {
     let mut layout = KernelLayout::unknown();
     let mut missing = Vec::new();
-    let fields: [(&mut u16, &str, &str); 15] = [
+    let fields: [(&mut u16, &str, &str); 22] = [
         (&mut layout.skb_head, "sk_buff", "head"),
         (&mut layout.skb_network_header, "sk_buff", "network_header"),
         (&mut layout.skb_transport_header, "sk_buff", "transport_header"),
@@ -164,6 +164,13 @@ pub fn struct_layout(btf: &Btf) -> (KernelLayout, Vec<String>) {
         (&mut layout.tcp_bytes_received, "tcp_sock", "bytes_received"),
         (&mut layout.skb_cb, "sk_buff", "cb"),
         (&mut layout.tcp_cb_gso_segs, "tcp_skb_cb", "tcp_gso_segs"),
+        (&mut layout.sock_family, "sock", "__sk_common.skc_family"),
+        (&mut layout.sock_daddr, "sock", "__sk_common.skc_daddr"),
+        (&mut layout.sock_rcv_saddr, "sock", "__sk_common.skc_rcv_saddr"),
+        (&mut layout.sock_dport, "sock", "__sk_common.skc_dport"),
+        (&mut layout.sock_num, "sock", "__sk_common.skc_num"),
+        (&mut layout.sock_v6_daddr, "sock", "__sk_common.skc_v6_daddr"),
+        (&mut layout.sock_v6_rcv_saddr, "sock", "__sk_common.skc_v6_rcv_saddr"),
     ];
     for (slot, root, path) in fields {
         match member_offset(btf, root, path) {

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{Map, MapData, PerCpuArray},
+    maps::{Map, MapData, PerCpuArray, ProgramArray},
     programs::{SchedClassifier, TracePoint, tc::SchedClassifierLinkId},
 };
 use flowtel_ebpf_common::{
     DROP_COUNTS_MAP, DROP_STACKS_MAP, DropSettings, EVENT_COUNTERS, EVENT_COUNTERS_MAP, FLOWS_MAP, GLOBAL_DROPS,
-    GLOBAL_EVENT_TRANSPORT, GLOBAL_LAYOUT, GLOBAL_SAMPLING, GLOBAL_TCP, KernelLayout, PROG_RING_FILL, PROG_TC_EGRESS,
-    PROG_TC_INGRESS, TCP_HISTOGRAMS_MAP, TRANSPORT_RING_BUFFER, TcpSettings,
+    GLOBAL_EVENT_TRANSPORT, GLOBAL_LAYOUT, GLOBAL_SAMPLING, GLOBAL_TCP, GLOBAL_TRACE_CONTEXT, KernelLayout,
+    PROG_RING_FILL, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TRACE_CONTEXT, TCP_HISTOGRAMS_MAP,
+    TRACE_CONTEXT_PROGRAM_MAP, TRACE_CONTEXTS_MAP, TRANSPORT_RING_BUFFER, TcpSettings,
 };
 
 use flowtel_core::component::error_chain;
@@ -85,6 +86,8 @@ pub struct ProbeSettings {
     pub drops: DropSettings,
     /// The TCP programs' settings.
     pub tcp: TcpSettings,
+    /// Connections whose trace context is kept; 0: `traceparent` headers are not read.
+    pub trace_context_connections: u32,
 }
 
 impl Default for ProbeSettings {
@@ -96,6 +99,7 @@ impl Default for ProbeSettings {
             layout: KernelLayout::unknown(),
             drops: DropSettings::default(),
             tcp: TcpSettings::default(),
+            trace_context_connections: 0,
         }
     }
 }
@@ -120,8 +124,11 @@ pub struct Probes {
 impl Probes {
     /// Loads the object and the two TC programs, and writes the settings.
     pub fn load(settings: &ProbeSettings) -> Result<Self, EbpfError> {
+        let trace_context = u32::from(settings.trace_context_connections > 0);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS_MAP, settings.max_flows)
+            .map_max_entries(TRACE_CONTEXTS_MAP, settings.trace_context_connections.max(1))
+            .override_global(GLOBAL_TRACE_CONTEXT, &trace_context, true)
             .override_global(GLOBAL_SAMPLING, &settings.sampling, true)
             .override_global(GLOBAL_EVENT_TRANSPORT, &settings.event_transport, true)
             .override_global(GLOBAL_LAYOUT, &settings.layout, true)
@@ -146,6 +153,24 @@ impl Probes {
             })?;
         }
         Ok(Probes { ebpf, attached: BTreeMap::new() })
+    }
+
+    /// Loads the `traceparent` reader and hands it to the TC programs. A
+    /// kernel without `bpf_loop` (before 5.17) refuses it: the error says so.
+    pub fn enable_trace_context(&mut self) -> Result<(), EbpfError> {
+        let error = |message: String| EbpfError::Program { program: PROG_TC_TRACE_CONTEXT, on: String::new(), message };
+        let program = classifier(&mut self.ebpf, PROG_TC_TRACE_CONTEXT)?;
+        program.load().map_err(|e| {
+            error(format!("the kernel refused it (it needs bpf_loop, Linux 5.17+): {}", error_chain(&e)))
+        })?;
+        let fd = program.fd().map_err(|e| error(e.to_string()))?.try_clone().map_err(|e| error(e.to_string()))?;
+        let map = self
+            .ebpf
+            .map_mut(TRACE_CONTEXT_PROGRAM_MAP)
+            .ok_or_else(|| map_error(TRACE_CONTEXT_PROGRAM_MAP)("missing".into()))?;
+        let mut slots: ProgramArray<&mut MapData> =
+            ProgramArray::try_from(map).map_err(|e| map_error(TRACE_CONTEXT_PROGRAM_MAP)(e.to_string()))?;
+        slots.set(0, &fd, 0).map_err(|e| map_error(TRACE_CONTEXT_PROGRAM_MAP)(e.to_string()))
     }
 
     /// The underlying object, for readers that take maps out of it.

@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::{
 
 use crate::ebpf::{
     kernel::{btf::KernelEnums, cgroups::Cgroups, events::c_name, tracefs::Format},
-    otlp::{cumulative_sum, int_point, kv},
+    otlp::{cumulative_sum, int_point, kv, traced},
 };
 
 const AF_INET: u64 = 2;
@@ -193,7 +193,7 @@ pub fn tcp_record(event: &TcpEvent, ctx: &TcpContext<'_>, cgroups: Option<&mut C
         observed_time_unix_nano: ctx.now_unix_ns,
         event_name: event_name.into(),
         attributes,
-        ..Default::default()
+        ..traced(&event.trace)
     })
 }
 

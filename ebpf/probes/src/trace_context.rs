@@ -1,0 +1,378 @@
+//! Trace context from plaintext HTTP/1.x: the TC programs read the
+//! `traceparent` header of each request's first packet, and its value
+//! becomes the connection's current context until the next request on the
+//! connection replaces it. Flow, drop and TCP events look it up by
+//! connection, so each carries the context of the request in flight.
+//!
+//! The flow programs only check that a TCP payload starts like a request
+//! and hand it over (a tail call) to the header reader, a program of its own
+//! because it needs `bpf_loop` (5.17+): where the kernel refuses it, flowtel
+//! runs without it and says so.
+//!
+//! Only the header's value is kept. A request without the header, with a
+//! malformed one, or whose headers go on past what is read clears the
+//! connection's context (counted), so nothing is ever guessed.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel_buf, bpf_skb_load_bytes},
+    macros::map,
+    maps::{HashMap, PerCpuArray, ProgramArray},
+    programs::TcContext,
+};
+use flowtel_ebpf_common::{
+    ConnectionKey, ConnectionTrace, Counter, FlowKey, IP_V4, IP_V6, TRACEPARENT_LEN, TraceContext, UNKNOWN,
+    parse_traceparent,
+};
+
+use crate::{
+    flows::{count, global},
+    kernel::{FLOWTEL_LAYOUT, offset, read},
+};
+
+/// Bytes of a request's first packet searched for the header.
+const WINDOW: usize = 1024;
+/// The scratch buffer: twice the window, so a masked index is always inside
+/// it, however far past the window a read at a found position goes.
+const SCRATCH: usize = 2 * WINDOW;
+/// The header's name, lowercase, with its colon.
+const HEADER: &[u8; 12] = b"traceparent:";
+/// Spaces or tabs accepted before the value.
+const MAX_LEADING_WHITESPACE: usize = 4;
+/// `AF_INET` and `AF_INET6`.
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// 1 to read `traceparent` headers; set by userspace at load time.
+#[unsafe(no_mangle)]
+static FLOWTEL_TRACE_CONTEXT: u32 = 1;
+
+/// Each connection's current context. Userspace removes the entries of
+/// connections gone idle; a full map refuses new connections (counted).
+#[map(name = "TRACE_CONTEXTS")]
+static TRACE_CONTEXTS: HashMap<ConnectionKey, ConnectionTrace> = HashMap::with_max_entries(16_384, 0);
+
+/// Slot 0: the program that reads a request's headers
+/// (`flowtel_tc_trace_context`), set by userspace where the kernel can run
+/// it (5.17+, for `bpf_loop`). Empty, the flow programs skip it.
+#[map(name = "TRACE_CONTEXT_PROGRAM")]
+static TRACE_CONTEXT_PROGRAM: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// What a flow program hands the header reader: the packet's flow key and
+/// where its TCP payload starts.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Request {
+    key: FlowKey,
+    payload: u32,
+    pad: u32,
+}
+
+/// The flow program's hand-over to the header reader (per CPU: a tail call
+/// runs on the same CPU, right after).
+#[map(name = "TRACE_CONTEXT_REQUEST")]
+static TRACE_CONTEXT_REQUEST: PerCpuArray<Request> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where lookup keys are built (the tracepoints' stacks are nearly full).
+#[map(name = "CONNECTION_KEY_SCRATCH")]
+static CONNECTION_KEY_SCRATCH: PerCpuArray<ConnectionKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's key scratch slot.
+#[inline(always)]
+fn scratch_key() -> Option<&'static mut ConnectionKey> {
+    // SAFETY: this CPU's slot; a program runs to completion on one CPU.
+    CONNECTION_KEY_SCRATCH.get_ptr_mut(0).map(|key| unsafe { &mut *key })
+}
+
+/// Where a request's first bytes are copied to be searched.
+#[map(name = "HTTP_SCRATCH")]
+static HTTP_SCRATCH: PerCpuArray<[u8; SCRATCH]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The byte at `index` of the scratch buffer (masked: the verifier sees the bound).
+#[inline(always)]
+fn at(buf: &[u8; SCRATCH], index: usize) -> u8 {
+    buf[index & (SCRATCH - 1)]
+}
+
+/// What a request's headers said about its context.
+enum Found {
+    Context(TraceContext),
+    Absent,
+    Malformed,
+    Unreadable,
+}
+
+/// Whether a payload starting with these bytes can be an HTTP/1.x request.
+#[inline(always)]
+fn is_request_start(first: [u8; 4]) -> bool {
+    matches!(&first, b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC")
+}
+
+/// Called by the flow programs last, for a TCP packet whose payload starts
+/// at `payload`: when the payload can be an HTTP/1.x request, hands the
+/// packet to the header reader (a tail call: it does not return then).
+#[inline(always)]
+pub fn hand_over(ctx: &TcContext, key: &FlowKey, payload: usize) {
+    if global(&FLOWTEL_TRACE_CONTEXT) == 0 || payload == 0 || payload + 4 > ctx.len() as usize {
+        return;
+    }
+    match ctx.load::<[u8; 4]>(payload) {
+        Ok(first) if is_request_start(first) => {}
+        _ => return,
+    }
+    let Some(request) = TRACE_CONTEXT_REQUEST.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot; the tail call runs next, on this CPU.
+    unsafe { *request = Request { key: *key, payload: payload as u32, pad: 0 } };
+    // SAFETY: the context is this program's own.
+    unsafe { TRACE_CONTEXT_PROGRAM.tail_call(ctx, 0) };
+}
+
+/// The header reader: reads the `traceparent` of the request the flow
+/// program handed over and makes it its connection's current context.
+#[inline(always)]
+pub fn read_request(ctx: &TcContext) {
+    let Some(request) = TRACE_CONTEXT_REQUEST.get_ptr(0) else { return };
+    // SAFETY: this CPU's slot, written by the flow program just before.
+    let (key, payload) = unsafe { ((*request).key, (*request).payload as usize) };
+    let total = ctx.len() as usize;
+    if payload >= total {
+        return;
+    }
+    let Some(buf) = HTTP_SCRATCH.get_ptr_mut(0) else { return };
+    let length = total - payload;
+    let length = if length > WINDOW { WINDOW } else { length };
+    if length < 4 {
+        return;
+    }
+    // SAFETY: `buf` is this CPU's scratch slot of SCRATCH bytes and `length`
+    // is at most WINDOW; the helper checks the packet's bounds.
+    if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), payload as u32, buf.cast(), length as u32) } != 0 {
+        return;
+    }
+    // SAFETY: as above; nothing else runs on this CPU meanwhile.
+    let found = match find_header(unsafe { &*buf }, length) {
+        Some(found) => found,
+        // Not an HTTP/1.x request after all.
+        None => return,
+    };
+    let Some(connection) = scratch_key() else { return };
+    connection.set(key.ip_version, &key.src_addr, key.src_port, &key.dst_addr, key.dst_port);
+    let connection = &*connection;
+    match found {
+        Found::Context(context) => {
+            count(Counter::TraceContextsRead);
+            // SAFETY: a helper without preconditions.
+            let trace = ConnectionTrace { context, updated_ns: unsafe { bpf_ktime_get_ns() } };
+            if TRACE_CONTEXTS.insert(connection, &trace, 0).is_err() {
+                count(Counter::TraceContextMapFull);
+            }
+            return;
+        }
+        Found::Absent => count(Counter::TraceContextsAbsent),
+        Found::Malformed => count(Counter::TraceContextsMalformed),
+        Found::Unreadable => count(Counter::TraceContextsUnreadable),
+    }
+    // This request is not the previous one: its events must not carry that one's context.
+    let _ = TRACE_CONTEXTS.remove(connection);
+}
+
+/// Where the search of a request's headers stands.
+#[repr(C)]
+struct Search {
+    /// The scratch buffer.
+    buf: *const [u8; SCRATCH],
+    /// Bytes read into it.
+    length: u64,
+    /// Whether the request line has ended.
+    in_headers: u64,
+    /// One of the `SEARCH_*` outcomes.
+    outcome: u64,
+    /// With `SEARCH_FOUND`: where the header's value starts.
+    value_start: u64,
+}
+
+/// The headers go on past what was read (the search's start state).
+const SEARCH_UNREADABLE: u64 = 0;
+/// The first line is not an HTTP/1.x request line.
+const SEARCH_NOT_HTTP: u64 = 1;
+/// The headers ended without a `traceparent`.
+const SEARCH_ABSENT: u64 = 2;
+/// A `traceparent` header was found.
+const SEARCH_FOUND: u64 = 3;
+
+/// `bpf_loop` callback over the bytes read: at each `\n`, checks the
+/// request line (the first) or the header line that follows; stops at the
+/// first `traceparent`, at the empty line that ends the headers, or at a
+/// first line that is not an HTTP/1.x request line. One small body the
+/// verifier checks once, where a plain loop would be checked byte by byte.
+unsafe extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
+    const STOP: i64 = 1;
+    // SAFETY: `search` is the caller's `Search`, alive for the whole loop.
+    let search = unsafe { &mut *search.cast::<Search>() };
+    // SAFETY: `buf` points at the scratch map value, SCRATCH bytes long.
+    let buf = unsafe { &*search.buf };
+    let position = index as usize & (SCRATCH - 1);
+    if at(buf, position) != b'\n' {
+        return 0;
+    }
+    if search.in_headers == 0 {
+        if !is_request_line(buf, position) {
+            search.outcome = SEARCH_NOT_HTTP;
+            return STOP;
+        }
+        search.in_headers = 1;
+        return 0;
+    }
+    let length = search.length as usize;
+    let line = position + 1;
+    if line >= length {
+        return STOP;
+    }
+    let first = at(buf, line);
+    if first == b'\r' || first == b'\n' {
+        search.outcome = SEARCH_ABSENT;
+        return STOP;
+    }
+    if line + HEADER.len() <= length && is_traceparent(buf, line) {
+        search.outcome = SEARCH_FOUND;
+        search.value_start = (line + HEADER.len()) as u64;
+        return STOP;
+    }
+    0
+}
+
+/// Whether the line ending at `end` (its `\n`) ends like an HTTP/1.x
+/// request line: `… HTTP/1.x\r\n` (or a bare `\n`).
+#[inline(always)]
+fn is_request_line(buf: &[u8; SCRATCH], end: usize) -> bool {
+    let end = if end > 0 && at(buf, end - 1) == b'\r' { end - 1 } else { end };
+    if end < 10 {
+        return false;
+    }
+    let version = end - 9;
+    for (k, expected) in b" HTTP/1.".iter().enumerate() {
+        if at(buf, version + k) != *expected {
+            return false;
+        }
+    }
+    at(buf, end - 1).is_ascii_digit()
+}
+
+/// Whether the header line starting at `start` is `traceparent:` (any case).
+#[inline(always)]
+fn is_traceparent(buf: &[u8; SCRATCH], start: usize) -> bool {
+    for (k, expected) in HEADER.iter().enumerate() {
+        let c = at(buf, start + k);
+        // Setting bit 5 lowercases an ASCII letter and maps nothing else onto one.
+        let c = if *expected == b':' { c } else { c | 0x20 };
+        if c != *expected {
+            return false;
+        }
+    }
+    true
+}
+
+/// What the first `length` bytes of a request say about its context;
+/// `None` when they are not an HTTP/1.x request.
+#[inline(always)]
+fn find_header(buf: &[u8; SCRATCH], length: usize) -> Option<Found> {
+    let mut search = Search { buf, length: length as u64, in_headers: 0, outcome: SEARCH_UNREADABLE, value_start: 0 };
+    // SAFETY: the callback only touches `search` and the buffer it points at.
+    unsafe { bpf_loop(length as u32, search_step as *mut c_void, (&mut search as *mut Search).cast(), 0) };
+    match search.outcome {
+        SEARCH_FOUND => {}
+        SEARCH_ABSENT => return Some(Found::Absent),
+        SEARCH_NOT_HTTP => return None,
+        _ => return Some(Found::Unreadable),
+    }
+    let mut value_start = search.value_start as usize & (WINDOW - 1);
+    for _ in 0..MAX_LEADING_WHITESPACE {
+        let c = at(buf, value_start);
+        if value_start < length && (c == b' ' || c == b'\t') {
+            value_start += 1;
+        }
+    }
+    // The value and the byte after it must both have been read.
+    if value_start + TRACEPARENT_LEN >= length {
+        return Some(Found::Unreadable);
+    }
+    let mut value = [0u8; TRACEPARENT_LEN];
+    for (k, byte) in value.iter_mut().enumerate() {
+        *byte = at(buf, value_start + k);
+    }
+    if !matches!(at(buf, value_start + TRACEPARENT_LEN), b'\r' | b'\n' | b' ' | b'\t') {
+        return Some(Found::Malformed);
+    }
+    Some(match parse_traceparent(&value) {
+        Some(context) => Found::Context(context),
+        None => Found::Malformed,
+    })
+}
+
+/// The current context of the connection between these two ends, written
+/// to `out` (left as it is when there is none).
+#[inline(always)]
+pub fn current(ip_version: u8, src: &[u8; 16], src_port: u16, dst: &[u8; 16], dst_port: u16, out: &mut TraceContext) {
+    let Some(connection) = scratch_key() else { return };
+    connection.set(ip_version, src, src_port, dst, dst_port);
+    // SAFETY: copied out of a live map value.
+    if let Some(trace) = unsafe { TRACE_CONTEXTS.get(&*connection) } {
+        *out = trace.context;
+    }
+}
+
+/// The current context of the connection of TCP socket `sk` (may be null),
+/// written to `out` (all zero: none).
+#[inline(always)]
+pub fn of_socket(sk: *const u8, out: &mut TraceContext) {
+    *out = TraceContext::default();
+    let layout = &FLOWTEL_LAYOUT;
+    let (Some(family), Some(peer_port), Some(local_port)) = (
+        read::<u16>(sk, offset(&layout.sock_family)),
+        read::<u16>(sk, offset(&layout.sock_dport)),
+        read::<u16>(sk, offset(&layout.sock_num)),
+    ) else {
+        return;
+    };
+    let Some(connection) = scratch_key() else { return };
+    // End a is this socket, b its peer, until `order`.
+    *connection = ConnectionKey { port_a: local_port, port_b: u16::from_be(peer_port), ..ConnectionKey::default() };
+    if family == AF_INET6 {
+        if !read_into(sk, offset(&layout.sock_v6_rcv_saddr), &mut connection.addr_a)
+            || !read_into(sk, offset(&layout.sock_v6_daddr), &mut connection.addr_b)
+        {
+            return;
+        }
+        connection.ip_version = IP_V6;
+    } else if family != AF_INET {
+        return;
+    }
+    // An IPv4 peer of a dual-stack socket (`::ffff:a.b.c.d`) talks IPv4 on the wire.
+    let peer = &connection.addr_b;
+    let mapped = peer[..10] == [0; 10] && peer[10] == 0xff && peer[11] == 0xff;
+    if family == AF_INET || mapped {
+        connection.addr_a = [0; 16];
+        connection.addr_b = [0; 16];
+        connection.ip_version = IP_V4;
+        if !read_into(sk, offset(&layout.sock_rcv_saddr), &mut connection.addr_a[..4])
+            || !read_into(sk, offset(&layout.sock_daddr), &mut connection.addr_b[..4])
+        {
+            return;
+        }
+    }
+    connection.order();
+    // SAFETY: copied out of a live map value.
+    if let Some(trace) = unsafe { TRACE_CONTEXTS.get(&*connection) } {
+        *out = trace.context;
+    }
+}
+
+/// Reads kernel memory at `base + offset` into `out`; false when it cannot.
+#[inline(always)]
+fn read_into(base: *const u8, offset: u16, out: &mut [u8]) -> bool {
+    if base.is_null() || offset == UNKNOWN {
+        return false;
+    }
+    // SAFETY: the helper checks the address; a fault is an error, not a crash.
+    unsafe { bpf_probe_read_kernel_buf(base.add(usize::from(offset)), out) }.is_ok()
+}
