@@ -70,6 +70,20 @@ impl Netns {
             .unwrap()
     }
 
+    /// Starts one of the tests' Python scripts (tests/python/`name`) with the
+    /// test virtualenv's python inside the namespace, output captured.
+    pub fn script(&self, name: &str, args: &[&str]) -> std::process::Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(crate::python())
+            .arg(crate::script(name))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// The inode of the namespace (what `linux.netns.inode` reports).
     pub fn inode(&self) -> u64 {
         let link = String::from_utf8_lossy(&self.run(&["readlink", "/proc/self/ns/net"]).stdout).trim().to_owned();

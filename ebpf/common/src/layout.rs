@@ -81,8 +81,9 @@ pub struct KernelLayout {
     pub sock_rcv_saddr: u16,
     /// `sock.__sk_common.skc_dport` (`__be16`): the peer's port.
     pub sock_dport: u16,
-    /// `sock.__sk_common.skc_num` (`unsigned short`, host order): the local port.
-    pub sock_num: u16,
+    /// `inet_sock.inet_sport` (`__be16`): the local port (`skc_num` is
+    /// already cleared when a socket's close is traced).
+    pub inet_sport: u16,
     /// `sock.__sk_common.skc_v6_daddr` (`struct in6_addr`).
     pub sock_v6_daddr: u16,
     /// `sock.__sk_common.skc_v6_rcv_saddr` (`struct in6_addr`).
@@ -127,7 +128,7 @@ impl KernelLayout {
             sock_daddr: UNKNOWN,
             sock_rcv_saddr: UNKNOWN,
             sock_dport: UNKNOWN,
-            sock_num: UNKNOWN,
+            inet_sport: UNKNOWN,
             sock_v6_daddr: UNKNOWN,
             sock_v6_rcv_saddr: UNKNOWN,
             pad: 0,

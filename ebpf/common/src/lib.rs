@@ -61,7 +61,9 @@ pub mod ipproto {
     pub const SCTP: u8 = 132;
 }
 
-/// What identifies a flow: one direction of a conversation on one interface.
+/// What identifies a flow: one direction of a conversation on one interface,
+/// and for TCP the request in flight on the connection (its trace context),
+/// so each traced request's packets are a flow of their own.
 ///
 /// Addresses are 16 bytes; IPv4 uses the first 4. For ICMP and ICMPv6 the
 /// ports hold the message type and code.
@@ -86,6 +88,9 @@ pub struct FlowKey {
     pub direction: u8,
     /// Explicit padding; always zero.
     pub pad: [u8; 5],
+    /// The TCP connection's trace context when the packets were seen (all
+    /// zero: none, or not TCP).
+    pub trace: TraceContext,
 }
 
 /// TCP flag bits as in the TCP header (`FIN` = 0x01 … `CWR` = 0x80).
@@ -148,8 +153,6 @@ pub struct FlowEvent {
     pub packet_tcp_flags: u8,
     /// Explicit padding; always zero.
     pub pad: [u8; 6],
-    /// The connection's trace context when the event was raised.
-    pub trace: TraceContext,
 }
 
 /// [`GLOBAL_EVENT_TRANSPORT`]: BPF ring buffer (kernel 5.8+).
@@ -232,12 +235,9 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 4 + 1 + 1 + 1 + 5);
+        assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 4 + 1 + 1 + 1 + 5 + size_of::<TraceContext>());
         assert_eq!(size_of::<FlowStats>(), 8 * 4 + 2 + 6);
-        assert_eq!(
-            size_of::<FlowEvent>(),
-            size_of::<FlowKey>() + size_of::<FlowStats>() + 8 + size_of::<TraceContext>()
-        );
+        assert_eq!(size_of::<FlowEvent>(), size_of::<FlowKey>() + size_of::<FlowStats>() + 8);
         assert_eq!(size_of::<TraceContext>(), 16 + 8 + 8);
         assert_eq!(size_of::<ConnectionKey>(), 16 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<ConnectionTrace>(), size_of::<TraceContext>() + 8);

@@ -21,7 +21,7 @@ pub const TRACEPARENT_LEN: usize = 55;
 
 /// A trace context: all zero when there is none.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TraceContext {
     /// The trace id (never all zero in a valid context).
     pub trace_id: [u8; 16],

@@ -9,12 +9,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use flowtel_ebpf_common::{
-    COUNTERS, Counter, EVENT_FLOW_END, FlowEvent, FlowKey, FlowStats, TRANSPORT_PERF_ARRAY, TraceContext, ipproto,
-    tcp_flags,
+    COUNTERS, Counter, EVENT_FLOW_END, FlowEvent, FlowKey, FlowStats, TRANSPORT_PERF_ARRAY, ipproto, tcp_flags,
 };
 
 use crate::{
-    parse::{Skip, parse},
+    parse::{PACKET, Skip, parse},
     trace_context,
 };
 
@@ -86,8 +85,11 @@ pub fn record(ctx: &TcContext, direction: u8) {
         count(Counter::PacketsSampledOut);
         return;
     }
-    let parsed = match parse(ctx) {
-        Ok(parsed) => parsed,
+    let Some(packet) = PACKET.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
+    let packet = unsafe { &mut *packet };
+    match parse(ctx, packet) {
+        Ok(()) => {}
         Err(Skip::NotIp) => {
             count(Counter::NonIpPackets);
             return;
@@ -96,33 +98,55 @@ pub fn record(ctx: &TcContext, direction: u8) {
             count(Counter::ParseFailures);
             return;
         }
-    };
-    let mut key = parsed.key;
-    key.direction = direction;
+    }
+    packet.key.direction = direction;
     // SAFETY: the context's skb pointer is valid for the program's run.
-    key.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    packet.key.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if packet.key.protocol == ipproto::TCP {
+        // A request's first packet goes to the header reader, which counts
+        // it under its new context; this returns when there is none to read.
+        trace_context::hand_over(ctx, packet);
+    }
+    count_packet(ctx, &mut packet.key, packet.tcp_flags);
+}
+
+/// Counts a parsed packet in its flow (for TCP, the flow of the request in
+/// flight on its connection) and raises a flow-end event on FIN or RST.
+#[inline(always)]
+pub fn count_packet(ctx: &TcContext, key: &mut FlowKey, tcp_flags: u8) {
+    if key.protocol == ipproto::TCP {
+        trace_context::current(
+            key.ip_version,
+            &key.src_addr,
+            key.src_port,
+            &key.dst_addr,
+            key.dst_port,
+            &mut key.trace,
+        );
+    }
+    let key = &*key;
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let bytes = u64::from(ctx.len());
 
-    match FLOWS.get_ptr_mut(&key) {
-        Some(stats) => add(stats, bytes, now, parsed.tcp_flags),
+    match FLOWS.get_ptr_mut(key) {
+        Some(stats) => add(stats, bytes, now, tcp_flags),
         None => {
             let stats = FlowStats {
                 first_seen_ns: now,
                 last_seen_ns: now,
                 bytes,
                 packets: 1,
-                tcp_flags: u16::from(parsed.tcp_flags),
-                first_tcp_flags: parsed.tcp_flags,
+                tcp_flags: u16::from(tcp_flags),
+                first_tcp_flags: tcp_flags,
                 pad: [0; 5],
             };
             // A new flow raises no event: userspace finds it in the table at
             // its next flush, and the ring keeps its room for flow ends.
-            if FLOWS.insert(&key, &stats, u64::from(BPF_NOEXIST)).is_err() {
-                if let Some(stats) = FLOWS.get_ptr_mut(&key) {
+            if FLOWS.insert(key, &stats, u64::from(BPF_NOEXIST)).is_err() {
+                if let Some(stats) = FLOWS.get_ptr_mut(key) {
                     // Another CPU inserted it first (this CPU's copy starts at zero).
-                    add(stats, bytes, now, parsed.tcp_flags);
+                    add(stats, bytes, now, tcp_flags);
                 } else {
                     count(Counter::FlowMapInsertFailures);
                     return;
@@ -130,12 +154,8 @@ pub fn record(ctx: &TcContext, direction: u8) {
             }
         }
     }
-    if key.protocol == ipproto::TCP {
-        if u16::from(parsed.tcp_flags) & (tcp_flags::FIN | tcp_flags::RST) != 0 {
-            emit(ctx, &key, EVENT_FLOW_END, parsed.tcp_flags);
-        }
-        // Last: it may not return.
-        trace_context::hand_over(ctx, &key, parsed.tcp_payload);
+    if key.protocol == ipproto::TCP && u16::from(tcp_flags) & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+        emit(ctx, key, EVENT_FLOW_END, tcp_flags);
     }
 }
 
@@ -146,8 +166,7 @@ fn emit(ctx: &TcContext, key: &FlowKey, kind: u8, packet_tcp_flags: u8) {
         Some(stats) => unsafe { *stats },
         None => FlowStats::default(),
     };
-    let mut event = FlowEvent { key: *key, stats, kind, packet_tcp_flags, pad: [0; 6], trace: TraceContext::default() };
-    trace_context::current(key.ip_version, &key.src_addr, key.src_port, &key.dst_addr, key.dst_port, &mut event.trace);
+    let event = FlowEvent { key: *key, stats, kind, packet_tcp_flags, pad: [0; 6] };
     if global(&FLOWTEL_EVENT_TRANSPORT) == TRANSPORT_PERF_ARRAY {
         // Perf buffer losses are reported to userspace by the perf ring itself.
         FLOW_EVENTS_PERF.output(ctx, &event, 0);

@@ -6,7 +6,7 @@
 //! an error, never a misread. Non-first fragments carry no L4 header: their
 //! ports are left at zero.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::TcContext};
 use flowtel_ebpf_common::{FlowKey, IP_V4, IP_V6, ipproto};
 
 const ETH_HLEN: usize = 14;
@@ -25,13 +25,23 @@ pub enum Skip {
     Malformed,
 }
 
-/// A parsed packet: its flow key (without interface and direction), TCP
-/// flags and, for TCP, where its payload starts (0: not TCP, or unknown).
-pub struct Parsed {
+/// A parsed packet: its flow key, TCP flags and, for TCP, where its payload
+/// starts (0: not TCP, or unknown). The parser fills in all but the key's
+/// interface, direction and trace context.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Packet {
     pub key: FlowKey,
+    pub tcp_payload: u32,
     pub tcp_flags: u8,
-    pub tcp_payload: usize,
+    pub pad: [u8; 3],
 }
+
+/// The packet being handled on this CPU (a flow key with its trace context
+/// is too big to copy around on the 512-byte stack). The header reader a
+/// flow program tail-calls finds it here too.
+#[map(name = "PACKET")]
+pub static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn load_u8(ctx: &TcContext, offset: usize) -> Result<u8, Skip> {
@@ -43,8 +53,9 @@ fn load_be16(ctx: &TcContext, offset: usize) -> Result<u16, Skip> {
     ctx.load::<u16>(offset).map(u16::from_be).map_err(|_| Skip::Malformed)
 }
 
+/// Parses the packet into `packet`.
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Result<Parsed, Skip> {
+pub fn parse(ctx: &TcContext, packet: &mut Packet) -> Result<(), Skip> {
     let mut offset = ETH_HLEN;
     let mut ether_type = load_be16(ctx, 12)?;
     for _ in 0..2 {
@@ -53,7 +64,10 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, Skip> {
             offset += 4;
         }
     }
-    let mut key = FlowKey::default();
+    packet.key = FlowKey::default();
+    packet.tcp_flags = 0;
+    packet.tcp_payload = 0;
+    let key = &mut packet.key;
     let (protocol, l4, first_fragment) = match ether_type {
         ETH_P_IP => {
             let version_ihl = load_u8(ctx, offset)?;
@@ -105,16 +119,14 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, Skip> {
         _ => return Err(Skip::NotIp),
     };
     key.protocol = protocol;
-    let mut tcp_flags = 0;
-    let mut tcp_payload = 0;
     if first_fragment {
         match protocol {
             ipproto::TCP | ipproto::UDP | ipproto::SCTP => {
                 key.src_port = load_be16(ctx, l4)?;
                 key.dst_port = load_be16(ctx, l4 + 2)?;
                 if protocol == ipproto::TCP {
-                    tcp_payload = l4 + usize::from(load_u8(ctx, l4 + 12)? >> 4) * 4;
-                    tcp_flags = load_u8(ctx, l4 + 13)?;
+                    packet.tcp_payload = (l4 + usize::from(load_u8(ctx, l4 + 12)? >> 4) * 4) as u32;
+                    packet.tcp_flags = load_u8(ctx, l4 + 13)?;
                 }
             }
             ipproto::ICMP | ipproto::ICMPV6 => {
@@ -124,5 +136,5 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, Skip> {
             _ => {}
         }
     }
-    Ok(Parsed { key, tcp_flags, tcp_payload })
+    Ok(())
 }

@@ -26,8 +26,9 @@ use flowtel_ebpf_common::{
 };
 
 use crate::{
-    flows::{count, global},
+    flows::{count, count_packet, global},
     kernel::{FLOWTEL_LAYOUT, offset, read},
+    parse::{PACKET, Packet},
 };
 
 /// Bytes of a request's first packet searched for the header.
@@ -57,21 +58,6 @@ static TRACE_CONTEXTS: HashMap<ConnectionKey, ConnectionTrace> = HashMap::with_m
 /// it (5.17+, for `bpf_loop`). Empty, the flow programs skip it.
 #[map(name = "TRACE_CONTEXT_PROGRAM")]
 static TRACE_CONTEXT_PROGRAM: ProgramArray = ProgramArray::with_max_entries(1, 0);
-
-/// What a flow program hands the header reader: the packet's flow key and
-/// where its TCP payload starts.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Request {
-    key: FlowKey,
-    payload: u32,
-    pad: u32,
-}
-
-/// The flow program's hand-over to the header reader (per CPU: a tail call
-/// runs on the same CPU, right after).
-#[map(name = "TRACE_CONTEXT_REQUEST")]
-static TRACE_CONTEXT_REQUEST: PerCpuArray<Request> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where lookup keys are built (the tracepoints' stacks are nearly full).
 #[map(name = "CONNECTION_KEY_SCRATCH")]
@@ -108,11 +94,12 @@ fn is_request_start(first: [u8; 4]) -> bool {
     matches!(&first, b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC")
 }
 
-/// Called by the flow programs last, for a TCP packet whose payload starts
-/// at `payload`: when the payload can be an HTTP/1.x request, hands the
-/// packet to the header reader (a tail call: it does not return then).
+/// Called by the flow programs before counting a TCP packet: when its
+/// payload can be an HTTP/1.x request, hands the packet to the header
+/// reader, which counts it (a tail call: it does not return then).
 #[inline(always)]
-pub fn hand_over(ctx: &TcContext, key: &FlowKey, payload: usize) {
+pub fn hand_over(ctx: &TcContext, packet: &Packet) {
+    let payload = packet.tcp_payload as usize;
     if global(&FLOWTEL_TRACE_CONTEXT) == 0 || payload == 0 || payload + 4 > ctx.len() as usize {
         return;
     }
@@ -120,20 +107,27 @@ pub fn hand_over(ctx: &TcContext, key: &FlowKey, payload: usize) {
         Ok(first) if is_request_start(first) => {}
         _ => return,
     }
-    let Some(request) = TRACE_CONTEXT_REQUEST.get_ptr_mut(0) else { return };
-    // SAFETY: this CPU's slot; the tail call runs next, on this CPU.
-    unsafe { *request = Request { key: *key, payload: payload as u32, pad: 0 } };
-    // SAFETY: the context is this program's own.
+    // SAFETY: the context is this program's own; the reader finds the
+    // packet in this CPU's `PACKET` slot.
     unsafe { TRACE_CONTEXT_PROGRAM.tail_call(ctx, 0) };
 }
 
 /// The header reader: reads the `traceparent` of the request the flow
-/// program handed over and makes it its connection's current context.
+/// program handed over, makes it its connection's current context, and
+/// counts the packet in the request's flow.
 #[inline(always)]
 pub fn read_request(ctx: &TcContext) {
-    let Some(request) = TRACE_CONTEXT_REQUEST.get_ptr(0) else { return };
-    // SAFETY: this CPU's slot, written by the flow program just before.
-    let (key, payload) = unsafe { ((*request).key, (*request).payload as usize) };
+    let Some(packet) = PACKET.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot, filled by the flow program just before.
+    let packet = unsafe { &mut *packet };
+    set_context(ctx, &packet.key, packet.tcp_payload as usize);
+    count_packet(ctx, &mut packet.key, packet.tcp_flags);
+}
+
+/// Reads the `traceparent` of the request whose payload starts at `payload`
+/// and makes it the connection's current context (or clears it).
+#[inline(always)]
+fn set_context(ctx: &TcContext, key: &FlowKey, payload: usize) {
     let total = ctx.len() as usize;
     if payload >= total {
         return;
@@ -330,13 +324,14 @@ pub fn of_socket(sk: *const u8, out: &mut TraceContext) {
     let (Some(family), Some(peer_port), Some(local_port)) = (
         read::<u16>(sk, offset(&layout.sock_family)),
         read::<u16>(sk, offset(&layout.sock_dport)),
-        read::<u16>(sk, offset(&layout.sock_num)),
+        read::<u16>(sk, offset(&layout.inet_sport)),
     ) else {
         return;
     };
     let Some(connection) = scratch_key() else { return };
     // End a is this socket, b its peer, until `order`.
-    *connection = ConnectionKey { port_a: local_port, port_b: u16::from_be(peer_port), ..ConnectionKey::default() };
+    *connection =
+        ConnectionKey { port_a: u16::from_be(local_port), port_b: u16::from_be(peer_port), ..ConnectionKey::default() };
     if family == AF_INET6 {
         if !read_into(sk, offset(&layout.sock_v6_rcv_saddr), &mut connection.addr_a)
             || !read_into(sk, offset(&layout.sock_v6_daddr), &mut connection.addr_b)

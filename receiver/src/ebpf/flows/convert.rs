@@ -97,7 +97,7 @@ pub fn flow_record(report: &FlowReport, ctx: &RecordContext<'_>) -> LogRecord {
         observed_time_unix_nano: ctx.now_unix_ns,
         event_name: event::FLOW.into(),
         attributes,
-        ..traced(&report.trace)
+        ..traced(&key.trace)
     }
 }
 

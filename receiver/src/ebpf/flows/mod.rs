@@ -7,7 +7,9 @@
 //! `attach` attaches the programs to interfaces as they come and go,
 //! `read` follows the events and the table (with `table`), `convert`
 //! makes the records and the `network.flow.*` metrics, `trace_context`
-//! gives each report its TCP connection's current trace context.
+//! forgets the trace contexts of connections gone. A TCP flow's key holds
+//! the trace context of the request its packets belong to, so each traced
+//! request's packets are reported as flows of their own.
 
 pub mod attach;
 pub mod convert;

@@ -22,7 +22,7 @@ use super::{
     convert::{self, FlowMetrics, RecordContext},
     reply::ReplyRule,
     table::{EndReason, FlowReport, FlowTable, merge_per_cpu},
-    trace_context::{self, Contexts},
+    trace_context,
 };
 use crate::ebpf::{
     config::EbpfReceiverConfig,
@@ -220,8 +220,7 @@ impl FlowLoop {
         let reason =
             if u16::from(event.packet_tcp_flags) & tcp_flags::RST != 0 { EndReason::Rst } else { EndReason::Fin };
         let stats = self.probes.flow(&event.key).unwrap_or(event.stats);
-        if let Some(mut report) = self.table.end(&event.key, &stats, reason) {
-            report.trace = event.trace;
+        if let Some(report) = self.table.end(&event.key, &stats, reason) {
             self.flow_metrics.add(&report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
             let record = self.to_record(&report, clock_now());
             self.pending.push(record);
@@ -246,7 +245,7 @@ impl FlowLoop {
         let now_ns = monotonic_now_ns();
         let flush = self.table.flush(&kernel, now_ns);
         self.probes.delete_flows(&flush.delete);
-        let contexts = self.trace_contexts(&kernel, now_ns);
+        self.forget_gone_trace_contexts(&kernel, now_ns);
         self.counters.evicted.add(flush.evicted);
         if flush.evicted > 0 {
             tracing::warn!(receiver = %self.id, evicted = flush.evicted, "The kernel's flow table was full; raise max_flows.");
@@ -254,10 +253,9 @@ impl FlowLoop {
         self.counters.mirror(&self.probes);
         let clock = clock_now();
         let mut records = std::mem::take(&mut self.pending);
-        for mut report in flush.reports {
-            report.trace = trace_context::context_of(&contexts, &report.key);
-            self.flow_metrics.add(&report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
-            records.push(self.to_record(&report, clock));
+        for report in &flush.reports {
+            self.flow_metrics.add(report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
+            records.push(self.to_record(report, clock));
         }
         self.publisher.logs(records).await;
 
@@ -270,25 +268,20 @@ impl FlowLoop {
 }
 
 impl FlowLoop {
-    /// The connections' current trace contexts, after forgetting those of
-    /// connections gone (no flow left, idle past `idle_timeout`).
-    fn trace_contexts(&mut self, kernel: &[(FlowKey, FlowStats)], now_ns: u64) -> Contexts {
+    /// Forgets the trace contexts of connections gone (no flow left, and
+    /// no request for longer than `idle_timeout`), so the kernel's map keeps
+    /// its room for connections alive.
+    fn forget_gone_trace_contexts(&mut self, kernel: &[(FlowKey, FlowStats)], now_ns: u64) {
         if !self.config.trace_context.enabled {
-            return Contexts::new();
+            return;
         }
-        let mut contexts = match self.probes.trace_contexts() {
-            Ok(contexts) => contexts,
-            Err(err) => {
-                tracing::error!(receiver = %self.id, error = %err, "Cannot read the trace contexts.");
-                return Contexts::new();
+        match self.probes.trace_contexts() {
+            Ok(contexts) => {
+                let idle_ns = self.config.idle_timeout.as_nanos() as u64;
+                self.probes.forget_trace_contexts(&trace_context::gone(&contexts, kernel, now_ns, idle_ns));
             }
-        };
-        let gone = trace_context::gone(&contexts, kernel, now_ns, self.config.idle_timeout.as_nanos() as u64);
-        self.probes.forget_trace_contexts(&gone);
-        for key in &gone {
-            contexts.remove(key);
+            Err(err) => tracing::error!(receiver = %self.id, error = %err, "Cannot read the trace contexts."),
         }
-        contexts
     }
 }
 

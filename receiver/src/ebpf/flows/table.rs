@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use flowtel_ebpf_common::{FlowKey, FlowStats, TraceContext};
+use flowtel_ebpf_common::{FlowKey, FlowStats};
 
 use super::reply::ReplyRule;
 
@@ -49,9 +49,6 @@ pub struct FlowReport {
     pub is_reply: Option<bool>,
     /// Set when this report ends the flow.
     pub end: Option<EndReason>,
-    /// The trace context of the request in flight on its TCP connection
-    /// when the report was made (all zero: none).
-    pub trace: TraceContext,
 }
 
 /// The outcome of one flush.
@@ -136,7 +133,6 @@ impl FlowTable {
             tcp_flags: stats.tcp_flags,
             is_reply: tracked.is_reply,
             end,
-            trace: TraceContext::default(),
         })
     }
 

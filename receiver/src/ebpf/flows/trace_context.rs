@@ -1,13 +1,11 @@
 //! The kernel's per-connection trace contexts (read by the TC programs from
-//! HTTP/1.x `traceparent` headers): what flow reports carry, and the
-//! removal of contexts whose connection has gone.
+//! HTTP/1.x `traceparent` headers; each flow's key carries the one its
+//! packets were seen with): removing those whose connection has gone.
 
 use std::collections::{HashMap, HashSet};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use flowtel_ebpf_common::{
-    ConnectionKey, ConnectionTrace, FlowKey, FlowStats, TRACE_CONTEXTS_MAP, TraceContext, ipproto,
-};
+use flowtel_ebpf_common::{ConnectionKey, ConnectionTrace, FlowKey, FlowStats, TRACE_CONTEXTS_MAP, ipproto};
 
 use crate::ebpf::kernel::loader::{EbpfError, Probes, map_error};
 
@@ -19,11 +17,6 @@ pub fn connection_of(key: &FlowKey) -> Option<ConnectionKey> {
 
 /// Each connection's current context, by connection.
 pub type Contexts = HashMap<ConnectionKey, ConnectionTrace>;
-
-/// The context a flow's report carries: its connection's current one.
-pub fn context_of(contexts: &Contexts, key: &FlowKey) -> TraceContext {
-    connection_of(key).and_then(|c| contexts.get(&c)).map(|trace| trace.context).unwrap_or_default()
-}
 
 /// Contexts to forget: those whose connection has no flow left in the
 /// kernel's table and whose latest request is older than `idle_ns`.
@@ -61,7 +54,7 @@ impl Probes {
 
 #[cfg(test)]
 mod tests {
-    use flowtel_ebpf_common::IP_V4;
+    use flowtel_ebpf_common::{IP_V4, TraceContext};
 
     use super::*;
 
@@ -82,9 +75,8 @@ mod tests {
     }
 
     #[test]
-    fn both_directions_of_a_connection_carry_its_context_and_udp_none() {
+    fn both_directions_of_a_connection_are_one_and_udp_none() {
         let request = flow(40_000, 80, ipproto::TCP);
-        let contexts: Contexts = [(connection_of(&request).unwrap(), traced(1))].into();
         let response = FlowKey {
             src_addr: request.dst_addr,
             dst_addr: request.src_addr,
@@ -92,9 +84,8 @@ mod tests {
             dst_port: 40_000,
             ..request
         };
-        assert_eq!(context_of(&contexts, &response).trace_id, [7; 16]);
-        assert!(!context_of(&contexts, &flow(40_000, 80, ipproto::UDP)).is_present());
-        assert!(!context_of(&contexts, &flow(40_001, 80, ipproto::TCP)).is_present());
+        assert_eq!(connection_of(&request), connection_of(&response));
+        assert_eq!(connection_of(&flow(40_000, 80, ipproto::UDP)), None);
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub fn struct_layout(btf: &Btf) -> (KernelLayout, Vec<String>) {
         (&mut layout.sock_daddr, "sock", "__sk_common.skc_daddr"),
         (&mut layout.sock_rcv_saddr, "sock", "__sk_common.skc_rcv_saddr"),
         (&mut layout.sock_dport, "sock", "__sk_common.skc_dport"),
-        (&mut layout.sock_num, "sock", "__sk_common.skc_num"),
+        (&mut layout.inet_sport, "inet_sock", "inet_sport"),
         (&mut layout.sock_v6_daddr, "sock", "__sk_common.skc_v6_daddr"),
         (&mut layout.sock_v6_rcv_saddr, "sock", "__sk_common.skc_v6_rcv_saddr"),
     ];

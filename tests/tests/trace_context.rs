@@ -1,0 +1,376 @@
+//! Privileged, real kernel: the W3C trace context of plaintext HTTP/1.x
+//! requests, read by the TC programs from the `traceparent` header the
+//! official OpenTelemetry SDK's instrumentation sends, and carried by every
+//! kernel record of the request's connection; bad headers counted, never
+//! attached.
+//!
+//! flowtel runs in the client's namespace, attached to its side of a veth
+//! pair; that namespace loses a share of what the server sends, so there
+//! are drops and retransmits to correlate. Needs root.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::Path,
+    time::Duration,
+};
+
+use flowtel_tests::{
+    Flowtel, free_port, hubble_call_in, metric_value,
+    netns::{Netns, VethPair, finish, is_root},
+    otlp_json::{Item, file_requests, items},
+};
+use serde_json::{Value, json};
+
+/// Time for a flush (1 s) and the records' hand-over to land in the file.
+const SETTLE: Duration = Duration::from_millis(2500);
+/// The server's port.
+const PORT: &str = "8080";
+/// Kernel records that belong to a connection.
+const CONNECTION_EVENTS: [&str; 5] =
+    ["network.flow", "network.packet.drop", "network.tcp.retransmit", "network.tcp.reset", "network.tcp.connection"];
+
+fn config(logs: &Path, receiver: &str, hubble_port: u16) -> String {
+    format!(
+        r#"
+receivers:
+  ebpf: {{interfaces: [veth0], flush_interval: 1s, {receiver}}}
+exporters:
+  file: {{path: "{logs}"}}
+  hubble: {{endpoint: "127.0.0.1:{hubble_port}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], exporters: [file, hubble]}}
+"#,
+        logs = logs.display()
+    )
+}
+
+/// One request the instrumented client made.
+#[derive(Debug)]
+struct Request {
+    trace_id: String,
+    span_id: String,
+    port: String,
+    start: u64,
+    end: u64,
+}
+
+fn attr<'a>(item: &'a Item, key: &str) -> &'a str {
+    item.attributes.get(key).map_or("", String::as_str)
+}
+
+fn trace_id(item: &Item) -> &str {
+    item.raw["traceId"].as_str().unwrap_or_default()
+}
+
+fn span_id(item: &Item) -> &str {
+    item.raw["spanId"].as_str().unwrap_or_default()
+}
+
+fn time(item: &Item) -> u64 {
+    item.raw["timeUnixNano"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0)
+}
+
+/// The client's port of a record of a connection to the server (empty when it is not one).
+fn client_port(item: &Item) -> &str {
+    if attr(item, "destination.port") == PORT {
+        attr(item, "source.port")
+    } else if attr(item, "source.port") == PORT {
+        attr(item, "destination.port")
+    } else {
+        ""
+    }
+}
+
+/// Starts the instrumented server in `ns` and waits until it listens.
+fn start_server(ns: &Netns, body_bytes: usize) -> std::process::Child {
+    let mut server = ns.script("traced_http.py", &["server", VethPair::B_V4, PORT, &body_bytes.to_string()]);
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the traced server did not start");
+    server
+}
+
+/// Stops a server the test started.
+fn stop(mut server: std::process::Child) {
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// flowtel's own metrics, read from inside `ns`.
+fn metrics_in(ns: &Netns, port: u16) -> String {
+    finish(ns.python(&format!(
+        "import urllib.request\nprint(urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode())"
+    )))
+}
+
+/// nftables in the client's namespace `ns` loses one in `share` of the
+/// packets the server sends (on input: a loss the server's TCP must find
+/// and repair, where a local output drop is only a failed send).
+fn lose_server_packets(ns: &Netns, share: u32) {
+    ns.run(&["nft", "add", "table", "inet", "flowtel_test"]);
+    ns.run(&["nft", "add", "chain", "inet", "flowtel_test", "input", "{ type filter hook input priority 0; }"]);
+    ns.run(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "flowtel_test",
+        "input",
+        "tcp",
+        "sport",
+        PORT,
+        "numgen",
+        "random",
+        "mod",
+        &share.to_string(),
+        "==",
+        "0",
+        "drop",
+    ]);
+}
+
+#[test]
+fn kernel_records_carry_the_trace_context_of_their_request() {
+    if !is_root() {
+        eprintln!("SKIPPED: trace context needs root (CI runs it as root)");
+        return;
+    }
+    traced_requests_over_a_lossy_path();
+    bad_headers_are_counted_and_never_attached();
+}
+
+fn traced_requests_over_a_lossy_path() {
+    const THREADS: usize = 4;
+    const REQUESTS: usize = 5;
+    let pair = VethPair::quiet("tc", false);
+    lose_server_packets(&pair.a, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs.jsonl");
+    let hubble = format!("127.0.0.1:{}", free_port());
+    let hubble_port = hubble.rsplit_once(':').unwrap().1.parse().unwrap();
+    let mut flowtel = Flowtel::start_in_netns(&config(&logs, "", hubble_port), &pair.a.name);
+    let server = start_server(&pair.b, 300_000);
+
+    // Keep-alive sessions, several requests in flight at once over pooled connections.
+    let url = format!("http://{}:{PORT}/", VethPair::B_V4);
+    let client =
+        finish(pair.a.script("traced_http.py", &["client", &url, &THREADS.to_string(), &REQUESTS.to_string()]));
+    let requests: Vec<Request> = client
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            Request {
+                trace_id: v["trace_id"].as_str().unwrap().into(),
+                span_id: v["span_id"].as_str().unwrap().into(),
+                port: v["port"].to_string(),
+                start: v["start"].as_u64().unwrap(),
+                end: v["end"].as_u64().unwrap(),
+            }
+        })
+        .collect();
+    assert_eq!(requests.len(), THREADS * REQUESTS, "{client}");
+    let mut by_port: BTreeMap<&str, Vec<&Request>> = BTreeMap::new();
+    for request in &requests {
+        by_port.entry(&request.port).or_default().push(request);
+    }
+    assert_eq!(by_port.len(), THREADS, "one kept-alive connection per session: {requests:?}");
+    std::thread::sleep(SETTLE);
+
+    // Hubble clients find a request's flows by its trace id.
+    let found_by_hubble = |trace: &str| {
+        let call = json!({"method": "GetFlows", "request": {"whitelist": [{"trace_id": [trace]}]}});
+        let responses = hubble_call_in(Some(&pair.a.name), &hubble, &call);
+        responses.into_iter().filter_map(|r| r.get("flow").cloned()).collect::<Vec<Value>>()
+    };
+    let hubble_answers: BTreeMap<&str, Vec<Value>> =
+        requests.iter().map(|r| (r.trace_id.as_str(), found_by_hubble(&r.trace_id))).collect();
+    let metrics = metrics_in(&pair.a, flowtel.metrics_port);
+    assert!(flowtel.child.stop().success(), "{}", flowtel.child.output());
+    stop(server);
+    let records = items(&file_requests(&logs), "logs");
+
+    let mut counted: BTreeMap<&str, usize> = BTreeMap::new();
+    // Per connection: when its first record with a context happened, and the
+    // latest record without one.
+    let mut first_traced: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut last_untraced: BTreeMap<&str, (u64, String)> = BTreeMap::new();
+    for record in records.iter().filter(|r| CONNECTION_EVENTS.contains(&r.event_name.as_str())) {
+        let port = client_port(record);
+        let Some(on_connection) = by_port.get(port) else { continue };
+        let what = format!("{} of connection :{port} at {}: {:?}", record.event_name, time(record), record.raw);
+        *counted.entry(&record.event_name).or_default() += 1;
+        if trace_id(record).is_empty() {
+            let latest = last_untraced.entry(port).or_default();
+            if time(record) > latest.0 {
+                *latest = (time(record), what);
+            }
+            continue;
+        }
+        let first = first_traced.entry(port).or_insert(u64::MAX);
+        *first = (*first).min(time(record));
+        // Never another connection's context, and the span id the header carried.
+        let request = on_connection
+            .iter()
+            .find(|r| r.trace_id == trace_id(record))
+            .unwrap_or_else(|| panic!("a trace id of another request: {what}"));
+        assert_eq!(span_id(record), request.span_id, "{what}");
+        // The header's flags: sampled, and (W3C level 2) a random trace id.
+        assert_eq!(record.raw["flags"], json!(3), "{what}");
+        match record.event_name.as_str() {
+            // Events happen while their request is in flight, or after the
+            // connection's last one (its close).
+            "network.packet.drop" | "network.tcp.retransmit" => {
+                let slack = 20_000_000;
+                let last = on_connection.iter().map(|r| r.start).max() == Some(request.start);
+                let end = if last { u64::MAX } else { request.end + slack };
+                assert!(
+                    (request.start.saturating_sub(slack)..=end).contains(&time(record)),
+                    "not during its request {request:?}: {what}"
+                );
+            }
+            // A connection ends with the context of its last request.
+            "network.tcp.connection" => {
+                let last = on_connection.iter().max_by_key(|r| r.start).unwrap();
+                assert_eq!(trace_id(record), last.trace_id, "{what}");
+            }
+            _ => {}
+        }
+    }
+    // Only what happened before a connection's first request (its handshake) has no context.
+    for (port, (at, what)) in &last_untraced {
+        assert!(first_traced.get(port).is_some_and(|first| at <= first), "after the first request: {what}");
+    }
+    assert_eq!(first_traced.len(), THREADS, "every connection's records carry context");
+    for event in ["network.flow", "network.packet.drop", "network.tcp.retransmit", "network.tcp.connection"] {
+        assert!(counted.get(event).copied().unwrap_or(0) > 0, "no {event} records of the connections: {counted:?}");
+    }
+    // Each request's header read on veth0's egress (again if the request was retransmitted).
+    assert!(
+        metric_value(&metrics, "flowtel_ebpf_trace_context_requests_total", &[("result", "read")])
+            >= requests.len() as f64,
+        "{metrics}"
+    );
+
+    // Hubble returns a request's flows and drops, and nothing of other requests.
+    let with_drops = requests
+        .iter()
+        .max_by_key(|r| {
+            records.iter().filter(|d| d.event_name == "network.packet.drop" && trace_id(d) == r.trace_id).count()
+        })
+        .unwrap();
+    for (trace, flows) in &hubble_answers {
+        assert!(!flows.is_empty(), "Hubble found no flow of trace {trace}");
+        for flow in flows {
+            assert_eq!(flow["trace_context"]["parent"]["trace_id"], json!(trace), "{flow}");
+        }
+    }
+    assert!(
+        hubble_answers[with_drops.trace_id.as_str()].iter().any(|f| f["verdict"] == "DROPPED"),
+        "the drops of trace {} through Hubble",
+        with_drops.trace_id
+    );
+}
+
+/// A server in `ns` answering every request on a kept-alive connection
+/// with a 2-byte body, until the client closes.
+fn tiny_server(ns: &Netns) -> std::process::Child {
+    ns.python(&format!(
+        "import socket,threading\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('{address}',{PORT}));s.listen(64);print('ready',flush=True)\n\
+         def serve(c):\n  d=b''\n  while True:\n    x=c.recv(65536)\n    if not x: break\n    d+=x\n\
+         \x20   while b'\\r\\n\\r\\n' in d:\n      d=d.split(b'\\r\\n\\r\\n',1)[1];c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok')\n\
+         \x20 c.close()\n\
+         while True:\n  c,_=s.accept();threading.Thread(target=serve,args=(c,),daemon=True).start()\n",
+        address = VethPair::B_V4
+    ))
+}
+
+fn bad_headers_are_counted_and_never_attached() {
+    const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const CROWDED_CONNECTIONS: usize = 20;
+    const MAX_CONNECTIONS: usize = 8;
+    let pair = VethPair::quiet("tb", false);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs.jsonl");
+    let receiver = format!("trace_context: {{max_connections: {MAX_CONNECTIONS}}}");
+    let mut flowtel = Flowtel::start_in_netns(&config(&logs, &receiver, free_port()), &pair.a.name);
+    let mut server = tiny_server(&pair.b);
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+
+    // One kept-alive connection: a valid context, then requests whose
+    // headers are wrong in every way, each of which must clear it; then
+    // more connections than the kernel keeps contexts for.
+    let malformed = [
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333z-01",
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+    ];
+    let client = pair.a.python(&format!(
+        "import socket,time,json\n\
+         c=socket.create_connection(('{server}',{PORT}));c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n\
+         def ask(*parts):\n  for i,p in enumerate(parts):\n    if i: time.sleep(0.05)\n    c.sendall(p)\n\
+         \x20 d=b''\n  while not d.endswith(b'ok'): d+=c.recv(100)\n\
+         head=b'GET / HTTP/1.1\\r\\nHost: server\\r\\n'\n\
+         ask(head+b'TraceParent: {VALID}\\r\\n\\r\\n')\ntime.sleep(1.5)\n\
+         for value in {malformed:?}: ask(head+b'traceparent: '+value.encode()+b'\\r\\n\\r\\n')\n\
+         ask(head+b'traceparent: 00-0af7651916cd', b'43dd8448eb211c80319c-b7ad6b7169203331-01\\r\\n\\r\\n')\n\
+         ask(head+b'Cookie: '+b'k'*1100+b'\\r\\ntraceparent: {VALID}\\r\\n\\r\\n')\n\
+         ask(head+b'\\r\\n')\n\
+         print(c.getsockname()[1]);time.sleep(1.5);c.close()\n\
+         crowd=[socket.create_connection(('{server}',{PORT})) for i in range({CROWDED_CONNECTIONS})]\n\
+         for k in crowd:\n  k.sendall(head+b'traceparent: {VALID}\\r\\n\\r\\n');d=b''\n\
+         \x20 while not d.endswith(b'ok'): d+=k.recv(100)\n\
+         time.sleep(1.5)\nfor k in crowd: k.close()\n",
+        server = VethPair::B_V4,
+        malformed = malformed.to_vec(),
+    ));
+    let port = finish(client);
+    std::thread::sleep(SETTLE);
+    let metrics = metrics_in(&pair.a, flowtel.metrics_port);
+    assert!(flowtel.child.stop().success(), "{}", flowtel.child.output());
+    stop(server);
+    let records = items(&file_requests(&logs), "logs");
+
+    let requests = |result| metric_value(&metrics, "flowtel_ebpf_trace_context_requests_total", &[("result", result)]);
+    assert_eq!(requests("malformed"), malformed.len() as f64, "{metrics}");
+    assert_eq!(requests("unreadable"), 2.0, "a header split across segments, one past the window");
+    assert_eq!(requests("absent"), 1.0);
+    assert_eq!(requests("read"), (1 + CROWDED_CONNECTIONS) as f64);
+    assert_eq!(
+        metric_value(&metrics, "flowtel_ebpf_trace_context_map_full_total", &[]),
+        (CROWDED_CONNECTIONS - MAX_CONNECTIONS) as f64,
+        "contexts of connections past max_connections are refused and counted"
+    );
+
+    // The valid context reached the first flush; after the bad requests cleared it, nothing carries it.
+    let of_connection: Vec<&Item> = records
+        .iter()
+        .filter(|r| CONNECTION_EVENTS.contains(&r.event_name.as_str()) && client_port(r) == port)
+        .collect();
+    let first_request = of_connection.iter().map(|r| time(r)).min().unwrap();
+    let traced: Vec<&&Item> = of_connection.iter().filter(|r| !trace_id(r).is_empty()).collect();
+    assert!(!traced.is_empty(), "the valid request's context reached its flows");
+    assert!(traced.iter().all(|r| trace_id(r) == "0af7651916cd43dd8448eb211c80319c"));
+    let closing = of_connection.iter().find(|r| r.event_name == "network.tcp.connection").unwrap();
+    assert_eq!(trace_id(closing), "", "the connection ended after requests without a valid context");
+    assert!(traced.iter().all(|r| time(r) < first_request + 1_400_000_000), "only before the bad requests: {traced:?}");
+
+    // Of the crowd, only the connections the map had room for carry the context.
+    let crowd_connections: BTreeMap<&str, bool> = records
+        .iter()
+        .filter(|r| r.event_name == "network.tcp.connection" && !client_port(r).is_empty() && client_port(r) != port)
+        .map(|r| (client_port(r), !trace_id(r).is_empty()))
+        .collect();
+    assert_eq!(crowd_connections.len(), CROWDED_CONNECTIONS);
+    assert_eq!(crowd_connections.values().filter(|traced| **traced).count(), MAX_CONNECTIONS);
+}
