@@ -89,9 +89,7 @@ impl ConnectionKey {
         if !in_order {
             // Byte by byte: whole-array temporaries would take eBPF stack.
             for i in 0..16 {
-                let a = self.addr_a[i];
-                self.addr_a[i] = self.addr_b[i];
-                self.addr_b[i] = a;
+                core::mem::swap(&mut self.addr_a[i], &mut self.addr_b[i]);
             }
             core::mem::swap(&mut self.port_a, &mut self.port_b);
         }

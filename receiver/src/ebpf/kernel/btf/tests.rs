@@ -25,6 +25,11 @@ fn struct_offsets_are_found_through_anonymous_members() {
     assert_eq!((layout.tcp_srtt_us, layout.tcp_bytes_received, layout.tcp_bytes_acked), (1680, 1752, 1824));
     // tcp_skb_cb.tcp_gso_segs is in an anonymous struct in an anonymous union, after seq and end_seq.
     assert_eq!((layout.skb_cb, layout.tcp_cb_gso_segs), (40, 8));
+    // A socket's ends: sock_common's address pair and ports sit in anonymous unions.
+    assert_eq!((layout.sock_daddr, layout.sock_rcv_saddr, layout.sock_dport, layout.sock_family), (0, 4, 12, 16));
+    assert_eq!((layout.sock_v6_daddr, layout.sock_v6_rcv_saddr), (56, 72));
+    // inet_sock starts with its struct sock, so the offset is from the socket.
+    assert_eq!(layout.inet_sport, 814);
 }
 
 #[test]
