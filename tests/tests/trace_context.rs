@@ -86,12 +86,12 @@ fn client_port(item: &Item) -> &str {
     }
 }
 
-/// Starts the instrumented server in `ns` and waits until it listens.
-fn start_server(ns: &Netns, body_bytes: usize) -> std::process::Child {
-    let mut server = ns.script("traced_http.py", &["server", VethPair::B_V4, PORT, &body_bytes.to_string()]);
+/// Starts one of the tests' Python servers in `ns` and waits until it listens.
+fn start_server(ns: &Netns, script: &str, args: &[&str]) -> std::process::Child {
+    let mut server = ns.script(script, args);
     let mut line = String::new();
     BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "the traced server did not start");
+    assert_eq!(line.trim(), "ready", "{script} did not start");
     server
 }
 
@@ -154,7 +154,7 @@ fn traced_requests_over_a_lossy_path() {
     let hubble = format!("127.0.0.1:{}", free_port());
     let hubble_port = hubble.rsplit_once(':').unwrap().1.parse().unwrap();
     let mut flowtel = Flowtel::start_in_netns(&config(&logs, "", hubble_port), &pair.a.name);
-    let server = start_server(&pair.b, 300_000);
+    let server = start_server(&pair.b, "traced_http.py", &["server", VethPair::B_V4, PORT, "300000"]);
 
     // Keep-alive sessions, several requests in flight at once over pooled connections.
     let url = format!("http://{}:{PORT}/", VethPair::B_V4);
@@ -276,20 +276,6 @@ fn traced_requests_over_a_lossy_path() {
     );
 }
 
-/// A server in `ns` answering every request on a kept-alive connection
-/// with a 2-byte body, until the client closes.
-fn tiny_server(ns: &Netns) -> std::process::Child {
-    ns.python(&format!(
-        "import socket,threading\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-         s.bind(('{address}',{PORT}));s.listen(64);print('ready',flush=True)\n\
-         def serve(c):\n  d=b''\n  while True:\n    x=c.recv(65536)\n    if not x: break\n    d+=x\n\
-         \x20   while b'\\r\\n\\r\\n' in d:\n      d=d.split(b'\\r\\n\\r\\n',1)[1];c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok')\n\
-         \x20 c.close()\n\
-         while True:\n  c,_=s.accept();threading.Thread(target=serve,args=(c,),daemon=True).start()\n",
-        address = VethPair::B_V4
-    ))
-}
-
 fn bad_headers_are_counted_and_never_attached() {
     const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     const CROWDED_CONNECTIONS: usize = 20;
@@ -299,9 +285,7 @@ fn bad_headers_are_counted_and_never_attached() {
     let logs = dir.path().join("logs.jsonl");
     let receiver = format!("trace_context: {{max_connections: {MAX_CONNECTIONS}}}");
     let mut flowtel = Flowtel::start_in_netns(&config(&logs, &receiver, free_port()), &pair.a.name);
-    let mut server = tiny_server(&pair.b);
-    let mut line = String::new();
-    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let server = start_server(&pair.b, "http_load.py", &["server", VethPair::B_V4, PORT]);
 
     // One kept-alive connection: a valid context, then requests whose
     // headers are wrong in every way, each of which must clear it; then

@@ -5,6 +5,8 @@
 //! alternating runs to spread the machine's noise), the programs' kernel
 //! time per packet from the kernel's BPF stats, flowtel's CPU seconds per
 //! million packets, and every event flowtel's own metrics count as lost.
+//! Then small HTTP/1.1 requests with a `traceparent`, with the receiver's
+//! `trace_context` off and on: what reading the header costs a packet.
 //!
 //! `--quick` runs each load once for a second (used by `cargo xtask test`
 //! so the benchmark cannot rot); `--out DIR` writes `report.md` and
@@ -184,6 +186,69 @@ service:
         packets_seen: seen,
         events_lost: lost,
     }
+}
+
+/// Kernel ns a packet of the TC programs under many small HTTP/1.1
+/// requests carrying a `traceparent`, with `trace_context` off and on.
+struct TraceContextCost {
+    requests_per_second: [f64; 2],
+    kernel_ns_per_packet: [f64; 2],
+    contexts_read: f64,
+}
+
+/// Small kept-alive HTTP/1.1 requests from a to b, alternating rounds with
+/// flowtel's `trace_context` off and on.
+fn trace_context_cost(options: &Options) -> TraceContextCost {
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (rounds, seconds) = if options.quick { (1, 1) } else { (3, 5) };
+    let pair = VethPair::create("bench");
+    let mut server = pair.b.script("http_load.py", &["server", VethPair::B_V4, "8080"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let config = |enabled: bool| {
+        format!(
+            r#"
+receivers:
+  ebpf: {{interfaces: [veth0], flush_interval: 1s, trace_context: {{enabled: {enabled}}}}}
+exporters:
+  file: {{path: "{}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], exporters: [file]}}
+"#,
+            dir.path().join("flows.jsonl").display()
+        )
+    };
+    let (mut rates, mut kernel_ns) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    let mut contexts_read = 0.0;
+    for _ in 0..rounds {
+        for (index, enabled) in [false, true].into_iter().enumerate() {
+            let mut flowtel = Flowtel::start_in_netns(&config(enabled), &pair.a.name);
+            let (time_before, count_before) = bpf_stats();
+            let args = ["client", VethPair::B_V4, "8080", "4", &seconds.to_string(), TRACEPARENT];
+            let answered: f64 =
+                String::from_utf8_lossy(&pair.a.script("http_load.py", &args).wait_with_output().unwrap().stdout)
+                    .trim()
+                    .parse()
+                    .unwrap();
+            let (time_after, count_after) = bpf_stats();
+            rates[index].push(answered / f64::from(seconds));
+            if count_after > count_before {
+                kernel_ns[index].push((time_after - time_before) / (count_after - count_before));
+            }
+            if enabled {
+                let metrics = own_metrics(&pair.a, flowtel.metrics_port);
+                contexts_read +=
+                    metric_value(&metrics, "flowtel_ebpf_trace_context_requests_total", &[("result", "read")]);
+            }
+            flowtel.child.stop();
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let middle = |values: &[Vec<f64>; 2]| [median(values[0].clone()), median(values[1].clone())];
+    TraceContextCost { requests_per_second: middle(&rates), kernel_ns_per_packet: middle(&kernel_ns), contexts_read }
 }
 
 struct ManyFlows {
@@ -372,6 +437,7 @@ fn main() {
     let results: Vec<LoadResult> =
         [Load::Tcp, Load::SmallUdp].into_iter().map(|load| measure(load, &options)).collect();
     let many = many_flows(&options);
+    let traced = trace_context_cost(&options);
     let ring_seconds = if options.quick { 0.5 } else { 3.0 };
     let ring = [
         ("minimal reader (ceiling)", ring_drain_minimal(ring_seconds)),
@@ -417,6 +483,16 @@ fn main() {
         "\n{} active flows: flowtel peak RSS {:.1} MiB, {:.1} CPU seconds per million new flows, {} flow records written, {} events lost.\n",
         many.flows, many.peak_rss_mib, many.cpu_seconds_per_million_new_flows, many.records, many.events_lost
     );
+    let _ = writeln!(
+        md,
+        "Small HTTP/1.1 requests with a traceparent over 4 kept-alive connections: kernel ns/packet {:.0} with trace_context off, {:.0} on ({:.2}×); {:.0} and {:.0} requests/s; {} contexts read.\n",
+        traced.kernel_ns_per_packet[0],
+        traced.kernel_ns_per_packet[1],
+        traced.kernel_ns_per_packet[1] / traced.kernel_ns_per_packet[0],
+        traced.requests_per_second[0],
+        traced.requests_per_second[1],
+        traced.contexts_read
+    );
     md.push_str("| ring buffer reader | events produced/s | events drained/s | lost |\n|---|---|---|---|\n");
     for (name, r) in &ring {
         let _ = writeln!(md, "| {name} | {:.0} | {:.0} | {} |", r.produced, r.drained, r.lost);
@@ -430,6 +506,13 @@ fn main() {
             "quick": options.quick,
             "results": json_results,
             "ring_buffer": ring.iter().map(|(name, r)| json!({"reader": name, "produced_per_second": r.produced, "drained_per_second": r.drained, "lost": r.lost})).collect::<Vec<_>>(),
+            "trace_context": {
+                "kernel_ns_per_packet_off": traced.kernel_ns_per_packet[0],
+                "kernel_ns_per_packet_on": traced.kernel_ns_per_packet[1],
+                "requests_per_second_off": traced.requests_per_second[0],
+                "requests_per_second_on": traced.requests_per_second[1],
+                "contexts_read": traced.contexts_read,
+            },
             "active_flows": {
                 "flows": many.flows,
                 "peak_rss_mib": many.peak_rss_mib,
@@ -446,4 +529,5 @@ fn main() {
         assert!(r.packets_seen > 0.0, "{}: the programs saw no packets", r.load.name());
     }
     assert!(many.records >= many.flows as u64, "{} flows gave only {} records", many.flows, many.records);
+    assert!(traced.contexts_read > 0.0, "trace_context read no traceparent header");
 }
