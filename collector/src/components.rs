@@ -27,6 +27,7 @@ use flowtel_processors::{
     log_dedup::{LogDedupConfig, LogDedupProcessor},
     memory_limiter::{MemoryLimiter, MemoryLimiterConfig},
     probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
+    trace_correlation::TraceCorrelation,
 };
 use flowtel_receiver::{
     ebpf::{EbpfReceiver, EbpfReceiverConfig},
@@ -117,6 +118,13 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         description: "keeps a share of the flows (log records) and traces, both directions of a flow together",
     },
     ComponentType {
+        kind: ComponentKind::Processor,
+        name: "trace_correlation",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        description: "kernel records stamped with their connection's span, spans given the kernel events of their lifetime",
+    },
+    ComponentType {
         kind: ComponentKind::Exporter,
         name: "otlp_grpc",
         aliases: &["otlp"],
@@ -191,6 +199,8 @@ pub enum ProcessorConfig {
     MemoryLimiter(MemoryLimiterConfig),
     /// `probabilistic_sampler`.
     ProbabilisticSampler(ProbabilisticSamplerConfig),
+    /// `trace_correlation`: one index of spans and kernel events shared by its pipelines.
+    TraceCorrelation(TraceCorrelation),
 }
 
 /// An exporter's decoded config.
@@ -226,6 +236,7 @@ pub fn decode_processor(kind: &ComponentType, config: &ComponentConfig) -> Resul
         "log_dedup" => config.decode().map(ProcessorConfig::LogDedup),
         "memory_limiter" => config.decode().map(ProcessorConfig::MemoryLimiter),
         "probabilistic_sampler" => config.decode().map(ProcessorConfig::ProbabilisticSampler),
+        "trace_correlation" => config.decode().map(|c| ProcessorConfig::TraceCorrelation(TraceCorrelation::new(c))),
         other => Err(ConfigErrors::one(config.path(), format!("processor `{other}` cannot be built"))),
     }
 }
@@ -263,6 +274,7 @@ impl ProcessorConfig {
             ProcessorConfig::LogDedup(config) => Box::new(LogDedupProcessor::new(config.clone())),
             ProcessorConfig::MemoryLimiter(config) => Box::new(MemoryLimiter::new(config)),
             ProcessorConfig::ProbabilisticSampler(config) => Box::new(ProbabilisticSampler::new(config.clone())),
+            ProcessorConfig::TraceCorrelation(shared) => Box::new(shared.processor()),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Reading OTLP attributes: what receivers, processors and exporters share
 //! when they look at a record's (or a point's) key-value list.
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    net::{IpAddr, SocketAddr},
+};
 
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value},
@@ -38,6 +41,14 @@ pub fn number(value: &Value) -> Option<f64> {
         Value::StringValue(s) => s.parse().ok(),
         _ => None,
     }
+}
+
+/// The socket address an IP under `address_key` and a port under
+/// `port_key` make (`source.address` and `source.port`), if both are there.
+pub fn socket_address(attributes: &[KeyValue], address_key: &str, port_key: &str) -> Option<SocketAddr> {
+    let ip: IpAddr = find_text(attributes, address_key)?.parse().ok()?;
+    let port = find(attributes, port_key).and_then(number)?;
+    Some(SocketAddr::new(ip, u16::try_from(port as i64).ok()?))
 }
 
 /// The text of `key`'s value.

@@ -133,6 +133,42 @@ pub mod attr {
     /// The network namespace at the flow's destination end.
     pub const DESTINATION_LINUX_NETNS_INODE: &str = "destination.linux.netns.inode";
 
+    // A span's connection (semantic conventions; the older `net.*` names
+    // are what many instrumentations still send).
+
+    /// The client end's address (semantic conventions: `client.address`).
+    pub const CLIENT_ADDRESS: &str = "client.address";
+    /// The client end's port (semantic conventions: `client.port`).
+    pub const CLIENT_PORT: &str = "client.port";
+    /// The server end's address or name (semantic conventions: `server.address`).
+    pub const SERVER_ADDRESS: &str = "server.address";
+    /// The server end's port (semantic conventions: `server.port`).
+    pub const SERVER_PORT: &str = "server.port";
+    /// The peer's address on the wire (semantic conventions: `network.peer.address`).
+    pub const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
+    /// The peer's port on the wire (semantic conventions: `network.peer.port`).
+    pub const NETWORK_PEER_PORT: &str = "network.peer.port";
+    /// The local address on the wire (semantic conventions: `network.local.address`).
+    pub const NETWORK_LOCAL_ADDRESS: &str = "network.local.address";
+    /// The local port on the wire (semantic conventions: `network.local.port`).
+    pub const NETWORK_LOCAL_PORT: &str = "network.local.port";
+    /// The peer's IP, before `network.peer.address` (deprecated convention: `net.peer.ip`).
+    pub const NET_PEER_IP: &str = "net.peer.ip";
+    /// The peer's port, before `network.peer.port` (deprecated convention: `net.peer.port`).
+    pub const NET_PEER_PORT: &str = "net.peer.port";
+    /// The peer socket's address (deprecated convention: `net.sock.peer.addr`).
+    pub const NET_SOCK_PEER_ADDR: &str = "net.sock.peer.addr";
+    /// The peer socket's port (deprecated convention: `net.sock.peer.port`).
+    pub const NET_SOCK_PEER_PORT: &str = "net.sock.peer.port";
+    /// The local socket's address (deprecated convention: `net.sock.host.addr`).
+    pub const NET_SOCK_HOST_ADDR: &str = "net.sock.host.addr";
+    /// The local socket's port (deprecated convention: `net.sock.host.port`).
+    pub const NET_SOCK_HOST_PORT: &str = "net.sock.host.port";
+    /// The local IP (deprecated convention: `net.host.ip`).
+    pub const NET_HOST_IP: &str = "net.host.ip";
+    /// The local port (deprecated convention: `net.host.port`).
+    pub const NET_HOST_PORT: &str = "net.host.port";
+
     // Resources.
 
     /// The service (semantic conventions: `service.name`).

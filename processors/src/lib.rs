@@ -15,3 +15,4 @@ pub mod k8s_attributes;
 pub mod log_dedup;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;
+pub mod trace_correlation;

@@ -14,7 +14,7 @@ mod sockets;
 
 use flowtel_core::schema::attr;
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex, PoisonError, RwLock, mpsc},
     time::Instant,
@@ -22,7 +22,7 @@ use std::{
 
 use flowtel_core::{
     Payload,
-    attributes::{find, find_text, insert_absent, insert_absent_value, number},
+    attributes::{find_text, insert_absent, insert_absent_value, socket_address},
     component::{ComponentError, Processor, ProcessorContext},
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
@@ -105,15 +105,10 @@ const DESTINATION_KEYS: EndKeys = EndKeys {
 /// The ends of a record: transport, source and destination.
 fn ends(attributes: &[KeyValue]) -> Option<(Transport, SocketAddr, SocketAddr)> {
     let transport = Transport::parse(&find_text(attributes, attr::NETWORK_TRANSPORT)?)?;
-    let end = |address: &str, port: &str| -> Option<SocketAddr> {
-        let ip: IpAddr = find_text(attributes, address)?.parse().ok()?;
-        let port = find(attributes, port).and_then(number)?;
-        Some(SocketAddr::new(ip, u16::try_from(port as i64).ok()?))
-    };
     Some((
         transport,
-        end(attr::SOURCE_ADDRESS, attr::SOURCE_PORT)?,
-        end(attr::DESTINATION_ADDRESS, attr::DESTINATION_PORT)?,
+        socket_address(attributes, attr::SOURCE_ADDRESS, attr::SOURCE_PORT)?,
+        socket_address(attributes, attr::DESTINATION_ADDRESS, attr::DESTINATION_PORT)?,
     ))
 }
 

@@ -1,5 +1,6 @@
 use std::{collections::HashMap, net::Ipv4Addr};
 
+use flowtel_core::attributes::find;
 use opentelemetry_proto::tonic::{
     common::v1::AnyValue,
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
