@@ -154,12 +154,14 @@ fn traced_requests_over_a_lossy_path() {
     let hubble = format!("127.0.0.1:{}", free_port());
     let hubble_port = hubble.rsplit_once(':').unwrap().1.parse().unwrap();
     let mut flowtel = Flowtel::start_in_netns(&config(&logs, "", hubble_port), &pair.a.name);
-    let server = start_server(&pair.b, "traced_http.py", &["server", VethPair::B_V4, PORT, "300000"]);
+    let server = start_server(&pair.b, "traced_http.py", &["server", "--address", VethPair::B_V4, "--port", PORT, "--body", "300000"]);
 
     // Keep-alive sessions, several requests in flight at once over pooled connections.
     let url = format!("http://{}:{PORT}/", VethPair::B_V4);
-    let client =
-        finish(pair.a.script("traced_http.py", &["client", &url, &THREADS.to_string(), &REQUESTS.to_string()]));
+    let client = finish(pair.a.script(
+        "traced_http.py",
+        &["client", "--url", &url, "--threads", &THREADS.to_string(), "--requests", &REQUESTS.to_string()],
+    ));
     let requests: Vec<Request> = client
         .lines()
         .map(|line| {
