@@ -1,9 +1,11 @@
 """An OTLP/gRPC backend that records every request it gets.
 
-Each request is appended to --out as one JSON line: {"signal": ..., "request": <OTLP/JSON>}.
+Each request is appended to --out as one JSON line: {"signal": ..., "request": <OTLP/JSON>}
+(trace and span ids in hex, as OTLP/JSON has them).
 The tests read the file to check what arrived, and how often.
 """
 import argparse
+import base64
 import json
 import threading
 from concurrent import futures
@@ -15,13 +17,26 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 
+ID_FIELDS = {"traceId", "spanId", "parentSpanId"}
+
+
+def hex_ids(value):
+    """OTLP/JSON writes trace and span ids in hex, where protobuf's JSON
+    mapping writes bytes in base64."""
+    if isinstance(value, dict):
+        return {k: base64.b64decode(v).hex() if k in ID_FIELDS and isinstance(v, str) else hex_ids(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [hex_ids(v) for v in value]
+    return value
+
+
 class Recorder:
     def __init__(self, path):
         self.lock = threading.Lock()
         self.file = open(path, "a", encoding="utf-8")
 
     def record(self, signal, request):
-        line = json.dumps({"signal": signal, "request": MessageToDict(request)})
+        line = json.dumps({"signal": signal, "request": hex_ids(MessageToDict(request))})
         with self.lock:
             self.file.write(line + "\n")
             self.file.flush()

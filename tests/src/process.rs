@@ -11,6 +11,31 @@ use serde_json::Value;
 
 use crate::{flowtel_bin, free_port, http_get, metric_value, python, script, wait_for};
 
+/// `program`, started inside network namespace `netns` when one is given
+/// (`ip netns exec` replaces itself with the program, so signals reach it).
+fn command_in(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Whether something listens on TCP `port` of 127.0.0.1 in `netns` (or here).
+fn listening(netns: Option<&str>, port: u16) -> bool {
+    match netns {
+        None => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        Some(_) => command_in(netns, "python3")
+            .args(["-c", &format!("import socket; socket.create_connection(('127.0.0.1', {port}), 1)")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success()),
+    }
+}
+
 /// A child process, sent SIGTERM and reaped on drop.
 pub struct Child {
     child: std::process::Child,
@@ -111,14 +136,7 @@ impl Flowtel {
         let config = config.replace("${METRICS_PORT}", &metrics_port.to_string());
         let path = dir.path().join("otel-config.yaml");
         fs::write(&path, config).unwrap();
-        let mut command = match netns {
-            Some(netns) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", netns]).arg(flowtel_bin());
-                command
-            }
-            None => Command::new(flowtel_bin()),
-        };
+        let mut command = command_in(netns, flowtel_bin());
         command.arg("--config").arg(&path).args(["--shutdown-timeout", "5s"]).envs(env.iter().copied());
         let mut child = Child::spawn("flowtel", &mut command, &dir.path().join("flowtel.log"));
         wait_for(Duration::from_secs(20), "flowtel to be ready", || {
@@ -165,10 +183,19 @@ impl Recorder {
 
     /// Starts a recorder on `port`.
     pub fn start_on(dir: &Path, port: u16, extra_args: &[&str]) -> Recorder {
+        Self::start_at(dir, port, extra_args, None)
+    }
+
+    /// Starts a recorder inside network namespace `netns`.
+    pub fn start_in_netns(dir: &Path, netns: &str) -> Recorder {
+        Self::start_at(dir, free_port(), &[], Some(netns))
+    }
+
+    fn start_at(dir: &Path, port: u16, extra_args: &[&str], netns: Option<&str>) -> Recorder {
         let out = dir.join(format!("recorded-{port}.jsonl"));
         let mut child = Child::spawn(
             "otlp recorder",
-            Command::new(python())
+            command_in(netns, python())
                 .arg(script("otlp_recorder.py"))
                 .args(["--port", &port.to_string(), "--out"])
                 .arg(&out)
@@ -220,10 +247,19 @@ fn rotel_bin() -> PathBuf {
 impl Rotel {
     /// Starts rotel on `grpc_port`, forwarding to the recorder at `forward_port`.
     pub fn start(dir: &Path, grpc_port: u16, forward_port: u16) -> Rotel {
+        Self::start_at(dir, grpc_port, forward_port, None)
+    }
+
+    /// [`Rotel::start`] inside network namespace `netns`.
+    pub fn start_in_netns(dir: &Path, grpc_port: u16, forward_port: u16, netns: &str) -> Rotel {
+        Self::start_at(dir, grpc_port, forward_port, Some(netns))
+    }
+
+    fn start_at(dir: &Path, grpc_port: u16, forward_port: u16, netns: Option<&str>) -> Rotel {
         let http_port = free_port();
         let mut child = Child::spawn(
             "rotel",
-            Command::new(rotel_bin()).args([
+            command_in(netns, rotel_bin()).args([
                 "start",
                 "--otlp-grpc-endpoint",
                 &format!("127.0.0.1:{grpc_port}"),
@@ -242,7 +278,7 @@ impl Rotel {
         );
         wait_for(Duration::from_secs(20), "rotel to listen", || {
             child.assert_running();
-            std::net::TcpStream::connect(("127.0.0.1", grpc_port)).ok()
+            listening(netns, grpc_port).then_some(())
         });
         Rotel { child, grpc_port, http_port }
     }

@@ -21,6 +21,9 @@ use flowtel_tests::{
     Flowtel, free_port, hubble_call_in, metric_value,
     netns::{Netns, VethPair, finish, is_root},
     otlp_json::{Item, file_requests, items},
+    process::{Recorder, Rotel},
+    tls::TestPki,
+    wait_for,
 };
 use serde_json::{Value, json};
 
@@ -142,6 +145,8 @@ fn kernel_records_carry_the_trace_context_of_their_request() {
     }
     traced_requests_over_a_lossy_path();
     bad_headers_are_counted_and_never_attached();
+    spans_and_kernel_records_join(false);
+    spans_and_kernel_records_join(true);
 }
 
 fn traced_requests_over_a_lossy_path() {
@@ -154,7 +159,11 @@ fn traced_requests_over_a_lossy_path() {
     let hubble = format!("127.0.0.1:{}", free_port());
     let hubble_port = hubble.rsplit_once(':').unwrap().1.parse().unwrap();
     let mut flowtel = Flowtel::start_in_netns(&config(&logs, "", hubble_port), &pair.a.name);
-    let server = start_server(&pair.b, "traced_http.py", &["server", "--address", VethPair::B_V4, "--port", PORT, "--body", "300000"]);
+    let server = start_server(
+        &pair.b,
+        "traced_http.py",
+        &["server", "--address", VethPair::B_V4, "--port", PORT, "--body", "300000"],
+    );
 
     // Keep-alive sessions, several requests in flight at once over pooled connections.
     let url = format!("http://{}:{PORT}/", VethPair::B_V4);
@@ -359,4 +368,153 @@ fn bad_headers_are_counted_and_never_attached() {
         .collect();
     assert_eq!(crowd_connections.len(), CROWDED_CONNECTIONS);
     assert_eq!(crowd_connections.values().filter(|traced| **traced).count(), MAX_CONNECTIONS);
+}
+
+/// The client's requests, from its output.
+fn parse_requests(output: &str) -> Vec<Request> {
+    output
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            Request {
+                trace_id: v["trace_id"].as_str().unwrap().into(),
+                span_id: v["span_id"].as_str().unwrap().into(),
+                port: v["port"].to_string(),
+                start: v["start"].as_u64().unwrap(),
+                end: v["end"].as_u64().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Kernel records that become span events.
+const SPAN_EVENT_RECORDS: [&str; 4] =
+    ["network.tcp.retransmit", "network.packet.drop", "network.tcp.reset", "network.tcp.connection"];
+
+/// The SDK's spans go through flowtel (`otlp` receiver → `trace_correlation`
+/// → rotel), the kernel's records through the same processor: records of a
+/// request's connection during its span carry its context (from the
+/// kernel's read of the header over HTTP, from the span join over HTTPS),
+/// and each span has the connection's retransmits and drops as events.
+fn spans_and_kernel_records_join(tls: bool) {
+    const THREADS: usize = 3;
+    const REQUESTS: usize = 3;
+    let what = if tls { "HTTPS" } else { "HTTP" };
+    let pair = VethPair::quiet(if tls { "ts" } else { "tj" }, false);
+    lose_server_packets(&pair.a, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::start_in_netns(dir.path(), &pair.a.name);
+    let rotel = Rotel::start_in_netns(dir.path(), free_port(), recorder.port, &pair.a.name);
+    let logs = dir.path().join("logs.jsonl");
+    let otlp_port = free_port();
+    let config = format!(
+        r#"
+receivers:
+  ebpf: {{interfaces: [veth0], flush_interval: 1s}}
+  otlp: {{protocols: {{grpc: {{endpoint: "0.0.0.0:{otlp_port}"}}}}}}
+processors:
+  trace_correlation: {{max_wait: 20s}}
+exporters:
+  file: {{path: "{logs}"}}
+  otlp_grpc: {{endpoint: "127.0.0.1:{rotel}", tls: {{insecure: true}}}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], processors: [trace_correlation], exporters: [file]}}
+    traces: {{receivers: [otlp], processors: [trace_correlation], exporters: [otlp_grpc]}}
+"#,
+        logs = logs.display(),
+        rotel = rotel.grpc_port,
+    );
+    let mut flowtel = Flowtel::start_in_netns(&config, &pair.a.name);
+    let pki = TestPki::new(dir.path());
+    let (cert, key) = (pki.server_cert.display().to_string(), pki.server_key.display().to_string());
+    let server_otlp = format!("http://{}:{otlp_port}", VethPair::A_V4);
+    let mut server_args = vec!["server", "--address", VethPair::B_V4, "--port", PORT, "--body", "300000"];
+    server_args.extend(["--otlp", &server_otlp]);
+    if tls {
+        server_args.extend(["--tls", &cert, &key]);
+    }
+    let server = start_server(&pair.b, "traced_http.py", &server_args);
+    let url = format!("{}://{}:{PORT}/", if tls { "https" } else { "http" }, VethPair::B_V4);
+    let client_otlp = format!("http://127.0.0.1:{otlp_port}");
+    let client = finish(pair.a.script(
+        "traced_http.py",
+        &[
+            "client",
+            "--url",
+            &url,
+            "--threads",
+            &THREADS.to_string(),
+            "--requests",
+            &REQUESTS.to_string(),
+            "--otlp",
+            &client_otlp,
+        ],
+    ));
+    let requests = parse_requests(&client);
+    assert_eq!(requests.len(), THREADS * REQUESTS, "{what}: {client}");
+    let spans = |recorder: &Recorder| {
+        items(recorder.requests().iter().filter(|(signal, _)| signal == "traces").map(|(_, request)| request), "traces")
+    };
+    // Every client and server span reaches the backend, with its events.
+    let received = wait_for(Duration::from_secs(30), "the spans at the backend", || {
+        let spans = spans(&recorder);
+        (spans.len() >= 2 * requests.len()).then_some(spans)
+    });
+    let metrics = metrics_in(&pair.a, flowtel.metrics_port);
+    assert!(flowtel.child.stop().success(), "{}", flowtel.child.output());
+    stop(server);
+    let records = items(&file_requests(&logs), "logs");
+
+    let event_count = |span: &Item, name: &str| {
+        span.raw["events"].as_array().map_or(0, |events| events.iter().filter(|e| e["name"] == name).count())
+    };
+    let mut in_windows = 0;
+    let mut span_events = 0;
+    for request in &requests {
+        let client_span = received
+            .iter()
+            .find(|s| s.raw["spanId"].as_str() == Some(request.span_id.as_str()))
+            .unwrap_or_else(|| panic!("{what}: the client span of {request:?} at the backend"));
+        let window = request.start..=request.end;
+        let mut expected = 0;
+        let mut exact = true;
+        for name in SPAN_EVENT_RECORDS {
+            let during: Vec<&Item> = records
+                .iter()
+                .filter(|r| r.event_name == name && client_port(r) == request.port && window.contains(&time(r)))
+                .collect();
+            // During the span: this request's context and no other.
+            for record in &during {
+                in_windows += 1;
+                assert_eq!(
+                    (trace_id(record), span_id(record)),
+                    (request.trace_id.as_str(), request.span_id.as_str()),
+                    "{what}: {name} during {request:?}: {:?}",
+                    record.raw
+                );
+            }
+            expected += during.len();
+            exact &= event_count(client_span, name) == during.len();
+        }
+        // Each of the connection's events during the span is a span event, up
+        // to 32; the rest are counted on the span.
+        let events = client_span.raw["events"].as_array().map_or(0, Vec::len);
+        span_events += events;
+        let dropped = client_span.raw["droppedEventsCount"].as_u64().unwrap_or(0) as usize;
+        assert_eq!((events, dropped), (expected.min(32), expected.saturating_sub(32)), "{what}: {:?}", client_span.raw);
+        assert!(expected > 32 || exact, "{what}: the events of {request:?}: {:?}", client_span.raw);
+    }
+    assert!(in_windows > 0, "{what}: no retransmit or drop happened during a request");
+    assert!(span_events > 0, "{what}: no span got a kernel event");
+    let read = metric_value(&metrics, "flowtel_ebpf_trace_context_requests_total", &[("result", "read")]);
+    let matched = metric_value(&metrics, "flowtel_trace_correlation_records_total", &[("result", "matched")]);
+    if tls {
+        // Nothing readable on the wire: every context came from the join.
+        assert_eq!(read, 0.0, "{what}");
+        assert!(matched > 0.0, "{what}: {metrics}");
+    } else {
+        assert!(read >= requests.len() as f64, "{what}: {metrics}");
+    }
 }

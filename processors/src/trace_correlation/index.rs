@@ -60,9 +60,10 @@ struct Entry {
     events: VecDeque<KernelEvent>,
 }
 
-/// How much slack a time gets against a span's window: kernel and
-/// application clocks are the same clock, read microseconds apart.
-const SLACK_NS: u64 = 2_000_000;
+/// How much slack a record's time gets against a span's window when no
+/// span holds it exactly and it can wait no longer (kernel and application
+/// clocks are the same clock, converted microseconds apart).
+const SLACK_NS: u64 = 1_000_000;
 
 /// The shared index.
 pub struct Index {
@@ -70,6 +71,9 @@ pub struct Index {
     /// Server spans' connections by (trace id, calling span id): how a
     /// client span that names only the server finds its connection.
     calls: LruCache<([u8; 16], [u8; 8]), Connection>,
+    /// Client spans that name only the server, by (trace id, span id),
+    /// until the server span they called shows their connection.
+    unplaced: LruCache<([u8; 16], [u8; 8]), SpanContext>,
     per_connection: usize,
     /// Connections forgotten to stay within the bound.
     pub evicted: u64,
@@ -82,6 +86,7 @@ impl Index {
         Index {
             connections: LruCache::new(bound),
             calls: LruCache::new(bound),
+            unplaced: LruCache::new(bound),
             per_connection: per_connection.max(1),
             evicted: 0,
         }
@@ -115,9 +120,24 @@ impl Index {
         spans.push_back(span);
     }
 
-    /// Remembers that the server span called by (`trace_id`, `calling_span`) was on `connection`.
+    /// Remembers that the server span called by (`trace_id`, `calling_span`)
+    /// was on `connection`, which places the calling client span there too.
     pub fn add_call(&mut self, trace_id: [u8; 16], calling_span: [u8; 8], connection: Connection) {
         self.calls.put((trace_id, calling_span), connection);
+        if let Some(client) = self.unplaced.pop(&(trace_id, calling_span)) {
+            self.add_span(connection, client);
+        }
+    }
+
+    /// Adds a client span that names only the server: on the connection
+    /// of the server span it called, now or once that is seen.
+    pub fn add_client_span(&mut self, span: SpanContext) {
+        match self.call(span.trace_id, span.span_id) {
+            Some(connection) => self.add_span(connection, span),
+            None => {
+                self.unplaced.put((span.trace_id, span.span_id), span);
+            }
+        }
     }
 
     /// The connection of the call a client span made, where its server span was seen.
@@ -135,12 +155,13 @@ impl Index {
         events.push_back(event);
     }
 
-    /// The span of one of `candidates` whose lifetime holds `time`: the
-    /// latest started of those that hold it exactly, else of those that
-    /// hold it within the slack.
-    pub fn span_at(&mut self, candidates: &[Connection], time: u64) -> Option<SpanContext> {
+    /// The span of one of `candidates` whose lifetime holds `time` (the
+    /// latest started of them); with `near`, else one that holds it within
+    /// the slack (a last resort: the span that holds it exactly may still
+    /// be on its way).
+    pub fn span_at(&mut self, candidates: &[Connection], time: u64, near: bool) -> Option<SpanContext> {
         let mut exact: Option<SpanContext> = None;
-        let mut near: Option<SpanContext> = None;
+        let mut close: Option<SpanContext> = None;
         for connection in candidates {
             let Some(entry) = self.connections.get(connection) else { continue };
             for span in &entry.spans {
@@ -149,18 +170,19 @@ impl Index {
                     if latest(&exact) {
                         exact = Some(*span);
                     }
-                } else if (span.start.saturating_sub(SLACK_NS)..=span.end + SLACK_NS).contains(&time) && latest(&near) {
-                    near = Some(*span);
+                } else if (span.start.saturating_sub(SLACK_NS)..=span.end + SLACK_NS).contains(&time) && latest(&close)
+                {
+                    close = Some(*span);
                 }
             }
         }
-        exact.or(near)
+        exact.or(close.filter(|_| near))
     }
 
-    /// The kernel events of `connection` during `start..=end` (with the slack).
+    /// The kernel events of `connection` during `start..=end`.
     pub fn events_during(&mut self, connection: Connection, start: u64, end: u64) -> Vec<KernelEvent> {
         let Some(entry) = self.connections.get(&connection) else { return Vec::new() };
-        let window = start.saturating_sub(SLACK_NS)..=end + SLACK_NS;
+        let window = start..=end;
         entry.events.iter().filter(|event| window.contains(&event.time)).cloned().collect()
     }
 }

@@ -200,7 +200,7 @@ impl TraceCorrelationProcessor {
                     }
                     if !record.trace_id.is_empty() {
                         kept.push(record);
-                    } else if let Some(context) = shared.index.span_at(&candidates, record.time_unix_nano) {
+                    } else if let Some(context) = shared.index.span_at(&candidates, record.time_unix_nano, false) {
                         stamp(&mut record, &context);
                         self.counters.matched.inc();
                         kept.push(record);
@@ -250,7 +250,7 @@ impl TraceCorrelationProcessor {
                                 }
                             }
                             Side::Client(Some(connection)) => shared.index.add_span(connection, context),
-                            Side::Client(None) => {}
+                            Side::Client(None) => shared.index.add_client_span(context),
                         }
                     }
                     // Held until `span_wait` after its end, for kernel events still on their way.
@@ -320,11 +320,12 @@ impl TraceCorrelationProcessor {
         let mut records = Vec::new();
         let mut still = VecDeque::with_capacity(self.held_records.len());
         for mut held in self.held_records.drain(..) {
-            if let Some(context) = shared.index.span_at(&held.candidates, held.record.time_unix_nano) {
+            let last_chance = everything || held.until <= now;
+            if let Some(context) = shared.index.span_at(&held.candidates, held.record.time_unix_nano, last_chance) {
                 stamp(&mut held.record, &context);
                 self.counters.matched.inc();
                 records.push(held);
-            } else if everything || held.until <= now {
+            } else if last_chance {
                 self.counters.expired.inc();
                 records.push(held);
             } else {
