@@ -145,8 +145,9 @@ fn kernel_records_carry_the_trace_context_of_their_request() {
     }
     traced_requests_over_a_lossy_path();
     bad_headers_are_counted_and_never_attached();
-    spans_and_kernel_records_join(false);
-    spans_and_kernel_records_join(true);
+    for protocol in [Protocol::Http, Protocol::Https, Protocol::Grpc] {
+        spans_and_kernel_records_join(protocol);
+    }
 }
 
 fn traced_requests_over_a_lossy_path() {
@@ -391,16 +392,27 @@ fn parse_requests(output: &str) -> Vec<Request> {
 const SPAN_EVENT_RECORDS: [&str; 4] =
     ["network.tcp.retransmit", "network.packet.drop", "network.tcp.reset", "network.tcp.connection"];
 
+/// How the instrumented client and server talk.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Protocol {
+    /// Plaintext HTTP/1.1: the kernel reads the `traceparent`.
+    Http,
+    /// HTTP/1.1 over TLS: only the span join can give records a context.
+    Https,
+    /// gRPC (HTTP/2, `grpcio`): likewise.
+    Grpc,
+}
+
 /// The SDK's spans go through flowtel (`otlp` receiver → `trace_correlation`
 /// → rotel), the kernel's records through the same processor: records of a
 /// request's connection during its span carry its context (from the
-/// kernel's read of the header over HTTP, from the span join over HTTPS),
-/// and each span has the connection's retransmits and drops as events.
-fn spans_and_kernel_records_join(tls: bool) {
+/// kernel's read of the header over HTTP, from the span join over HTTPS and
+/// gRPC), and each span has the connection's kernel events as span events.
+fn spans_and_kernel_records_join(protocol: Protocol) {
     const THREADS: usize = 3;
     const REQUESTS: usize = 3;
-    let what = if tls { "HTTPS" } else { "HTTP" };
-    let pair = VethPair::quiet(if tls { "ts" } else { "tj" }, false);
+    let what = format!("{protocol:?}");
+    let pair = VethPair::quiet(&format!("t{}", what.to_lowercase()), false);
     lose_server_packets(&pair.a, 6);
     let dir = tempfile::tempdir().unwrap();
     let recorder = Recorder::start_in_netns(dir.path(), &pair.a.name);
@@ -430,29 +442,26 @@ service:
     let pki = TestPki::new(dir.path());
     let (cert, key) = (pki.server_cert.display().to_string(), pki.server_key.display().to_string());
     let server_otlp = format!("http://{}:{otlp_port}", VethPair::A_V4);
+    let client_otlp = format!("http://127.0.0.1:{otlp_port}");
+    let (threads, requests) = (THREADS.to_string(), REQUESTS.to_string());
+    let script = if protocol == Protocol::Grpc { "traced_grpc.py" } else { "traced_http.py" };
     let mut server_args = vec!["server", "--address", VethPair::B_V4, "--port", PORT, "--body", "300000"];
     server_args.extend(["--otlp", &server_otlp]);
-    if tls {
+    if protocol == Protocol::Https {
         server_args.extend(["--tls", &cert, &key]);
     }
-    let server = start_server(&pair.b, "traced_http.py", &server_args);
-    let url = format!("{}://{}:{PORT}/", if tls { "https" } else { "http" }, VethPair::B_V4);
-    let client_otlp = format!("http://127.0.0.1:{otlp_port}");
+    let server = start_server(&pair.b, script, &server_args);
+    let target = match protocol {
+        Protocol::Http => format!("http://{}:{PORT}/", VethPair::B_V4),
+        Protocol::Https => format!("https://{}:{PORT}/", VethPair::B_V4),
+        Protocol::Grpc => format!("{}:{PORT}", VethPair::B_V4),
+    };
+    let target_flag = if protocol == Protocol::Grpc { "--target" } else { "--url" };
     let client = finish(pair.a.script(
-        "traced_http.py",
-        &[
-            "client",
-            "--url",
-            &url,
-            "--threads",
-            &THREADS.to_string(),
-            "--requests",
-            &REQUESTS.to_string(),
-            "--otlp",
-            &client_otlp,
-        ],
+        script,
+        &["client", target_flag, &target, "--threads", &threads, "--requests", &requests, "--otlp", &client_otlp],
     ));
-    let requests = parse_requests(&client);
+    let mut requests = parse_requests(&client);
     assert_eq!(requests.len(), THREADS * REQUESTS, "{what}: {client}");
     let spans = |recorder: &Recorder| {
         items(recorder.requests().iter().filter(|(signal, _)| signal == "traces").map(|(_, request)| request), "traces")
@@ -466,6 +475,14 @@ service:
     assert!(flowtel.child.stop().success(), "{}", flowtel.child.output());
     stop(server);
     let records = items(&file_requests(&logs), "logs");
+    // Each request's connection, as its server span saw the client's port.
+    for request in &mut requests {
+        let server_span = received
+            .iter()
+            .find(|s| s.raw["parentSpanId"].as_str() == Some(request.span_id.as_str()))
+            .unwrap_or_else(|| panic!("{what}: the server span called by {request:?}"));
+        request.port = attr(server_span, "net.peer.port").to_owned();
+    }
 
     let event_count = |span: &Item, name: &str| {
         span.raw["events"].as_array().map_or(0, |events| events.iter().filter(|e| e["name"] == name).count())
@@ -508,9 +525,16 @@ service:
     }
     assert!(in_windows > 0, "{what}: no retransmit or drop happened during a request");
     assert!(span_events > 0, "{what}: no span got a kernel event");
+    // Records of connections without spans (the server's OTLP export) pass
+    // on without a context, once they waited max_wait (here: at shutdown).
+    let unrelated: Vec<&Item> = records
+        .iter()
+        .filter(|r| [attr(r, "source.port"), attr(r, "destination.port")].contains(&otlp_port.to_string().as_str()))
+        .collect();
+    assert!(!unrelated.is_empty() && unrelated.iter().all(|r| trace_id(r).is_empty()), "{what}");
     let read = metric_value(&metrics, "flowtel_ebpf_trace_context_requests_total", &[("result", "read")]);
     let matched = metric_value(&metrics, "flowtel_trace_correlation_records_total", &[("result", "matched")]);
-    if tls {
+    if protocol != Protocol::Http {
         // Nothing readable on the wire: every context came from the join.
         assert_eq!(read, 0.0, "{what}");
         assert!(matched > 0.0, "{what}: {metrics}");

@@ -20,6 +20,7 @@ const PYTHON_REQUIREMENTS: &[&str] = &[
     "opentelemetry-instrumentation-requests==0.66b2",
     "opentelemetry-instrumentation-wsgi==0.66b2",
     "requests==2.34.2",
+    "opentelemetry-instrumentation-grpc==0.66b2",
     "grpcio==1.85.1",
     "rotel==0.0.1a15",
     "grpcio-tools==1.85.1",

@@ -41,7 +41,7 @@ impl Default for TraceCorrelationConfig {
             max_wait: Duration::from_secs(10),
             span_wait: Duration::from_secs(1),
             max_connections: 10_000,
-            max_per_connection: 64,
+            max_per_connection: 256,
             max_held_records: 100_000,
             max_held_spans: 100_000,
             max_span_events: 32,

@@ -145,10 +145,11 @@ impl Index {
         self.calls.get(&(trace_id, span_id)).copied()
     }
 
-    /// Adds a kernel event of `connection`.
-    pub fn add_event(&mut self, connection: Connection, event: KernelEvent) {
+    /// Adds a kernel event of a connection with `client` at one end (kept
+    /// by the client's end alone: a span may not know the server's port).
+    pub fn add_event(&mut self, client: SocketAddr, event: KernelEvent) {
         let limit = self.per_connection;
-        let events = &mut self.entry(connection).events;
+        let events = &mut self.entry(Connection { client, server_port: 0 }).events;
         if events.len() == limit {
             events.pop_front();
         }
@@ -181,7 +182,8 @@ impl Index {
 
     /// The kernel events of `connection` during `start..=end`.
     pub fn events_during(&mut self, connection: Connection, start: u64, end: u64) -> Vec<KernelEvent> {
-        let Some(entry) = self.connections.get(&connection) else { return Vec::new() };
+        let by_client = Connection { server_port: 0, ..connection };
+        let Some(entry) = self.connections.get(&by_client) else { return Vec::new() };
         let window = start..=end;
         entry.events.iter().filter(|event| window.contains(&event.time)).cloned().collect()
     }

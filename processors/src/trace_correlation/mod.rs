@@ -194,8 +194,9 @@ impl TraceCorrelationProcessor {
                     };
                     if SPAN_EVENT_RECORDS.contains(&record.event_name.as_str()) {
                         let event = kernel_event(&record);
+                        // Either end may be the client.
                         for connection in &candidates[..2] {
-                            shared.index.add_event(*connection, event.clone());
+                            shared.index.add_event(connection.client, event.clone());
                         }
                     }
                     if !record.trace_id.is_empty() {
