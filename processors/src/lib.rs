@@ -7,6 +7,7 @@
 //! - [`log_dedup`]: identical records become one with a count; flow mode counts a flow once across interfaces.
 //! - [`memory_limiter`]: refuses data (receivers push back) above a memory limit.
 //! - [`probabilistic_sampler`]: keeps a share of the flows, both directions together.
+//! - [`trace_correlation`]: kernel records and spans joined by connection and time.
 
 pub mod batch;
 pub mod filter;

@@ -123,6 +123,18 @@ fn the_default_config_validates() {
 }
 
 #[test]
+fn the_example_configs_validate() {
+    let config = flowtel_tests::root().join("examples/tempo/otel-config.yaml");
+    let output = Command::new(flowtel_bin())
+        .args(["validate", "--config"])
+        .arg(&config)
+        .env("TRACES_BACKEND", "tempo.example:4317")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}: {}", config.display(), String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
 fn each_kind_of_bad_config_names_its_path() {
     let cases: &[(&str, String, &str)] = &[
         (
