@@ -35,20 +35,25 @@ const PORT: &str = "8080";
 const CONNECTION_EVENTS: [&str; 5] =
     ["network.flow", "network.packet.drop", "network.tcp.retransmit", "network.tcp.reset", "network.tcp.connection"];
 
-fn config(logs: &Path, receiver: &str, hubble_port: u16) -> String {
+/// flowtel with the `ebpf` receiver settings `receiver`, writing logs to
+/// `dir/logs.jsonl` (and serving them over Hubble) and metrics to
+/// `dir/metrics.jsonl`.
+fn config(dir: &Path, receiver: &str, hubble_port: u16) -> String {
     format!(
         r#"
 receivers:
   ebpf: {{interfaces: [veth0], flush_interval: 1s, {receiver}}}
 exporters:
-  file: {{path: "{logs}"}}
+  file/logs: {{path: "{dir}/logs.jsonl"}}
+  file/metrics: {{path: "{dir}/metrics.jsonl"}}
   hubble: {{endpoint: "127.0.0.1:{hubble_port}"}}
 service:
   telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
   pipelines:
-    logs: {{receivers: [ebpf], exporters: [file, hubble]}}
+    logs: {{receivers: [ebpf], exporters: [file/logs, hubble]}}
+    metrics: {{receivers: [ebpf], exporters: [file/metrics]}}
 "#,
-        logs = logs.display()
+        dir = dir.display()
     )
 }
 
@@ -159,7 +164,7 @@ fn traced_requests_over_a_lossy_path() {
     let logs = dir.path().join("logs.jsonl");
     let hubble = format!("127.0.0.1:{}", free_port());
     let hubble_port = hubble.rsplit_once(':').unwrap().1.parse().unwrap();
-    let mut flowtel = Flowtel::start_in_netns(&config(&logs, "", hubble_port), &pair.a.name);
+    let mut flowtel = Flowtel::start_in_netns(&config(dir.path(), "", hubble_port), &pair.a.name);
     let server = start_server(
         &pair.b,
         "traced_http.py",
@@ -286,6 +291,23 @@ fn traced_requests_over_a_lossy_path() {
         "the drops of trace {} through Hubble",
         with_drops.trace_id
     );
+
+    // The metrics' points carry traced events of their interval as exemplars.
+    let points = items(&file_requests(&dir.path().join("metrics.jsonl")), "metrics");
+    let traces: Vec<&str> = requests.iter().map(|r| r.trace_id.as_str()).collect();
+    for name in ["network.tcp.retransmits", "network.tcp.rtt", "network.packet.drops", "network.flow.bytes"] {
+        let exemplars: Vec<&Value> = points
+            .iter()
+            .filter(|p| p.name == name)
+            .flat_map(|p| p.raw["exemplars"].as_array().into_iter().flatten())
+            .collect();
+        assert!(!exemplars.is_empty(), "no exemplar on {name}");
+        for exemplar in exemplars {
+            let trace = exemplar["traceId"].as_str().unwrap_or_default();
+            assert!(traces.contains(&trace), "{name}: an exemplar of another trace: {exemplar}");
+            assert_eq!(exemplar["spanId"].as_str().map(str::len), Some(16), "{exemplar}");
+        }
+    }
 }
 
 fn bad_headers_are_counted_and_never_attached() {
@@ -296,7 +318,7 @@ fn bad_headers_are_counted_and_never_attached() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs.jsonl");
     let receiver = format!("trace_context: {{max_connections: {MAX_CONNECTIONS}}}");
-    let mut flowtel = Flowtel::start_in_netns(&config(&logs, &receiver, free_port()), &pair.a.name);
+    let mut flowtel = Flowtel::start_in_netns(&config(dir.path(), &receiver, free_port()), &pair.a.name);
     let server = start_server(&pair.b, "http_load.py", &["server", VethPair::B_V4, PORT]);
 
     // One kept-alive connection: a valid context, then requests whose

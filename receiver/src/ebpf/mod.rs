@@ -11,10 +11,12 @@
 //! [`kernel`] is what they share: the eBPF object, event streams, the
 //! kernel's clock and what flowtel learns about the running kernel. Drop
 //! and TCP events come on one stream, read by [`tracepoint_events`]; every
-//! family hands its output to the pipelines through [`publish`].
+//! family hands its output to the pipelines through [`publish`], with the
+//! traced records as [`exemplars`] of their metric points.
 
 mod config;
 pub mod drops;
+pub mod exemplars;
 pub mod flows;
 pub mod kernel;
 pub mod otlp;
@@ -33,7 +35,9 @@ use flowtel_ebpf_common::{TRANSPORT_PERF_ARRAY, TRANSPORT_RING_BUFFER};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{DropTracepoint, DropsConfig, EbpfReceiverConfig, EventTransport, TcAttach, TcpConfig};
+pub use config::{
+    DropTracepoint, DropsConfig, EbpfReceiverConfig, EventTransport, TcAttach, TcpConfig, TraceContextConfig,
+};
 pub use kernel::{
     events::{
         EventLoss, FLOW_STREAM, KERNEL_STREAM, KernelEvent, decode as decode_event, decode_kernel_event,

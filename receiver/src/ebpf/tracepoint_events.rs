@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use flowtel_core::{
     ComponentId,
+    schema::{attr, event, metric},
     self_telemetry::{Counter, MetricsRegistry},
 };
 use flowtel_ebpf_common::{EVENT_COUNTERS, EventCounter};
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     config::EventTransport,
     drops::read::DropReader,
+    exemplars::{Exemplars, Sample},
     kernel::{
         clock::{clock_now, interval},
         events::{self, EventLoss, KERNEL_STREAM, KernelEvent},
@@ -81,6 +83,7 @@ pub fn start(
         maps,
         publisher: output.publisher,
         pending: Vec::new(),
+        exemplars: Exemplars::default(),
         start_unix_ns: clock_now().1,
     };
     tasks.push(tokio::spawn(run.run(events, stop)));
@@ -154,6 +157,8 @@ struct TracepointLoop {
     metrics: OwnMetrics,
     publisher: Publisher,
     pending: Vec<LogRecord>,
+    /// Traced records, for the next metrics' points.
+    exemplars: Exemplars,
     start_unix_ns: u64,
 }
 
@@ -187,19 +192,38 @@ impl TracepointLoop {
         match event {
             KernelEvent::Drop(drop) => {
                 if let Some(drops) = &self.readers.drops {
-                    self.pending.push(drops.record(drop, &self.maps, clock));
+                    let record = drops.record(drop, &self.maps, clock);
+                    let series = [attr::NETWORK_DROP_REASON, attr::NETWORK_INTERFACE_NAME];
+                    self.exemplars.offer(metric::PACKET_DROPS.name, &series, &record, Sample::Int(1));
+                    self.pending.push(record);
                 }
             }
             KernelEvent::Tcp(tcp) => {
                 let Some(reader) = &mut self.readers.tcp else { return };
                 match reader.record(tcp, clock) {
-                    Some(record) => self.pending.push(record),
+                    Some(record) => {
+                        self.offer_tcp_exemplars(&record);
+                        self.pending.push(record);
+                    }
                     None => {
                         self.metrics.unreadable.inc();
                         tracing::debug!(receiver = %self.id, "A TCP event's record could not be read; skipped and counted.");
                     }
                 }
             }
+        }
+    }
+
+    /// A traced TCP record as an exemplar of the TCP metrics it counts in.
+    fn offer_tcp_exemplars(&mut self, record: &LogRecord) {
+        let exemplars = &mut self.exemplars;
+        if record.event_name == event::TCP_RETRANSMIT {
+            let segments = Sample::Attribute(attr::NETWORK_TCP_RETRANSMIT_SEGMENTS);
+            exemplars.offer(metric::TCP_RETRANSMITS.name, &[], record, segments);
+        } else if record.event_name == event::TCP_CONNECTION {
+            exemplars.offer(metric::TCP_RTT.name, &[], record, Sample::Attribute(attr::NETWORK_TCP_SRTT));
+            let handshake = Sample::Attribute(attr::NETWORK_TCP_HANDSHAKE_DURATION);
+            exemplars.offer(metric::TCP_HANDSHAKE_DURATION.name, &[attr::NETWORK_TCP_SIDE], record, handshake);
         }
     }
 
@@ -237,6 +261,7 @@ impl TracepointLoop {
                 Err(err) => tracing::error!(receiver = %self.id, error = %err, "Cannot read the TCP histograms."),
             }
         }
+        self.exemplars.attach(&mut metrics);
         self.publisher.metrics(metrics).await;
     }
 }

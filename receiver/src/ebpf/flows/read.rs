@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use aya::maps::{MapData, PerCpuHashMap};
 use flowtel_core::{
     ComponentId,
+    schema::{attr, metric},
     self_telemetry::{Counter, MetricsRegistry},
 };
 use flowtel_ebpf_common::{
@@ -26,6 +27,7 @@ use super::{
 };
 use crate::ebpf::{
     config::EbpfReceiverConfig,
+    exemplars::{Exemplars, Sample},
     kernel::{
         clock::{clock_now, interval, monotonic_now_ns},
         events::{self, EventLoss, FLOW_STREAM},
@@ -71,6 +73,7 @@ pub fn start(
         counters,
         publisher,
         pending: Vec::new(),
+        exemplars: Exemplars::default(),
     };
     tasks.push(tokio::spawn(run.run(events, stop)));
     Ok(tasks)
@@ -171,6 +174,8 @@ struct FlowLoop {
     publisher: Publisher,
     /// Flow-end records not yet handed on.
     pending: Vec<LogRecord>,
+    /// Traced flow records, for the next `network.flow.bytes` points.
+    exemplars: Exemplars,
 }
 
 impl FlowLoop {
@@ -199,7 +204,7 @@ impl FlowLoop {
     }
 
     /// `clock` is `(monotonic_to_unix_ns(), Unix time now)`, read once per batch of records.
-    fn to_record(&self, report: &FlowReport, clock: (u64, u64)) -> LogRecord {
+    fn to_record(&mut self, report: &FlowReport, clock: (u64, u64)) -> LogRecord {
         let name = |ifindex| self.watcher.name(ifindex);
         let ctx = RecordContext {
             interface_name: &name,
@@ -210,7 +215,12 @@ impl FlowLoop {
         if report.is_reply.is_none() {
             self.counters.reply_unknown.inc();
         }
-        convert::flow_record(report, &ctx)
+        let record = convert::flow_record(report, &ctx);
+        let series =
+            [attr::NETWORK_TYPE, attr::NETWORK_TRANSPORT, attr::NETWORK_IO_DIRECTION, attr::NETWORK_INTERFACE_NAME];
+        let bytes = Sample::Attribute(attr::FLOW_BYTES);
+        self.exemplars.offer(metric::FLOW_BYTES.name, &series, &record, bytes);
+        record
     }
 
     fn on_event(&mut self, event: &FlowEvent) {
@@ -263,7 +273,9 @@ impl FlowLoop {
         for (key, _) in &kernel {
             *active.entry(self.watcher.name(key.ifindex)).or_default() += 1;
         }
-        self.publisher.metrics(self.flow_metrics.metrics(clock.1, &active)).await;
+        let mut metrics = self.flow_metrics.metrics(clock.1, &active);
+        self.exemplars.attach(&mut metrics);
+        self.publisher.metrics(metrics).await;
     }
 }
 
