@@ -13,19 +13,73 @@ use flowtel_processors::{
     log_dedup::{LogDedupConfig, LogDedupProcessor},
     memory_limiter::{MemoryLimiter, MemoryLimiterConfig},
     probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
+    trace_correlation::{TraceCorrelation, TraceCorrelationConfig},
 };
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value},
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind},
 };
+
+#[global_allocator]
+static ALLOCATOR: flowtel_core::memory::CountingAllocator = flowtel_core::memory::CountingAllocator;
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+}
+
+/// A server span of connection `i` (client 10.x.y.z:40000 to port 8080),
+/// as an HTTP server instrumentation sends it, long ended.
+fn server_span(i: u32) -> Span {
+    Span {
+        trace_id: [i.to_be_bytes(), [1; 4], [2; 4], [3; 4]].concat(),
+        span_id: [i.to_be_bytes(), [4; 4]].concat(),
+        parent_span_id: [i.to_be_bytes(), [5; 4]].concat(),
+        kind: SpanKind::Server as i32,
+        start_time_unix_nano: 1_000_000_000,
+        end_time_unix_nano: 2_000_000_000,
+        attributes: vec![
+            kv("net.peer.ip", Value::StringValue(format!("10.{}.{}.{}", i >> 16, (i >> 8) & 0xff, i & 0xff))),
+            kv("net.peer.port", Value::IntValue(40_000)),
+            kv("net.host.port", Value::IntValue(8080)),
+        ],
+        ..Default::default()
+    }
+}
+
+fn spans(count: u32) -> Payload {
+    Payload::Traces(vec![ResourceSpans {
+        scope_spans: vec![ScopeSpans { spans: (0..count).map(server_span).collect(), ..Default::default() }],
+        ..Default::default()
+    }])
+}
+
+/// 512 retransmit records, one on each of the first 512 connections of
+/// [`server_span`], during its span.
+fn retransmits() -> Payload {
+    let records = (0..512u32)
+        .map(|i| LogRecord {
+            event_name: "network.tcp.retransmit".into(),
+            time_unix_nano: 1_500_000_000,
+            attributes: vec![
+                kv("network.transport", Value::StringValue("tcp".into())),
+                kv("source.address", Value::StringValue("10.255.0.1".into())),
+                kv("source.port", Value::IntValue(8080)),
+                kv("destination.address", Value::StringValue(format!("10.0.{}.{}", i >> 8, i & 0xff))),
+                kv("destination.port", Value::IntValue(40_000)),
+                kv("network.tcp.retransmit.segments", Value::IntValue(1)),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    Payload::Logs(vec![ResourceLogs {
+        scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+        ..Default::default()
+    }])
+}
 
 /// 512 flow records with distinct 5-tuples.
 fn flows() -> Payload {
-    let kv = |key: &str, value: Value| KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    };
     let records = (0..512)
         .map(|i| LogRecord {
             event_name: "network.flow".into(),
@@ -185,5 +239,35 @@ fn processors(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, processors);
+fn trace_correlation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("trace_correlation");
+    group.throughput(Throughput::Elements(512));
+    let shared = TraceCorrelation::new(TraceCorrelationConfig::default());
+    let (mut traces, mut logs) = (shared.processor(), shared.processor());
+    group.bench_function("512 server spans indexed, with their events", |b| {
+        per_payload(b, &mut traces, || spans(512), false);
+    });
+    group.bench_function("512 retransmit records stamped from their spans", |b| {
+        per_payload(b, &mut logs, retransmits, false);
+    });
+    group.finish();
+
+    // What the index holds at 10,000 connections (a span and an event each).
+    flowtel_core::memory::counting_installed();
+    let before = flowtel_core::memory::heap_in_use().unwrap_or(0);
+    let shared = TraceCorrelation::new(TraceCorrelationConfig::default());
+    let (mut traces, mut logs) = (shared.processor(), shared.processor());
+    let mut out = Vec::new();
+    traces.process(spans(10_000), &mut out);
+    logs.process(retransmits(), &mut out);
+    drop(out);
+    let after = flowtel_core::memory::heap_in_use().unwrap_or(0);
+    println!(
+        "trace_correlation: index of 10,000 connections holds {:.1} MiB",
+        after.saturating_sub(before) as f64 / (1024.0 * 1024.0)
+    );
+    drop((traces, logs, shared));
+}
+
+criterion_group!(benches, processors, trace_correlation);
 criterion_main!(benches);

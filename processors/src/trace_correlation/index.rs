@@ -2,7 +2,7 @@
 //! connection, the spans seen on it and the kernel events that happened on
 //! it, bounded in connections and per connection.
 
-use std::{collections::VecDeque, net::SocketAddr, num::NonZeroUsize};
+use std::{collections::VecDeque, net::SocketAddr, num::NonZeroUsize, sync::Arc};
 
 use lru::LruCache;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -57,7 +57,8 @@ pub struct KernelEvent {
 #[derive(Default)]
 struct Entry {
     spans: VecDeque<SpanContext>,
-    events: VecDeque<KernelEvent>,
+    /// Shared with the entry of the record's other end (either may be the client).
+    events: VecDeque<Arc<KernelEvent>>,
 }
 
 /// How much slack a record's time gets against a span's window when no
@@ -147,7 +148,7 @@ impl Index {
 
     /// Adds a kernel event of a connection with `client` at one end (kept
     /// by the client's end alone: a span may not know the server's port).
-    pub fn add_event(&mut self, client: SocketAddr, event: KernelEvent) {
+    pub fn add_event(&mut self, client: SocketAddr, event: Arc<KernelEvent>) {
         let limit = self.per_connection;
         let events = &mut self.entry(Connection { client, server_port: 0 }).events;
         if events.len() == limit {
@@ -181,7 +182,7 @@ impl Index {
     }
 
     /// The kernel events of `connection` during `start..=end`.
-    pub fn events_during(&mut self, connection: Connection, start: u64, end: u64) -> Vec<KernelEvent> {
+    pub fn events_during(&mut self, connection: Connection, start: u64, end: u64) -> Vec<Arc<KernelEvent>> {
         let by_client = Connection { server_port: 0, ..connection };
         let Some(entry) = self.connections.get(&by_client) else { return Vec::new() };
         let window = start..=end;

@@ -107,7 +107,7 @@ impl TraceCorrelation {
 /// A kernel record waiting for the span of its connection.
 struct HeldRecord {
     until: Instant,
-    candidates: Vec<Connection>,
+    candidates: [Connection; 4],
     resource: Option<Resource>,
     scope: Option<InstrumentationScope>,
     record: LogRecord,
@@ -138,7 +138,7 @@ fn unix_now_ns() -> u64 {
 
 /// The connections a kernel record of a TCP connection can be on (either
 /// end may be the client; a span may not know the server's port).
-fn record_connections(record: &LogRecord) -> Option<Vec<Connection>> {
+fn record_connections(record: &LogRecord) -> Option<[Connection; 4]> {
     if !CONNECTION_RECORDS.contains(&record.event_name.as_str()) {
         return None;
     }
@@ -150,7 +150,7 @@ fn record_connections(record: &LogRecord) -> Option<Vec<Connection>> {
     let destination = socket_address(attributes, attr::DESTINATION_ADDRESS, attr::DESTINATION_PORT)?;
     let [a, b] = Connection::candidates(source, destination);
     let any_port = |c: Connection| Connection { server_port: 0, ..c };
-    Some(vec![a, b, any_port(a), any_port(b)])
+    Some([a, b, any_port(a), any_port(b)])
 }
 
 /// What a kernel record shows as a span event.
@@ -193,7 +193,7 @@ impl TraceCorrelationProcessor {
                         continue;
                     };
                     if SPAN_EVENT_RECORDS.contains(&record.event_name.as_str()) {
-                        let event = kernel_event(&record);
+                        let event = Arc::new(kernel_event(&record));
                         // Either end may be the client.
                         for connection in &candidates[..2] {
                             shared.index.add_event(connection.client, event.clone());
@@ -302,8 +302,8 @@ impl TraceCorrelationProcessor {
         for event in events.into_iter().take(room) {
             span.events.push(span::Event {
                 time_unix_nano: event.time,
-                name: event.name,
-                attributes: event.attributes,
+                name: event.name.clone(),
+                attributes: event.attributes.clone(),
                 dropped_attributes_count: 0,
             });
             self.counters.span_events.inc();
