@@ -1,5 +1,5 @@
 //! Per-record cost of each processor.
-#![allow(missing_docs, clippy::unwrap_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

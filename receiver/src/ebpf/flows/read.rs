@@ -204,7 +204,7 @@ impl FlowLoop {
     }
 
     /// `clock` is `(monotonic_to_unix_ns(), Unix time now)`, read once per batch of records.
-    fn to_record(&mut self, report: &FlowReport, clock: (u64, u64)) -> LogRecord {
+    fn record(&mut self, report: &FlowReport, clock: (u64, u64)) -> LogRecord {
         let name = |ifindex| self.watcher.name(ifindex);
         let ctx = RecordContext {
             interface_name: &name,
@@ -232,7 +232,7 @@ impl FlowLoop {
         let stats = self.probes.flow(&event.key).unwrap_or(event.stats);
         if let Some(report) = self.table.end(&event.key, &stats, reason) {
             self.flow_metrics.add(&report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
-            let record = self.to_record(&report, clock_now());
+            let record = self.record(&report, clock_now());
             self.pending.push(record);
         }
     }
@@ -265,7 +265,7 @@ impl FlowLoop {
         let mut records = std::mem::take(&mut self.pending);
         for report in &flush.reports {
             self.flow_metrics.add(report, self.watcher.name(report.key.ifindex), self.config.sampling.get());
-            records.push(self.to_record(report, clock));
+            records.push(self.record(report, clock));
         }
         self.publisher.logs(records).await;
 
