@@ -177,19 +177,7 @@ fn traced_requests_over_a_lossy_path() {
         "traced_http.py",
         &["client", "--url", &url, "--threads", &THREADS.to_string(), "--requests", &REQUESTS.to_string()],
     ));
-    let requests: Vec<Request> = client
-        .lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line).unwrap();
-            Request {
-                trace_id: v["trace_id"].as_str().unwrap().into(),
-                span_id: v["span_id"].as_str().unwrap().into(),
-                port: v["port"].to_string(),
-                start: v["start"].as_u64().unwrap(),
-                end: v["end"].as_u64().unwrap(),
-            }
-        })
-        .collect();
+    let requests = parse_requests(&client);
     assert_eq!(requests.len(), THREADS * REQUESTS, "{client}");
     let mut by_port: BTreeMap<&str, Vec<&Request>> = BTreeMap::new();
     for request in &requests {

@@ -205,21 +205,9 @@ fn trace_context_cost(options: &Options) -> TraceContextCost {
     let mut server = pair.b.script("http_load.py", &["server", VethPair::B_V4, "8080"]);
     std::thread::sleep(Duration::from_millis(500));
     let dir = tempfile::tempdir().unwrap();
-    let config = |enabled: bool| {
-        format!(
-            r#"
-receivers:
-  ebpf: {{interfaces: [veth0], flush_interval: 1s, trace_context: {{enabled: {enabled}}}}}
-exporters:
-  file: {{path: "{}"}}
-service:
-  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
-  pipelines:
-    logs: {{receivers: [ebpf], exporters: [file]}}
-"#,
-            dir.path().join("flows.jsonl").display()
-        )
-    };
+    let file = dir.path().join("flows.jsonl");
+    let config =
+        |enabled: bool| flows_config(&format!("flush_interval: 1s, trace_context: {{enabled: {enabled}}}"), &file);
     let (mut rates, mut kernel_ns) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
     let mut contexts_read = 0.0;
     for _ in 0..rounds {
@@ -251,6 +239,24 @@ service:
     TraceContextCost { requests_per_second: middle(&rates), kernel_ns_per_packet: middle(&kernel_ns), contexts_read }
 }
 
+/// flowtel on veth0 with the `ebpf` receiver settings `receiver`, its
+/// records written to `file`.
+fn flows_config(receiver: &str, file: &std::path::Path) -> String {
+    format!(
+        r#"
+receivers:
+  ebpf: {{interfaces: [veth0], {receiver}}}
+exporters:
+  file: {{path: "{}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], exporters: [file]}}
+"#,
+        file.display()
+    )
+}
+
 struct ManyFlows {
     flows: usize,
     peak_rss_mib: f64,
@@ -266,19 +272,7 @@ fn many_flows(options: &Options) -> ManyFlows {
     let pair = VethPair::create("many");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
-    let config = format!(
-        r#"
-receivers:
-  ebpf: {{interfaces: [veth0], flush_interval: 2s, drops: {{enabled: false}}, tcp: {{enabled: false}}}}
-exporters:
-  file: {{path: "{}"}}
-service:
-  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
-  pipelines:
-    logs: {{receivers: [ebpf], exporters: [file]}}
-"#,
-        file.display()
-    );
+    let config = flows_config("flush_interval: 2s, drops: {enabled: false}, tcp: {enabled: false}", &file);
     let mut flowtel = Flowtel::start_in_netns(&config, &pair.a.name);
     let pid = flowtel.child.pid();
     let cpu_before = cpu_seconds(pid);
