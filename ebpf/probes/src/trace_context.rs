@@ -170,19 +170,33 @@ fn set_context(ctx: &TcContext, key: &FlowKey, payload: usize) {
     let _ = TRACE_CONTEXTS.remove(connection);
 }
 
-/// Where the search of a request's headers stands.
+/// Where the search of a request's headers stands. Kept in a map: the
+/// verifier tracks no values there, so it checks the `bpf_loop` callback
+/// for one state rather than one per position.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct Search {
-    /// The scratch buffer.
-    buf: *const [u8; SCRATCH],
-    /// Bytes read into it.
+    /// Bytes read into the scratch buffer.
     length: u64,
+    /// Where the search goes on from.
+    cursor: u64,
     /// Whether the request line has ended.
     in_headers: u64,
     /// One of the `SEARCH_*` outcomes.
     outcome: u64,
     /// With `SEARCH_FOUND`: where the header's value starts.
     value_start: u64,
+}
+
+/// This CPU's search.
+#[map(name = "HTTP_SEARCH")]
+static HTTP_SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the `bpf_loop` callback is given (on the stack, as `bpf_loop` wants).
+#[repr(C)]
+struct SearchContext {
+    buf: *const [u8; SCRATCH],
+    search: *mut Search,
 }
 
 /// The headers go on past what was read (the search's start state).
@@ -194,62 +208,107 @@ const SEARCH_ABSENT: u64 = 2;
 /// A `traceparent` header was found.
 const SEARCH_FOUND: u64 = 3;
 
-/// `bpf_loop` callback over the bytes read: at each `\n`, checks the
-/// request line (the first) or the header line that follows; stops at the
-/// first `traceparent`, at the empty line that ends the headers, or at a
-/// first line that is not an HTTP/1.x request line. One small body the
-/// verifier checks once, where a plain loop would be checked byte by byte.
-unsafe extern "C" fn search_step(index: u64, search: *mut c_void) -> i64 {
+/// The high bit of each byte of `word` that is `\n`, and possibly of bytes
+/// above the first one (the classic zero-byte test on `word` xor eight
+/// newlines: exact up to its lowest set bit, which is all that is used).
+#[inline(always)]
+fn newline_bits(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let x = word ^ (ONES * u64::from(b'\n'));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// The index (0–7) of the byte whose high bit is the lowest set in `bits`
+/// (little-endian), without a loop or a table: the isolated bit, moved to
+/// bit 0 of its byte, times 0x0001020304050607 puts the index in the top byte.
+#[inline(always)]
+fn first_byte(bits: u64) -> usize {
+    let lowest = bits & bits.wrapping_neg();
+    ((lowest >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
+}
+
+/// `bpf_loop` callback: from `cursor`, skips eight bytes at a time to the
+/// next `\n` and looks at the line after it ([`at_newline`]). One small
+/// body without loops, which the verifier checks once, where a plain loop
+/// would be checked byte by byte.
+unsafe extern "C" fn search_step(_index: u64, context: *mut c_void) -> i64 {
     const STOP: i64 = 1;
-    // SAFETY: `search` is the caller's `Search`, alive for the whole loop.
-    let search = unsafe { &mut *search.cast::<Search>() };
-    // SAFETY: `buf` points at the scratch map value, SCRATCH bytes long.
-    let buf = unsafe { &*search.buf };
-    let position = index as usize & (SCRATCH - 1);
-    if at(buf, position) != b'\n' {
+    // SAFETY: `context` is the caller's `SearchContext`, alive for the whole
+    // loop; it points at this CPU's search and scratch buffer (map values).
+    let (search, buf) = unsafe {
+        let context = &*context.cast::<SearchContext>();
+        (&mut *context.search, &*context.buf)
+    };
+    let length = search.length as usize;
+    // Below WINDOW (the cursor never passes `length`): the word is inside the buffer.
+    let cursor = search.cursor as usize & (WINDOW - 1);
+    if cursor >= length {
+        return STOP;
+    }
+    // SAFETY: `cursor + 8` is within the SCRATCH bytes; x86 and arm64 load unaligned words.
+    let word = unsafe { core::ptr::read_unaligned(buf.as_ptr().add(cursor).cast::<u64>()) };
+    let bits = newline_bits(word);
+    if bits == 0 {
+        search.cursor = (cursor + 8) as u64;
         return 0;
     }
+    let position = cursor + first_byte(bits);
+    // Past what was read: the headers did not end there.
+    if position >= length {
+        return STOP;
+    }
+    search.cursor = (position + 1) as u64;
+    if at_newline(search, buf, position) { STOP } else { 0 }
+}
+
+/// Looks at the line after the `\n` at `position`; true when the search
+/// is over (its outcome set).
+#[inline(always)]
+fn at_newline(search: &mut Search, buf: &[u8; SCRATCH], position: usize) -> bool {
     if search.in_headers == 0 {
         if !is_request_line(buf, position) {
             search.outcome = SEARCH_NOT_HTTP;
-            return STOP;
+            return true;
         }
         search.in_headers = 1;
-        return 0;
+        return false;
     }
     let length = search.length as usize;
     let line = position + 1;
     if line >= length {
-        return STOP;
+        return true;
     }
     let first = at(buf, line);
     if first == b'\r' || first == b'\n' {
         search.outcome = SEARCH_ABSENT;
-        return STOP;
+        return true;
     }
     if line + HEADER.len() <= length && is_traceparent(buf, line) {
         search.outcome = SEARCH_FOUND;
         search.value_start = (line + HEADER.len()) as u64;
-        return STOP;
+        return true;
     }
-    0
+    false
 }
 
 /// Whether the line ending at `end` (its `\n`) ends like an HTTP/1.x
 /// request line: `… HTTP/1.x\r\n` (or a bare `\n`).
 #[inline(always)]
 fn is_request_line(buf: &[u8; SCRATCH], end: usize) -> bool {
-    let end = if end > 0 && at(buf, end - 1) == b'\r' { end - 1 } else { end };
+    // `at` masks its index, so `n + SCRATCH - k` reads `n - k`; written so,
+    // the compiler cannot drop the mask and the verifier sees the bound.
+    let before = |n: usize, k: usize| at(buf, n + SCRATCH - k);
+    let end = if end > 0 && before(end, 1) == b'\r' { end - 1 } else { end };
     if end < 10 {
         return false;
     }
-    let version = end - 9;
     for (k, expected) in b" HTTP/1.".iter().enumerate() {
-        if at(buf, version + k) != *expected {
+        if before(end, 9 - k) != *expected {
             return false;
         }
     }
-    at(buf, end - 1).is_ascii_digit()
+    before(end, 1).is_ascii_digit()
 }
 
 /// Whether the header line starting at `start` is `traceparent:` (any case).
@@ -270,9 +329,18 @@ fn is_traceparent(buf: &[u8; SCRATCH], start: usize) -> bool {
 /// `None` when they are not an HTTP/1.x request.
 #[inline(always)]
 fn find_header(buf: &[u8; SCRATCH], length: usize) -> Option<Found> {
-    let mut search = Search { buf, length: length as u64, in_headers: 0, outcome: SEARCH_UNREADABLE, value_start: 0 };
-    // SAFETY: the callback only touches `search` and the buffer it points at.
-    unsafe { bpf_loop(length as u32, search_step as *mut c_void, (&mut search as *mut Search).cast(), 0) };
+    let search = HTTP_SEARCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
+    unsafe {
+        *search =
+            Search { length: length as u64, cursor: 0, in_headers: 0, outcome: SEARCH_UNREADABLE, value_start: 0 };
+    }
+    let mut context = SearchContext { buf, search };
+    // Each step moves on by at least a byte: `length` steps are always enough.
+    // SAFETY: the callback only touches the search and the buffer.
+    unsafe { bpf_loop(length as u32, search_step as *mut c_void, (&mut context as *mut SearchContext).cast(), 0) };
+    // SAFETY: as above.
+    let search = unsafe { *search };
     match search.outcome {
         SEARCH_FOUND => {}
         SEARCH_ABSENT => return Some(Found::Absent),
