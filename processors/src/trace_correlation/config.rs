@@ -24,8 +24,9 @@ pub struct TraceCorrelationConfig {
     pub max_connections: usize,
     /// Spans and kernel events kept per connection (the oldest go first).
     pub max_per_connection: usize,
-    /// Records held at once (by each logs pipeline); past it a record waits
-    /// no more and goes on without a context (counted).
+    /// Records held at once (by each logs pipeline; a kernel record takes
+    /// about 1.5 KiB); past it a record waits no more and goes on without a
+    /// context (counted).
     pub max_held_records: usize,
     /// Spans held at once (by each traces pipeline); past it a span goes on
     /// with the events known so far.
@@ -42,8 +43,8 @@ impl Default for TraceCorrelationConfig {
             span_wait: Duration::from_secs(1),
             max_connections: 10_000,
             max_per_connection: 256,
-            max_held_records: 100_000,
-            max_held_spans: 100_000,
+            max_held_records: 20_000,
+            max_held_spans: 20_000,
             max_span_events: 32,
         }
     }

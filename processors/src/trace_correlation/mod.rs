@@ -104,20 +104,22 @@ impl TraceCorrelation {
     }
 }
 
+/// The resource and scope a held item came with, shared by the items of
+/// one scope.
+type Origin = Arc<(Option<Resource>, Option<InstrumentationScope>)>;
+
 /// A kernel record waiting for the span of its connection.
 struct HeldRecord {
     until: Instant,
     candidates: [Connection; 4],
-    resource: Option<Resource>,
-    scope: Option<InstrumentationScope>,
+    origin: Origin,
     record: LogRecord,
 }
 
 /// A span waiting for the kernel events of its lifetime.
 struct HeldSpan {
     until: Instant,
-    resource: Option<Resource>,
-    scope: Option<InstrumentationScope>,
+    origin: Origin,
     span: Span,
 }
 
@@ -186,6 +188,7 @@ impl TraceCorrelationProcessor {
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         for resource in resources.iter_mut() {
             for scope in &mut resource.scope_logs {
+                let origin: Origin = Arc::new((resource.resource.clone(), scope.scope.clone()));
                 let mut kept = Vec::with_capacity(scope.log_records.len());
                 for mut record in scope.log_records.drain(..) {
                     let Some(candidates) = record_connections(&record) else {
@@ -212,8 +215,7 @@ impl TraceCorrelationProcessor {
                         self.held_records.push_back(HeldRecord {
                             until: now + self.config.max_wait,
                             candidates,
-                            resource: resource.resource.clone(),
-                            scope: scope.scope.clone(),
+                            origin: origin.clone(),
                             record,
                         });
                     }
@@ -236,6 +238,7 @@ impl TraceCorrelationProcessor {
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         for resource in resources.iter_mut() {
             for scope in &mut resource.scope_spans {
+                let origin: Origin = Arc::new((resource.resource.clone(), scope.scope.clone()));
                 let mut kept = Vec::with_capacity(scope.spans.len());
                 for span in scope.spans.drain(..) {
                     let Some(side) = spans::side(&span) else {
@@ -262,8 +265,7 @@ impl TraceCorrelationProcessor {
                     } else {
                         self.held_spans.push_back(HeldSpan {
                             until: now + Duration::from_nanos(wait),
-                            resource: resource.resource.clone(),
-                            scope: scope.scope.clone(),
+                            origin: origin.clone(),
                             span,
                         });
                     }
@@ -348,9 +350,9 @@ impl TraceCorrelationProcessor {
                 records
                     .into_iter()
                     .map(|held| ResourceLogs {
-                        resource: held.resource,
+                        resource: held.origin.0.clone(),
                         scope_logs: vec![ScopeLogs {
-                            scope: held.scope,
+                            scope: held.origin.1.clone(),
                             log_records: vec![held.record],
                             ..Default::default()
                         }],
@@ -364,9 +366,9 @@ impl TraceCorrelationProcessor {
                 spans
                     .into_iter()
                     .map(|held| ResourceSpans {
-                        resource: held.resource,
+                        resource: held.origin.0.clone(),
                         scope_spans: vec![ScopeSpans {
-                            scope: held.scope,
+                            scope: held.origin.1.clone(),
                             spans: vec![held.span],
                             ..Default::default()
                         }],

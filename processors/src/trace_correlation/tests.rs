@@ -260,3 +260,18 @@ fn the_index_stays_within_its_bound_and_counts_what_it_forgets() {
     assert_eq!(traces_pipeline.counters.evicted.get(), 500);
     assert_eq!(traces_pipeline.counters.connections.get(), 10_000);
 }
+
+#[test]
+fn past_max_held_records_a_record_goes_on_at_once_and_is_counted() {
+    let config = TraceCorrelationConfig { max_held_records: 1, ..Default::default() };
+    let (mut logs_pipeline, _) = pipelines(config);
+    let mut out = Vec::new();
+    let records = vec![record("network.packet.drop", START), record("network.packet.drop", START + 1)];
+    logs_pipeline.process(logs(records), &mut out);
+    assert_eq!(records_of(&out).len(), 1, "the second record is not held");
+    assert_eq!(logs_pipeline.counters.overflow.get(), 1);
+    out.clear();
+    logs_pipeline.flush(&mut out);
+    assert_eq!(records_of(&out).len(), 1, "the held one, at shutdown");
+    assert_eq!(logs_pipeline.counters.expired.get(), 1);
+}
