@@ -5,6 +5,9 @@ use std::time::Duration;
 use flowtel_core::config::Validate;
 use serde::Deserialize;
 
+/// The longest a record or span may be held.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 /// `processors::trace_correlation`: kernel records joined with the
 /// application's spans by connection and time.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -53,6 +56,11 @@ impl Default for TraceCorrelationConfig {
 impl Validate for TraceCorrelationConfig {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
+        for (field, value) in [("max_wait", self.max_wait), ("span_wait", self.span_wait)] {
+            if value > MAX_WAIT {
+                problems.push((field.into(), format!("must be at most {}", humantime::format_duration(MAX_WAIT))));
+            }
+        }
         for (field, value) in [
             ("max_connections", self.max_connections),
             ("max_per_connection", self.max_per_connection),

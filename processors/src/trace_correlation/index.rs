@@ -172,7 +172,8 @@ impl Index {
                     if latest(&exact) {
                         exact = Some(*span);
                     }
-                } else if (span.start.saturating_sub(SLACK_NS)..=span.end + SLACK_NS).contains(&time) && latest(&close)
+                } else if (span.start.saturating_sub(SLACK_NS)..=span.end.saturating_add(SLACK_NS)).contains(&time)
+                    && latest(&close)
                 {
                     close = Some(*span);
                 }

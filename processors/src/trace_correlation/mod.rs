@@ -257,9 +257,11 @@ impl TraceCorrelationProcessor {
                             Side::Client(None) => shared.index.add_client_span(context),
                         }
                     }
-                    // Held until `span_wait` after its end, for kernel events still on their way.
+                    // Held until `span_wait` after its end, for kernel events still on
+                    // their way (never longer: an end in the future is a skewed clock).
+                    let span_wait = self.config.span_wait.as_nanos() as u64;
                     let wait =
-                        (span.end_time_unix_nano + self.config.span_wait.as_nanos() as u64).saturating_sub(now_unix);
+                        span.end_time_unix_nano.saturating_add(span_wait).saturating_sub(now_unix).min(span_wait);
                     if wait == 0 || self.held_spans.len() >= self.config.max_held_spans {
                         kept.push(span);
                     } else {

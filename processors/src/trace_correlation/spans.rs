@@ -41,7 +41,12 @@ const CALLED_PORT: [&str; 4] =
 
 fn first_ip(attributes: &[KeyValue], keys: &[&str]) -> Option<IpAddr> {
     // An IPv4 peer of a dual-stack socket shows as `::ffff:a.b.c.d`; the wire has a.b.c.d.
-    keys.iter().find_map(|key| find_text(attributes, key)?.parse::<IpAddr>().ok()).map(|ip| ip.to_canonical())
+    // gRPC writes an IPv6 peer in brackets (`[::1]`).
+    keys.iter()
+        .find_map(|key| {
+            find_text(attributes, key)?.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok()
+        })
+        .map(|ip| ip.to_canonical())
 }
 
 fn first_port(attributes: &[KeyValue], keys: &[&str]) -> Option<u16> {

@@ -275,3 +275,38 @@ fn past_max_held_records_a_record_goes_on_at_once_and_is_counted() {
     assert_eq!(records_of(&out).len(), 1, "the held one, at shutdown");
     assert_eq!(logs_pipeline.counters.expired.get(), 1);
 }
+
+#[test]
+fn hostile_span_times_neither_panic_nor_hold_a_span_past_span_wait() {
+    let config = TraceCorrelationConfig { span_wait: Duration::from_secs(1), ..Default::default() };
+    let (mut logs_pipeline, mut traces_pipeline) = pipelines(config);
+    let mut out = Vec::new();
+    let mut future = server_span();
+    (future.start_time_unix_nano, future.end_time_unix_nano) = (u64::MAX - 1, u64::MAX);
+    let mut backwards = server_span();
+    (backwards.start_time_unix_nano, backwards.end_time_unix_nano) = (END, START);
+    traces_pipeline.process(traces(vec![future, backwards]), &mut out);
+    logs_pipeline.process(logs(vec![record("network.tcp.reset", u64::MAX)]), &mut Vec::new());
+    traces_pipeline.on_deadline(Instant::now() + Duration::from_millis(1100), &mut out);
+    assert_eq!(spans_of(&out).len(), 2, "released within span_wait");
+}
+
+#[test]
+fn waits_past_an_hour_are_refused() {
+    use flowtel_core::config::Validate;
+    let config = TraceCorrelationConfig { max_wait: Duration::from_secs(7200), ..Default::default() };
+    assert_eq!(config.validate()[0].0, "max_wait");
+}
+
+#[test]
+fn a_grpc_server_span_names_its_peer_in_brackets_and_ports_as_text() {
+    let span = Span {
+        kind: SpanKind::Server as i32,
+        attributes: vec![text("net.peer.ip", "[::1]"), text("net.peer.port", "50051")],
+        ..Default::default()
+    };
+    assert_eq!(
+        spans::side(&span),
+        Some(Side::Server(Connection { client: "[::1]:50051".parse().unwrap(), server_port: 0 }))
+    );
+}
