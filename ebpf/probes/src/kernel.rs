@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_probe_read_kernel,
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
     macros::map,
     maps::{PerCpuArray, PerfEventByteArray, RingBuf},
     programs::TracePointContext,
@@ -36,15 +36,32 @@ pub(crate) fn offset(field: &u16) -> u16 {
     unsafe { core::ptr::read_volatile(field) }
 }
 
+/// `base + offset`; `None` when the base is null or the offset unknown.
+#[inline(always)]
+fn field_address(base: *const u8, offset: u16) -> Option<*const u8> {
+    if base.is_null() || offset == UNKNOWN {
+        return None;
+    }
+    // SAFETY: address arithmetic only; every read goes through a helper.
+    Some(unsafe { base.add(usize::from(offset)) })
+}
+
 /// Reads a `T` at `base + offset` of kernel memory; `None` when the base is
 /// null, the offset unknown or the memory unreadable.
 #[inline(always)]
 pub(crate) fn read<T>(base: *const u8, offset: u16) -> Option<T> {
-    if base.is_null() || offset == UNKNOWN {
-        return None;
-    }
+    let address = field_address(base, offset)?;
     // SAFETY: the helper checks the address; a fault is an error, not a crash.
-    unsafe { bpf_probe_read_kernel(base.add(usize::from(offset)).cast::<T>()).ok() }
+    unsafe { bpf_probe_read_kernel(address.cast::<T>()).ok() }
+}
+
+/// Reads kernel memory at `base + offset` into `out` (no copy on the small
+/// stack); false when it cannot.
+#[inline(always)]
+pub(crate) fn read_into(base: *const u8, offset: u16, out: &mut [u8]) -> bool {
+    let Some(address) = field_address(base, offset) else { return false };
+    // SAFETY: the helper checks the address; a fault is an error, not a crash.
+    unsafe { bpf_probe_read_kernel_buf(address, out) }.is_ok()
 }
 
 /// Reads a `T` at a kernel address.

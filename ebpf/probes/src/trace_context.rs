@@ -15,19 +15,18 @@
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel_buf, bpf_skb_load_bytes},
+    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes},
     macros::map,
     maps::{HashMap, PerCpuArray, ProgramArray},
     programs::TcContext,
 };
 use flowtel_ebpf_common::{
-    ConnectionKey, ConnectionTrace, Counter, FlowKey, IP_V4, IP_V6, TRACEPARENT_LEN, TraceContext, UNKNOWN,
-    parse_traceparent,
+    ConnectionKey, ConnectionTrace, Counter, FlowKey, IP_V4, IP_V6, TRACEPARENT_LEN, TraceContext, parse_traceparent,
 };
 
 use crate::{
     flows::{count, count_packet, global},
-    kernel::{FLOWTEL_LAYOUT, offset, read},
+    kernel::{FLOWTEL_LAYOUT, offset, read, read_into},
     parse::{PACKET, Packet},
 };
 
@@ -371,16 +370,26 @@ fn find_header(buf: &[u8; SCRATCH], length: usize) -> Option<Found> {
     })
 }
 
+/// Copies `connection`'s current context to `out`, if it has one.
+#[inline(always)]
+fn look_up(connection: &ConnectionKey, out: &mut TraceContext) {
+    // SAFETY: copied out of a live map value.
+    if let Some(trace) = unsafe { TRACE_CONTEXTS.get(connection) } {
+        *out = trace.context;
+    }
+}
+
 /// The current context of the connection between these two ends, written
 /// to `out` (left as it is when there is none).
 #[inline(always)]
 pub fn current(ip_version: u8, src: &[u8; 16], src_port: u16, dst: &[u8; 16], dst_port: u16, out: &mut TraceContext) {
+    // Off, the map stays empty: no lookup (a load-time constant, so the verifier drops it).
+    if global(&FLOWTEL_TRACE_CONTEXT) == 0 {
+        return;
+    }
     let Some(connection) = scratch_key() else { return };
     connection.set(ip_version, src, src_port, dst, dst_port);
-    // SAFETY: copied out of a live map value.
-    if let Some(trace) = unsafe { TRACE_CONTEXTS.get(&*connection) } {
-        *out = trace.context;
-    }
+    look_up(connection, out);
 }
 
 /// The current context of the connection of TCP socket `sk` (may be null),
@@ -388,6 +397,9 @@ pub fn current(ip_version: u8, src: &[u8; 16], src_port: u16, dst: &[u8; 16], ds
 #[inline(always)]
 pub fn of_socket(sk: *const u8, out: &mut TraceContext) {
     *out = TraceContext::default();
+    if global(&FLOWTEL_TRACE_CONTEXT) == 0 {
+        return;
+    }
     let layout = &FLOWTEL_LAYOUT;
     let (Some(family), Some(peer_port), Some(local_port)) = (
         read::<u16>(sk, offset(&layout.sock_family)),
@@ -424,18 +436,5 @@ pub fn of_socket(sk: *const u8, out: &mut TraceContext) {
         }
     }
     connection.order();
-    // SAFETY: copied out of a live map value.
-    if let Some(trace) = unsafe { TRACE_CONTEXTS.get(&*connection) } {
-        *out = trace.context;
-    }
-}
-
-/// Reads kernel memory at `base + offset` into `out`; false when it cannot.
-#[inline(always)]
-fn read_into(base: *const u8, offset: u16, out: &mut [u8]) -> bool {
-    if base.is_null() || offset == UNKNOWN {
-        return false;
-    }
-    // SAFETY: the helper checks the address; a fault is an error, not a crash.
-    unsafe { bpf_probe_read_kernel_buf(base.add(usize::from(offset)), out) }.is_ok()
+    look_up(connection, out);
 }
