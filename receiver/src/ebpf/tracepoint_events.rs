@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     config::EventTransport,
-    drops::read::DropReader,
+    drops::{convert::DROP_SERIES, read::DropReader},
     exemplars::{Exemplars, Sample},
     kernel::{
         clock::{clock_now, interval},
@@ -193,8 +193,7 @@ impl TracepointLoop {
             KernelEvent::Drop(drop) => {
                 if let Some(drops) = &self.readers.drops {
                     let record = drops.record(drop, &self.maps, clock);
-                    let series = [attr::NETWORK_DROP_REASON, attr::NETWORK_INTERFACE_NAME];
-                    self.exemplars.offer(metric::PACKET_DROPS.name, &series, &record, Sample::Int(1));
+                    self.exemplars.offer(metric::PACKET_DROPS.name, &DROP_SERIES, &record, Sample::Int(1));
                     self.pending.push(record);
                 }
             }

@@ -95,6 +95,10 @@ pub fn drop_record(event: &DropEvent, stack: Option<&[u64]>, ctx: &DropContext<'
     }
 }
 
+/// The attributes of a `network.packet.drops` point, both on the drop
+/// records it counts (how exemplars find their point).
+pub const DROP_SERIES: [&str; 2] = [attr::NETWORK_DROP_REASON, attr::NETWORK_INTERFACE_NAME];
+
 /// The kernel's drop counters, summed over CPUs and grouped by reason name
 /// and interface name.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -127,9 +131,10 @@ impl DropTotals {
             .dropped
             .iter()
             .map(|((reason, interface), packets)| {
-                let mut attributes = vec![kv(attr::NETWORK_DROP_REASON, reason.clone())];
+                let [reason_key, interface_key] = DROP_SERIES;
+                let mut attributes = vec![kv(reason_key, reason.clone())];
                 if !interface.is_empty() {
-                    attributes.push(kv(attr::NETWORK_INTERFACE_NAME, interface.clone()));
+                    attributes.push(kv(interface_key, interface.clone()));
                 }
                 int_point(attributes, *packets, start_unix_ns, now_unix_ns)
             })

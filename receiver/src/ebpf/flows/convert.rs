@@ -101,6 +101,11 @@ pub fn flow_record(report: &FlowReport, ctx: &RecordContext<'_>) -> LogRecord {
     }
 }
 
+/// The attributes of a `network.flow.bytes` / `.packets` point, all read
+/// from the flow records it counts (how exemplars find their point).
+pub const FLOW_SERIES: [&str; 4] =
+    [attr::NETWORK_TYPE, attr::NETWORK_TRANSPORT, attr::NETWORK_IO_DIRECTION, attr::NETWORK_INTERFACE_NAME];
+
 /// The bounded attribute set of the flow metrics.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct SeriesKey {
@@ -143,11 +148,12 @@ impl FlowMetrics {
             self.totals
                 .iter()
                 .map(|(key, total)| {
+                    let [network_type, transport, direction, interface] = FLOW_SERIES;
                     let attributes = vec![
-                        kv(attr::NETWORK_TYPE, key.network_type),
-                        kv(attr::NETWORK_TRANSPORT, key.transport.clone()),
-                        kv(attr::NETWORK_IO_DIRECTION, key.direction),
-                        kv(attr::NETWORK_INTERFACE_NAME, key.interface.clone()),
+                        kv(network_type, key.network_type),
+                        kv(transport, key.transport.clone()),
+                        kv(direction, key.direction),
+                        kv(interface, key.interface.clone()),
                     ];
                     int_point(attributes, pick(total), self.start_unix_ns, now_unix_ns)
                 })

@@ -216,10 +216,8 @@ impl FlowLoop {
             self.counters.reply_unknown.inc();
         }
         let record = convert::flow_record(report, &ctx);
-        let series =
-            [attr::NETWORK_TYPE, attr::NETWORK_TRANSPORT, attr::NETWORK_IO_DIRECTION, attr::NETWORK_INTERFACE_NAME];
         let bytes = Sample::Attribute(attr::FLOW_BYTES);
-        self.exemplars.offer(metric::FLOW_BYTES.name, &series, &record, bytes);
+        self.exemplars.offer(metric::FLOW_BYTES.name, &convert::FLOW_SERIES, &record, bytes);
         record
     }
 
@@ -277,9 +275,7 @@ impl FlowLoop {
         self.exemplars.attach(&mut metrics);
         self.publisher.metrics(metrics).await;
     }
-}
 
-impl FlowLoop {
     /// Forgets the trace contexts of connections gone (no flow left, and
     /// no request for longer than `idle_timeout`), so the kernel's map keeps
     /// its room for connections alive.
