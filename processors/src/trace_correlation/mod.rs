@@ -108,6 +108,19 @@ impl TraceCorrelation {
 /// one scope.
 type Origin = Arc<(Option<Resource>, Option<InstrumentationScope>)>;
 
+/// Items released together, grouped by the origin they came with (runs of
+/// one origin stay together; held items keep their arrival order).
+fn by_origin<T>(items: impl IntoIterator<Item = (Origin, T)>) -> Vec<(Origin, Vec<T>)> {
+    let mut groups: Vec<(Origin, Vec<T>)> = Vec::new();
+    for (origin, item) in items {
+        match groups.last_mut() {
+            Some((last, group)) if Arc::ptr_eq(last, &origin) => group.push(item),
+            _ => groups.push((origin, vec![item])),
+        }
+    }
+    groups
+}
+
 /// A kernel record waiting for the span of its connection.
 struct HeldRecord {
     until: Instant,
@@ -347,33 +360,27 @@ impl TraceCorrelationProcessor {
         }
         self.report_index(&mut shared);
         drop(shared);
+        let records = by_origin(records.into_iter().map(|held| (held.origin, held.record)));
         if !records.is_empty() {
             out.push(Payload::Logs(
                 records
                     .into_iter()
-                    .map(|held| ResourceLogs {
-                        resource: held.origin.0.clone(),
-                        scope_logs: vec![ScopeLogs {
-                            scope: held.origin.1.clone(),
-                            log_records: vec![held.record],
-                            ..Default::default()
-                        }],
+                    .map(|(origin, log_records)| ResourceLogs {
+                        resource: origin.0.clone(),
+                        scope_logs: vec![ScopeLogs { scope: origin.1.clone(), log_records, ..Default::default() }],
                         ..Default::default()
                     })
                     .collect(),
             ));
         }
+        let spans = by_origin(spans.into_iter().map(|held| (held.origin, held.span)));
         if !spans.is_empty() {
             out.push(Payload::Traces(
                 spans
                     .into_iter()
-                    .map(|held| ResourceSpans {
-                        resource: held.origin.0.clone(),
-                        scope_spans: vec![ScopeSpans {
-                            scope: held.origin.1.clone(),
-                            spans: vec![held.span],
-                            ..Default::default()
-                        }],
+                    .map(|(origin, spans)| ResourceSpans {
+                        resource: origin.0.clone(),
+                        scope_spans: vec![ScopeSpans { scope: origin.1.clone(), spans, ..Default::default() }],
                         ..Default::default()
                     })
                     .collect(),

@@ -310,3 +310,15 @@ fn a_grpc_server_span_names_its_peer_in_brackets_and_ports_as_text() {
         Some(Side::Server(Connection { client: "[::1]:50051".parse().unwrap(), server_port: 0 }))
     );
 }
+
+#[test]
+fn records_held_from_one_resource_are_released_under_it_together() {
+    let (mut logs_pipeline, _) = pipelines(TraceCorrelationConfig::default());
+    let records = vec![record("network.packet.drop", START), record("network.tcp.retransmit", START + 1)];
+    logs_pipeline.process(logs(records), &mut Vec::new());
+    let mut out = Vec::new();
+    logs_pipeline.flush(&mut out);
+    let [Payload::Logs(resources)] = out.as_slice() else { panic!("one logs payload: {out:?}") };
+    assert_eq!(resources.len(), 1);
+    assert_eq!(resources[0].scope_logs[0].log_records.len(), 2);
+}
