@@ -20,10 +20,8 @@ from concurrent import futures
 
 import grpc
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor
+from traced_common import on_threads, tracer_provider
 
 
 class Finished(SpanProcessor):
@@ -36,13 +34,6 @@ class Finished(SpanProcessor):
     def on_end(self, span):
         with self.lock:
             self.spans.append(span)
-
-
-def tracer_provider(service, otlp):
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp, insecure=True), schedule_delay_millis=200))
-    trace.set_tracer_provider(provider)
-    return provider
 
 
 def serve(args):
@@ -77,11 +68,7 @@ def client(args):
             for _ in range(args.requests):
                 assert len(get(b"?", timeout=30)) > 0
 
-    workers = [threading.Thread(target=run) for _ in range(args.threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    on_threads(args.threads, run)
     provider.shutdown()
     for span in finished.spans:
         if span.kind == trace.SpanKind.CLIENT:

@@ -23,21 +23,7 @@ import json
 import sys
 import threading
 
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-
-def tracer_provider(service, otlp):
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if otlp:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(endpoint=otlp, insecure=True)
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
-    trace.set_tracer_provider(provider)
-    return provider
+from traced_common import on_threads, tracer_provider
 
 
 def serve(args):
@@ -162,11 +148,7 @@ def client(args):
             )
         session.close()
 
-    workers = [threading.Thread(target=run) for _ in range(args.threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    on_threads(args.threads, run)
     provider.shutdown()
     for result in results:
         print(json.dumps(result))

@@ -141,20 +141,7 @@ fn measure(load: Load, options: &Options) -> LoadResult {
     let (rounds, seconds) = if options.quick { (1, 1) } else { (3, 5) };
     let pair = VethPair::create("bench");
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        r#"
-receivers:
-  ebpf: {{interfaces: [veth0], flush_interval: 1s}}
-exporters:
-  file: {{path: "{}"}}
-service:
-  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
-  pipelines:
-    logs: {{receivers: [ebpf], exporters: [file]}}
-    metrics: {{receivers: [ebpf], exporters: [file]}}
-"#,
-        dir.path().join("flows.jsonl").display()
-    );
+    let config = flows_config("flush_interval: 1s", &["logs", "metrics"], &dir.path().join("flows.jsonl"));
     let (mut baseline, mut attached) = (Vec::new(), Vec::new());
     let (mut cpu, mut packets, mut lost, mut seen, mut kernel_ns) = (0.0, 0.0, 0.0, 0.0, Vec::new());
     for _ in 0..rounds {
@@ -206,8 +193,9 @@ fn trace_context_cost(options: &Options) -> TraceContextCost {
     std::thread::sleep(Duration::from_millis(500));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
-    let config =
-        |enabled: bool| flows_config(&format!("flush_interval: 1s, trace_context: {{enabled: {enabled}}}"), &file);
+    let config = |enabled: bool| {
+        flows_config(&format!("flush_interval: 1s, trace_context: {{enabled: {enabled}}}"), &["logs"], &file)
+    };
     let (mut rates, mut kernel_ns) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
     let mut contexts_read = 0.0;
     for _ in 0..rounds {
@@ -239,9 +227,11 @@ fn trace_context_cost(options: &Options) -> TraceContextCost {
     TraceContextCost { requests_per_second: middle(&rates), kernel_ns_per_packet: middle(&kernel_ns), contexts_read }
 }
 
-/// flowtel on veth0 with the `ebpf` receiver settings `receiver`, its
-/// records written to `file`.
-fn flows_config(receiver: &str, file: &std::path::Path) -> String {
+/// flowtel on veth0 with the `ebpf` receiver settings `receiver`, what it
+/// makes of each of `signals` written to `file`.
+fn flows_config(receiver: &str, signals: &[&str], file: &std::path::Path) -> String {
+    let pipelines: String =
+        signals.iter().map(|signal| format!("    {signal}: {{receivers: [ebpf], exporters: [file]}}\n")).collect();
     format!(
         r#"
 receivers:
@@ -251,8 +241,7 @@ exporters:
 service:
   telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
   pipelines:
-    logs: {{receivers: [ebpf], exporters: [file]}}
-"#,
+{pipelines}"#,
         file.display()
     )
 }
@@ -272,7 +261,7 @@ fn many_flows(options: &Options) -> ManyFlows {
     let pair = VethPair::create("many");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
-    let config = flows_config("flush_interval: 2s, drops: {enabled: false}, tcp: {enabled: false}", &file);
+    let config = flows_config("flush_interval: 2s, drops: {enabled: false}, tcp: {enabled: false}", &["logs"], &file);
     let mut flowtel = Flowtel::start_in_netns(&config, &pair.a.name);
     let pid = flowtel.child.pid();
     let cpu_before = cpu_seconds(pid);
