@@ -5,9 +5,14 @@
 use flowtel_core::export::BuildError;
 use std::sync::Arc;
 
+use flowtel_connectors::{
+    count::{CountConfig, CountConnector},
+    forward::{ForwardConfig, ForwardConnector},
+    signal_to_metrics::{SignalToMetricsConfig, SignalToMetricsConnector},
+};
 use flowtel_core::{
     ComponentId, ComponentKind, Signal,
-    component::{Processor, Receiver},
+    component::{Connector, Processor, Receiver},
     config::{ComponentConfig, ConfigError, ConfigErrors},
     export::{QueueConfig, RetryConfig},
     topology::ExporterSpec,
@@ -42,8 +47,11 @@ pub struct ComponentType {
     pub name: &'static str,
     /// Older names accepted in configs.
     pub aliases: &'static [&'static str],
-    /// Signals it handles.
+    /// Signals it handles (for a connector, those it takes in).
     pub signals: &'static [Signal],
+    /// For a connector, the signals it turns into which: (from the
+    /// pipelines exporting to it, to the pipelines receiving from it).
+    pub joins: &'static [(Signal, Signal)],
     /// One line on what it does.
     pub description: &'static str,
 }
@@ -51,6 +59,10 @@ pub struct ComponentType {
 const ALL_SIGNALS: &[Signal] = &[Signal::Logs, Signal::Metrics, Signal::Traces];
 const LOGS_AND_METRICS: &[Signal] = &[Signal::Logs, Signal::Metrics];
 const LOGS: &[Signal] = &[Signal::Logs];
+const SAME_SIGNAL: &[(Signal, Signal)] =
+    &[(Signal::Logs, Signal::Logs), (Signal::Metrics, Signal::Metrics), (Signal::Traces, Signal::Traces)];
+const TO_METRICS: &[(Signal, Signal)] =
+    &[(Signal::Logs, Signal::Metrics), (Signal::Metrics, Signal::Metrics), (Signal::Traces, Signal::Metrics)];
 
 /// Every built-in component type.
 pub const COMPONENT_TYPES: &[ComponentType] = &[
@@ -59,6 +71,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "ebpf",
         aliases: &[],
         signals: LOGS_AND_METRICS,
+        joins: &[],
         description: "network flows from the kernel's TC hooks (eBPF)",
     },
     ComponentType {
@@ -66,6 +79,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "otlp",
         aliases: &[],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "OTLP over gRPC and HTTP (protobuf, JSON) from applications and other agents",
     },
     ComponentType {
@@ -73,6 +87,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "batch",
         aliases: &[],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "groups items into batches by size and time",
     },
     ComponentType {
@@ -80,6 +95,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "filter",
         aliases: &[],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "drops records, data points and spans matching conditions",
     },
     ComponentType {
@@ -87,6 +103,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "host_attributes",
         aliases: &[],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "the local process, container and network namespace at each end of a flow, from /proc",
     },
     ComponentType {
@@ -94,6 +111,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "k8s_attributes",
         aliases: &["k8sattributes"],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "Kubernetes pod, workload, service and node of both ends of a flow, and of OTLP senders",
     },
     ComponentType {
@@ -101,6 +119,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "log_dedup",
         aliases: &["logdedup"],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "identical log records become one with a count; flow mode counts a flow once across interfaces",
     },
     ComponentType {
@@ -108,6 +127,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "memory_limiter",
         aliases: &["memorylimiter"],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "refuses data (receivers push back) while memory is above a limit",
     },
     ComponentType {
@@ -115,6 +135,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "probabilistic_sampler",
         aliases: &["probabilisticsampler"],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "keeps a share of the flows (log records) and traces, both directions of a flow together",
     },
     ComponentType {
@@ -122,6 +143,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "trace_correlation",
         aliases: &[],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "kernel records stamped with their connection's span, spans given the kernel events of their lifetime",
     },
     ComponentType {
@@ -129,6 +151,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "otlp_grpc",
         aliases: &["otlp"],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "OTLP over gRPC to any backend, with queue and retries",
     },
     ComponentType {
@@ -136,6 +159,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "otlp_http",
         aliases: &["otlphttp"],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "OTLP over HTTP (protobuf or JSON) to any backend, with queue and retries",
     },
     ComponentType {
@@ -143,6 +167,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "debug",
         aliases: &[],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "prints what passes to standard output",
     },
     ComponentType {
@@ -150,6 +175,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "file",
         aliases: &[],
         signals: ALL_SIGNALS,
+        joins: &[],
         description: "OTLP/JSON lines in a file, rotated by size",
     },
     ComponentType {
@@ -157,7 +183,32 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         name: "hubble",
         aliases: &[],
         signals: LOGS,
+        joins: &[],
         description: "serves the Hubble API (hubble observe, relay, UI) from flow and drop records",
+    },
+    ComponentType {
+        kind: ComponentKind::Connector,
+        name: "forward",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        joins: SAME_SIGNAL,
+        description: "passes data on to pipelines of the same signal",
+    },
+    ComponentType {
+        kind: ComponentKind::Connector,
+        name: "count",
+        aliases: &[],
+        signals: ALL_SIGNALS,
+        joins: TO_METRICS,
+        description: "counts log records, spans, span events, metrics and data points into metrics, by attributes",
+    },
+    ComponentType {
+        kind: ComponentKind::Connector,
+        name: "signal_to_metrics",
+        aliases: &["signaltometrics"],
+        signals: ALL_SIGNALS,
+        joins: TO_METRICS,
+        description: "sums and histograms of values from records, spans and data points, by attributes",
     },
 ];
 
@@ -215,6 +266,37 @@ pub enum ExporterConfig {
     File(FileConfig),
     /// `hubble`.
     Hubble(HubbleConfig),
+}
+
+/// A connector's decoded config.
+pub enum ConnectorConfig {
+    /// `forward`.
+    Forward(ForwardConfig),
+    /// `count`.
+    Count(CountConfig),
+    /// `signal_to_metrics`.
+    SignalToMetrics(SignalToMetricsConfig),
+}
+
+/// Decodes a connector's config.
+pub fn decode_connector(kind: &ComponentType, config: &ComponentConfig) -> Result<ConnectorConfig, ConfigErrors> {
+    match kind.name {
+        "forward" => config.decode().map(ConnectorConfig::Forward),
+        "count" => config.decode().map(ConnectorConfig::Count),
+        "signal_to_metrics" => config.decode().map(ConnectorConfig::SignalToMetrics),
+        other => Err(ConfigErrors::one(config.path(), format!("connector `{other}` cannot be built"))),
+    }
+}
+
+impl ConnectorConfig {
+    /// The connector (one instance serves all its pipelines).
+    pub fn build(&self) -> Arc<dyn Connector> {
+        match self {
+            ConnectorConfig::Forward(_) => Arc::new(ForwardConnector),
+            ConnectorConfig::Count(config) => Arc::new(CountConnector::new(config)),
+            ConnectorConfig::SignalToMetrics(config) => Arc::new(SignalToMetricsConnector::new(config)),
+        }
+    }
 }
 
 /// Decodes a receiver's config.

@@ -89,6 +89,7 @@ fn print_components() {
         flowtel_core::ComponentKind::Receiver,
         flowtel_core::ComponentKind::Processor,
         flowtel_core::ComponentKind::Exporter,
+        flowtel_core::ComponentKind::Connector,
     ] {
         println!("{}:", kind.section());
         for component in components::COMPONENT_TYPES.iter().filter(|c| c.kind == kind) {
@@ -97,7 +98,11 @@ fn print_components() {
             } else {
                 format!(" (alias {})", component.aliases.join(", "))
             };
-            let signals: Vec<&str> = component.signals.iter().map(|s| s.as_str()).collect();
+            let signals: Vec<String> = if component.joins.is_empty() {
+                component.signals.iter().map(|s| s.as_str().to_owned()).collect()
+            } else {
+                component.joins.iter().map(|(from, to)| format!("{from} → {to}")).collect()
+            };
             println!("  {}{aliases} [{}]: {}", component.name, signals.join(", "), component.description);
         }
     }

@@ -25,6 +25,8 @@ pub enum ComponentKind {
     Processor,
     /// Sends data out.
     Exporter,
+    /// The exporter of one pipeline and the receiver of another.
+    Connector,
 }
 
 impl ComponentKind {
@@ -34,6 +36,7 @@ impl ComponentKind {
             ComponentKind::Receiver => "receivers",
             ComponentKind::Processor => "processors",
             ComponentKind::Exporter => "exporters",
+            ComponentKind::Connector => "connectors",
         }
     }
 
@@ -43,6 +46,7 @@ impl ComponentKind {
             ComponentKind::Receiver => "receiver",
             ComponentKind::Processor => "processor",
             ComponentKind::Exporter => "exporter",
+            ComponentKind::Connector => "connector",
         }
     }
 }
@@ -315,6 +319,27 @@ pub trait Exporter: Send + Sync + 'static {
 
     /// Releases resources after the queue drained (flush files, close connections).
     async fn shutdown(&self) {}
+}
+
+/// What a connector gets when its pipelines start.
+pub struct ConnectorContext {
+    /// The connector's id.
+    pub id: ComponentId,
+    /// flowtel's own metrics.
+    pub metrics: Arc<MetricsRegistry>,
+}
+
+/// Joins pipelines: what the pipelines that export to it emit, it turns
+/// into payloads for the pipelines that receive from it (by the payloads'
+/// signal). One instance serves every pipeline that names it; it runs on
+/// the exporting pipeline's task, and that pipeline waits while the
+/// receiving pipelines are full, as the collector's connectors do.
+pub trait Connector: Send + Sync + 'static {
+    /// Registers what the connector counts in flowtel's own metrics.
+    fn start(&self, _ctx: ConnectorContext) {}
+
+    /// Turns one payload into zero or more payloads for the receiving pipelines.
+    fn consume(&self, payload: Payload, out: &mut Vec<Payload>);
 }
 
 /// An error and its causes, joined with `: ` (for messages that must say

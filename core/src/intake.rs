@@ -115,6 +115,18 @@ impl ReceiverOutput {
 
     /// [`ReceiverOutput::push`] for data that arrived from a known client.
     pub async fn push_from(&self, payload: Payload, client: Client) -> Result<(), PushError> {
+        self.push_within(payload, client, Some(self.wait)).await
+    }
+
+    /// Hands `payload` to every pipeline of its signal, waiting as long as
+    /// they are full (a connector's hand-over: the pipeline feeding it
+    /// waits, as in the collector). Refused only by an admission or at
+    /// shutdown.
+    pub async fn push_waiting(&self, payload: Payload) -> Result<(), PushError> {
+        self.push_within(payload, Client::default(), None).await
+    }
+
+    async fn push_within(&self, payload: Payload, client: Client, wait: Option<Duration>) -> Result<(), PushError> {
         let inputs = &self.inputs[index(payload.signal())];
         if inputs.is_empty() || payload.is_empty() {
             return Ok(());
@@ -133,9 +145,12 @@ impl ReceiverOutput {
             }
             Ok::<_, PushError>(reserved)
         };
-        let mut reserved = match tokio::time::timeout(self.wait, reserve_all).await {
-            Ok(result) => result?,
-            Err(_) => return Err(PushError::Backpressure),
+        let mut reserved = match wait {
+            Some(wait) => match tokio::time::timeout(wait, reserve_all).await {
+                Ok(result) => result?,
+                Err(_) => return Err(PushError::Backpressure),
+            },
+            None => reserve_all.await?,
         };
         let last = reserved.pop();
         for (slot, room) in reserved {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod export;
 pub mod histogram;
 pub mod intake;
+pub mod item_metrics;
 pub mod linux;
 pub mod memory;
 pub mod payload;

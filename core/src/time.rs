@@ -1,5 +1,10 @@
 //! Time formatting shared by components.
 
+/// The wall clock in Unix nanoseconds (0 before 1970).
+pub fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// RFC 3339 UTC time with milliseconds (`2023-11-14T22:13:20.123Z`), or `-` for 0.
 pub fn rfc3339_millis(unix_nanos: u64) -> String {
     if unix_nanos == 0 {

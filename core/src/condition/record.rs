@@ -7,6 +7,7 @@ use opentelemetry_proto::tonic::{
     common::v1::{KeyValue, any_value::Value},
     logs::v1::LogRecord,
     metrics::v1::{Metric, metric::Data},
+    trace::v1::Span,
 };
 
 use super::Expr;
@@ -45,10 +46,9 @@ pub fn metric_field(metric: &Metric, path: &str) -> Option<String> {
     })
 }
 
-/// Whether a log record (under a resource with these attributes) matches
-/// any of the conditions.
-pub fn any_log_record(conditions: &[Expr], record: &LogRecord, resource: &[KeyValue]) -> bool {
-    let field = |name: &str| match name {
+/// A log record's own fields, by the names conditions use.
+pub fn log_record_field(record: &LogRecord, name: &str) -> Option<String> {
+    match name {
         "event_name" => Some(record.event_name.clone()),
         "severity_text" => Some(record.severity_text.clone()),
         "severity_number" => Some(record.severity_number.to_string()),
@@ -57,7 +57,25 @@ pub fn any_log_record(conditions: &[Expr], record: &LogRecord, resource: &[KeyVa
             _ => None,
         },
         _ => None,
-    };
+    }
+}
+
+/// A span's own fields, by the names conditions use (`name`, `span.name`, `kind`).
+pub fn span_field(span: &Span, name: &str) -> Option<String> {
+    match name {
+        "name" | "span.name" => Some(span.name.clone()),
+        "kind" | "span.kind" => Some(
+            opentelemetry_proto::tonic::trace::v1::span::SpanKind::try_from(span.kind)
+                .map_or_else(|_| span.kind.to_string(), |kind| kind.as_str_name().to_owned()),
+        ),
+        _ => None,
+    }
+}
+
+/// Whether a log record (under a resource with these attributes) matches
+/// any of the conditions.
+pub fn any_log_record(conditions: &[Expr], record: &LogRecord, resource: &[KeyValue]) -> bool {
+    let field = |name: &str| log_record_field(record, name);
     any(conditions, &|path| lookup(path, &record.attributes, resource, &field))
 }
 

@@ -38,7 +38,7 @@ use crate::{
 };
 
 /// The sections a config file may have at the top level.
-const TOP_LEVEL_KEYS: [&str; 4] = ["receivers", "processors", "exporters", "service"];
+const TOP_LEVEL_KEYS: [&str; 5] = ["receivers", "processors", "exporters", "connectors", "service"];
 
 /// One component's config, not yet decoded into its typed struct.
 #[derive(Clone, Debug)]
@@ -98,11 +98,11 @@ pub struct PipelineConfig {
 pub struct CheckedPipeline {
     /// The pipeline id.
     pub id: PipelineId,
-    /// Receivers, in config order.
+    /// Receivers and connectors feeding it, in config order.
     pub receivers: Vec<ComponentId>,
     /// Processors, in config order.
     pub processors: Vec<ComponentId>,
-    /// Exporters, in config order.
+    /// Exporters and connectors it feeds, in config order.
     pub exporters: Vec<ComponentId>,
 }
 
@@ -115,6 +115,8 @@ pub struct RawConfig {
     pub processors: BTreeMap<ComponentId, ComponentConfig>,
     /// `exporters:` by id.
     pub exporters: BTreeMap<ComponentId, ComponentConfig>,
+    /// `connectors:` by id.
+    pub connectors: BTreeMap<ComponentId, ComponentConfig>,
     /// `service::pipelines`, as written.
     pub pipelines: BTreeMap<String, PipelineConfig>,
     /// `service::telemetry`.
@@ -177,6 +179,7 @@ pub fn read_str_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
         receivers: components(&top, ComponentKind::Receiver, &mut errors),
         processors: components(&top, ComponentKind::Processor, &mut errors),
         exporters: components(&top, ComponentKind::Exporter, &mut errors),
+        connectors: components(&top, ComponentKind::Connector, &mut errors),
         ..RawConfig::default()
     };
     match top.get("service") {
@@ -266,9 +269,22 @@ fn read_service(service: &Value, config: &mut RawConfig, errors: &mut Vec<Config
 
 impl RawConfig {
     /// Checks every pipeline: its id, that it has receivers and exporters, and
-    /// that each component it names is defined. Reports every problem.
+    /// that each component it names is defined (a connector stands in for
+    /// a receiver or an exporter). Reports every problem.
     pub fn check_pipelines(&self) -> Result<Vec<CheckedPipeline>, ConfigErrors> {
         let mut errors = Vec::new();
+        for (kind, section) in [(ComponentKind::Receiver, &self.receivers), (ComponentKind::Exporter, &self.exporters)]
+        {
+            for id in section.keys().filter(|id| self.connectors.contains_key(*id)) {
+                errors.push(ConfigError::new(
+                    format!("connectors::{id}"),
+                    format!(
+                        "`{id}` is also defined under `{}`; a pipeline could not tell which one it names",
+                        kind.section()
+                    ),
+                ));
+            }
+        }
         let mut pipelines = Vec::new();
         if self.pipelines.is_empty() {
             errors.push(ConfigError::new(
@@ -285,12 +301,22 @@ impl RawConfig {
                     None
                 }
             };
-            let receivers =
-                resolve_refs(&path, ComponentKind::Receiver, &pipeline.receivers, &self.receivers, &mut errors);
+            let receivers = resolve_refs(
+                &path,
+                ComponentKind::Receiver,
+                &pipeline.receivers,
+                &[&self.receivers, &self.connectors],
+                &mut errors,
+            );
             let processors =
-                resolve_refs(&path, ComponentKind::Processor, &pipeline.processors, &self.processors, &mut errors);
-            let exporters =
-                resolve_refs(&path, ComponentKind::Exporter, &pipeline.exporters, &self.exporters, &mut errors);
+                resolve_refs(&path, ComponentKind::Processor, &pipeline.processors, &[&self.processors], &mut errors);
+            let exporters = resolve_refs(
+                &path,
+                ComponentKind::Exporter,
+                &pipeline.exporters,
+                &[&self.exporters, &self.connectors],
+                &mut errors,
+            );
             if pipeline.receivers.is_empty() {
                 errors.push(ConfigError::new(format!("{path}::receivers"), "a pipeline needs at least one receiver"));
             }
@@ -309,16 +335,17 @@ fn resolve_refs(
     pipeline_path: &str,
     kind: ComponentKind,
     names: &[String],
-    defined: &BTreeMap<ComponentId, ComponentConfig>,
+    defined: &[&BTreeMap<ComponentId, ComponentConfig>],
     errors: &mut Vec<ConfigError>,
 ) -> Vec<ComponentId> {
     let section = kind.section();
     let path = format!("{pipeline_path}::{section}");
+    let sections = if defined.len() > 1 { format!("`{section}` or `connectors`") } else { format!("`{section}`") };
     let mut resolved: Vec<ComponentId> = Vec::new();
     for name in names {
         match name.parse::<ComponentId>() {
-            Ok(id) if !defined.contains_key(&id) => {
-                errors.push(ConfigError::new(path.clone(), format!("`{id}` is not defined under `{section}`")))
+            Ok(id) if !defined.iter().any(|section| section.contains_key(&id)) => {
+                errors.push(ConfigError::new(path.clone(), format!("`{id}` is not defined under {sections}")))
             }
             Ok(id) if resolved.contains(&id) => {
                 errors.push(ConfigError::new(path.clone(), format!("`{id}` is listed twice")));

@@ -8,7 +8,7 @@ mod registry;
 mod server;
 
 pub use config::{LogEncoding, LogLevel, LogsConfig, MetricsConfig, MetricsLevel, OtlpPushConfig, TelemetryConfig};
-pub use logging::init_logging;
+pub use logging::{LogLimiter, init_logging};
 pub use otlp_push::OtlpPush;
 pub use registry::{Counter, Gauge, MetricsRegistry, ReceiverItems, Sample, SignalCounters};
 pub use server::{Health, TelemetryServer};

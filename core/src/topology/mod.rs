@@ -2,10 +2,16 @@
 //! queues, all joined by bounded queues so a slow backend pushes back instead
 //! of growing memory.
 //!
+//! Connectors join pipelines: the exporting pipelines run them on their own
+//! task and hand what they make to the receiving pipelines' inputs.
+//!
 //! Shutdown runs front to back: receivers stop taking data, each pipeline
-//! drains its input and flushes its processors, then each exporter drains its
-//! queue until the deadline; what is left then is dropped and counted.
+//! drains its input and flushes its processors (a pipeline fed by a
+//! connector after every pipeline feeding that connector), then each
+//! exporter drains its queue until the deadline; what is left then is
+//! dropped and counted.
 
+mod connector;
 mod exporter_queue;
 mod pipeline;
 
@@ -14,11 +20,15 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use self::{exporter_queue::ExporterQueue, pipeline::PipelineRunner};
+use self::{
+    connector::ConnectorInlet,
+    exporter_queue::ExporterQueue,
+    pipeline::{PipelineRunner, Sink},
+};
 use crate::{
     component::{
-        ComponentError, ComponentId, Exporter, ExporterContext, PipelineId, Processor, ProcessorContext, Receiver,
-        ReceiverContext,
+        ComponentError, ComponentId, Connector, ConnectorContext, Exporter, ExporterContext, PipelineId, Processor,
+        ProcessorContext, Receiver, ReceiverContext,
     },
     export::{QueueConfig, RetryConfig},
     intake::{Admission, PipelineInput, RECEIVER_PUSH_WAIT, ReceiverOutput},
@@ -39,11 +49,11 @@ pub struct ExporterSpec {
 pub struct PipelineSpec {
     /// The pipeline id.
     pub id: PipelineId,
-    /// Receivers feeding it.
+    /// Receivers and connectors feeding it.
     pub receivers: Vec<ComponentId>,
     /// Its processors, in order.
     pub processors: Vec<(ComponentId, Box<dyn Processor>)>,
-    /// Exporters it feeds.
+    /// Exporters and connectors it feeds.
     pub exporters: Vec<ComponentId>,
 }
 
@@ -53,8 +63,35 @@ pub struct TopologySpec {
     pub receivers: BTreeMap<ComponentId, Box<dyn Receiver>>,
     /// Every exporter used by a pipeline, one instance each.
     pub exporters: BTreeMap<ComponentId, ExporterSpec>,
-    /// The pipelines.
+    /// Every connector used by the pipelines, one instance each.
+    pub connectors: BTreeMap<ComponentId, Arc<dyn Connector>>,
+    /// The pipelines; those joined by connectors form no cycle (the config
+    /// check refuses one).
     pub pipelines: Vec<PipelineSpec>,
+}
+
+/// The pipelines in an order where every pipeline comes after those that
+/// feed it through connectors (indices into `pipelines`); the rest of a
+/// cycle, which the config check refuses, comes last.
+fn upstream_first(pipelines: &[PipelineSpec]) -> Vec<usize> {
+    let feeds = |from: &PipelineSpec, to: &PipelineSpec| from.exporters.iter().any(|id| to.receivers.contains(id));
+    let mut order = Vec::with_capacity(pipelines.len());
+    let mut placed = vec![false; pipelines.len()];
+    while order.len() < pipelines.len() {
+        let ready = (0..pipelines.len()).find(|&i| {
+            !placed[i] && (0..pipelines.len()).all(|j| placed[j] || j == i || !feeds(&pipelines[j], &pipelines[i]))
+        });
+        let next = ready.unwrap_or_else(|| (0..pipelines.len()).find(|&i| !placed[i]).unwrap_or_default());
+        placed[next] = true;
+        order.push(next);
+    }
+    order
+}
+
+/// A running pipeline and what stops it.
+struct RunningPipeline {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 /// Drops what exporters started before a later component failed to start.
@@ -67,8 +104,8 @@ async fn stop_now(exporters: &mut BTreeMap<ComponentId, ExporterQueue>) {
 /// The started graph.
 pub struct Topology {
     receivers: Vec<(ComponentId, Box<dyn Receiver>)>,
-    pipelines: Vec<JoinHandle<()>>,
-    pipeline_stop: CancellationToken,
+    /// Upstream first (see [`upstream_first`]).
+    pipelines: Vec<RunningPipeline>,
     exporters: Vec<ExporterQueue>,
 }
 
@@ -88,9 +125,9 @@ impl Topology {
             exporters.insert(id, queue);
         }
 
-        let pipeline_stop = CancellationToken::new();
-        let mut inputs: BTreeMap<ComponentId, Vec<PipelineInput>> = BTreeMap::new();
-        let mut pipelines = Vec::new();
+        for (id, connector) in &spec.connectors {
+            connector.start(ConnectorContext { id: id.clone(), metrics: registry.clone() });
+        }
         let mut specs = spec.pipelines;
         for pipeline in &mut specs {
             for (id, processor) in &mut pipeline.processors {
@@ -101,28 +138,49 @@ impl Topology {
                 }
             }
         }
-        for pipeline in specs {
+
+        // Every pipeline's input first: connectors hand data to them.
+        let mut inputs: BTreeMap<ComponentId, Vec<PipelineInput>> = BTreeMap::new();
+        let mut pipeline_inputs = Vec::with_capacity(specs.len());
+        for pipeline in &specs {
             let admissions: Vec<Arc<dyn Admission>> =
                 pipeline.processors.iter().filter_map(|(_, processor)| processor.admission()).collect();
             let (input, receiver) = PipelineInput::new(pipeline.id.signal(), admissions);
             for receiver_id in &pipeline.receivers {
                 inputs.entry(receiver_id.clone()).or_default().push(input.clone());
             }
-            let inlets =
-                pipeline.exporters.iter().filter_map(|id| exporters.get(id)).map(ExporterQueue::inlet).collect();
-            let runner = PipelineRunner::new(
-                pipeline.id,
-                receiver,
-                pipeline.processors,
-                inlets,
-                pipeline_stop.clone(),
-                &registry,
-            );
-            pipelines.push(tokio::spawn(runner.run()));
+            pipeline_inputs.push(receiver);
         }
+        let connectors: BTreeMap<ComponentId, ConnectorInlet> = spec
+            .connectors
+            .into_iter()
+            .map(|(id, connector)| {
+                let output = ReceiverOutput::new(inputs.remove(&id).unwrap_or_default(), RECEIVER_PUSH_WAIT);
+                let inlet = ConnectorInlet::new(&id, connector, output, &registry);
+                (id, inlet)
+            })
+            .collect();
 
-        let mut topology =
-            Topology { receivers: Vec::new(), pipelines, pipeline_stop, exporters: exporters.into_values().collect() };
+        let order = upstream_first(&specs);
+        let mut runners: Vec<Option<RunningPipeline>> = Vec::with_capacity(specs.len());
+        for (pipeline, receiver) in specs.into_iter().zip(pipeline_inputs) {
+            let sinks = pipeline
+                .exporters
+                .iter()
+                .filter_map(|id| match (exporters.get(id), connectors.get(id)) {
+                    (Some(queue), _) => Some(Sink::Exporter(queue.inlet())),
+                    (None, Some(connector)) => Some(Sink::Connector(connector.clone())),
+                    (None, None) => None,
+                })
+                .collect();
+            let stop = CancellationToken::new();
+            let runner =
+                PipelineRunner::new(pipeline.id, receiver, pipeline.processors, sinks, stop.clone(), &registry);
+            runners.push(Some(RunningPipeline { stop, task: tokio::spawn(runner.run()) }));
+        }
+        let pipelines = order.into_iter().filter_map(|index| runners[index].take()).collect();
+
+        let mut topology = Topology { receivers: Vec::new(), pipelines, exporters: exporters.into_values().collect() };
         for (id, mut receiver) in spec.receivers {
             let output = ReceiverOutput::new(inputs.remove(&id).unwrap_or_default(), RECEIVER_PUSH_WAIT);
             let ctx = ReceiverContext { id: id.clone(), output, metrics: registry.clone() };
@@ -146,11 +204,13 @@ impl Topology {
             }
         }
         self.receivers.clear();
-        self.pipeline_stop.cancel();
         let pipelines = std::mem::take(&mut self.pipelines);
+        // A pipeline stops once those feeding it through connectors have
+        // flushed into it.
         let flushed = async {
             for pipeline in pipelines {
-                let _ = pipeline.await;
+                pipeline.stop.cancel();
+                let _ = pipeline.task.await;
             }
         };
         tokio::pin!(flushed);

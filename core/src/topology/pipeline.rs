@@ -5,7 +5,7 @@
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::exporter_queue::ExporterInlet;
+use super::{connector::ConnectorInlet, exporter_queue::ExporterInlet};
 use crate::{
     component::{ComponentId, PipelineId, Processor},
     intake::Queued,
@@ -20,11 +20,27 @@ struct Stage {
     outgoing: SignalCounters,
 }
 
+/// Where a pipeline's output goes: an exporter's queue or a connector.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    Exporter(ExporterInlet),
+    Connector(ConnectorInlet),
+}
+
+impl Sink {
+    async fn send(&self, payload: Payload) {
+        match self {
+            Sink::Exporter(exporter) => exporter.enqueue(payload).await,
+            Sink::Connector(connector) => connector.send(payload).await,
+        }
+    }
+}
+
 pub(crate) struct PipelineRunner {
     id: PipelineId,
     input: mpsc::Receiver<Queued>,
     stages: Vec<Stage>,
-    exporters: Vec<ExporterInlet>,
+    exporters: Vec<Sink>,
     stop: CancellationToken,
 }
 
@@ -33,7 +49,7 @@ impl PipelineRunner {
         id: PipelineId,
         input: mpsc::Receiver<Queued>,
         processors: Vec<(ComponentId, Box<dyn Processor>)>,
-        exporters: Vec<ExporterInlet>,
+        exporters: Vec<Sink>,
         stop: CancellationToken,
         registry: &MetricsRegistry,
     ) -> Self {
@@ -134,9 +150,9 @@ impl PipelineRunner {
             }
             if let Some((last, others)) = self.exporters.split_last() {
                 for exporter in others {
-                    exporter.enqueue(payload.clone()).await;
+                    exporter.send(payload.clone()).await;
                 }
-                last.enqueue(payload).await;
+                last.send(payload).await;
             }
         }
     }

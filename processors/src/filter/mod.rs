@@ -12,7 +12,7 @@ use flowtel_core::{
     component::Processor,
     condition::{
         Expr, parse_all,
-        record::{any, any_log_record, lookup, metric_field},
+        record::{any, any_log_record, lookup, metric_field, span_field},
     },
 };
 use opentelemetry_proto::tonic::{common::v1::KeyValue, metrics::v1::metric::Data};
@@ -88,7 +88,7 @@ impl Processor for FilterProcessor {
                     let resource_attributes = of_resource(resource.resource.as_ref());
                     for scope in &mut resource.scope_spans {
                         scope.spans.retain(|span| {
-                            let field = |path: &str| matches!(path, "name" | "span.name").then(|| span.name.clone());
+                            let field = |path: &str| span_field(span, path);
                             !any(&self.spans, &|path| lookup(path, &span.attributes, resource_attributes, &field))
                         });
                         if self.span_events.is_empty() {

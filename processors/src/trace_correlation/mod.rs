@@ -17,7 +17,7 @@ mod spans;
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use flowtel_core::{
@@ -26,6 +26,7 @@ use flowtel_core::{
     component::{ComponentError, Processor, ProcessorContext},
     schema::{attr, event},
     self_telemetry::{Counter, Gauge},
+    time::now_unix_nanos,
 };
 use opentelemetry_proto::tonic::{
     common::v1::InstrumentationScope,
@@ -146,11 +147,6 @@ pub struct TraceCorrelationProcessor {
     next_check: Option<Instant>,
 }
 
-/// Unix time now, in ns.
-fn unix_now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// The connections a kernel record of a TCP connection can be on (either
 /// end may be the client; a span may not know the server's port).
 fn record_connections(record: &LogRecord) -> Option<[Connection; 4]> {
@@ -247,7 +243,7 @@ impl TraceCorrelationProcessor {
 
     fn process_traces(&mut self, resources: &mut Vec<ResourceSpans>) {
         let now = Instant::now();
-        let now_unix = unix_now_ns();
+        let now_unix = now_unix_nanos();
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         for resource in resources.iter_mut() {
             for scope in &mut resource.scope_spans {

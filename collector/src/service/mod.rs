@@ -1,5 +1,7 @@
 //! From a config file to a checked service, and from that to a running topology.
 
+mod wiring;
+
 use std::{collections::BTreeMap, path::Path};
 
 use flowtel_core::{
@@ -10,8 +12,8 @@ use flowtel_core::{
 };
 
 use crate::components::{
-    ComponentType, ExporterConfig, ProcessorConfig, ReceiverConfig, component_type, decode_exporter, decode_processor,
-    decode_receiver,
+    ComponentType, ConnectorConfig, ExporterConfig, ProcessorConfig, ReceiverConfig, component_type, decode_connector,
+    decode_exporter, decode_processor, decode_receiver,
 };
 
 /// A config file's components, built and ready to start.
@@ -45,6 +47,7 @@ struct CheckedService {
     receivers: BTreeMap<ComponentId, ReceiverConfig>,
     processors: BTreeMap<ComponentId, ProcessorConfig>,
     exporters: BTreeMap<ComponentId, ExporterConfig>,
+    connectors: BTreeMap<ComponentId, ConnectorConfig>,
     pipelines: Vec<CheckedPipeline>,
     telemetry: TelemetryConfig,
 }
@@ -83,6 +86,7 @@ fn check(raw: flowtel_core::config::RawConfig, errors: &mut ConfigErrors) -> Che
     let receivers = decode_section(ComponentKind::Receiver, &raw.receivers, decode_receiver, &mut types, errors);
     let processors = decode_section(ComponentKind::Processor, &raw.processors, decode_processor, &mut types, errors);
     let exporters = decode_section(ComponentKind::Exporter, &raw.exporters, decode_exporter, &mut types, errors);
+    let connectors = decode_section(ComponentKind::Connector, &raw.connectors, decode_connector, &mut types, errors);
     let pipelines = match raw.check_pipelines() {
         Ok(pipelines) => pipelines,
         Err(errs) => {
@@ -98,6 +102,7 @@ fn check(raw: flowtel_core::config::RawConfig, errors: &mut ConfigErrors) -> Che
         ];
         for (kind, ids) in used {
             for id in ids {
+                // Connectors' signals are checked with their wiring.
                 if let Some(component_type) = types.get(&(kind, id.clone()))
                     && !component_type.signals.contains(&pipeline.id.signal())
                 {
@@ -109,7 +114,13 @@ fn check(raw: flowtel_core::config::RawConfig, errors: &mut ConfigErrors) -> Che
             }
         }
     }
-    CheckedService { receivers, processors, exporters, pipelines, telemetry: raw.telemetry }
+    let connector_types: BTreeMap<ComponentId, &ComponentType> = types
+        .iter()
+        .filter(|((kind, _), _)| *kind == ComponentKind::Connector)
+        .map(|((_, id), t)| (id.clone(), *t))
+        .collect();
+    errors.extend(wiring::check(&connector_types, &pipelines));
+    CheckedService { receivers, processors, exporters, connectors, pipelines, telemetry: raw.telemetry }
 }
 
 impl CheckedService {
@@ -121,6 +132,7 @@ impl CheckedService {
                 ComponentKind::Receiver => p.receivers.contains(id),
                 ComponentKind::Processor => p.processors.contains(id),
                 ComponentKind::Exporter => p.exporters.contains(id),
+                ComponentKind::Connector => p.receivers.contains(id) || p.exporters.contains(id),
             })
         };
         let mut receivers = BTreeMap::new();
@@ -144,6 +156,14 @@ impl CheckedService {
                 Err(error) => errors.extend([ConfigError::new(format!("exporters::{id}"), error.to_string())]),
             }
         }
+        let mut connectors = BTreeMap::new();
+        for (id, config) in &self.connectors {
+            if used(ComponentKind::Connector, id) {
+                connectors.insert(id.clone(), config.build());
+            } else {
+                warnings.push(ConfigError::new(format!("connectors::{id}"), "not used by any pipeline"));
+            }
+        }
         let pipelines = self
             .pipelines
             .iter()
@@ -158,6 +178,6 @@ impl CheckedService {
                 exporters: pipeline.exporters.clone(),
             })
             .collect();
-        TopologySpec { receivers, exporters, pipelines }
+        TopologySpec { receivers, exporters, connectors, pipelines }
     }
 }
