@@ -13,6 +13,7 @@ pub mod component;
 pub mod condition;
 pub mod config;
 pub mod export;
+pub mod exposition;
 pub mod histogram;
 pub mod intake;
 pub mod item_metrics;

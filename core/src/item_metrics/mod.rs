@@ -508,10 +508,7 @@ type ResourceItems<'r> = dyn FnMut(ItemKind, &mut ItemVisitor<'_>) + 'r;
 
 /// Calls `f` with each resource of the payload and a function visiting
 /// that resource's items of a kind.
-fn each_resource(
-    payload: &Payload,
-    f: &mut dyn FnMut(Option<&Resource>, &mut ResourceItems<'_>),
-) {
+fn each_resource(payload: &Payload, f: &mut dyn FnMut(Option<&Resource>, &mut ResourceItems<'_>)) {
     match payload {
         Payload::Logs(resources) => {
             for resource in resources {

@@ -3,11 +3,13 @@
 //! Components get cheap atomic handles; the registry renders them in the
 //! Prometheus text format and hands snapshots to the OTLP push.
 
-use crate::payload::Signal;
+use crate::{
+    exposition::{self, Format, Kind, Value},
+    payload::Signal,
+};
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicI64, AtomicU64, Ordering},
@@ -191,36 +193,34 @@ impl MetricsRegistry {
             .collect()
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render_prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut last_name = "";
+    /// Every metric in `format`, written by the shared encoder ([`crate::exposition`]).
+    pub fn render(&self, format: Format) -> String {
+        let mut families: Vec<exposition::Family> = Vec::new();
         for sample in self.samples() {
-            if sample.name != last_name {
-                let kind = if sample.is_counter { "counter" } else { "gauge" };
-                let _ = writeln!(out, "# HELP {} {}", sample.name, sample.help);
-                let _ = writeln!(out, "# TYPE {} {kind}", sample.name);
-                last_name = sample.name;
+            let (name, kind) = match sample.name.strip_suffix("_total") {
+                Some(stem) if sample.is_counter => (stem, Kind::Counter),
+                _ => (sample.name, if sample.is_counter { Kind::Counter } else { Kind::Gauge }),
+            };
+            if families.last().is_none_or(|family| family.name != name) {
+                families.push(exposition::Family {
+                    name: name.to_owned(),
+                    help: sample.help.to_owned(),
+                    unit: None,
+                    kind,
+                    series: Vec::new(),
+                });
             }
-            out.push_str(sample.name);
-            if !sample.labels.is_empty() {
-                out.push('{');
-                for (i, (key, value)) in sample.labels.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let _ = write!(out, "{key}=\"{}\"", escape_label(value));
-                }
-                out.push('}');
+            if let Some(family) = families.last_mut() {
+                family.series.push(exposition::Series {
+                    labels: sample.labels,
+                    value: Value::Number(sample.value),
+                    timestamp_ms: None,
+                    exemplars: Vec::new(),
+                });
             }
-            let _ = writeln!(out, " {}", sample.value);
         }
-        out
+        exposition::encode(format, families, &[])
     }
-}
-
-fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// One counter per signal (the `signal` label), so hot paths never look a series up.
@@ -286,7 +286,7 @@ mod tests {
         b.inc();
         assert_eq!(a.get(), 3);
         registry.observed_gauge("q", "queue", &[("exporter", "say \"hi\"")], || 7);
-        let text = registry.render_prometheus();
+        let text = registry.render(Format::Prometheus);
         assert!(text.contains("# TYPE x_total counter\nx_total{a=\"2\",b=\"1\"} 3\n"), "{text}");
         assert!(text.contains("q{exporter=\"say \\\"hi\\\"\"} 7\n"), "{text}");
     }

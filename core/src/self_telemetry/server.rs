@@ -10,7 +10,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::MetricsRegistry;
-use crate::config::HostPort;
+use crate::{config::HostPort, exposition::Format};
 
 /// Liveness and readiness, as `/healthz` and `/readyz` report them.
 #[derive(Clone, Default)]
@@ -36,7 +36,7 @@ struct ServerState {
     health: Health,
 }
 
-/// Serves `/metrics` (Prometheus text), `/healthz` and `/readyz`.
+/// Serves `/metrics` (Prometheus text, or OpenMetrics when asked), `/healthz` and `/readyz`.
 pub struct TelemetryServer {
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -76,8 +76,10 @@ impl TelemetryServer {
     }
 }
 
-async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.registry.render_prometheus())
+async fn metrics(State(state): State<ServerState>, headers: http::HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(http::header::ACCEPT).and_then(|value| value.to_str().ok());
+    let format = Format::negotiate(accept, true);
+    ([(http::header::CONTENT_TYPE, format.content_type())], state.registry.render(format))
 }
 
 async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
