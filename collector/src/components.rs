@@ -23,6 +23,7 @@ use flowtel_exporters::{
     hubble::{HubbleConfig, HubbleExporter},
     otlp_grpc::{OtlpGrpcConfig, OtlpGrpcExporter},
     otlp_http::{OtlpHttpConfig, OtlpHttpExporter},
+    prometheus::{PrometheusConfig, PrometheusExporter},
 };
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
@@ -187,6 +188,14 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         description: "serves the Hubble API (hubble observe, relay, UI) from flow and drop records",
     },
     ComponentType {
+        kind: ComponentKind::Exporter,
+        name: "prometheus",
+        aliases: &[],
+        signals: &[Signal::Metrics],
+        joins: &[],
+        description: "serves metrics on /metrics for Prometheus to scrape (text, or OpenMetrics with exemplars)",
+    },
+    ComponentType {
         kind: ComponentKind::Connector,
         name: "forward",
         aliases: &[],
@@ -266,6 +275,8 @@ pub enum ExporterConfig {
     File(FileConfig),
     /// `hubble`.
     Hubble(HubbleConfig),
+    /// `prometheus`.
+    Prometheus(PrometheusConfig),
 }
 
 /// A connector's decoded config.
@@ -331,6 +342,7 @@ pub fn decode_exporter(kind: &ComponentType, config: &ComponentConfig) -> Result
         "debug" => config.decode().map(ExporterConfig::Debug),
         "file" => config.decode().map(ExporterConfig::File),
         "hubble" => config.decode().map(ExporterConfig::Hubble),
+        "prometheus" => config.decode().map(ExporterConfig::Prometheus),
         other => Err(ConfigErrors::one(config.path(), format!("exporter `{other}` cannot be built"))),
     }
 }
@@ -387,6 +399,11 @@ impl ExporterConfig {
             },
             ExporterConfig::Hubble(config) => ExporterSpec {
                 exporter: Arc::new(HubbleExporter::new(config)),
+                queue: QueueConfig::local(),
+                retry: RetryConfig::disabled(),
+            },
+            ExporterConfig::Prometheus(config) => ExporterSpec {
+                exporter: Arc::new(PrometheusExporter::new(config)),
                 queue: QueueConfig::local(),
                 retry: RetryConfig::disabled(),
             },

@@ -5,9 +5,11 @@
 //! - [`debug`]: prints what passes, at three levels of detail.
 //! - [`file`]: OTLP/JSON lines in a file, rotated by size.
 //! - [`hubble`]: serves the Hubble API (Observer, Peer) from flow and drop records.
+//! - [`prometheus`]: serves metrics for Prometheus to scrape (text or OpenMetrics with exemplars).
 
 pub mod debug;
 pub mod file;
 pub mod hubble;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod prometheus;
