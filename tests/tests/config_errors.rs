@@ -124,14 +124,17 @@ fn the_default_config_validates() {
 
 #[test]
 fn the_example_configs_validate() {
-    let config = flowtel_tests::root().join("examples/tempo/otel-config.yaml");
-    let output = Command::new(flowtel_bin())
-        .args(["validate", "--config"])
-        .arg(&config)
-        .env("TRACES_BACKEND", "tempo.example:4317")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}: {}", config.display(), String::from_utf8_lossy(&output.stderr));
+    for example in ["tempo", "prometheus"] {
+        let config = flowtel_tests::root().join(format!("examples/{example}/otel-config.yaml"));
+        let output = Command::new(flowtel_bin())
+            .args(["validate", "--config"])
+            .arg(&config)
+            .env("TRACES_BACKEND", "tempo.example:4317")
+            .env("K8S_NODE_NAME", "node-1")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}: {}", config.display(), String::from_utf8_lossy(&output.stderr));
+    }
 }
 
 #[test]
@@ -333,4 +336,56 @@ fn an_unset_environment_variable_is_named() {
         stderr.contains("warning: exporters::otlp_grpc::endpoint: environment variable FLOWTEL_TEST_UNSET is not set"),
         "{stderr}"
     );
+}
+
+/// Connectors wired wrong and metric definitions that cannot work: every
+/// problem with its path, in one run.
+#[test]
+fn connector_wiring_and_metric_definitions_are_checked() {
+    let config = r#"
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:${env:FLOWTEL_TEST_PORT}"}}}
+connectors:
+  count/one_side:
+  forward:
+  forward/loop:
+  signal_to_metrics:
+    logs:
+      - name: bytes
+        sum: {value: "Int(AdjustedCount())"}
+      - name: rtt
+        histogram: {buckets: [1, 0.5], value: network.tcp.srtt}
+        attributes: [{key: a}, {key: a}]
+      - name: both
+        sum: {value: "1"}
+        histogram: {value: "1"}
+      - name: typo
+        sum: {value: "1"}
+        conditions: ['event_name == ']
+exporters:
+  debug:
+  prometheus: {endpoint: "127.0.0.1:0", const_labels: {"bad label": x}}
+service:
+  pipelines:
+    logs: {receivers: [otlp], exporters: [count/one_side, forward, signal_to_metrics]}
+    traces: {receivers: [forward], exporters: [debug]}
+    metrics: {receivers: [signal_to_metrics], exporters: [prometheus, forward/loop]}
+    metrics/again: {receivers: [forward/loop], exporters: [forward/loop]}
+"#;
+    let (output, stderr) = flowtel(&["validate"], config);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "connectors::signal_to_metrics::logs::0::sum::value: `Int(AdjustedCount())` is neither a number nor an attribute key",
+        "connectors::signal_to_metrics::logs::1::histogram::buckets: bounds must increase: 1 then 0.5",
+        "connectors::signal_to_metrics::logs::1::attributes::1::key: `a` is listed twice",
+        "connectors::signal_to_metrics::logs::2: needs exactly one of `sum`, `histogram` or `exponential_histogram`",
+        "connectors::signal_to_metrics::logs::3::conditions::0: column",
+        "connectors::count/one_side: used as an exporter by `logs` but as a receiver by no pipeline",
+        "service::pipelines::logs::exporters: `forward` cannot turn logs into what the pipelines receiving from it take (`traces`)",
+        "service::pipelines::traces::receivers: `forward` makes no traces",
+        "service::pipelines: connectors lead a pipeline back to itself: metrics/again → forward/loop → metrics/again",
+        "exporters::prometheus::const_labels::bad label:",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
 }

@@ -37,6 +37,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     // Zones of log_dedup's `timezone`.
     ("tzselect", "tzdata"),
+    // The server that scrapes the `prometheus` exporter in tests.
+    ("prometheus", "prometheus"),
 ];
 
 /// The Python interpreter of the test virtualenv.
@@ -75,7 +77,10 @@ fn apt_packages() -> anyhow::Result<()> {
     }
     println!("setup: installing {} with apt-get (about a minute)", missing.join(" "));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 /// cargo-fuzz, which builds and runs the fuzz targets (on the nightly toolchain).

@@ -88,6 +88,3 @@ impl Connector for SignalToMetricsConnector {
         self.rules.consume(&payload, out);
     }
 }
-
-#[cfg(test)]
-mod tests;

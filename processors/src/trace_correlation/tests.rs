@@ -231,7 +231,7 @@ fn a_client_span_finds_its_connection_through_the_server_span_it_called() {
 fn a_span_that_ends_later_is_held_for_its_events() {
     let config = TraceCorrelationConfig { span_wait: Duration::from_secs(2), ..Default::default() };
     let (mut logs_pipeline, mut traces_pipeline) = pipelines(config);
-    let now = unix_now_ns();
+    let now = flowtel_core::time::now_unix_nanos();
     let mut span = server_span();
     (span.start_time_unix_nano, span.end_time_unix_nano) = (now - 10_000_000, now);
     let mut out = Vec::new();
