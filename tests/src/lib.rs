@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod kube;
 pub mod netns;
 pub mod process;
+pub mod prometheus;
 
 use std::{
     io::{Read as _, Write as _},

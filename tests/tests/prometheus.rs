@@ -14,7 +14,7 @@ use std::{
 };
 
 use flowtel_tests::{
-    free_port, http_get, http_request, metric_value, process::Child, process::Flowtel, python, root, script, wait_for,
+    free_port, http_request, metric_value, process::Flowtel, prometheus::Prometheus, python, root, script, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -98,77 +98,6 @@ fn scrape(port: u16, accept: &str) -> String {
     let response = http_request(port, "GET", "/metrics", &[("Accept", accept)], b"");
     assert_eq!(response.status, 200);
     String::from_utf8(response.body).unwrap()
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A running Prometheus server scraping `target` every second.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: u16) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = format!(
-            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: flowtel\n    honor_labels: true\n    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
-        );
-        fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let mut command = Command::new("prometheus");
-        command
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--enable-feature=exemplar-storage");
-        let child = Child::spawn("prometheus", &mut command, &dir.path().join("prometheus.log"));
-        let mut prometheus = Prometheus { child, port, _dir: dir };
-        wait_for(Duration::from_secs(30), "Prometheus to be ready", || {
-            prometheus.child.assert_running();
-            http_get(port, "/-/ready").filter(|(status, _)| *status == 200)
-        });
-        prometheus
-    }
-
-    fn api(&self, path: &str, query: &str) -> Value {
-        let (status, body) = http_get(self.port, &format!("{path}?query={}", percent_encode(query))).unwrap();
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    /// The value of an instant query that returns one sample.
-    fn query(&self, query: &str) -> Option<f64> {
-        let answer = self.api("/api/v1/query", query);
-        let result = answer["data"]["result"].as_array()?;
-        let [sample] = result.as_slice() else { return None };
-        sample["value"][1].as_str()?.parse().ok()
-    }
-
-    /// The trace ids of the exemplars an exemplar query returns.
-    fn exemplar_trace_ids(&self, query: &str) -> Vec<String> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let path =
-            format!("/api/v1/query_exemplars?query={}&start={}&end={}", percent_encode(query), now - 600, now + 60);
-        let (status, body) = http_get(self.port, &path).unwrap();
-        assert_eq!(status, 200, "{body}");
-        let answer: Value = serde_json::from_str(&body).unwrap();
-        answer["data"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
-            .filter_map(|exemplar| exemplar["labels"]["trace_id"].as_str().map(str::to_owned))
-            .collect()
-    }
 }
 
 #[test]
