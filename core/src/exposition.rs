@@ -222,6 +222,13 @@ fn line_extras<'a>(kind: &Kind, series: &'a Series, format: Format) -> Vec<LineE
 }
 
 fn append_with_extras(out: &mut String, text: &str, family: &Family, format: Format) {
+    let plain = family.series.iter().all(|series| {
+        series.timestamp_ms.is_none() && (format == Format::Prometheus || series.exemplars.iter().all(Option::is_none))
+    });
+    if plain {
+        out.push_str(text);
+        return;
+    }
     let mut extras = family.series.iter().flat_map(|series| line_extras(&family.kind, series, format));
     for line in text.lines() {
         out.push_str(line);

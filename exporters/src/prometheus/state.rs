@@ -47,7 +47,8 @@ struct FamilyState {
     help: String,
     unit: Option<String>,
     kind: Kind,
-    series: HashMap<Labels, SeriesState>,
+    /// By labels, so a scrape writes them in order without sorting.
+    series: BTreeMap<Labels, SeriesState>,
 }
 
 /// The exposed metrics.
@@ -133,7 +134,7 @@ impl State {
             help: metric.description.clone(),
             unit,
             kind: kind.clone(),
-            series: HashMap::new(),
+            series: BTreeMap::new(),
         });
         let same_kind = match (&family.kind, &kind) {
             (Kind::Histogram(_), Kind::Histogram(_)) => true,
@@ -236,7 +237,7 @@ impl State {
             });
         }
         for (name, family) in &self.families {
-            let mut series: Vec<Series> = family
+            let series: Vec<Series> = family
                 .series
                 .iter()
                 .map(|(labels, state)| Series {
@@ -246,7 +247,6 @@ impl State {
                     exemplars: state.exemplars.clone(),
                 })
                 .collect();
-            series.sort_by(|a, b| a.labels.cmp(&b.labels));
             families.push(Family {
                 name: name.clone(),
                 help: family.help.clone(),
