@@ -1,7 +1,7 @@
 //! A real Prometheus server (Debian's package) for the tests: it scrapes
 //! one target every second and answers its HTTP query API.
 
-use std::{fs, process::Command, time::Duration};
+use std::{fs, path::Path, process::Command, time::Duration};
 
 use serde_json::Value;
 
@@ -28,10 +28,23 @@ impl Prometheus {
     /// Starts Prometheus scraping `127.0.0.1:target` (keeping the target's
     /// own `job` and `instance` labels); waits until it is ready.
     pub fn start(target: u16) -> Prometheus {
+        Self::launch(target, None)
+    }
+
+    /// [`Prometheus::start`] over HTTPS, trusting the CA in `ca_file`.
+    pub fn start_https(target: u16, ca_file: &Path) -> Prometheus {
+        Self::launch(target, Some(ca_file))
+    }
+
+    fn launch(target: u16, ca_file: Option<&Path>) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let tls = match ca_file {
+            Some(ca) => format!("    scheme: https\n    tls_config: {{ca_file: '{}'}}\n", ca.display()),
+            None => String::new(),
+        };
         let config = format!(
-            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: flowtel\n    honor_labels: true\n    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: flowtel\n    honor_labels: true\n{tls}    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
         );
         fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let mut command = Command::new("prometheus");

@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use flowtel_tests::tls::TestPki;
 use flowtel_tests::{
     free_port, http_request, metric_value, process::Flowtel, prometheus::Prometheus, python, root, script, wait_for,
 };
@@ -171,4 +172,30 @@ fn idle_series_expire_and_fresh_ones_stay() {
     let text = scrape(scrape_port, "text/plain");
     assert!(!text.contains(r#"k8s_src_owner_name="web""#), "web's series expired: {text}");
     assert!(metric_value(&text, "network_flow_bytes_total", &[("k8s_src_owner_name", "api")]) >= 10.0, "{text}");
+}
+
+#[test]
+fn prometheus_scrapes_over_https_and_plain_http_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let (otlp, scrape_port) = (free_port(), free_port());
+    let tls = format!(
+        "    tls: {{cert_file: \"{}\", key_file: \"{}\"}}\n",
+        pki.server_cert.display(),
+        pki.server_key.display()
+    );
+    let config = config(otlp, scrape_port, "1h")
+        .replace("    const_labels: {cluster: test}\n", &format!("    const_labels: {{cluster: test}}\n{tls}"));
+    assert!(config.contains("cert_file"));
+    let _flowtel = Flowtel::start(&config);
+    send_flows(otlp, &[("web", "db", 42)]);
+    let prometheus = Prometheus::start_https(scrape_port, &pki.ca);
+    let bytes = wait_for(Duration::from_secs(30), "Prometheus to scrape over HTTPS", || {
+        prometheus.query(r#"network_flow_bytes_total{k8s_src_owner_name="web"}"#)
+    });
+    assert_eq!(bytes, 42.0);
+    assert!(
+        flowtel_tests::http_get(scrape_port, "/metrics").is_none_or(|(status, _)| status != 200),
+        "plain HTTP gets no metrics"
+    );
 }

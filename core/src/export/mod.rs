@@ -15,7 +15,7 @@ use serde::Deserialize;
 pub use error::BuildError;
 pub use request::{JsonRequest, encode_json, encode_protobuf, outcome_of_protobuf_response};
 pub use retry::{Backoff, RetryConfig};
-pub use tls::{Pem, TlsClientConfig, TlsFileError, check_pem, install_crypto_provider};
+pub use tls::{Pem, ServerTls, TlsClientConfig, TlsFileError, check_pem, install_crypto_provider};
 
 use crate::config::Validate;
 

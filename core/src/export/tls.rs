@@ -1,4 +1,5 @@
-//! `tls` for exporters that connect out.
+//! `tls` for exporters that connect out, and for the servers flowtel runs
+//! (the Hubble API, the `prometheus` exporter's scrape endpoint).
 
 use std::path::{Path, PathBuf};
 
@@ -129,4 +130,66 @@ pub fn check_pem(path: &Path, kind: Pem) -> Result<(), TlsFileError> {
 /// harmless when one is installed already.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A server's `tls`: its certificate and key, and optionally the CA that
+/// client certificates must chain to (mutual TLS).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA bundle; when set, clients must present a certificate it signed.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl ServerTls {
+    /// The problems of the files, each under `tls::<field>`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let files = [
+            ("tls::cert_file", Some(&self.cert_file), Pem::Certificates),
+            ("tls::key_file", Some(&self.key_file), Pem::PrivateKey),
+            ("tls::client_ca_file", self.client_ca_file.as_ref(), Pem::Certificates),
+        ];
+        files
+            .into_iter()
+            .filter_map(|(field, path, kind)| {
+                let path = path?;
+                check_pem(path, kind).err().map(|message| (field.to_owned(), message.to_string()))
+            })
+            .collect()
+    }
+
+    /// A rustls server config of these files (HTTP/1.1).
+    pub fn rustls_config(&self) -> Result<rustls::ServerConfig, String> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+        install_crypto_provider();
+        let read = |field, path: &Path| TlsClientConfig::read(field, path).map_err(|err| err.to_string());
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&read("tls::cert_file", &self.cert_file)?)
+                .collect::<Result<_, _>>()
+                .map_err(|err| format!("tls::cert_file: {err}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&read("tls::key_file", &self.key_file)?)
+            .map_err(|err| format!("tls::key_file: {err}"))?;
+        let builder = rustls::ServerConfig::builder();
+        let builder = match &self.client_ca_file {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in CertificateDer::pem_slice_iter(&read("tls::client_ca_file", ca)?) {
+                    let certificate = certificate.map_err(|err| format!("tls::client_ca_file: {err}"))?;
+                    roots.add(certificate).map_err(|err| format!("tls::client_ca_file: {err}"))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+                    .build()
+                    .map_err(|err| format!("tls::client_ca_file: {err}"))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).map_err(|err| format!("tls: {err}"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
 }

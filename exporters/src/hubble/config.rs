@@ -1,11 +1,9 @@
 //! `exporters::hubble` config.
 
-use std::{num::NonZeroUsize, path::PathBuf};
+use std::num::NonZeroUsize;
 
-use flowtel_core::{
-    config::{HostPort, Validate},
-    export::{Pem, check_pem},
-};
+use flowtel_core::config::{HostPort, Validate};
+pub use flowtel_core::export::ServerTls;
 use serde::Deserialize;
 
 /// `exporters::hubble`: serves the Hubble API (Observer, Peer) from flow
@@ -40,35 +38,11 @@ impl Default for HubbleConfig {
     }
 }
 
-/// Server TLS: a certificate and key, and optionally the CA that client
-/// certificates must chain to (mutual TLS).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ServerTls {
-    /// PEM certificate chain.
-    pub cert_file: PathBuf,
-    /// PEM private key.
-    pub key_file: PathBuf,
-    /// PEM CA bundle; when set, clients must present a certificate it signed.
-    pub client_ca_file: Option<PathBuf>,
-}
-
 impl Validate for HubbleConfig {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         if let Some(tls) = &self.tls {
-            let files = [
-                ("tls::cert_file", Some(&tls.cert_file), Pem::Certificates),
-                ("tls::key_file", Some(&tls.key_file), Pem::PrivateKey),
-                ("tls::client_ca_file", tls.client_ca_file.as_ref(), Pem::Certificates),
-            ];
-            for (field, path, kind) in files {
-                if let Some(path) = path
-                    && let Err(message) = check_pem(path, kind)
-                {
-                    problems.push((field.into(), message.to_string()));
-                }
-            }
+            problems.extend(tls.problems());
         }
         if self.node_name.as_deref() == Some("") {
             problems.push(("node_name".into(), "must not be empty".into()));

@@ -2,7 +2,10 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use flowtel_core::config::{HostPort, Validate};
+use flowtel_core::{
+    config::{HostPort, Validate},
+    export::ServerTls,
+};
 use serde::Deserialize;
 
 /// `exporters::prometheus`: serves the metrics it is given for Prometheus
@@ -33,6 +36,8 @@ pub struct PrometheusConfig {
     /// Series exposed at most; new ones past it are dropped and counted
     /// until others expire.
     pub max_series: usize,
+    /// TLS for the scrape endpoint (HTTPS); plain HTTP without it.
+    pub tls: Option<ServerTls>,
 }
 
 /// `resource_to_telemetry_conversion`.
@@ -56,6 +61,7 @@ impl Default for PrometheusConfig {
             enable_open_metrics: false,
             add_metric_suffixes: true,
             max_series: 200_000,
+            tls: None,
         }
     }
 }
@@ -88,6 +94,9 @@ impl Validate for PrometheusConfig {
         }
         if self.max_series == 0 {
             problems.push(("max_series".into(), "must be at least 1".into()));
+        }
+        if let Some(tls) = &self.tls {
+            problems.extend(tls.problems());
         }
         problems
     }

@@ -109,19 +109,41 @@ impl Exporter for PrometheusExporter {
 
         let endpoint = &self.shared.config.endpoint;
         let addresses = endpoint.resolve().await.map_err(|e| error(format!("endpoint {endpoint}: {e}")))?;
-        let listener = tokio::net::TcpListener::bind(addresses.as_slice())
-            .await
+        let listener = std::net::TcpListener::bind(addresses.as_slice())
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .map_err(|e| error(format!("cannot listen on {endpoint}: {e}")))?;
         let local = listener.local_addr().map_err(|e| error(e.to_string()))?;
         let app = Router::new().route("/metrics", get(metrics)).with_state(self.shared.clone());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await {
-                tracing::error!(error = %err, "The prometheus exporter's server failed.");
+        let task = match &self.shared.config.tls {
+            None => {
+                let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| error(e.to_string()))?;
+                tokio::spawn(async move {
+                    if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await
+                    {
+                        tracing::error!(error = %err, "The prometheus exporter's server failed.");
+                    }
+                })
             }
-        });
-        tracing::info!(exporter = %ctx.id, address = %local, "Serving metrics for Prometheus on /metrics.");
+            Some(tls) => {
+                let config = tls.rustls_config().map_err(error)?;
+                let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+                let server =
+                    axum_server::tls_rustls::from_tcp_rustls(listener, rustls).map_err(|e| error(e.to_string()))?;
+                tokio::spawn(async move {
+                    // Stopping drops the server: the listener and connections close.
+                    tokio::select! {
+                        result = server.serve(app.into_make_service()) => if let Err(err) = result {
+                            tracing::error!(error = %err, "The prometheus exporter's server failed.");
+                        },
+                        () = stopped.cancelled() => {}
+                    }
+                })
+            }
+        };
+        let scheme = if self.shared.config.tls.is_some() { "https" } else { "http" };
+        tracing::info!(exporter = %ctx.id, address = %local, scheme, "Serving metrics for Prometheus on /metrics.");
         *self.server.lock().unwrap_or_else(PoisonError::into_inner) = Some((stop, task));
         Ok(())
     }
