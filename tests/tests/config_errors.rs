@@ -362,6 +362,9 @@ connectors:
       - name: typo
         sum: {value: "1"}
         conditions: ['event_name == ']
+      - name: from_resource
+        sum: {value: "1"}
+        attributes: [{key: 'resource.attributes["k8s.pod.name"]'}]
 exporters:
   debug:
   prometheus: {endpoint: "127.0.0.1:0", const_labels: {"bad label": x}}
@@ -380,6 +383,7 @@ service:
         "connectors::signal_to_metrics::logs::1::attributes::1::key: `a` is listed twice",
         "connectors::signal_to_metrics::logs::2: needs exactly one of `sum`, `histogram` or `exponential_histogram`",
         "connectors::signal_to_metrics::logs::3::conditions::0: column",
+        "connectors::signal_to_metrics::logs::4::attributes::0::key: `resource.attributes[\"k8s.pod.name\"]` is not an attribute key",
         "connectors::count/one_side: used as an exporter by `logs` but as a receiver by no pipeline",
         "service::pipelines::logs::exporters: `forward` cannot turn logs into what the pipelines receiving from it take (`traces`)",
         "service::pipelines::traces::receivers: `forward` makes no traces",

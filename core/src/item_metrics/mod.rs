@@ -135,6 +135,14 @@ pub fn attribute_problems(path: &str, rules: &[AttributeRule]) -> Vec<(String, S
     for (index, rule) in rules.iter().enumerate() {
         if rule.key.trim().is_empty() {
             problems.push((format!("{path}::{index}::key"), "must not be empty".to_owned()));
+        } else if rule.key.contains(['[', ']', '"', '(', ')', ' ']) || rule.key.starts_with("resource.") {
+            problems.push((
+                format!("{path}::{index}::key"),
+                format!(
+                    "`{}` is not an attribute key: name the key itself (`k8s.pod.name`); resource attributes go under `include_resource_attributes`",
+                    rule.key
+                ),
+            ));
         } else if rules[..index].iter().any(|earlier| earlier.key == rule.key) {
             problems.push((format!("{path}::{index}::key"), format!("`{}` is listed twice", rule.key)));
         }

@@ -24,14 +24,22 @@ fn point(pod: &str, value: i64) -> NumberDataPoint {
     }
 }
 
+fn text_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
+}
+
 fn metrics(name: &str, data: Data) -> Payload {
     Payload::Metrics(vec![ResourceMetrics {
         resource: Some(Resource {
-            attributes: vec![KeyValue {
-                key: "service.name".into(),
-                value: Some(AnyValue { value: Some(Value::StringValue("app".into())) }),
-                ..Default::default()
-            }],
+            attributes: vec![
+                text_kv("service.name", "app"),
+                text_kv("k8s.cluster.name", "prod"),
+                text_kv("host.name", "n1"),
+            ],
             ..Default::default()
         }),
         scope_metrics: vec![ScopeMetrics {
@@ -94,4 +102,38 @@ fn idle_series_expire() {
     std::thread::sleep(Duration::from_millis(80));
     let text = exporter.scrape(Format::Prometheus);
     assert!(!text.contains("bytes_total") && !text.contains("target_info"), "{text}");
+}
+
+#[test]
+fn resource_attributes_become_labels_as_configured_and_timestamps_are_sent() {
+    let payload = || metrics("bytes", sum(vec![point("a", 1)], AggregationTemporality::Delta));
+    let plain = exporter(PrometheusConfig::default());
+    export(&plain, payload());
+    let text = plain.scrape(Format::Prometheus);
+    assert!(text.contains(r#"target_info{host_name="n1",job="app",k8s_cluster_name="prod"} 1"#), "{text}");
+    assert_eq!(value(&text, r#"bytes_total{job="app",k8s_pod_name="a"}"#), Some(1.0), "{text}");
+
+    let constant = exporter(PrometheusConfig {
+        resource_constant_labels: vec!["k8s.cluster.name".into()],
+        send_timestamps: true,
+        ..PrometheusConfig::default()
+    });
+    export(&constant, payload());
+    let text = constant.scrape(Format::Prometheus);
+    assert!(
+        text.contains(r#"bytes_total{job="app",k8s_cluster_name="prod",k8s_pod_name="a"} 1 1700000000000"#),
+        "{text}"
+    );
+
+    let all = exporter(PrometheusConfig {
+        resource_to_telemetry_conversion: ResourceToTelemetry { enabled: true },
+        ..PrometheusConfig::default()
+    });
+    export(&all, payload());
+    let text = all.scrape(Format::Prometheus);
+    assert_eq!(
+        value(&text, r#"bytes_total{host_name="n1",job="app",k8s_cluster_name="prod",k8s_pod_name="a"}"#),
+        Some(1.0),
+        "{text}"
+    );
 }
