@@ -99,6 +99,39 @@ impl Netns {
         assert_eq!(rc, 0, "setns into {}: {}", self.name, std::io::Error::last_os_error());
     }
 
+    /// nftables in this namespace loses one in `share` of the TCP packets
+    /// that arrive from `port` (on input: a loss the sender's TCP must find
+    /// and repair, where a local output drop is only a failed send), in a
+    /// table of its own, `flowtel_test`.
+    pub fn lose_tcp_from_port(&self, port: &str, share: u32) {
+        self.run(&["nft", "add", "table", "inet", "flowtel_test"]);
+        self.run(&["nft", "add", "chain", "inet", "flowtel_test", "input", "{ type filter hook input priority 0; }"]);
+        let share = share.to_string();
+        self.run(&[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "flowtel_test",
+            "input",
+            "tcp",
+            "sport",
+            port,
+            "numgen",
+            "random",
+            "mod",
+            &share,
+            "==",
+            "0",
+            "drop",
+        ]);
+    }
+
+    /// Removes what [`Netns::lose_tcp_from_port`] added.
+    pub fn stop_losing(&self) {
+        self.run(&["nft", "delete", "table", "inet", "flowtel_test"]);
+    }
+
     /// A counter of an interface in this namespace, from /sys/class/net.
     pub fn interface_stat(&self, interface: &str, stat: &str) -> u64 {
         let output = self.run(&["cat", &format!("/sys/class/net/{interface}/statistics/{stat}")]);

@@ -109,7 +109,11 @@ fn prometheus_scrapes_what_flowtel_exposes_with_the_collectors_names_and_exempla
 
     // The collector's translation of the SDK's metrics, reviewed by hand.
     let golden_path = root().join("tests/testdata/prometheus/python_sdk.txt");
-    let scraped = scrape(scrape_port, "text/plain");
+    // The push was answered once queued: the points reach the exporter just after.
+    let scraped = wait_for(Duration::from_secs(10), "the SDK's metrics in the scrape", || {
+        let text = scrape(scrape_port, "text/plain");
+        text.contains("shop_orders_total").then_some(text)
+    });
     if std::env::var_os("FLOWTEL_UPDATE_GOLDEN").is_some() {
         fs::write(&golden_path, &scraped).unwrap();
     }
@@ -152,7 +156,10 @@ fn prometheus_scrapes_what_flowtel_exposes_with_the_collectors_names_and_exempla
         ),
         1.0
     );
-    assert_eq!(prometheus.query(r#"sum(flow_records_total{cluster="test"})"#), Some(5.0), "count connector");
+    let counted = wait_for(Duration::from_secs(30), "the count connector's total", || {
+        prometheus.query(r#"sum(flow_records_total{cluster="test"})"#)
+    });
+    assert_eq!(counted, 5.0, "every flow record counted");
 }
 
 #[test]
@@ -161,7 +168,10 @@ fn idle_series_expire_and_fresh_ones_stay() {
     let _flowtel = Flowtel::start(&config(otlp, scrape_port, "3s"));
     send_flows(otlp, &[("web", "db", 10)]);
     let started = Instant::now();
-    let text = scrape(scrape_port, PROMETHEUS_ACCEPT);
+    let text = wait_for(Duration::from_secs(10), "web's bytes in the scrape", || {
+        let text = scrape(scrape_port, PROMETHEUS_ACCEPT);
+        text.contains("network_flow_bytes_total{").then_some(text)
+    });
     assert_eq!(metric_value(&text, "network_flow_bytes_total", &[("k8s_src_owner_name", "web")]), 10.0, "{text}");
     assert!(text.ends_with("# EOF\n"), "Prometheus asks for OpenMetrics: {text}");
     // Keep one series fresh while the other goes idle.

@@ -133,31 +133,6 @@ fn api(name: &str) -> TestPod<'_> {
     }
 }
 
-/// Drops a quarter of what reaches `ns` from port `PORT`: the server's
-/// segments, which it then retransmits.
-fn lose_server_segments(ns: &Netns) {
-    ns.run(&["nft", "add", "table", "inet", "flowtel_test"]);
-    ns.run(&["nft", "add", "chain", "inet", "flowtel_test", "input", "{ type filter hook input priority 0; }"]);
-    ns.run(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "flowtel_test",
-        "input",
-        "tcp",
-        "sport",
-        PORT,
-        "numgen",
-        "random",
-        "mod",
-        "4",
-        "==",
-        "0",
-        "drop",
-    ]);
-}
-
 #[test]
 fn prometheus_reads_per_workload_metrics_that_match_the_kernel() {
     if !is_root() {
@@ -190,7 +165,7 @@ fn prometheus_reads_per_workload_metrics_that_match_the_kernel() {
         "import socket\nfor _ in range(4):\n  s=socket.socket()\n  try: s.connect(('{API_IP}',9))\n  except ConnectionRefusedError: pass\n  s.close()\n"
     )));
     // Traced HTTP requests whose responses lose a quarter of their segments.
-    lose_server_segments(&pods.web);
+    pods.web.lose_tcp_from_port(PORT, 4);
     let mut server =
         pods.api.script("traced_http.py", &["server", "--address", API_IP, "--port", PORT, "--body", "200000"]);
     let mut ready = String::new();
@@ -207,7 +182,7 @@ fn prometheus_reads_per_workload_metrics_that_match_the_kernel() {
         .collect();
     assert_eq!(trace_ids.len(), 10, "{client}");
     // Lossless again, so the connections close and the pods go quiet.
-    pods.web.run(&["nft", "delete", "table", "inet", "flowtel_test"]);
+    pods.web.stop_losing();
     let _ = server.kill();
     let _ = server.wait();
 

@@ -116,32 +116,6 @@ fn metrics_in(ns: &Netns, port: u16) -> String {
     )))
 }
 
-/// nftables in the client's namespace `ns` loses one in `share` of the
-/// packets the server sends (on input: a loss the server's TCP must find
-/// and repair, where a local output drop is only a failed send).
-fn lose_server_packets(ns: &Netns, share: u32) {
-    ns.run(&["nft", "add", "table", "inet", "flowtel_test"]);
-    ns.run(&["nft", "add", "chain", "inet", "flowtel_test", "input", "{ type filter hook input priority 0; }"]);
-    ns.run(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        "flowtel_test",
-        "input",
-        "tcp",
-        "sport",
-        PORT,
-        "numgen",
-        "random",
-        "mod",
-        &share.to_string(),
-        "==",
-        "0",
-        "drop",
-    ]);
-}
-
 #[test]
 fn kernel_records_carry_the_trace_context_of_their_request() {
     if !is_root() {
@@ -159,7 +133,7 @@ fn traced_requests_over_a_lossy_path() {
     const THREADS: usize = 4;
     const REQUESTS: usize = 5;
     let pair = VethPair::quiet("tc", false);
-    lose_server_packets(&pair.a, 6);
+    pair.a.lose_tcp_from_port(PORT, 6);
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs.jsonl");
     let hubble = format!("127.0.0.1:{}", free_port());
@@ -423,7 +397,7 @@ fn spans_and_kernel_records_join(protocol: Protocol) {
     const REQUESTS: usize = 3;
     let what = format!("{protocol:?}");
     let pair = VethPair::quiet(&format!("t{}", what.to_lowercase()), false);
-    lose_server_packets(&pair.a, 6);
+    pair.a.lose_tcp_from_port(PORT, 6);
     let dir = tempfile::tempdir().unwrap();
     let recorder = Recorder::start_in_netns(dir.path(), &pair.a.name);
     let rotel = Rotel::start_in_netns(dir.path(), free_port(), recorder.port, &pair.a.name);
