@@ -1,8 +1,10 @@
 //! `cargo xtask setup | build | run | check | test | bench | fuzz`.
 //!
 //! `setup` brings a fresh machine to what building and testing flowtel need,
-//! and does nothing for what is already there; `run`, `check`, `test`,
-//! `bench` and `fuzz` call it first. `test` runs `check` first.
+//! and does nothing for what is already there; `test`, `bench` and `fuzz`
+//! call it first. `run`, `build` and `check` install only what building
+//! and running need (the Rust components, the eBPF linker, the kernel's
+//! mounts). `test` runs `check` first.
 
 // xtask talks to the developer.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -85,9 +87,12 @@ fn cargo() -> Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::setup(),
-        Task::Build => build(),
+        Task::Build => {
+            setup::setup_run()?;
+            build()
+        }
         Task::Run { args } => {
-            setup::setup()?;
+            setup::setup_run()?;
             build()?;
             let mut command = Command::new(root().join("target/release/flowtel"));
             if !args.iter().any(|a| a == "--config" || a == "-c") {
@@ -96,7 +101,7 @@ fn main() -> anyhow::Result<()> {
             run(command.args(args))
         }
         Task::Check => {
-            setup::setup()?;
+            setup::setup_run()?;
             check::check()
         }
         Task::Test { args } => {

@@ -46,13 +46,23 @@ pub fn venv_python() -> PathBuf {
     root().join(".venv/bin/python")
 }
 
-pub fn setup() -> anyhow::Result<()> {
+/// What building and running flowtel need: the Rust components, the eBPF
+/// linker and the kernel's mounts (`cargo xtask run`, `build`, `check`).
+pub fn setup_run() -> anyhow::Result<()> {
     disk_space();
-    apt_packages()?;
     rust_components()?;
     bpf_linker()?;
-    cargo_fuzz()?;
     kernel_mounts();
+    Ok(())
+}
+
+/// Everything: what running needs, and what the tests, benches and fuzzing
+/// use besides (Debian's packages, cargo-fuzz, the Python virtualenv, the
+/// Kubernetes API server).
+pub fn setup() -> anyhow::Result<()> {
+    setup_run()?;
+    apt_packages()?;
+    cargo_fuzz()?;
     python_env()?;
     kube_apiserver()?;
     Ok(())
