@@ -140,11 +140,14 @@ fn run(cli: &Cli) -> ExitCode {
 }
 
 async fn serve(service: service::Service, shutdown_timeout: Duration) -> anyhow::Result<()> {
-    let service::Service { telemetry, spec } = service;
+    let service::Service { telemetry, spec, effective_config } = service;
     let registry = Arc::new(MetricsRegistry::new());
     registry.observed_gauge("flowtel_process_heap_bytes", "Heap memory flowtel holds.", &[], || {
         flowtel_core::memory::heap_in_use().map_or(0, |bytes| bytes as i64)
     });
+    registry.add_debug_page("config", move || effective_config.clone());
+    let memory_registry = Arc::downgrade(&registry);
+    registry.add_debug_page("memory", move || debug_memory(memory_registry.upgrade().as_deref()));
     let health = Health::default();
     let metrics_config = &telemetry.metrics;
     let mut server = if metrics_config.level == MetricsLevel::None {
@@ -182,6 +185,31 @@ async fn serve(service: service::Service, shutdown_timeout: Duration) -> anyhow:
     }
     tracing::info!("flowtel stopped.");
     Ok(())
+}
+
+/// `/debug/memory`: the process's resident set and counted heap, the BPF
+/// maps it holds (what the kernel charges for each), and every byte gauge of
+/// flowtel's own metrics (queues, indexes) by component.
+fn debug_memory(registry: Option<&MetricsRegistry>) -> serde_json::Value {
+    let maps = flowtel_core::memory::bpf_maps();
+    let components: Vec<serde_json::Value> = registry
+        .map(MetricsRegistry::samples)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|sample| !sample.is_counter && sample.name.ends_with("_bytes"))
+        .map(|sample| {
+            let labels: serde_json::Map<String, serde_json::Value> =
+                sample.labels.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+            serde_json::json!({"metric": sample.name, "labels": labels, "bytes": sample.value})
+        })
+        .collect();
+    serde_json::json!({
+        "resident_bytes": flowtel_core::memory::resident_bytes(),
+        "heap_bytes": flowtel_core::memory::heap_in_use(),
+        "bpf_map_bytes": maps.iter().map(|map| map.memlock_bytes).sum::<u64>(),
+        "bpf_maps": maps,
+        "components": components,
+    })
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -160,3 +160,41 @@ mod tests {
         assert!(in_use().unwrap() > 0);
     }
 }
+
+/// A BPF map this process holds, as the kernel describes it in
+/// `/proc/self/fdinfo` (names need the bpf syscall; ids match `bpftool map`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BpfMap {
+    /// The kernel's id of the map.
+    pub id: u64,
+    /// Its type, as a number of `enum bpf_map_type`.
+    pub map_type: u64,
+    /// Its capacity.
+    pub max_entries: u64,
+    /// The memory the kernel charges for it.
+    pub memlock_bytes: u64,
+}
+
+/// The BPF maps this process has open (each once, however many descriptors).
+pub fn bpf_maps() -> Vec<BpfMap> {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
+    let mut maps: Vec<BpfMap> = fds
+        .filter_map(Result::ok)
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy() == "anon_inode:bpf-map"))
+        .filter_map(|fd| {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy())).ok()?;
+            let field = |name: &str| {
+                info.lines().find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0)
+            };
+            Some(BpfMap {
+                id: field("map_id:"),
+                map_type: field("map_type:"),
+                max_entries: field("max_entries:"),
+                memlock_bytes: field("memlock:"),
+            })
+        })
+        .collect();
+    maps.sort_by_key(|map| map.id);
+    maps.dedup_by_key(|map| map.id);
+    maps
+}

@@ -221,6 +221,18 @@ fn flows_get_both_ends_from_the_api_server_and_follow_a_replaced_pod() {
         &[("FLOWTEL_TEST_NODE", "node-1")],
     );
     assert_eq!(flowtel.metric("flowtel_k8s_objects", &[("resource", "pods")]), 2.0, "web-1 and agent, not remote");
+    // What the processor knows, on the telemetry server's debug page.
+    let (status, known) = flowtel_tests::http_get(flowtel.metrics_port, "/debug/k8s").unwrap();
+    assert_eq!(status, 200, "{known}");
+    let known: serde_json::Value = serde_json::from_str(&known).unwrap();
+    let pods = known["metadata"]["pods"].as_array().unwrap();
+    let shown = pods.iter().find(|pod| pod["name"] == "web-1").unwrap_or_else(|| panic!("{known}"));
+    assert_eq!(
+        (&shown["ips"], &shown["workload"], &shown["service"]),
+        (&json!([WEB_1_IP]), &json!("Deployment/web"), &json!("web")),
+        "{known}"
+    );
+    assert_eq!(known["metadata"]["objects"]["pods"], 2);
     let ping = |target: &str| {
         pod.run(&["ping", "-c", "2", "-i", "0.2", "-W", "1", target]);
     };

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use flowtel_core::{
     ComponentId, ComponentKind,
-    config::{CheckedPipeline, ComponentConfig, ConfigError, ConfigErrors, read_file},
+    config::{CheckedPipeline, ComponentConfig, ConfigError, ConfigErrors, read_file, redacted},
     self_telemetry::TelemetryConfig,
     topology::{PipelineSpec, TopologySpec},
 };
@@ -22,6 +22,8 @@ pub struct Service {
     pub telemetry: TelemetryConfig,
     /// What to start.
     pub spec: TopologySpec,
+    /// The config after `${env:…}` expansion, its secrets hidden.
+    pub effective_config: serde_json::Value,
 }
 
 /// Reads, checks and builds a config file, as a start would, without
@@ -34,11 +36,12 @@ pub fn load(path: &Path) -> (Vec<ConfigError>, Result<Service, ConfigErrors>) {
         Err(errors) => return (Vec::new(), Err(errors)),
     };
     let mut warnings = std::mem::take(&mut raw.warnings);
+    let effective_config = redacted(&raw.effective);
     let mut errors = ConfigErrors::new(std::mem::take(&mut raw.problems));
     let checked = check(raw, &mut errors);
     let spec = checked.build(&mut errors, &mut warnings);
     let result =
-        if errors.errors().is_empty() { Ok(Service { telemetry: checked.telemetry, spec }) } else { Err(errors) };
+        if errors.errors().is_empty() { Ok(Service { telemetry: checked.telemetry, spec, effective_config }) } else { Err(errors) };
     (warnings, result)
 }
 

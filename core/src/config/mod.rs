@@ -17,6 +17,7 @@
 
 mod errors;
 mod expand;
+mod redact;
 mod values;
 pub mod yaml;
 
@@ -30,6 +31,7 @@ use figment::{
 use serde::{Deserialize, de::DeserializeOwned};
 
 pub use errors::{ConfigError, ConfigErrors};
+pub use redact::{REDACTED, redacted};
 pub use values::HostPort;
 
 use crate::{
@@ -125,6 +127,8 @@ pub struct RawConfig {
     pub problems: Vec<ConfigError>,
     /// What is allowed but likely a mistake (an unset environment variable).
     pub warnings: Vec<ConfigError>,
+    /// The whole file after `${env:…}` expansion (`/debug/config` shows it redacted).
+    pub effective: Dict,
 }
 
 /// Reads a config file; `Err` only when it cannot be read or is not YAML.
@@ -188,6 +192,7 @@ pub fn read_str_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
     }
     config.problems = errors;
     config.warnings = warnings;
+    config.effective = top;
     Ok(config)
 }
 

@@ -4,6 +4,7 @@
 mod config;
 mod logging;
 mod otlp_push;
+mod profile;
 mod registry;
 mod server;
 

@@ -94,13 +94,35 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// flowtel's own metrics.
+/// A component's state as its `/debug/<name>` page shows it.
+type DebugPage = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// flowtel's own metrics, and the state components show on the telemetry
+/// server's `/debug/<name>` pages.
 #[derive(Default)]
 pub struct MetricsRegistry {
     families: Mutex<BTreeMap<&'static str, Family>>,
+    debug_pages: Mutex<BTreeMap<String, DebugPage>>,
 }
 
 impl MetricsRegistry {
+    /// Serves what `render` returns on `/debug/<name>` (JSON), built at
+    /// each request. A later page of the same name replaces the earlier.
+    pub fn add_debug_page(&self, name: &str, render: impl Fn() -> serde_json::Value + Send + Sync + 'static) {
+        self.debug_pages.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned(), Arc::new(render));
+    }
+
+    /// The page `name`, rendered now.
+    pub fn debug_page(&self, name: &str) -> Option<serde_json::Value> {
+        let page = self.debug_pages.lock().unwrap_or_else(PoisonError::into_inner).get(name).cloned();
+        page.map(|render| render())
+    }
+
+    /// The names of the debug pages.
+    pub fn debug_pages(&self) -> Vec<String> {
+        self.debug_pages.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+    }
+
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()

@@ -494,6 +494,44 @@ impl Metadata {
         }
     }
 
+    /// What `/debug/k8s` shows: the counts of each kind, every pod with its
+    /// addresses, node and workload, and every service with its addresses.
+    pub fn debug_view(&self) -> serde_json::Value {
+        let mut pods: Vec<serde_json::Value> = self
+            .pods
+            .values()
+            .map(|pod| {
+                let workload = self.workload(pod);
+                serde_json::json!({
+                    "namespace": pod.namespace,
+                    "name": pod.name,
+                    "ips": pod.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "node": pod.node,
+                    "host_network": pod.host_network,
+                    "workload": workload.map(|o| format!("{}/{}", o.kind, o.name)),
+                    "service": self.service_of(pod),
+                    "containers": pod.containers.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        pods.sort_by_key(|pod| (pod["namespace"].to_string(), pod["name"].to_string()));
+        let mut services: Vec<serde_json::Value> = self
+            .services
+            .iter()
+            .map(|((namespace, _), service)| {
+                serde_json::json!({
+                    "namespace": namespace,
+                    "name": service.name,
+                    "cluster_ips": service.cluster_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        services.sort_by_key(|service| (service["namespace"].to_string(), service["name"].to_string()));
+        let counts: serde_json::Map<String, serde_json::Value> =
+            Kind::ALL.iter().map(|kind| (kind.as_str().to_owned(), self.count(*kind).into())).collect();
+        serde_json::json!({"objects": counts, "generation": self.generation, "pods": pods, "services": services})
+    }
+
     /// How many changes that can alter an enrichment were made so far.
     pub fn generation(&self) -> u64 {
         self.generation

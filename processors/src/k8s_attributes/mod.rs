@@ -373,6 +373,11 @@ impl Processor for K8sAttributesProcessor {
             let client = watch::client(&self.config).await.map_err(|e| error(e.to_string()))?;
             let watches = watch::start(client, &self.config, self.view.clone(), &ctx.metrics);
             self.watches.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(watches);
+            let view = self.view.clone();
+            let id = ctx.id.to_string();
+            ctx.metrics.add_debug_page("k8s", move || {
+                serde_json::json!({"processor": id, "synced": view.synced(), "metadata": view.read(|m| m.debug_view())})
+            });
         }
         let timeout = self.config.wait_for_metadata_timeout;
         if self.config.wait_for_metadata {
