@@ -182,7 +182,8 @@ pub fn bpf_maps() -> Vec<BpfMap> {
         .filter_map(Result::ok)
         .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy() == "anon_inode:bpf-map"))
         .filter_map(|fd| {
-            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy())).ok()?;
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy())).ok()?;
             let field = |name: &str| {
                 info.lines().find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0)
             };

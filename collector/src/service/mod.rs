@@ -40,8 +40,11 @@ pub fn load(path: &Path) -> (Vec<ConfigError>, Result<Service, ConfigErrors>) {
     let mut errors = ConfigErrors::new(std::mem::take(&mut raw.problems));
     let checked = check(raw, &mut errors);
     let spec = checked.build(&mut errors, &mut warnings);
-    let result =
-        if errors.errors().is_empty() { Ok(Service { telemetry: checked.telemetry, spec, effective_config }) } else { Err(errors) };
+    let result = if errors.errors().is_empty() {
+        Ok(Service { telemetry: checked.telemetry, spec, effective_config })
+    } else {
+        Err(errors)
+    };
     (warnings, result)
 }
 

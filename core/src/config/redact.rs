@@ -25,7 +25,9 @@ fn redact(key: &str, value: &Value, under_headers: bool) -> serde_json::Value {
             let headers = key.eq_ignore_ascii_case("headers");
             serde_json::Value::Object(dict.iter().map(|(k, v)| (k.clone(), redact(k, v, headers))).collect())
         }
-        Value::Array(_, items) => serde_json::Value::Array(items.iter().map(|v| redact(key, v, under_headers)).collect()),
+        Value::Array(_, items) => {
+            serde_json::Value::Array(items.iter().map(|v| redact(key, v, under_headers)).collect())
+        }
         _ if under_headers || secret_key(key) => serde_json::Value::String(REDACTED.to_owned()),
         other => serde_json::to_value(other).unwrap_or(serde_json::Value::Null),
     }

@@ -109,7 +109,9 @@ async fn cpu_profile(uri: http::Uri) -> axum::response::Response {
     match super::profile::cpu_profile(seconds).await {
         Ok(profile) => ([(http::header::CONTENT_TYPE, "application/octet-stream")], profile).into_response(),
         Err(err @ super::profile::ProfileError::Busy) => (StatusCode::CONFLICT, format!("{err}\n")).into_response(),
-        Err(err @ super::profile::ProfileError::BadDuration) => (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response(),
+        Err(err @ super::profile::ProfileError::BadDuration) => {
+            (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
+        }
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response(),
     }
 }
