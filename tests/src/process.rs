@@ -115,28 +115,50 @@ impl Flowtel {
     /// Starts flowtel with `config`, in which `${METRICS_PORT}` is replaced by
     /// a free port for its own telemetry; waits until `/readyz` says ready.
     pub fn start(config: &str) -> Flowtel {
-        Self::launch(config, None, &[])
+        Self::launch(config, None, &[], None)
     }
 
     /// [`Flowtel::start`] with extra environment variables.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Flowtel {
-        Self::launch(config, None, env)
+        Self::launch(config, None, env, None)
+    }
+
+    /// [`Flowtel::start`] as root holding only `capabilities` (setpriv's
+    /// names, `bpf,perfmon,net_admin`): every other one dropped from the
+    /// effective, inheritable, ambient and bounding sets.
+    pub fn start_with_capabilities(config: &str, capabilities: &str) -> Flowtel {
+        Self::launch(config, None, &[], Some(capabilities))
     }
 
     /// Starts flowtel inside network namespace `netns` with `config`; waits
     /// until it says it is running (its telemetry endpoint is inside the
     /// namespace, out of the test's reach).
     pub fn start_in_netns(config: &str, netns: &str) -> Flowtel {
-        Self::launch(config, Some(netns), &[])
+        Self::launch(config, Some(netns), &[], None)
     }
 
-    fn launch(config: &str, netns: Option<&str>, env: &[(&str, &str)]) -> Flowtel {
+    fn launch(config: &str, netns: Option<&str>, env: &[(&str, &str)], capabilities: Option<&str>) -> Flowtel {
         let dir = tempfile::tempdir().unwrap();
         let metrics_port = free_port();
         let config = config.replace("${METRICS_PORT}", &metrics_port.to_string());
         let path = dir.path().join("otel-config.yaml");
         fs::write(&path, config).unwrap();
-        let mut command = command_in(netns, flowtel_bin());
+        let mut command = match capabilities {
+            None => command_in(netns, flowtel_bin()),
+            Some(capabilities) => {
+                let set: String = std::iter::once("-all".to_owned())
+                    .chain(capabilities.split(',').map(|cap| format!("+{cap}")))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let mut command = Command::new("setpriv");
+                command
+                    .arg(format!("--inh-caps={set}"))
+                    .arg(format!("--ambient-caps={set}"))
+                    .arg(format!("--bounding-set={set}"))
+                    .arg(flowtel_bin());
+                command
+            }
+        };
         command.arg("--config").arg(&path).args(["--shutdown-timeout", "5s"]).envs(env.iter().copied());
         let mut child = Child::spawn("flowtel", &mut command, &dir.path().join("flowtel.log"));
         wait_for(Duration::from_secs(20), "flowtel to be ready", || {
