@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | run | check | test | bench | fuzz`.
+//! `cargo xtask setup | build | run | check | test | image | bench | fuzz`.
 //!
 //! `setup` brings a fresh machine to what building and testing flowtel need,
 //! and does nothing for what is already there; `test`, `bench` and `fuzz`
@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod check;
+mod image;
 mod setup;
 
 use std::{
@@ -54,6 +55,15 @@ enum Task {
         seconds: u64,
         /// Targets to run (default: all of them).
         targets: Vec<String>,
+    },
+    /// Builds the container image (`Containerfile`) with podman.
+    Image {
+        /// The flowtel binary to put in it (default: a release build).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// The image's name.
+        #[arg(long, default_value = "localhost/flowtel:latest")]
+        tag: String,
     },
     /// Runs the benchmarks.
     Bench {
@@ -128,6 +138,10 @@ fn main() -> anyhow::Result<()> {
                 fuzz(FUZZ_SMOKE_SECONDS, &[], FuzzBuild::Dev)?;
             }
             Ok(())
+        }
+        Task::Image { binary, tag } => {
+            setup::setup_run()?;
+            image::image(binary, &tag)
         }
         Task::Fuzz { seconds, targets } => {
             setup::setup()?;
@@ -221,6 +235,6 @@ fn write_report() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build() -> anyhow::Result<()> {
+pub(crate) fn build() -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "--package", "flowtel"]))
 }

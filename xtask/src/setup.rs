@@ -39,6 +39,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("tzselect", "tzdata"),
     // The server that scrapes the `prometheus` exporter in tests.
     ("prometheus", "prometheus"),
+    // `cargo xtask image` and the container test (runc: crun refuses
+    // hybrid cgroup layouts).
+    ("podman", "podman"),
+    ("runc", "runc"),
 ];
 
 /// The Python interpreter of the test virtualenv.
