@@ -124,13 +124,21 @@ fn the_default_config_validates() {
 
 #[test]
 fn the_example_configs_validate() {
-    for example in ["tempo", "prometheus"] {
-        let config = flowtel_tests::root().join(format!("examples/{example}/otel-config.yaml"));
+    for example in [
+        "tempo/otel-config.yaml",
+        "prometheus/otel-config.yaml",
+        "otlp-backend/otel-config.yaml",
+        "gateway/agent.yaml",
+        "gateway/gateway.yaml",
+    ] {
+        let config = flowtel_tests::root().join(format!("examples/{example}"));
         let output = Command::new(flowtel_bin())
             .args(["validate", "--config"])
             .arg(&config)
             .env("TRACES_BACKEND", "tempo.example:4317")
             .env("K8S_NODE_NAME", "node-1")
+            .env("OTLP_BACKEND", "backend.example:4317")
+            .env("FLOWTEL_GATEWAY", "gateway.example:4317")
             .output()
             .unwrap();
         assert!(output.status.success(), "{}: {}", config.display(), String::from_utf8_lossy(&output.stderr));
