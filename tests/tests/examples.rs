@@ -1,7 +1,8 @@
 //! Privileged, real kernel, real peers: the configs of `examples/` run as
 //! their READMEs say, against rotel as the OTLP backend — the agent
 //! straight to a backend, and agents → gateway → backend. The tests only
-//! narrow the kernel receiver to loopback and choose free ports. Needs root
+//! narrow the kernel receiver to loopback and choose free ports (the
+//! Hubble example keeps its documented port, 4245). Needs root
 //! and `cargo xtask setup`.
 
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -55,6 +56,27 @@ fn the_examples_run_as_written() {
     }
     the_agent_sends_the_kernels_records_to_an_otlp_backend();
     agents_reach_the_backend_through_the_gateway();
+    grpc_clients_read_flows_over_the_hubble_api();
+}
+
+/// The README's grpcurl command, as written, against the Hubble example.
+fn grpc_clients_read_flows_over_the_hubble_api() {
+    let _flowtel = Flowtel::start(&example("hubble/otel-config.yaml"));
+    let port = free_port();
+    refused(port);
+    let readme = std::fs::read_to_string(root().join("examples/hubble/README.md")).unwrap();
+    let command = readme.lines().find(|line| line.starts_with("grpcurl ")).expect("the README's grpcurl command");
+    let args = ["-plaintext", "-d", r#"{"number": 20}"#, "127.0.0.1:4245", "observer.Observer/GetFlows"];
+    assert_eq!(
+        command,
+        format!("grpcurl {}", args.map(|a| if a.contains(' ') { format!("'{a}'") } else { a.to_owned() }).join(" "))
+    );
+    wait_for(Duration::from_secs(30), "the flow over the Hubble API", || {
+        let output = std::process::Command::new(flowtel_tests::grpcurl()).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        let to_port = [format!("\"destinationPort\": {port}"), format!("\"destination_port\": {port}")];
+        (output.status.success() && to_port.iter().any(|p| text.contains(p.as_str()))).then_some(())
+    });
 }
 
 fn the_agent_sends_the_kernels_records_to_an_otlp_backend() {
