@@ -130,6 +130,7 @@ fn the_example_configs_validate() {
         "otlp-backend/otel-config.yaml",
         "gateway/agent.yaml",
         "gateway/gateway.yaml",
+        "hubble/otel-config.yaml",
     ] {
         let config = flowtel_tests::root().join(format!("examples/{example}"));
         let output = Command::new(flowtel_bin())
