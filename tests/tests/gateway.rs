@@ -311,13 +311,12 @@ service:
 #[test]
 fn a_stalled_pipeline_makes_the_receiver_answer_unavailable_and_counts_it() {
     let grpc = free_port();
-    // No backend, and an exporter that blocks rather than drop: the pipeline
-    // stalls, its input fills, and the receiver must push back.
-    let flowtel = Flowtel::start(&gateway_config(
-        grpc,
-        free_port(),
-        "{queue_size: 1, num_consumers: 1, block_on_overflow: true}",
-    ));
+    // No backend (port 9, where nothing listens: a free port could be taken
+    // by a backend of a test running alongside), and an exporter that blocks
+    // rather than drop: the pipeline stalls, its input fills, and the
+    // receiver must push back.
+    let flowtel =
+        Flowtel::start(&gateway_config(grpc, 9, "{queue_size: 1, num_consumers: 1, block_on_overflow: true}"));
     let codes = send_logs(grpc, "backpressure", 0, 120, 1);
     let refused = codes.iter().filter(|c| **c == tonic::Code::Unavailable).count();
     assert!(refused > 0, "no UNAVAILABLE among {codes:?}");
