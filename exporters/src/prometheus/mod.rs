@@ -38,7 +38,7 @@ struct Shared {
     config: PrometheusConfig,
     state: Mutex<State>,
     /// `flowtel_prometheus_dropped_points_total` by reason, set at start.
-    dropped: Mutex<Option<[Counter; 3]>>,
+    dropped: std::sync::OnceLock<[Counter; 3]>,
 }
 
 impl Shared {
@@ -66,7 +66,7 @@ impl PrometheusExporter {
             shared: Arc::new(Shared {
                 config: config.clone(),
                 state: Mutex::new(State::new()),
-                dropped: Mutex::new(None),
+                dropped: std::sync::OnceLock::new(),
             }),
             server: Mutex::new(None),
         }
@@ -97,8 +97,7 @@ impl Exporter for PrometheusExporter {
                 &[("exporter", id.as_str()), ("reason", reason)],
             )
         };
-        *self.shared.dropped.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some([counter("unsupported_type"), counter("conflict"), counter("max_series")]);
+        let _ = self.shared.dropped.set([counter("unsupported_type"), counter("conflict"), counter("max_series")]);
         let shared = self.shared.clone();
         ctx.metrics.observed_gauge(
             "flowtel_prometheus_series",
@@ -157,7 +156,7 @@ impl Exporter for PrometheusExporter {
             }
             state.add(&self.shared.config, resources, Instant::now())
         };
-        if let Some(counters) = self.shared.dropped.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        if let Some(counters) = self.shared.dropped.get() {
             for (reason, points) in refused {
                 let index = match reason {
                     Refusal::UnsupportedType => 0,

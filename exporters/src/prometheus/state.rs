@@ -296,9 +296,9 @@ fn exemplars_of(exemplars: &[OtlpExemplar], bounds: Option<&[f64]>) -> Vec<Optio
             Some(exemplar::Value::AsInt(v)) => v as f64,
             None => continue,
         };
-        let mut labels = vec![("trace_id".to_owned(), hex(&exemplar.trace_id))];
+        let mut labels = vec![("trace_id".to_owned(), hex::encode(&exemplar.trace_id))];
         if exemplar.span_id.len() == 8 {
-            labels.push(("span_id".to_owned(), hex(&exemplar.span_id)));
+            labels.push(("span_id".to_owned(), hex::encode(&exemplar.span_id)));
         }
         let index = bounds.map_or(0, |bounds| bounds.partition_point(|bound| *bound < value));
         if let Some(slot) = out.get_mut(index) {
@@ -306,10 +306,6 @@ fn exemplars_of(exemplars: &[OtlpExemplar], bounds: Option<&[f64]>) -> Vec<Optio
         }
     }
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A point's labels: its attributes (names sanitized; values of names that
