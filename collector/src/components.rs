@@ -12,11 +12,12 @@ use flowtel_connectors::{
 };
 use flowtel_core::{
     ComponentId, ComponentKind, Signal,
-    component::{Connector, Processor, Receiver},
+    component::{Connector, Extension, Processor, Receiver},
     config::{ComponentConfig, ConfigError, ConfigErrors},
     export::{QueueConfig, RetryConfig},
     topology::ExporterSpec,
 };
+use flowtel_extensions::file_storage::{FileStorage, FileStorageConfig};
 use flowtel_exporters::{
     debug::{DebugConfig, DebugExporter},
     file::{FileConfig, FileExporter},
@@ -219,6 +220,14 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         joins: TO_METRICS,
         description: "sums and histograms of values from records, spans and data points, by attributes",
     },
+    ComponentType {
+        kind: ComponentKind::Extension,
+        name: "file_storage",
+        aliases: &[],
+        signals: &[],
+        joins: &[],
+        description: "keeps sending queues on disk (sending_queue::storage), so unsent data survives restarts and crashes",
+    },
 ];
 
 /// The built-in type that `id` names, by its name or an alias.
@@ -287,6 +296,29 @@ pub enum ConnectorConfig {
     Count(CountConfig),
     /// `signal_to_metrics`.
     SignalToMetrics(SignalToMetricsConfig),
+}
+
+/// An extension's decoded config.
+pub enum ExtensionConfig {
+    /// `file_storage`.
+    FileStorage(FileStorageConfig),
+}
+
+/// Decodes an extension's config.
+pub fn decode_extension(kind: &ComponentType, config: &ComponentConfig) -> Result<ExtensionConfig, ConfigErrors> {
+    match kind.name {
+        "file_storage" => config.decode().map(ExtensionConfig::FileStorage),
+        other => Err(ConfigErrors::one(config.path(), format!("extension `{other}` cannot be built"))),
+    }
+}
+
+impl ExtensionConfig {
+    /// The extension.
+    pub fn build(&self) -> Arc<dyn Extension> {
+        match self {
+            ExtensionConfig::FileStorage(config) => Arc::new(FileStorage::new(config.clone())),
+        }
+    }
 }
 
 /// Decodes a connector's config.

@@ -90,6 +90,7 @@ fn print_components() {
         flowtel_core::ComponentKind::Processor,
         flowtel_core::ComponentKind::Exporter,
         flowtel_core::ComponentKind::Connector,
+        flowtel_core::ComponentKind::Extension,
     ] {
         println!("{}:", kind.section());
         for component in components::COMPONENT_TYPES.iter().filter(|c| c.kind == kind) {
@@ -98,7 +99,9 @@ fn print_components() {
             } else {
                 format!(" (alias {})", component.aliases.join(", "))
             };
-            let signals: Vec<String> = if component.joins.is_empty() {
+            let signals: Vec<String> = if component.kind == flowtel_core::ComponentKind::Extension {
+                vec!["service".to_owned()]
+            } else if component.joins.is_empty() {
                 component.signals.iter().map(|s| s.as_str().to_owned()).collect()
             } else {
                 component.joins.iter().map(|(from, to)| format!("{from} → {to}")).collect()

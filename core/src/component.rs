@@ -14,6 +14,7 @@ use crate::{
     intake::{Admission, ReceiverOutput},
     payload::{Client, Payload, Signal},
     self_telemetry::MetricsRegistry,
+    storage::Storage,
 };
 
 /// The kind of a component: the top-level config section it lives in.
@@ -27,6 +28,8 @@ pub enum ComponentKind {
     Exporter,
     /// The exporter of one pipeline and the receiver of another.
     Connector,
+    /// Serves the service rather than a pipeline (storage for queues).
+    Extension,
 }
 
 impl ComponentKind {
@@ -37,6 +40,7 @@ impl ComponentKind {
             ComponentKind::Processor => "processors",
             ComponentKind::Exporter => "exporters",
             ComponentKind::Connector => "connectors",
+            ComponentKind::Extension => "extensions",
         }
     }
 
@@ -47,6 +51,7 @@ impl ComponentKind {
             ComponentKind::Processor => "processor",
             ComponentKind::Exporter => "exporter",
             ComponentKind::Connector => "connector",
+            ComponentKind::Extension => "extension",
         }
     }
 }
@@ -67,6 +72,13 @@ impl ComponentId {
     /// The optional instance name after the slash.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ComponentId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -240,6 +252,13 @@ pub trait Processor: Send {
     /// Called once the deadline passed (e.g. a batch timeout).
     fn on_deadline(&mut self, _now: Instant, _out: &mut Vec<Payload>) {}
 
+    /// Whether items it took are still held back (a batch being filled):
+    /// acknowledgements of data bound for persistent queues wait until it
+    /// holds nothing.
+    fn holds_data(&self) -> bool {
+        false
+    }
+
     /// Emits everything held back, at shutdown.
     fn flush(&mut self, _out: &mut Vec<Payload>) {}
 
@@ -340,6 +359,30 @@ pub trait Connector: Send + Sync + 'static {
 
     /// Turns one payload into zero or more payloads for the receiving pipelines.
     fn consume(&self, payload: Payload, out: &mut Vec<Payload>);
+}
+
+/// What an extension gets when it starts.
+pub struct ExtensionContext {
+    /// The extension's id.
+    pub id: ComponentId,
+    /// flowtel's own metrics.
+    pub metrics: Arc<MetricsRegistry>,
+}
+
+/// Serves the service rather than one pipeline, as the collector's
+/// extensions do; started before every other component and stopped after.
+#[async_trait]
+pub trait Extension: Send + Sync + 'static {
+    /// Starts it. Errors stop flowtel's startup.
+    async fn start(&self, ctx: ExtensionContext) -> Result<(), ComponentError>;
+
+    /// Stops it, after every exporter stopped.
+    async fn shutdown(&self) {}
+
+    /// The storage it offers sending queues, for a storage extension.
+    fn storage(&self) -> Option<Arc<dyn Storage>> {
+        None
+    }
 }
 
 /// An error and its causes, joined with `: ` (for messages that must say

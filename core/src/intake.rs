@@ -11,10 +11,17 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::payload::{Client, Delivery, Payload, Signal};
+use crate::{
+    payload::{Client, Delivery, Payload, Signal},
+    receipt::{Receipt, Receipts},
+};
 
 /// How long a receiver waits for room in a full pipeline before refusing.
 pub const RECEIVER_PUSH_WAIT: Duration = Duration::from_millis(500);
+/// How long a receiver waits for its data to be stored in persistent
+/// sending queues before it tells the client to retry (the data may still
+/// be stored: a retry can then duplicate it, never lose it).
+pub const RECEIPT_WAIT: Duration = Duration::from_secs(20);
 /// Payloads a pipeline's input queue holds before receivers feel backpressure.
 pub const PIPELINE_QUEUE_CAPACITY: usize = 64;
 /// Bytes of payloads a pipeline's input queue holds.
@@ -34,6 +41,10 @@ pub enum PushError {
     /// A pipeline's admission refuses data for now (a `memory_limiter` above its limit).
     #[error("a pipeline refuses data for now; retry later")]
     Refused,
+    /// A persistent sending queue did not store the data (full, a storage
+    /// error, or not within [`RECEIPT_WAIT`]).
+    #[error("the data could not be stored in a persistent sending queue; retry later")]
+    NotStored,
 }
 
 /// A pipeline's say on whether it takes data now (a `memory_limiter`).
@@ -46,6 +57,8 @@ pub trait Admission: Send + Sync {
 pub struct Queued {
     /// The data and its sender.
     pub delivery: Delivery,
+    /// Dropped once the data is in every persistent queue it goes to.
+    pub receipts: Receipts,
     _room: OwnedSemaphorePermit,
 }
 
@@ -57,14 +70,21 @@ pub struct PipelineInput {
     sender: mpsc::Sender<Queued>,
     room: Arc<Semaphore>,
     admissions: Vec<Arc<dyn Admission>>,
+    durable: bool,
 }
 
 impl PipelineInput {
-    /// A new input queue for a pipeline of `signal`, and the pipeline's end of it.
-    pub fn new(signal: Signal, admissions: Vec<Arc<dyn Admission>>) -> (Self, mpsc::Receiver<Queued>) {
+    /// A new input queue for a pipeline of `signal`, and the pipeline's end
+    /// of it. `durable`: the pipeline leads to a persistent sending queue,
+    /// so receivers that acknowledge their clients wait for receipts.
+    pub fn new(
+        signal: Signal,
+        admissions: Vec<Arc<dyn Admission>>,
+        durable: bool,
+    ) -> (Self, mpsc::Receiver<Queued>) {
         let (sender, receiver) = mpsc::channel(PIPELINE_QUEUE_CAPACITY);
         let room = Arc::new(Semaphore::new(PIPELINE_QUEUE_BYTES / BYTES_PER_UNIT));
-        (PipelineInput { signal, sender, room, admissions }, receiver)
+        (PipelineInput { signal, sender, room, admissions, durable }, receiver)
     }
 
     /// Waits for room for a payload of `units`: a queue slot and memory.
@@ -115,18 +135,39 @@ impl ReceiverOutput {
 
     /// [`ReceiverOutput::push`] for data that arrived from a known client.
     pub async fn push_from(&self, payload: Payload, client: Client) -> Result<(), PushError> {
-        self.push_within(payload, client, Some(self.wait)).await
+        self.push_within(payload, client, Some(self.wait), Receipts::new()).await
+    }
+
+    /// [`ReceiverOutput::push_from`] for a receiver that acknowledges its
+    /// client: where a pipeline of the signal ends in a persistent sending
+    /// queue, it returns once the data is stored there.
+    pub async fn push_stored(&self, payload: Payload, client: Client) -> Result<(), PushError> {
+        if !self.inputs[index(payload.signal())].iter().any(|input| input.durable) {
+            return self.push_from(payload, client).await;
+        }
+        let (receipt, wait) = Receipt::new();
+        self.push_within(payload, client, Some(self.wait), vec![receipt]).await?;
+        match tokio::time::timeout(RECEIPT_WAIT, wait.stored()).await {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => Err(PushError::NotStored),
+        }
     }
 
     /// Hands `payload` to every pipeline of its signal, waiting as long as
     /// they are full (a connector's hand-over: the pipeline feeding it
     /// waits, as in the collector). Refused only by an admission or at
-    /// shutdown.
-    pub async fn push_waiting(&self, payload: Payload) -> Result<(), PushError> {
-        self.push_within(payload, Client::default(), None).await
+    /// shutdown. `receipts` go along to the pipelines that store data.
+    pub async fn push_waiting(&self, payload: Payload, receipts: Receipts) -> Result<(), PushError> {
+        self.push_within(payload, Client::default(), None, receipts).await
     }
 
-    async fn push_within(&self, payload: Payload, client: Client, wait: Option<Duration>) -> Result<(), PushError> {
+    async fn push_within(
+        &self,
+        payload: Payload,
+        client: Client,
+        wait: Option<Duration>,
+        receipts: Receipts,
+    ) -> Result<(), PushError> {
         let inputs = &self.inputs[index(payload.signal())];
         if inputs.is_empty() || payload.is_empty() {
             return Ok(());
@@ -152,12 +193,15 @@ impl ReceiverOutput {
             },
             None => reserve_all.await?,
         };
+        let receipts_for = |input: &PipelineInput| if input.durable { receipts.clone() } else { Receipts::new() };
         let last = reserved.pop();
-        for (slot, room) in reserved {
-            slot.send(Queued { delivery: Delivery { payload: payload.clone(), client }, _room: room });
+        for ((slot, room), input) in reserved.into_iter().zip(inputs) {
+            let receipts = receipts_for(input);
+            slot.send(Queued { delivery: Delivery { payload: payload.clone(), client }, receipts, _room: room });
         }
-        if let Some((slot, room)) = last {
-            slot.send(Queued { delivery: Delivery { payload, client }, _room: room });
+        if let (Some((slot, room)), Some(input)) = (last, inputs.last()) {
+            let receipts = receipts_for(input);
+            slot.send(Queued { delivery: Delivery { payload, client }, receipts, _room: room });
         }
         Ok(())
     }
@@ -179,7 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pipeline_input_is_bounded_in_bytes_as_well_as_in_payloads() {
-        let (input, mut receiver) = PipelineInput::new(Signal::Logs, Vec::new());
+        let (input, mut receiver) = PipelineInput::new(Signal::Logs, Vec::new(), false);
         let output = ReceiverOutput::new(vec![input], Duration::from_millis(50));
         let quarter = PIPELINE_QUEUE_BYTES / 4;
         for _ in 0..3 {

@@ -5,8 +5,8 @@
 //! collector-style configuration ([`config`]), the settings shared by the
 //! network exporters ([`export`]), how receivers hand data to pipelines
 //! ([`intake`]), the wiring of receivers, processor chains and exporter
-//! queues ([`topology`]) and flowtel's own metrics and logs
-//! ([`self_telemetry`]). The core knows no concrete component.
+//! queues ([`topology`]), the storage persistent queues use ([`storage`])
+//! and flowtel's own metrics and logs ([`self_telemetry`]). The core knows no concrete component.
 
 pub mod attributes;
 pub mod component;
@@ -20,8 +20,10 @@ pub mod item_metrics;
 pub mod linux;
 pub mod memory;
 pub mod payload;
+pub mod receipt;
 pub mod schema;
 pub mod self_telemetry;
+pub mod storage;
 pub mod time;
 pub mod topology;
 

@@ -12,8 +12,8 @@ use flowtel_core::{
 };
 
 use crate::components::{
-    ComponentType, ConnectorConfig, ExporterConfig, ProcessorConfig, ReceiverConfig, component_type, decode_connector,
-    decode_exporter, decode_processor, decode_receiver,
+    ComponentType, ConnectorConfig, ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig, component_type,
+    decode_connector, decode_exporter, decode_extension, decode_processor, decode_receiver,
 };
 
 /// A config file's components, built and ready to start.
@@ -54,6 +54,9 @@ struct CheckedService {
     processors: BTreeMap<ComponentId, ProcessorConfig>,
     exporters: BTreeMap<ComponentId, ExporterConfig>,
     connectors: BTreeMap<ComponentId, ConnectorConfig>,
+    extensions: BTreeMap<ComponentId, ExtensionConfig>,
+    /// `service::extensions`: the extensions to start.
+    started_extensions: Vec<ComponentId>,
     pipelines: Vec<CheckedPipeline>,
     telemetry: TelemetryConfig,
 }
@@ -93,6 +96,7 @@ fn check(raw: flowtel_core::config::RawConfig, errors: &mut ConfigErrors) -> Che
     let processors = decode_section(ComponentKind::Processor, &raw.processors, decode_processor, &mut types, errors);
     let exporters = decode_section(ComponentKind::Exporter, &raw.exporters, decode_exporter, &mut types, errors);
     let connectors = decode_section(ComponentKind::Connector, &raw.connectors, decode_connector, &mut types, errors);
+    let extensions = decode_section(ComponentKind::Extension, &raw.extensions, decode_extension, &mut types, errors);
     let pipelines = match raw.check_pipelines() {
         Ok(pipelines) => pipelines,
         Err(errs) => {
@@ -126,7 +130,16 @@ fn check(raw: flowtel_core::config::RawConfig, errors: &mut ConfigErrors) -> Che
         .map(|((_, id), t)| (id.clone(), *t))
         .collect();
     errors.extend(wiring::check(&connector_types, &pipelines));
-    CheckedService { receivers, processors, exporters, connectors, pipelines, telemetry: raw.telemetry }
+    CheckedService {
+        receivers,
+        processors,
+        exporters,
+        connectors,
+        extensions,
+        started_extensions: raw.service_extensions,
+        pipelines,
+        telemetry: raw.telemetry,
+    }
 }
 
 impl CheckedService {
@@ -139,6 +152,7 @@ impl CheckedService {
                 ComponentKind::Processor => p.processors.contains(id),
                 ComponentKind::Exporter => p.exporters.contains(id),
                 ComponentKind::Connector => p.receivers.contains(id) || p.exporters.contains(id),
+                ComponentKind::Extension => false,
             })
         };
         let mut receivers = BTreeMap::new();
@@ -157,6 +171,19 @@ impl CheckedService {
             }
             match config.build() {
                 Ok(spec) => {
+                    if let Some(storage) = &spec.queue.storage
+                        && !self.started_extensions.contains(storage)
+                    {
+                        let where_ = if self.extensions.contains_key(storage) {
+                            "is not listed in `service::extensions`"
+                        } else {
+                            "is not defined under `extensions`"
+                        };
+                        errors.extend([ConfigError::new(
+                            format!("exporters::{id}::sending_queue::storage"),
+                            format!("`{storage}` {where_}"),
+                        )]);
+                    }
                     exporters.insert(id.clone(), spec);
                 }
                 Err(error) => errors.extend([ConfigError::new(format!("exporters::{id}"), error.to_string())]),
@@ -184,6 +211,14 @@ impl CheckedService {
                 exporters: pipeline.exporters.clone(),
             })
             .collect();
-        TopologySpec { receivers, exporters, connectors, pipelines }
+        for id in self.extensions.keys().filter(|id| !self.started_extensions.contains(id)) {
+            warnings.push(ConfigError::new(format!("extensions::{id}"), "not listed in `service::extensions`"));
+        }
+        let extensions = self
+            .started_extensions
+            .iter()
+            .filter_map(|id| self.extensions.get(id).map(|config| (id.clone(), config.build())))
+            .collect();
+        TopologySpec { extensions, receivers, exporters, connectors, pipelines }
     }
 }

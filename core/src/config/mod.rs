@@ -40,7 +40,7 @@ use crate::{
 };
 
 /// The sections a config file may have at the top level.
-const TOP_LEVEL_KEYS: [&str; 5] = ["receivers", "processors", "exporters", "connectors", "service"];
+const TOP_LEVEL_KEYS: [&str; 6] = ["receivers", "processors", "exporters", "connectors", "extensions", "service"];
 
 /// One component's config, not yet decoded into its typed struct.
 #[derive(Clone, Debug)]
@@ -119,6 +119,10 @@ pub struct RawConfig {
     pub exporters: BTreeMap<ComponentId, ComponentConfig>,
     /// `connectors:` by id.
     pub connectors: BTreeMap<ComponentId, ComponentConfig>,
+    /// `extensions:` by id.
+    pub extensions: BTreeMap<ComponentId, ComponentConfig>,
+    /// `service::extensions`: the extensions to start, in order.
+    pub service_extensions: Vec<ComponentId>,
     /// `service::pipelines`, as written.
     pub pipelines: BTreeMap<String, PipelineConfig>,
     /// `service::telemetry`.
@@ -184,6 +188,7 @@ pub fn read_str_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
         processors: components(&top, ComponentKind::Processor, &mut errors),
         exporters: components(&top, ComponentKind::Exporter, &mut errors),
         connectors: components(&top, ComponentKind::Connector, &mut errors),
+        extensions: components(&top, ComponentKind::Extension, &mut errors),
         ..RawConfig::default()
     };
     match top.get("service") {
@@ -243,7 +248,6 @@ struct ServiceSection {
     pipelines: BTreeMap<String, PipelineConfig>,
     #[serde(default)]
     telemetry: Option<Value>,
-    /// Accepted for collector compatibility; flowtel has no extensions yet.
     #[serde(default)]
     extensions: Vec<String>,
 }
@@ -257,10 +261,17 @@ fn read_service(service: &Value, config: &mut RawConfig, errors: &mut Vec<Config
         }
     };
     for extension in &section.extensions {
-        errors.push(ConfigError::new(
-            "service::extensions",
-            format!("unknown extension `{extension}`; flowtel has no extensions"),
-        ));
+        let path = "service::extensions";
+        match extension.parse::<ComponentId>() {
+            Ok(id) if !config.extensions.contains_key(&id) => {
+                errors.push(ConfigError::new(path, format!("`{id}` is not defined under `extensions`")));
+            }
+            Ok(id) if config.service_extensions.contains(&id) => {
+                errors.push(ConfigError::new(path, format!("`{id}` is listed twice")));
+            }
+            Ok(id) => config.service_extensions.push(id),
+            Err(err) => errors.push(ConfigError::new(path, err.to_string())),
+        }
     }
     config.pipelines = section.pipelines;
     match &section.telemetry {

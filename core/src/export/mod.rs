@@ -13,7 +13,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 pub use error::BuildError;
-pub use request::{JsonRequest, encode_json, encode_protobuf, outcome_of_protobuf_response};
+pub use request::{JsonRequest, decode_protobuf, encode_json, encode_protobuf, outcome_of_protobuf_response};
 pub use retry::{Backoff, RetryConfig};
 pub use tls::{Pem, ServerTls, TlsClientConfig, TlsFileError, check_pem, install_crypto_provider};
 
@@ -44,6 +44,11 @@ pub struct QueueConfig {
     /// When full, make the pipeline wait, pushing back on receivers
     /// (default), instead of dropping the new batch (which is counted).
     pub block_on_overflow: bool,
+    /// A storage extension (`file_storage/NAME`, listed in
+    /// `service::extensions`) that keeps the queue on disk, so what it
+    /// holds survives a restart or a crash. The bound then counts encoded
+    /// bytes, items or requests on disk.
+    pub storage: Option<crate::ComponentId>,
 }
 
 /// The unit of a sending queue's bound.
@@ -86,6 +91,7 @@ impl Default for QueueConfig {
             sizer: None,
             queue_size: None,
             block_on_overflow: true,
+            storage: None,
         }
     }
 }
@@ -106,10 +112,14 @@ impl QueueConfig {
 
 impl Validate for QueueConfig {
     fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
         if self.queue_size.is_some_and(|size| size.as_u64() == 0) {
-            return vec![("queue_size".into(), "must be more than 0".into())];
+            problems.push(("queue_size".into(), "must be more than 0".into()));
         }
-        Vec::new()
+        if self.storage.is_some() && !self.enabled {
+            problems.push(("storage".into(), "needs the queue: remove `enabled: false` or the storage".into()));
+        }
+        problems
     }
 }
 

@@ -37,6 +37,19 @@ pub fn encode_protobuf(payload: &Payload) -> Vec<u8> {
     }
 }
 
+/// A payload from the protobuf encoding of its signal's export request.
+pub fn decode_protobuf(signal: Signal, bytes: &[u8]) -> Result<Payload, prost::DecodeError> {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    };
+    Ok(match signal {
+        Signal::Logs => Payload::Logs(ExportLogsServiceRequest::decode(bytes)?.resource_logs),
+        Signal::Metrics => Payload::Metrics(ExportMetricsServiceRequest::decode(bytes)?.resource_metrics),
+        Signal::Traces => Payload::Traces(ExportTraceServiceRequest::decode(bytes)?.resource_spans),
+    })
+}
+
 /// The payload's export request as OTLP/JSON would write it
 /// (`{"resourceLogs": [...]}`, hex ids, 64-bit integers as strings).
 #[derive(Serialize)]

@@ -8,6 +8,7 @@ use crate::{
     component::{ComponentId, Connector},
     intake::ReceiverOutput,
     payload::Payload,
+    receipt::{Receipts, fail_all},
     self_telemetry::{LogLimiter, MetricsRegistry, SignalCounters},
 };
 
@@ -38,14 +39,16 @@ impl ConnectorInlet {
         ConnectorInlet { id: name.into(), connector, output, refused, warning: Arc::default() }
     }
 
-    /// Runs the connector on `payload` and hands what it makes on.
-    pub(crate) async fn send(&self, payload: Payload) {
+    /// Runs the connector on `payload` and hands what it makes on, with
+    /// the receipts of the data it came from.
+    pub(crate) async fn send(&self, payload: Payload, receipts: &Receipts) {
         let mut made = Vec::new();
         self.connector.consume(payload, &mut made);
         for payload in made {
             let signal = payload.signal();
             let items = payload.item_count();
-            if let Err(err) = self.output.push_waiting(payload).await {
+            if let Err(err) = self.output.push_waiting(payload, receipts.clone()).await {
+                fail_all(receipts);
                 self.refused.get(signal).add(items as u64);
                 if self.warning.due() {
                     tracing::warn!(connector = %self.id, items, error = %err, "A receiving pipeline refused the connector's data; dropping it.");

@@ -5,11 +5,12 @@
 //! Connectors join pipelines: the exporting pipelines run them on their own
 //! task and hand what they make to the receiving pipelines' inputs.
 //!
-//! Shutdown runs front to back: receivers stop taking data, each pipeline
-//! drains its input and flushes its processors (a pipeline fed by a
-//! connector after every pipeline feeding that connector), then each
-//! exporter drains its queue until the deadline; what is left then is
-//! dropped and counted.
+//! Extensions start first and stop last. Shutdown runs front to back:
+//! receivers stop taking data, each pipeline drains its input and flushes
+//! its processors (a pipeline fed by a connector after every pipeline
+//! feeding that connector), then each exporter drains its queue until the
+//! deadline; what is left then is dropped and counted, except in a
+//! persistent queue, which keeps it for the next start.
 
 mod connector;
 mod exporter_queue;
@@ -27,8 +28,8 @@ use self::{
 };
 use crate::{
     component::{
-        ComponentError, ComponentId, Connector, ConnectorContext, Exporter, ExporterContext, PipelineId, Processor,
-        ProcessorContext, Receiver, ReceiverContext,
+        ComponentError, ComponentId, ComponentKind, Connector, ConnectorContext, Exporter, ExporterContext, Extension,
+        ExtensionContext, PipelineId, Processor, ProcessorContext, Receiver, ReceiverContext,
     },
     export::{QueueConfig, RetryConfig},
     intake::{Admission, PipelineInput, RECEIVER_PUSH_WAIT, ReceiverOutput},
@@ -59,6 +60,8 @@ pub struct PipelineSpec {
 
 /// Everything needed to start the graph; built by the binary from the config.
 pub struct TopologySpec {
+    /// The extensions `service::extensions` lists.
+    pub extensions: BTreeMap<ComponentId, Arc<dyn Extension>>,
     /// Every receiver used by a pipeline, one instance each.
     pub receivers: BTreeMap<ComponentId, Box<dyn Receiver>>,
     /// Every exporter used by a pipeline, one instance each.
@@ -88,6 +91,55 @@ fn upstream_first(pipelines: &[PipelineSpec]) -> Vec<usize> {
     order
 }
 
+/// Which pipelines lead to a persistent sending queue, directly or through
+/// connectors (indices into `pipelines`).
+fn durable_pipelines(pipelines: &[PipelineSpec], exporters: &BTreeMap<ComponentId, ExporterSpec>) -> Vec<bool> {
+    let stores = |id: &ComponentId| exporters.get(id).is_some_and(|e| e.queue.enabled && e.queue.storage.is_some());
+    let mut durable: Vec<bool> = pipelines.iter().map(|p| p.exporters.iter().any(stores)).collect();
+    // A connector makes its exporting pipelines durable when a pipeline it
+    // feeds is; repeat until nothing changes (chains are acyclic).
+    loop {
+        let mut changed = false;
+        for (index, pipeline) in pipelines.iter().enumerate() {
+            if durable[index] {
+                continue;
+            }
+            let feeds_durable = pipelines.iter().enumerate().any(|(other, to)| {
+                durable[other] && pipeline.exporters.iter().any(|id| to.receivers.contains(id))
+            });
+            if feeds_durable {
+                durable[index] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            return durable;
+        }
+    }
+}
+
+/// Opens an exporter's persistent queue in the storage extension its
+/// `sending_queue::storage` names.
+fn open_durable_queue(
+    id: &ComponentId,
+    queue: &QueueConfig,
+    extensions: &[(ComponentId, Arc<dyn Extension>)],
+    registry: &MetricsRegistry,
+) -> Result<Option<Arc<dyn crate::storage::DurableQueue>>, ComponentError> {
+    let Some(storage_id) = queue.storage.as_ref().filter(|_| queue.enabled) else { return Ok(None) };
+    let error = |message: String| ComponentError::new(ComponentKind::Exporter, id, message);
+    let storage = extensions
+        .iter()
+        .find(|(extension_id, _)| extension_id == storage_id)
+        .and_then(|(_, extension)| extension.storage())
+        .ok_or_else(|| error(format!("sending_queue::storage: `{storage_id}` is not a started storage extension")))?;
+    let name = format!("exporter_{}", id.to_string().replace('/', "_"));
+    storage
+        .open_queue(&name, registry)
+        .map(Some)
+        .map_err(|err| error(format!("cannot open its persistent sending queue in `{storage_id}`: {err}")))
+}
+
 /// A running pipeline and what stops it.
 struct RunningPipeline {
     stop: CancellationToken,
@@ -103,10 +155,18 @@ async fn stop_now(exporters: &mut BTreeMap<ComponentId, ExporterQueue>) {
 
 /// The started graph.
 pub struct Topology {
+    extensions: Vec<(ComponentId, Arc<dyn Extension>)>,
     receivers: Vec<(ComponentId, Box<dyn Receiver>)>,
     /// Upstream first (see [`upstream_first`]).
     pipelines: Vec<RunningPipeline>,
     exporters: Vec<ExporterQueue>,
+}
+
+/// Stops started extensions, last started first.
+async fn stop_extensions(extensions: &mut Vec<(ComponentId, Arc<dyn Extension>)>) {
+    while let Some((_, extension)) = extensions.pop() {
+        extension.shutdown().await;
+    }
 }
 
 impl Topology {
@@ -114,14 +174,31 @@ impl Topology {
     /// cannot start, everything started so far is shut down and the error
     /// returned.
     pub async fn start(spec: TopologySpec, registry: Arc<MetricsRegistry>) -> Result<Self, ComponentError> {
+        let mut extensions = Vec::with_capacity(spec.extensions.len());
+        for (id, extension) in spec.extensions {
+            if let Err(err) = extension.start(ExtensionContext { id: id.clone(), metrics: registry.clone() }).await {
+                stop_extensions(&mut extensions).await;
+                return Err(err);
+            }
+            extensions.push((id, extension));
+        }
+        let durable = durable_pipelines(&spec.pipelines, &spec.exporters);
         let mut exporters: BTreeMap<ComponentId, ExporterQueue> = BTreeMap::new();
         for (id, e) in spec.exporters {
             let ctx = ExporterContext { id: id.clone(), metrics: registry.clone() };
-            if let Err(err) = e.exporter.start(ctx).await {
-                stop_now(&mut exporters).await;
-                return Err(err);
-            }
-            let queue = ExporterQueue::start(id.clone(), e.exporter, &e.queue, &e.retry, &registry);
+            let started = match e.exporter.start(ctx).await {
+                Ok(()) => open_durable_queue(&id, &e.queue, &extensions, &registry),
+                Err(err) => Err(err),
+            };
+            let stored = match started {
+                Ok(stored) => stored,
+                Err(err) => {
+                    stop_now(&mut exporters).await;
+                    stop_extensions(&mut extensions).await;
+                    return Err(err);
+                }
+            };
+            let queue = ExporterQueue::start(id.clone(), e.exporter, &e.queue, &e.retry, stored, &registry);
             exporters.insert(id, queue);
         }
 
@@ -134,6 +211,7 @@ impl Topology {
                 let ctx = ProcessorContext { id: id.clone(), metrics: registry.clone() };
                 if let Err(err) = processor.start(ctx).await {
                     stop_now(&mut exporters).await;
+                    stop_extensions(&mut extensions).await;
                     return Err(err);
                 }
             }
@@ -142,10 +220,10 @@ impl Topology {
         // Every pipeline's input first: connectors hand data to them.
         let mut inputs: BTreeMap<ComponentId, Vec<PipelineInput>> = BTreeMap::new();
         let mut pipeline_inputs = Vec::with_capacity(specs.len());
-        for pipeline in &specs {
+        for (pipeline, durable) in specs.iter().zip(durable) {
             let admissions: Vec<Arc<dyn Admission>> =
                 pipeline.processors.iter().filter_map(|(_, processor)| processor.admission()).collect();
-            let (input, receiver) = PipelineInput::new(pipeline.id.signal(), admissions);
+            let (input, receiver) = PipelineInput::new(pipeline.id.signal(), admissions, durable);
             for receiver_id in &pipeline.receivers {
                 inputs.entry(receiver_id.clone()).or_default().push(input.clone());
             }
@@ -180,7 +258,8 @@ impl Topology {
         }
         let pipelines = order.into_iter().filter_map(|index| runners[index].take()).collect();
 
-        let mut topology = Topology { receivers: Vec::new(), pipelines, exporters: exporters.into_values().collect() };
+        let mut topology =
+            Topology { extensions, receivers: Vec::new(), pipelines, exporters: exporters.into_values().collect() };
         for (id, mut receiver) in spec.receivers {
             let output = ReceiverOutput::new(inputs.remove(&id).unwrap_or_default(), RECEIVER_PUSH_WAIT);
             let ctx = ReceiverContext { id: id.clone(), output, metrics: registry.clone() };
@@ -234,5 +313,6 @@ impl Topology {
             );
         }
         self.exporters.clear();
+        stop_extensions(&mut self.extensions).await;
     }
 }

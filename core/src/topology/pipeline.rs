@@ -1,6 +1,11 @@
 //! One pipeline: its input queue, its processor chain, and the fan-out to
 //! its exporters' queues. Runs as one task; processors run one after another
 //! on it, so a chain costs no extra hand-over between processors.
+//!
+//! Receipts (see [`crate::receipt`]) ride along with the data: a processor
+//! that holds data back keeps the receipts that reached it until it holds
+//! nothing, and the rest are released once the exporters' queues took the
+//! data.
 
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -10,6 +15,7 @@ use crate::{
     component::{ComponentId, PipelineId, Processor},
     intake::Queued,
     payload::{Client, Delivery, Payload},
+    receipt::{Receipts, fail_all},
     self_telemetry::{MetricsRegistry, SignalCounters},
 };
 
@@ -18,6 +24,20 @@ struct Stage {
     processor: Box<dyn Processor>,
     incoming: SignalCounters,
     outgoing: SignalCounters,
+    /// Receipts of data the processor may still hold.
+    held_receipts: Receipts,
+}
+
+impl Stage {
+    /// After the processor ran: it keeps the receipts while it holds data,
+    /// and lets go of those it kept once it holds none.
+    fn settle(&mut self, receipts: &mut Receipts) {
+        if self.processor.holds_data() {
+            self.held_receipts.append(receipts);
+        } else {
+            receipts.append(&mut self.held_receipts);
+        }
+    }
 }
 
 /// Where a pipeline's output goes: an exporter's queue or a connector.
@@ -28,10 +48,14 @@ pub(crate) enum Sink {
 }
 
 impl Sink {
-    async fn send(&self, payload: Payload) {
+    async fn send(&self, payload: Payload, receipts: &Receipts) {
         match self {
-            Sink::Exporter(exporter) => exporter.enqueue(payload).await,
-            Sink::Connector(connector) => connector.send(payload).await,
+            Sink::Exporter(exporter) => {
+                if !exporter.enqueue(payload).await {
+                    fail_all(receipts);
+                }
+            }
+            Sink::Connector(connector) => connector.send(payload, receipts).await,
         }
     }
 }
@@ -73,6 +97,7 @@ impl PipelineRunner {
                         "Items a processor passed on.",
                         &labels,
                     ),
+                    held_receipts: Receipts::new(),
                 }
             })
             .collect();
@@ -89,8 +114,8 @@ impl PipelineRunner {
                 () = self.stop.cancelled() => break,
                 queued = self.input.recv() => match queued {
                     // The room it takes in the input is held while the processors run on it.
-                    Some(Queued { delivery: Delivery { payload, client }, .. }) => {
-                        self.process_from(0, vec![payload], client).await;
+                    Some(Queued { delivery: Delivery { payload, client }, receipts, .. }) => {
+                        self.process_from(0, vec![payload], client, receipts).await;
                     }
                     None => break,
                 },
@@ -98,14 +123,16 @@ impl PipelineRunner {
             }
         }
         self.input.close();
-        while let Some(Queued { delivery: Delivery { payload, client }, .. }) = self.input.recv().await {
-            self.process_from(0, vec![payload], client).await;
+        while let Some(Queued { delivery: Delivery { payload, client }, receipts, .. }) = self.input.recv().await {
+            self.process_from(0, vec![payload], client, receipts).await;
         }
         for index in 0..self.stages.len() {
             let mut flushed = Vec::new();
             self.stages[index].processor.flush(&mut flushed);
             self.count_out(index, &flushed);
-            self.process_from(index + 1, flushed, Client::default()).await;
+            let mut receipts = Receipts::new();
+            self.stages[index].settle(&mut receipts);
+            self.process_from(index + 1, flushed, Client::default(), receipts).await;
         }
         tracing::debug!(pipeline = %self.id, "Pipeline stopped.");
     }
@@ -117,7 +144,9 @@ impl PipelineRunner {
                 let mut out = Vec::new();
                 self.stages[index].processor.on_deadline(now, &mut out);
                 self.count_out(index, &out);
-                self.process_from(index + 1, out, Client::default()).await;
+                let mut receipts = Receipts::new();
+                self.stages[index].settle(&mut receipts);
+                self.process_from(index + 1, out, Client::default(), receipts).await;
             }
         }
     }
@@ -129,8 +158,10 @@ impl PipelineRunner {
     }
 
     /// Runs payloads through the stages from `start` on, then exports them.
-    /// `client` sent them (the default once a processor held them back).
-    async fn process_from(&mut self, start: usize, mut batch: Vec<Payload>, client: Client) {
+    /// `client` sent them (the default once a processor held them back);
+    /// `receipts` are released once the exporters took what is left of
+    /// them (dropped items need no storing).
+    async fn process_from(&mut self, start: usize, mut batch: Vec<Payload>, client: Client, mut receipts: Receipts) {
         for index in start..self.stages.len() {
             if batch.is_empty() {
                 return;
@@ -141,6 +172,7 @@ impl PipelineRunner {
                 stage.incoming.get(payload.signal()).add(payload.item_count() as u64);
                 stage.processor.process_from(payload, &client, &mut out);
             }
+            stage.settle(&mut receipts);
             self.count_out(index, &out);
             batch = out;
         }
@@ -150,9 +182,9 @@ impl PipelineRunner {
             }
             if let Some((last, others)) = self.exporters.split_last() {
                 for exporter in others {
-                    exporter.send(payload.clone()).await;
+                    exporter.send(payload.clone(), &receipts).await;
                 }
-                last.send(payload).await;
+                last.send(payload, &receipts).await;
             }
         }
     }

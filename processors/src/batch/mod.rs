@@ -98,6 +98,10 @@ impl Processor for BatchProcessor {
         self.deadline
     }
 
+    fn holds_data(&self) -> bool {
+        self.pending.is_some()
+    }
+
     fn on_deadline(&mut self, _now: Instant, out: &mut Vec<Payload>) {
         self.emit_all(out);
     }

@@ -410,6 +410,10 @@ impl Processor for K8sAttributesProcessor {
         self.enrich_into(payload, client, out);
     }
 
+    fn holds_data(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     fn deadline(&self) -> Option<Instant> {
         if self.held.is_empty() {
             return None;

@@ -286,6 +286,10 @@ impl Processor for LogDedupProcessor {
         self.deadline
     }
 
+    fn holds_data(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     fn on_deadline(&mut self, _now: Instant, out: &mut Vec<Payload>) {
         self.emit(out);
     }

@@ -437,6 +437,10 @@ impl Processor for TraceCorrelationProcessor {
         }
     }
 
+    fn holds_data(&self) -> bool {
+        !self.held_records.is_empty() || !self.held_spans.is_empty()
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let span = self.held_spans.front().map(|held| held.until);
         match (self.next_check, span) {

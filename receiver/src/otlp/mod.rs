@@ -206,7 +206,7 @@ impl Intake {
         };
         let items = payload.item_count() as u64;
         let client = flowtel_core::payload::Client { address: peer.map(|p| p.ip().to_canonical()) };
-        match self.output.push_from(payload, client).await {
+        match self.output.push_stored(payload, client).await {
             Ok(()) => {
                 self.items.accepted.get(S::SIGNAL).add(items);
                 Ok(Accepted { rejected, message })

@@ -6,6 +6,11 @@
 //! takes its room when it is queued and gives it back when a consumer is
 //! done with it (sent, or dropped after its retries), so batches being sent
 //! or retried count against the bound as much as those waiting.
+//!
+//! With a `storage`, the queue lives on disk instead ([`durable`]): a batch
+//! is queued once it is stored, and forgotten once it was sent or dropped.
+
+mod durable;
 
 use std::sync::Arc;
 
@@ -16,11 +21,13 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use self::durable::DurableBacklog;
 use crate::{
     component::{ComponentId, ExportErrorKind, Exporter},
-    export::{Backoff, QueueConfig, RetryConfig, Sizer},
+    export::{Backoff, QueueConfig, RetryConfig, Sizer, decode_protobuf},
     payload::{Payload, Signal},
-    self_telemetry::{MetricsRegistry, SignalCounters},
+    self_telemetry::{LogLimiter, MetricsRegistry, SignalCounters},
+    storage::DurableQueue,
 };
 
 /// Room is counted in units of this many bytes under the `bytes` sizer.
@@ -64,22 +71,31 @@ struct Queued {
 }
 
 /// Why an exporter dropped items.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DropReason {
     QueueFull,
     Permanent,
     RetriesExhausted,
     RejectedByBackend,
     Shutdown,
+    /// The storage reached its `max_size`.
+    StorageFull,
+    /// The storage could not write (a full disk, permissions).
+    StorageError,
+    /// A stored batch that does not decode.
+    Unreadable,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    const ALL: [DropReason; 8] = [
         DropReason::QueueFull,
         DropReason::Permanent,
         DropReason::RetriesExhausted,
         DropReason::RejectedByBackend,
         DropReason::Shutdown,
+        DropReason::StorageFull,
+        DropReason::StorageError,
+        DropReason::Unreadable,
     ];
 
     fn as_str(self) -> &'static str {
@@ -89,6 +105,9 @@ impl DropReason {
             DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::RejectedByBackend => "rejected_by_backend",
             DropReason::Shutdown => "shutdown",
+            DropReason::StorageFull => "storage_full",
+            DropReason::StorageError => "storage_error",
+            DropReason::Unreadable => "unreadable",
         }
     }
 }
@@ -135,39 +154,55 @@ impl ExporterMetrics {
     }
 }
 
+/// Where queued batches wait: in memory, or stored.
+#[derive(Clone)]
+enum Backlog {
+    Memory { sender: async_channel::Sender<Queued>, room: Arc<Semaphore>, measure: Measure },
+    Durable(Arc<DurableBacklog>),
+}
+
 /// The pipelines' side of an exporter queue.
 #[derive(Clone)]
 pub(crate) struct ExporterInlet {
     id: Arc<str>,
-    sender: async_channel::Sender<Queued>,
-    room: Arc<Semaphore>,
-    measure: Measure,
+    backlog: Backlog,
     block_on_overflow: bool,
     metrics: ExporterMetrics,
+    warning: Arc<LogLimiter>,
 }
 
 impl ExporterInlet {
     /// Queues a payload; when the queue is full it waits or drops (counted).
-    pub(crate) async fn enqueue(&self, payload: Payload) {
+    /// Whether it was queued (stored, with a storage).
+    pub(crate) async fn enqueue(&self, payload: Payload) -> bool {
         let signal = payload.signal();
         let items = payload.item_count();
-        let wanted = self.measure.room_of(&payload);
-        let room = if self.block_on_overflow {
-            self.room.clone().acquire_many_owned(wanted).await.map_err(|_| DropReason::Shutdown)
-        } else {
-            self.room.clone().try_acquire_many_owned(wanted).map_err(|_| DropReason::QueueFull)
+        let queued = match &self.backlog {
+            Backlog::Memory { sender, room, measure } => {
+                let wanted = measure.room_of(&payload);
+                let room = if self.block_on_overflow {
+                    room.clone().acquire_many_owned(wanted).await.map_err(|_| DropReason::Shutdown)
+                } else {
+                    room.clone().try_acquire_many_owned(wanted).map_err(|_| DropReason::QueueFull)
+                };
+                room.and_then(|room| sender.try_send(Queued { payload, _room: room }).map_err(|_| DropReason::Shutdown))
+            }
+            Backlog::Durable(backlog) => backlog.push(&payload, self.block_on_overflow).await,
         };
-        let queued = room
-            .and_then(|room| self.sender.try_send(Queued { payload, _room: room }).map_err(|_| DropReason::Shutdown));
-        if let Err(reason) = queued {
-            self.metrics.dropped(reason, signal, items);
+        let Err(reason) = queued else { return true };
+        self.metrics.dropped(reason, signal, items);
+        if self.warning.due() {
             match reason {
                 DropReason::QueueFull => {
                     tracing::warn!(exporter = %self.id, items, "Sending queue is full; dropping data.")
                 }
+                DropReason::StorageFull | DropReason::StorageError => {
+                    tracing::error!(exporter = %self.id, items, "The sending queue's storage could not store data; dropping it (see the storage's error above).")
+                }
                 _ => tracing::warn!(exporter = %self.id, items, "The exporter has stopped; dropping data."),
             }
         }
+        false
     }
 }
 
@@ -175,49 +210,28 @@ impl ExporterInlet {
 pub(crate) struct ExporterQueue {
     id: ComponentId,
     exporter: Arc<dyn Exporter>,
-    sender: async_channel::Sender<Queued>,
     workers: Vec<JoinHandle<()>>,
     hard_stop: CancellationToken,
     inlet: ExporterInlet,
 }
 
 impl ExporterQueue {
-    /// Creates the queue and starts its consumers.
+    /// Creates the queue (on `storage` when given) and starts its consumers.
     pub(crate) fn start(
         id: ComponentId,
         exporter: Arc<dyn Exporter>,
         queue: &QueueConfig,
         retry: &RetryConfig,
+        storage: Option<Arc<dyn DurableQueue>>,
         registry: &MetricsRegistry,
     ) -> Self {
         let id_text = id.to_string();
-        let (measure, consumers, block) = if queue.enabled {
+        let (sizer, size, consumers, block) = if queue.enabled {
             let (sizer, size) = queue.bound();
-            (Measure::new(sizer, size), queue.num_consumers.get(), queue.block_on_overflow)
+            (sizer, size, queue.num_consumers.get(), queue.block_on_overflow)
         } else {
-            (Measure::new(Sizer::Requests, 1), 1, true)
+            (Sizer::Requests, 1, 1, true)
         };
-        // The room bounds the queue; the channel only orders what has room.
-        let (sender, receiver) = async_channel::unbounded();
-        let room = Arc::new(Semaphore::new(measure.capacity as usize));
-        let labels = [("exporter", id_text.as_str()), ("unit", measure.sizer.as_str())];
-        registry
-            .gauge(
-                "flowtel_exporter_queue_capacity",
-                "The sending queue's bound, in its sizer's unit (bytes, items or requests).",
-                &labels,
-            )
-            .set(measure.in_sizer_unit(u64::from(measure.capacity)));
-        let room_of = room.clone();
-        registry.observed_gauge(
-            "flowtel_exporter_queue_size",
-            "What the sending queue holds, in its sizer's unit: batches waiting, being sent or retried.",
-            &labels,
-            move || {
-                let used = u64::from(measure.capacity).saturating_sub(room_of.available_permits() as u64);
-                measure.in_sizer_unit(used)
-            },
-        );
         let metrics = ExporterMetrics::new(registry, &id_text);
         let hard_stop = CancellationToken::new();
         let worker = Worker {
@@ -227,16 +241,55 @@ impl ExporterQueue {
             metrics: metrics.clone(),
             hard_stop: hard_stop.clone(),
         };
-        let workers = (0..consumers).map(|_| tokio::spawn(worker.clone().run(receiver.clone()))).collect();
+        let labels = [("exporter", id_text.as_str()), ("unit", sizer.as_str())];
+        let capacity = registry.gauge(
+            "flowtel_exporter_queue_capacity",
+            "The sending queue's bound, in its sizer's unit (bytes, items or requests).",
+            &labels,
+        );
+        let (backlog, workers): (Backlog, Vec<JoinHandle<()>>) = match storage {
+            Some(stored) => {
+                let backlog = Arc::new(DurableBacklog::new(stored, sizer, size));
+                capacity.set(i64::try_from(size).unwrap_or(i64::MAX));
+                let observed = backlog.clone();
+                registry.observed_gauge(
+                    "flowtel_exporter_queue_size",
+                    "What the sending queue holds, in its sizer's unit: batches waiting, being sent or retried.",
+                    &labels,
+                    move || i64::try_from(observed.used()).unwrap_or(i64::MAX),
+                );
+                let workers =
+                    (0..consumers).map(|_| tokio::spawn(worker.clone().run_durable(backlog.clone()))).collect();
+                (Backlog::Durable(backlog), workers)
+            }
+            None => {
+                let measure = Measure::new(sizer, size);
+                // The room bounds the queue; the channel only orders what has room.
+                let (sender, receiver) = async_channel::unbounded();
+                let room = Arc::new(Semaphore::new(measure.capacity as usize));
+                capacity.set(measure.in_sizer_unit(u64::from(measure.capacity)));
+                let room_of = room.clone();
+                registry.observed_gauge(
+                    "flowtel_exporter_queue_size",
+                    "What the sending queue holds, in its sizer's unit: batches waiting, being sent or retried.",
+                    &labels,
+                    move || {
+                        let used = u64::from(measure.capacity).saturating_sub(room_of.available_permits() as u64);
+                        measure.in_sizer_unit(used)
+                    },
+                );
+                let workers = (0..consumers).map(|_| tokio::spawn(worker.clone().run(receiver.clone()))).collect();
+                (Backlog::Memory { sender, room, measure }, workers)
+            }
+        };
         let inlet = ExporterInlet {
             id: Arc::from(id_text.as_str()),
-            sender: sender.clone(),
-            room,
-            measure,
+            backlog,
             block_on_overflow: block,
             metrics,
+            warning: Arc::default(),
         };
-        ExporterQueue { id, exporter, sender, workers, hard_stop, inlet }
+        ExporterQueue { id, exporter, workers, hard_stop, inlet }
     }
 
     pub(crate) fn inlet(&self) -> ExporterInlet {
@@ -244,22 +297,32 @@ impl ExporterQueue {
     }
 
     /// Stops at once: what waits for room in the queue, or in it, or in a
-    /// consumer's retries, is dropped and counted (reason `shutdown`).
+    /// consumer's retries, is dropped and counted (reason `shutdown`); a
+    /// stored queue keeps what it holds for the next start.
     pub(crate) fn stop_now(&self) {
-        self.inlet.room.close();
+        match &self.inlet.backlog {
+            Backlog::Memory { room, .. } => room.close(),
+            Backlog::Durable(backlog) => backlog.close(),
+        }
         self.hard_stop.cancel();
     }
 
     /// Items this exporter dropped because flowtel was stopping.
     pub(crate) fn dropped_at_shutdown(&self) -> u64 {
         let counters = &self.inlet.metrics.dropped[DropReason::Shutdown as usize];
-        [Signal::Logs, Signal::Metrics, Signal::Traces].iter().map(|signal| counters.get(*signal).get()).sum()
+        Signal::ALL.iter().map(|signal| counters.get(*signal).get()).sum()
     }
 
     /// Lets the consumers drain the queue until `deadline`, then drops (and
-    /// counts) what is left, and shuts the exporter down.
+    /// counts) what is left, and shuts the exporter down. A stored queue
+    /// only finishes the batches being sent: the rest waits on disk.
     pub(crate) async fn shutdown(&mut self, deadline: Instant) {
-        self.sender.close();
+        match &self.inlet.backlog {
+            Backlog::Memory { sender, .. } => {
+                sender.close();
+            }
+            Backlog::Durable(backlog) => backlog.close(),
+        }
         let workers = std::mem::take(&mut self.workers);
         let drained = async {
             for worker in workers {
@@ -271,6 +334,12 @@ impl ExporterQueue {
             tracing::warn!(exporter = %self.id, "Shutdown deadline reached; dropping what is still queued.");
             self.stop_now();
             drained.await;
+        }
+        if let Backlog::Durable(backlog) = &self.inlet.backlog {
+            let left = backlog.usage();
+            if left.records > 0 {
+                tracing::info!(exporter = %self.id, items = left.items, batches = left.records, "Items stay in the persistent sending queue; they are sent first at the next start.");
+            }
         }
         self.exporter.shutdown().await;
     }
@@ -285,6 +354,16 @@ struct Worker {
     hard_stop: CancellationToken,
 }
 
+/// How one attempt at a payload ended.
+enum Attempt {
+    /// Sent, or dropped and counted.
+    Finished,
+    /// Refused for its size: to be sent in halves.
+    TooLarge(Payload),
+    /// flowtel stopped before it ended.
+    Interrupted,
+}
+
 impl Worker {
     async fn run(self, receiver: async_channel::Receiver<Queued>) {
         while let Ok(Queued { payload, _room }) = receiver.recv().await {
@@ -292,27 +371,61 @@ impl Worker {
                 self.metrics.dropped(DropReason::Shutdown, payload.signal(), payload.item_count());
                 continue;
             }
-            self.send(payload).await;
+            let signal = payload.signal();
+            if let Some(left) = self.send(payload).await {
+                self.metrics.dropped(DropReason::Shutdown, signal, left);
+            }
+        }
+    }
+
+    /// Sends stored batches until the queue closes; a batch is forgotten
+    /// once sent (or dropped and counted), and one interrupted by a stop
+    /// stays stored.
+    async fn run_durable(self, backlog: Arc<DurableBacklog>) {
+        while let Some(record) = backlog.next(&self.hard_stop).await {
+            let decoded = record.bytes.split_first().and_then(|(signal, bytes)| {
+                let signal = *Signal::ALL.get(usize::from(*signal))?;
+                decode_protobuf(signal, bytes).ok()
+            });
+            match decoded {
+                Some(payload) => {
+                    if self.send(payload).await.is_some() {
+                        return;
+                    }
+                }
+                None => {
+                    self.metrics.dropped(DropReason::Unreadable, Signal::Logs, record.items as usize);
+                    tracing::error!(exporter = %self.id, items = record.items, "A stored batch does not decode as OTLP; dropping it.");
+                }
+            }
+            backlog.done(record.id).await;
         }
     }
 
     /// Sends one payload, retrying retryable failures as configured; a
     /// payload the backend refuses for its size is sent again in halves.
-    async fn send(&self, payload: Payload) {
+    /// Returns the items left unsent when flowtel stopped first.
+    async fn send(&self, payload: Payload) -> Option<usize> {
         let mut pending = vec![payload];
         while let Some(payload) = pending.pop() {
-            if let Some(mut too_large) = self.send_one(payload).await {
-                let items = too_large.item_count();
-                let front = too_large.split_front(items / 2);
-                pending.push(too_large);
-                pending.push(front);
+            let items = payload.item_count();
+            match self.send_one(payload).await {
+                Attempt::Finished => {}
+                Attempt::TooLarge(mut too_large) => {
+                    let front = too_large.split_front(items / 2);
+                    pending.push(too_large);
+                    pending.push(front);
+                }
+                Attempt::Interrupted => {
+                    return Some(items + pending.iter().map(Payload::item_count).sum::<usize>());
+                }
             }
         }
+        None
     }
 
-    /// One payload, with its retries; hands it back when the backend refuses
-    /// it for its size and it can be split.
-    async fn send_one(&self, payload: Payload) -> Option<Payload> {
+    /// One payload, with its retries.
+    async fn send_one(&self, payload: Payload) -> Attempt {
         let signal = payload.signal();
         let items = payload.item_count();
         let started = Instant::now();
@@ -320,10 +433,7 @@ impl Worker {
         loop {
             let attempt = tokio::select! {
                 result = self.exporter.export(&payload) => result,
-                () = self.hard_stop.cancelled() => {
-                    self.metrics.dropped(DropReason::Shutdown, signal, items);
-                    return None;
-                }
+                () = self.hard_stop.cancelled() => return Attempt::Interrupted,
             };
             let error = match attempt {
                 Ok(outcome) => {
@@ -333,7 +443,7 @@ impl Worker {
                         self.metrics.dropped(DropReason::RejectedByBackend, signal, rejected);
                         tracing::warn!(exporter = %self.id, rejected, message = outcome.message.as_deref().unwrap_or(""), "Backend rejected part of a batch.");
                     }
-                    return None;
+                    return Attempt::Finished;
                 }
                 Err(error) => error,
             };
@@ -341,13 +451,13 @@ impl Worker {
             let throttle = match error.kind {
                 ExportErrorKind::TooLarge if items > 1 => {
                     tracing::info!(exporter = %self.id, items, error = %error.message, "Backend refused the batch for its size; sending it in halves.");
-                    return Some(payload);
+                    return Attempt::TooLarge(payload);
                 }
                 ExportErrorKind::Retryable { throttle } if self.retry.enabled => throttle,
                 ExportErrorKind::Retryable { .. } | ExportErrorKind::Permanent | ExportErrorKind::TooLarge => {
                     self.metrics.dropped(DropReason::Permanent, signal, items);
                     tracing::error!(exporter = %self.id, items, error = %error.message, "Export failed and will not be retried; dropping data.");
-                    return None;
+                    return Attempt::Finished;
                 }
             };
             let wait = throttle.unwrap_or_else(|| backoff.next_wait());
@@ -355,15 +465,12 @@ impl Worker {
             if !limit.is_zero() && started.elapsed() + wait > limit {
                 self.metrics.dropped(DropReason::RetriesExhausted, signal, items);
                 tracing::error!(exporter = %self.id, items, error = %error.message, "Export still failing after max_elapsed_time; dropping data.");
-                return None;
+                return Attempt::Finished;
             }
             tracing::info!(exporter = %self.id, items, error = %error.message, wait = ?wait, "Export failed; will retry.");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.hard_stop.cancelled() => {
-                    self.metrics.dropped(DropReason::Shutdown, signal, items);
-                    return None;
-                }
+                () = self.hard_stop.cancelled() => return Attempt::Interrupted,
             }
         }
     }
