@@ -402,3 +402,54 @@ service:
         assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
     }
 }
+
+#[test]
+fn persistent_queues_and_their_storage_are_checked() {
+    let config = r#"
+extensions:
+  file_storage: {directory: /tmp, compaction: {on_shutdown: true}}
+  file_storage/unlisted: {directory: /tmp, max_size: 1KiB}
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:${env:FLOWTEL_TEST_PORT}"}}}
+exporters:
+  otlp_grpc/a: {endpoint: "127.0.0.1:1", sending_queue: {storage: file_storage/unlisted}}
+  otlp_grpc/b: {endpoint: "127.0.0.1:1", sending_queue: {storage: file_storage/missing}}
+  otlp_http: {endpoint: "http://127.0.0.1:1", sending_queue: {storage: "bad id/x/y"}}
+service:
+  extensions: [file_storage, file_storage/other]
+  pipelines:
+    logs: {receivers: [otlp], exporters: [otlp_grpc/a, otlp_grpc/b, otlp_http]}
+"#;
+    let (output, stderr) = flowtel(&["validate"], config);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "extensions::file_storage::compaction::on_shutdown: unknown field: found `on_shutdown`",
+        "extensions::file_storage/unlisted::max_size: must be at least",
+        "service::extensions: `file_storage/other` is not defined under `extensions`",
+        "exporters::otlp_grpc/a::sending_queue::storage: `file_storage/unlisted` is not listed in `service::extensions`",
+        "exporters::otlp_grpc/b::sending_queue::storage: `file_storage/missing` is not defined under `extensions`",
+        "exporters::otlp_http::sending_queue::storage: invalid id \"bad id/x/y\"",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+
+    // A directory that is missing stops startup with the reason.
+    let config = r#"
+extensions:
+  file_storage: {directory: /nonexistent/flowtel-queue}
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:0"}}}
+exporters:
+  otlp_grpc: {endpoint: "127.0.0.1:1", sending_queue: {storage: file_storage}}
+service:
+  extensions: [file_storage]
+  pipelines:
+    logs: {receivers: [otlp], exporters: [otlp_grpc]}
+"#;
+    let (output, stderr) = flowtel(&[], config);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("directory /nonexistent/flowtel-queue does not exist; create it or set `create_directory: true`"),
+        "{stderr}"
+    );
+}

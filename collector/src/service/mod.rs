@@ -55,6 +55,8 @@ struct CheckedService {
     exporters: BTreeMap<ComponentId, ExporterConfig>,
     connectors: BTreeMap<ComponentId, ConnectorConfig>,
     extensions: BTreeMap<ComponentId, ExtensionConfig>,
+    /// Every id under `extensions`, decoded or not.
+    defined_extensions: Vec<ComponentId>,
     /// `service::extensions`: the extensions to start.
     started_extensions: Vec<ComponentId>,
     pipelines: Vec<CheckedPipeline>,
@@ -136,6 +138,7 @@ fn check(raw: flowtel_core::config::RawConfig, errors: &mut ConfigErrors) -> Che
         exporters,
         connectors,
         extensions,
+        defined_extensions: raw.extensions.keys().cloned().collect(),
         started_extensions: raw.service_extensions,
         pipelines,
         telemetry: raw.telemetry,
@@ -174,7 +177,7 @@ impl CheckedService {
                     if let Some(storage) = &spec.queue.storage
                         && !self.started_extensions.contains(storage)
                     {
-                        let where_ = if self.extensions.contains_key(storage) {
+                        let where_ = if self.defined_extensions.contains(storage) {
                             "is not listed in `service::extensions`"
                         } else {
                             "is not defined under `extensions`"
@@ -211,7 +214,7 @@ impl CheckedService {
                 exporters: pipeline.exporters.clone(),
             })
             .collect();
-        for id in self.extensions.keys().filter(|id| !self.started_extensions.contains(id)) {
+        for id in self.defined_extensions.iter().filter(|id| !self.started_extensions.contains(id)) {
             warnings.push(ConfigError::new(format!("extensions::{id}"), "not listed in `service::extensions`"));
         }
         let extensions = self

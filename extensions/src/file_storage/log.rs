@@ -38,6 +38,10 @@ const MAGIC: u32 = 0x3151_5446; // "FTQ1"
 const HEADER_LEN: u64 = 20;
 const SEGMENT_SUFFIX: &str = ".seg";
 const CURSOR_FILE: &str = "cursor";
+/// An emptied queue starts a fresh segment once its write segment holds
+/// this much (so a queue that empties after every batch does not create
+/// a file per batch).
+const REBOUND_MIN: u64 = 64 * 1024;
 
 /// The bytes on disk of every queue of one storage, and their bound.
 #[derive(Debug)]
@@ -226,6 +230,10 @@ impl SegmentLog {
         let log = SegmentLog { dir, options, budget, losses, state: Mutex::new(state) };
         if options.compact_on_start {
             log.compact()?;
+        } else {
+            // Written now so that its blocks exist: rewriting it in place
+            // then needs no new space, even on a full disk.
+            log.write_cursor(&mut log.lock())?;
         }
         Ok(log)
     }
@@ -391,7 +399,7 @@ impl DurableQueue for SegmentLog {
         let Some(frame) = state.handed_out.remove(&id) else { return };
         Self::forget(&mut state, &frame);
         let emptied = state.unread.is_empty() && state.handed_out.is_empty();
-        if self.options.compact_on_rebound && emptied && state.write_len >= self.options.segment_size / 4 {
+        if self.options.compact_on_rebound && emptied && state.write_len >= REBOUND_MIN.min(self.options.segment_size) {
             // Empty: a fresh segment, and the written one can go.
             if self.rotate(&mut state).is_err() {
                 return;
@@ -404,8 +412,8 @@ impl DurableQueue for SegmentLog {
         state.cursor = sent_up_to;
         if let Err(err) = self.write_cursor(&mut state) {
             tracing::warn!(%err, "Cannot record what a persistent queue sent; it may be sent again after a restart.");
-            return;
         }
+        // Segments wholly sent go either way: nothing in them is needed.
         let passed: Vec<u64> = state.segments.range(..sent_up_to.segment).map(|(s, _)| *s).collect();
         for segment in passed {
             self.delete_segment(&mut state, segment);
