@@ -17,7 +17,6 @@ use flowtel_core::{
     export::{QueueConfig, RetryConfig},
     topology::ExporterSpec,
 };
-use flowtel_extensions::file_storage::{FileStorage, FileStorageConfig};
 use flowtel_exporters::{
     debug::{DebugConfig, DebugExporter},
     file::{FileConfig, FileExporter},
@@ -26,6 +25,7 @@ use flowtel_exporters::{
     otlp_http::{OtlpHttpConfig, OtlpHttpExporter},
     prometheus::{PrometheusConfig, PrometheusExporter},
 };
+use flowtel_extensions::file_storage::{FileStorage, FileStorageConfig};
 use flowtel_processors::{
     batch::{BatchConfig, BatchProcessor},
     filter::{FilterConfig, FilterProcessor},

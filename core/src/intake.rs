@@ -77,11 +77,7 @@ impl PipelineInput {
     /// A new input queue for a pipeline of `signal`, and the pipeline's end
     /// of it. `durable`: the pipeline leads to a persistent sending queue,
     /// so receivers that acknowledge their clients wait for receipts.
-    pub fn new(
-        signal: Signal,
-        admissions: Vec<Arc<dyn Admission>>,
-        durable: bool,
-    ) -> (Self, mpsc::Receiver<Queued>) {
+    pub fn new(signal: Signal, admissions: Vec<Arc<dyn Admission>>, durable: bool) -> (Self, mpsc::Receiver<Queued>) {
         let (sender, receiver) = mpsc::channel(PIPELINE_QUEUE_CAPACITY);
         let room = Arc::new(Semaphore::new(PIPELINE_QUEUE_BYTES / BYTES_PER_UNIT));
         (PipelineInput { signal, sender, room, admissions, durable }, receiver)

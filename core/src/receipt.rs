@@ -38,7 +38,10 @@ impl Receipt {
     /// A receipt and the receiver's wait on it.
     pub fn new() -> (Receipt, ReceiptWait) {
         let (notify, wait) = oneshot::channel();
-        (Receipt(Arc::new(Outcome { failed: AtomicBool::new(false), notify: Mutex::new(Some(notify)) })), ReceiptWait(wait))
+        (
+            Receipt(Arc::new(Outcome { failed: AtomicBool::new(false), notify: Mutex::new(Some(notify)) })),
+            ReceiptWait(wait),
+        )
     }
 
     /// Some of the data was not stored (a full queue, a storage error,

@@ -449,7 +449,8 @@ service:
     let (output, stderr) = flowtel(&[], config);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("directory /nonexistent/flowtel-queue does not exist; create it or set `create_directory: true`"),
+        stderr
+            .contains("directory /nonexistent/flowtel-queue does not exist; create it or set `create_directory: true`"),
         "{stderr}"
     );
 }

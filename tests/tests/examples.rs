@@ -92,6 +92,7 @@ fn the_agent_sends_the_kernels_records_to_an_otlp_backend() {
             ("OTLP_BACKEND_INSECURE", "true"),
             ("FLOWTEL_OTLP_GRPC_ENDPOINT", grpc.as_str()),
             ("FLOWTEL_OTLP_HTTP_ENDPOINT", http.as_str()),
+            ("FLOWTEL_QUEUE_DIRECTORY", &dir.path().join("queue").display().to_string()),
         ],
     );
     let port = free_port();

@@ -133,11 +133,17 @@ fn a_crash_while_sending_loses_nothing_acknowledged_and_duplicates_are_counted()
     // Killed while requests are being sent and exported.
     let sending = run.clone();
     let sender = std::thread::spawn(move || send_logs(grpc, &sending, 0, 400, 25));
-    wait_for(WAIT, "exports under way", || (flowtel.metric("flowtel_exporter_sent_items_total", &[]) > 500.0).then_some(()));
+    wait_for(WAIT, "exports under way", || {
+        (flowtel.metric("flowtel_exporter_sent_items_total", &[]) > 500.0).then_some(())
+    });
     flowtel.child.kill();
     let codes = sender.join().unwrap();
     let expected = acknowledged(&codes, 0, 25);
-    assert!(expected.len() >= 500 && expected.len() < 10_000, "the kill came mid-stream: {} acknowledged", expected.len());
+    assert!(
+        expected.len() >= 500 && expected.len() < 10_000,
+        "the kill came mid-stream: {} acknowledged",
+        expected.len()
+    );
 
     let _flowtel = Flowtel::start(&config);
     let seen = wait_delivered(&sink, &run, &expected);
@@ -195,8 +201,11 @@ struct SmallDisk {
 impl SmallDisk {
     fn mount(size: &str) -> SmallDisk {
         let dir = tempfile::tempdir().unwrap();
-        let status =
-            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "flowtel-test"]).arg(dir.path()).status().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "flowtel-test"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
         assert!(status.success(), "mount a tmpfs on {}", dir.path().display());
         SmallDisk { dir }
     }
@@ -217,8 +226,12 @@ fn a_full_disk_is_a_counted_refusal_not_a_crash() {
     let backend = free_port();
     let grpc = free_port();
     // max_size is far above what the disk holds: the disk fills first.
-    let config =
-        gateway_config(grpc, backend, "{storage: file_storage, queue_size: 64MiB}", Some((disk.dir.path(), "max_size: 16MiB")));
+    let config = gateway_config(
+        grpc,
+        backend,
+        "{storage: file_storage, queue_size: 64MiB}",
+        Some((disk.dir.path(), "max_size: 16MiB")),
+    );
     let run = format!("full-{grpc}");
     let mut flowtel = Flowtel::start(&config);
     let codes = send_logs(grpc, &run, 0, 60, 100);
@@ -235,9 +248,7 @@ fn a_full_disk_is_a_counted_refusal_not_a_crash() {
     let seen = wait_delivered(&sink, &run, &expected);
     assert_eq!(seen.len(), expected.len(), "what was refused was not delivered either");
     // With the queue drained, the disk takes data again.
-    wait_for(WAIT, "the queue to drain", || {
-        (flowtel.metric("flowtel_exporter_queue_size", &[]) == 0.0).then_some(())
-    });
+    wait_for(WAIT, "the queue to drain", || (flowtel.metric("flowtel_exporter_queue_size", &[]) == 0.0).then_some(()));
     assert!(send_logs(grpc, &run, 10_000, 5, 100).iter().all(|c| *c == tonic::Code::Ok));
 }
 

@@ -104,9 +104,10 @@ fn durable_pipelines(pipelines: &[PipelineSpec], exporters: &BTreeMap<ComponentI
             if durable[index] {
                 continue;
             }
-            let feeds_durable = pipelines.iter().enumerate().any(|(other, to)| {
-                durable[other] && pipeline.exporters.iter().any(|id| to.receivers.contains(id))
-            });
+            let feeds_durable = pipelines
+                .iter()
+                .enumerate()
+                .any(|(other, to)| durable[other] && pipeline.exporters.iter().any(|id| to.receivers.contains(id)));
             if feeds_durable {
                 durable[index] = true;
                 changed = true;

@@ -61,9 +61,7 @@ impl DiskBudget {
     }
 
     fn give_back(&self, bytes: u64) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| Some(used.saturating_sub(bytes)));
+        let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| Some(used.saturating_sub(bytes)));
     }
 }
 
@@ -125,7 +123,8 @@ fn parse_header(bytes: &[u8]) -> Option<(u32, u32, u32)> {
     if bytes.len() < HEADER_LEN as usize || u32_at(bytes, 0) != MAGIC {
         return None;
     }
-    (crc32fast::hash(&bytes[0..16]) == u32_at(bytes, 16)).then(|| (u32_at(bytes, 4), u32_at(bytes, 8), u32_at(bytes, 12)))
+    (crc32fast::hash(&bytes[0..16]) == u32_at(bytes, 16))
+        .then(|| (u32_at(bytes, 4), u32_at(bytes, 8), u32_at(bytes, 12)))
 }
 
 struct LogState {
@@ -295,9 +294,10 @@ impl SegmentLog {
         bytes.extend_from_slice(&header(len, items, crc));
         bytes.extend_from_slice(payload);
         let path = Self::segment_path(&self.dir, state.write_segment);
-        let written = state.writer.write_all(&bytes).and_then(|()| {
-            if self.options.fsync { state.writer.sync_data() } else { Ok(()) }
-        });
+        let written = state
+            .writer
+            .write_all(&bytes)
+            .and_then(|()| if self.options.fsync { state.writer.sync_data() } else { Ok(()) });
         if let Err(err) = written {
             self.budget.give_back(frame_len);
             // Cut off what part of the frame was written, so the segment
@@ -355,9 +355,10 @@ impl SegmentLog {
         bytes[8..16].copy_from_slice(&state.cursor.offset.to_le_bytes());
         let crc = crc32fast::hash(&bytes[0..16]);
         bytes[16..20].copy_from_slice(&crc.to_le_bytes());
-        let written = state.cursor_file.write_all_at(&bytes, 0).and_then(|()| {
-            if self.options.fsync { state.cursor_file.sync_data() } else { Ok(()) }
-        });
+        let written = state
+            .cursor_file
+            .write_all_at(&bytes, 0)
+            .and_then(|()| if self.options.fsync { state.cursor_file.sync_data() } else { Ok(()) });
         written.map_err(|err| io_error("write", &self.dir.join(CURSOR_FILE), &err))
     }
 

@@ -88,13 +88,17 @@ fn prepare_directory(config: &FileStorageConfig) -> Result<File, String> {
 #[async_trait]
 impl Extension for FileStorage {
     async fn start(&self, ctx: ExtensionContext) -> Result<(), ComponentError> {
-        let lock =
-            prepare_directory(&self.config).map_err(|message| ComponentError::new(ComponentKind::Extension, &ctx.id, message))?;
+        let lock = prepare_directory(&self.config)
+            .map_err(|message| ComponentError::new(ComponentKind::Extension, &ctx.id, message))?;
         let id = ctx.id.to_string();
         let budget = Arc::new(DiskBudget { used: AtomicU64::new(0), limit: self.config.max_size.as_u64() });
         let labels = [("extension", id.as_str())];
         ctx.metrics
-            .gauge("flowtel_file_storage_capacity_bytes", "The bytes on disk a storage's queues may take (max_size).", &labels)
+            .gauge(
+                "flowtel_file_storage_capacity_bytes",
+                "The bytes on disk a storage's queues may take (max_size).",
+                &labels,
+            )
             .set(i64::try_from(budget.limit).unwrap_or(i64::MAX));
         let observed = budget.clone();
         ctx.metrics.observed_gauge(

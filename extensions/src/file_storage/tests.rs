@@ -175,10 +175,8 @@ async fn compaction_on_start_rewrites_what_is_left_into_fresh_files() {
     storage.shutdown().await;
     let before = segments(dir.path());
 
-    let compacting = FileStorageConfig {
-        compaction: CompactionConfig { on_start: true, on_rebound: true },
-        ..config(dir.path())
-    };
+    let compacting =
+        FileStorageConfig { compaction: CompactionConfig { on_start: true, on_rebound: true }, ..config(dir.path()) };
     let (storage, registry) = started(compacting).await;
     let queue = open(&storage, &registry);
     let after = segments(dir.path());
