@@ -12,8 +12,8 @@ use flowtel_connectors::{
 };
 use flowtel_core::{
     ComponentId, ComponentKind, Signal,
-    component::{Connector, Extension, Processor, Receiver},
-    config::{ComponentConfig, ConfigError, ConfigErrors},
+    component::{Connector, Exporter, Extension, Processor, Receiver},
+    config::{ComponentConfig, ConfigError, ConfigErrors, Value},
     export::{QueueConfig, RetryConfig},
     topology::ExporterSpec,
 };
@@ -21,6 +21,7 @@ use flowtel_exporters::{
     debug::{DebugConfig, DebugExporter},
     file::{FileConfig, FileExporter},
     hubble::{HubbleConfig, HubbleExporter},
+    load_balancing::{BackendExporters, LoadBalancingConfig, LoadBalancingExporter},
     otlp_grpc::{OtlpGrpcConfig, OtlpGrpcExporter},
     otlp_http::{OtlpHttpConfig, OtlpHttpExporter},
     prometheus::{PrometheusConfig, PrometheusExporter},
@@ -190,6 +191,14 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
     },
     ComponentType {
         kind: ComponentKind::Exporter,
+        name: "load_balancing",
+        aliases: &["loadbalancing"],
+        signals: ALL_SIGNALS,
+        joins: &[],
+        description: "spreads data over OTLP backends by trace, service, resource, stream or flow (consistent hashing; static, dns or k8s resolver)",
+    },
+    ComponentType {
+        kind: ComponentKind::Exporter,
         name: "prometheus",
         aliases: &[],
         signals: &[Signal::Metrics],
@@ -286,6 +295,27 @@ pub enum ExporterConfig {
     Hubble(HubbleConfig),
     /// `prometheus`.
     Prometheus(PrometheusConfig),
+    /// `load_balancing`, with the `otlp_grpc` settings of its backends.
+    LoadBalancing(Box<(LoadBalancingConfig, OtlpGrpcConfig)>),
+}
+
+/// The `endpoint` a `load_balancing` exporter's `protocol::otlp` gets when
+/// it names none (each backend's is the resolved one).
+const RESOLVED_ENDPOINT: &str = "load-balancing.invalid:4317";
+
+/// Decodes a `load_balancing` exporter, with its `protocol::otlp` as an
+/// `otlp_grpc` exporter's config.
+fn decode_load_balancing(config: &ComponentConfig) -> Result<ExporterConfig, ConfigErrors> {
+    let balancing: LoadBalancingConfig = config.decode()?;
+    let mut otlp = match &balancing.protocol.otlp {
+        Value::Empty(tag, _) => Value::Dict(*tag, Default::default()),
+        other => other.clone(),
+    };
+    if let Value::Dict(_, dict) = &mut otlp {
+        dict.entry("endpoint".into()).or_insert_with(|| Value::from(RESOLVED_ENDPOINT));
+    }
+    let otlp: OtlpGrpcConfig = ComponentConfig::new(format!("{}::protocol::otlp", config.path()), otlp).decode()?;
+    Ok(ExporterConfig::LoadBalancing(Box::new((balancing, otlp))))
 }
 
 /// A connector's decoded config.
@@ -375,6 +405,7 @@ pub fn decode_exporter(kind: &ComponentType, config: &ComponentConfig) -> Result
         "file" => config.decode().map(ExporterConfig::File),
         "hubble" => config.decode().map(ExporterConfig::Hubble),
         "prometheus" => config.decode().map(ExporterConfig::Prometheus),
+        "load_balancing" => decode_load_balancing(config),
         other => Err(ConfigErrors::one(config.path(), format!("exporter `{other}` cannot be built"))),
     }
 }
@@ -439,6 +470,27 @@ impl ExporterConfig {
                 queue: QueueConfig::local(),
                 retry: RetryConfig::disabled(),
             },
+            ExporterConfig::LoadBalancing(configs) => {
+                let (balancing, otlp) = &**configs;
+                let template = otlp.clone();
+                let make_backend: BackendExporters = Arc::new(move |endpoint: &str| {
+                    let config = OtlpGrpcConfig { endpoint: endpoint.to_owned(), ..template.clone() };
+                    Ok(Arc::new(OtlpGrpcExporter::new(&config)?) as Arc<dyn Exporter>)
+                });
+                // Checked here so a bad protocol fails at startup, not per backend.
+                OtlpGrpcExporter::new(otlp)?;
+                let exporter = LoadBalancingExporter::new(
+                    balancing,
+                    make_backend,
+                    otlp.sending_queue.clone(),
+                    otlp.retry_on_failure.clone(),
+                );
+                ExporterSpec {
+                    exporter: Arc::new(exporter),
+                    queue: QueueConfig::default(),
+                    retry: RetryConfig::default(),
+                }
+            }
         })
     }
 }

@@ -6,6 +6,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
+use crate::schema::attr;
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value},
     resource::v1::Resource,
@@ -54,6 +55,23 @@ pub fn socket_address(attributes: &[KeyValue], address_key: &str, port_key: &str
 /// The text of `key`'s value.
 pub fn find_text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
     find(attributes, key).and_then(text)
+}
+
+/// A flow's identity whatever its direction (`tcp|10.0.0.1|80|10.0.0.2|4711`,
+/// the lower end first), from a record's `network.transport` and its
+/// source and destination address and port; `None` without both addresses.
+/// Both directions of a connection have the same identity.
+pub fn flow_identity(attributes: &[KeyValue]) -> Option<String> {
+    let end = |address: &str, port: &str| -> Option<String> {
+        let address = find_text(attributes, address)?;
+        let port = find_text(attributes, port).unwrap_or(Cow::Borrowed(""));
+        Some(format!("{address}|{port}"))
+    };
+    let source = end(attr::SOURCE_ADDRESS, attr::SOURCE_PORT)?;
+    let destination = end(attr::DESTINATION_ADDRESS, attr::DESTINATION_PORT)?;
+    let transport = find_text(attributes, attr::NETWORK_TRANSPORT).unwrap_or(Cow::Borrowed(""));
+    let (low, high) = if source <= destination { (source, destination) } else { (destination, source) };
+    Some(format!("{transport}|{low}|{high}"))
 }
 
 /// Adds `key` with a string value unless the list already has `key`

@@ -17,6 +17,7 @@ pub mod exposition;
 pub mod histogram;
 pub mod intake;
 pub mod item_metrics;
+pub mod kube_client;
 pub mod linux;
 pub mod memory;
 pub mod payload;

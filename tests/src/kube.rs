@@ -316,6 +316,22 @@ impl KubeApiServer {
         pod.unwrap().metadata.uid.unwrap_or_default()
     }
 
+    /// Changes a namespaced object of kind `K` with a JSON merge patch
+    /// (lists in it replace the object's).
+    pub fn merge_patch<K>(&self, namespace: &str, name: &str, patch: Value)
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+    {
+        let api = Api::<K>::namespaced(self.client.clone(), namespace);
+        if let Err(err) = self.runtime.block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))) {
+            panic!("patching {namespace}/{name} with {patch}: {err}");
+        }
+    }
+
     /// Deletes a node.
     pub fn delete_node(&self, name: &str) {
         self.runtime.block_on(Api::<Node>::all(self.client.clone()).delete(name, &DeleteParams::default())).unwrap();

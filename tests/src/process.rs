@@ -102,6 +102,15 @@ impl Drop for Child {
     }
 }
 
+/// How flowtel is started.
+enum Wrapper<'a> {
+    None,
+    /// Holding only these capabilities.
+    Capabilities(&'a str),
+    /// With this file as its `/etc/hosts`.
+    Hosts(&'a Path),
+}
+
 /// A running `flowtel` with its config and the ports it serves.
 pub struct Flowtel {
     /// The process.
@@ -115,37 +124,59 @@ impl Flowtel {
     /// Starts flowtel with `config`, in which `${METRICS_PORT}` is replaced by
     /// a free port for its own telemetry; waits until `/readyz` says ready.
     pub fn start(config: &str) -> Flowtel {
-        Self::launch(config, None, &[], None)
+        Self::launch(config, None, &[], Wrapper::None)
     }
 
     /// [`Flowtel::start`] with extra environment variables.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Flowtel {
-        Self::launch(config, None, env, None)
+        Self::launch(config, None, env, Wrapper::None)
     }
 
     /// [`Flowtel::start`] as root holding only `capabilities` (setpriv's
     /// names, `bpf,perfmon,net_admin`): every other one dropped from the
     /// effective, inheritable, ambient and bounding sets.
     pub fn start_with_capabilities(config: &str, capabilities: &str) -> Flowtel {
-        Self::launch(config, None, &[], Some(capabilities))
+        Self::launch(config, None, &[], Wrapper::Capabilities(capabilities))
+    }
+
+    /// [`Flowtel::start`] in a mount namespace of its own where `hosts` is
+    /// its `/etc/hosts` (rewrite the file in place to change what names
+    /// resolve to). Needs root.
+    pub fn start_with_hosts(config: &str, hosts: &Path) -> Flowtel {
+        Self::launch(config, None, &[], Wrapper::Hosts(hosts))
     }
 
     /// Starts flowtel inside network namespace `netns` with `config`; waits
     /// until it says it is running (its telemetry endpoint is inside the
     /// namespace, out of the test's reach).
     pub fn start_in_netns(config: &str, netns: &str) -> Flowtel {
-        Self::launch(config, Some(netns), &[], None)
+        Self::launch(config, Some(netns), &[], Wrapper::None)
     }
 
-    fn launch(config: &str, netns: Option<&str>, env: &[(&str, &str)], capabilities: Option<&str>) -> Flowtel {
+    fn launch(config: &str, netns: Option<&str>, env: &[(&str, &str)], wrapper: Wrapper<'_>) -> Flowtel {
         let dir = tempfile::tempdir().unwrap();
         let metrics_port = free_port();
         let config = config.replace("${METRICS_PORT}", &metrics_port.to_string());
         let path = dir.path().join("otel-config.yaml");
         fs::write(&path, config).unwrap();
-        let mut command = match capabilities {
-            None => command_in(netns, flowtel_bin()),
-            Some(capabilities) => {
+        let mut command = match wrapper {
+            Wrapper::None => command_in(netns, flowtel_bin()),
+            Wrapper::Hosts(hosts) => {
+                let mut command = Command::new("unshare");
+                command
+                    .args([
+                        "--mount",
+                        "--propagation",
+                        "private",
+                        "sh",
+                        "-c",
+                        r#"mount --bind "$0" /etc/hosts && exec "$@""#,
+                    ])
+                    .arg(hosts)
+                    .arg(flowtel_bin());
+                command
+            }
+            Wrapper::Capabilities(capabilities) => {
                 let set: String = std::iter::once("-all".to_owned())
                     .chain(capabilities.split(',').map(|cap| format!("+{cap}")))
                     .collect::<Vec<_>>()

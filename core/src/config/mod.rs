@@ -26,9 +26,12 @@ use std::{collections::BTreeMap, path::Path};
 use figment::{
     Figment,
     providers::{Format, Yaml},
-    value::{Dict, Value},
+    value::Dict,
 };
 use serde::{Deserialize, de::DeserializeOwned};
+
+/// A config value not yet decoded (a section one component hands to another's decoder).
+pub use figment::value::Value;
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use redact::{REDACTED, redacted};
@@ -50,6 +53,16 @@ pub struct ComponentConfig {
 }
 
 impl ComponentConfig {
+    /// A section found at `path` (`exporters::load_balancing::protocol::otlp`).
+    pub fn new(path: impl Into<String>, value: Value) -> Self {
+        ComponentConfig { path: path.into(), value }
+    }
+
+    /// The value, as written.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
     /// The config path of this component, e.g. `exporters::otlp_grpc`.
     pub fn path(&self) -> &str {
         &self.path

@@ -1,10 +1,12 @@
 //! Settings shared by the network exporters (`otlp_grpc`, `otlp_http`), with
 //! the OpenTelemetry Collector's names and defaults: `sending_queue`,
-//! `retry_on_failure`, `tls` and `compression`.
+//! `retry_on_failure`, `tls` and `compression`; and the sending queue
+//! itself ([`SendingQueue`]).
 
 mod error;
 mod request;
 mod retry;
+mod sending_queue;
 mod tls;
 
 use std::{collections::BTreeMap, num::NonZeroUsize};
@@ -15,6 +17,7 @@ use serde::Deserialize;
 pub use error::BuildError;
 pub use request::{JsonRequest, decode_protobuf, encode_json, encode_protobuf, outcome_of_protobuf_response};
 pub use retry::{Backoff, RetryConfig};
+pub use sending_queue::{Offer, QueueInlet, QueueName, SendingQueue};
 pub use tls::{Pem, ServerTls, TlsClientConfig, TlsFileError, check_pem, install_crypto_provider};
 
 use crate::config::Validate;

@@ -13,7 +13,6 @@
 //! persistent queue, which keeps it for the next start.
 
 mod connector;
-mod exporter_queue;
 mod pipeline;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -23,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     connector::ConnectorInlet,
-    exporter_queue::ExporterQueue,
     pipeline::{PipelineRunner, Sink},
 };
 use crate::{
@@ -31,7 +29,7 @@ use crate::{
         ComponentError, ComponentId, ComponentKind, Connector, ConnectorContext, Exporter, ExporterContext, Extension,
         ExtensionContext, PipelineId, Processor, ProcessorContext, Receiver, ReceiverContext,
     },
-    export::{QueueConfig, RetryConfig},
+    export::{QueueConfig, QueueName, RetryConfig, SendingQueue},
     intake::{Admission, PipelineInput, RECEIVER_PUSH_WAIT, ReceiverOutput},
     self_telemetry::MetricsRegistry,
 };
@@ -148,7 +146,7 @@ struct RunningPipeline {
 }
 
 /// Drops what exporters started before a later component failed to start.
-async fn stop_now(exporters: &mut BTreeMap<ComponentId, ExporterQueue>) {
+async fn stop_now(exporters: &mut BTreeMap<ComponentId, SendingQueue>) {
     for queue in exporters.values_mut() {
         queue.shutdown(Instant::now()).await;
     }
@@ -160,7 +158,7 @@ pub struct Topology {
     receivers: Vec<(ComponentId, Box<dyn Receiver>)>,
     /// Upstream first (see [`upstream_first`]).
     pipelines: Vec<RunningPipeline>,
-    exporters: Vec<ExporterQueue>,
+    exporters: Vec<SendingQueue>,
 }
 
 /// Stops started extensions, last started first.
@@ -184,7 +182,7 @@ impl Topology {
             extensions.push((id, extension));
         }
         let durable = durable_pipelines(&spec.pipelines, &spec.exporters);
-        let mut exporters: BTreeMap<ComponentId, ExporterQueue> = BTreeMap::new();
+        let mut exporters: BTreeMap<ComponentId, SendingQueue> = BTreeMap::new();
         for (id, e) in spec.exporters {
             let ctx = ExporterContext { id: id.clone(), metrics: registry.clone() };
             let started = match e.exporter.start(ctx).await {
@@ -199,7 +197,9 @@ impl Topology {
                     return Err(err);
                 }
             };
-            let queue = ExporterQueue::start(id.clone(), e.exporter, &e.queue, &e.retry, stored, &registry);
+            let name = id.to_string();
+            let name = QueueName { exporter: &name, backend: None };
+            let queue = SendingQueue::start(name, e.exporter, &e.queue, &e.retry, stored, &registry);
             exporters.insert(id, queue);
         }
 
@@ -306,7 +306,7 @@ impl Topology {
         for exporter in &mut self.exporters {
             exporter.shutdown(deadline).await;
         }
-        let dropped: u64 = self.exporters.iter().map(ExporterQueue::dropped_at_shutdown).sum();
+        let dropped: u64 = self.exporters.iter().map(SendingQueue::dropped_at_shutdown).sum();
         if dropped > 0 {
             tracing::warn!(
                 items = dropped,

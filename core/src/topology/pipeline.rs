@@ -10,9 +10,10 @@
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{connector::ConnectorInlet, exporter_queue::ExporterInlet};
+use super::connector::ConnectorInlet;
 use crate::{
     component::{ComponentId, PipelineId, Processor},
+    export::QueueInlet,
     intake::Queued,
     payload::{Client, Delivery, Payload},
     receipt::{Receipts, fail_all},
@@ -43,7 +44,7 @@ impl Stage {
 /// Where a pipeline's output goes: an exporter's queue or a connector.
 #[derive(Clone)]
 pub(crate) enum Sink {
-    Exporter(ExporterInlet),
+    Exporter(QueueInlet),
     Connector(ConnectorInlet),
 }
 

@@ -4,6 +4,7 @@ use flowtel_core::schema::attr;
 use std::{path::PathBuf, time::Duration};
 
 use flowtel_core::config::Validate;
+pub use flowtel_core::kube_client::AuthType;
 use regex::Regex;
 use serde::Deserialize;
 
@@ -56,20 +57,6 @@ impl Default for K8sAttributesConfig {
             wait_for_metadata_timeout: Duration::from_secs(10),
         }
     }
-}
-
-/// `auth_type`.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-pub enum AuthType {
-    /// In-cluster address, no credentials.
-    #[serde(rename = "none")]
-    None,
-    /// In-cluster address and the pod's service account token.
-    #[serde(rename = "serviceAccount")]
-    ServiceAccount,
-    /// A kubeconfig file.
-    #[serde(rename = "kubeConfig")]
-    KubeConfig,
 }
 
 /// `filter`.

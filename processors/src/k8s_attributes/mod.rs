@@ -25,6 +25,7 @@ use flowtel_core::{
     ComponentKind, Payload,
     attributes::{find_text, insert_absent},
     component::{ComponentError, Processor, ProcessorContext},
+    kube_client,
     payload::Client,
 };
 use opentelemetry_proto::tonic::{common::v1::KeyValue, resource::v1::Resource};
@@ -370,7 +371,10 @@ impl Processor for K8sAttributesProcessor {
         let error = |message: String| ComponentError::new(ComponentKind::Processor, &ctx.id, message);
         let started = self.watches.lock().unwrap_or_else(PoisonError::into_inner).is_some();
         if !started {
-            let client = watch::client(&self.config).await.map_err(|e| error(e.to_string()))?;
+            let config = &self.config;
+            let client = kube_client::client(config.auth_type, config.kubeconfig.as_deref(), config.context.as_deref())
+                .await
+                .map_err(|e| error(e.to_string()))?;
             let watches = watch::start(client, &self.config, self.view.clone(), &ctx.metrics);
             self.watches.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(watches);
             let view = self.view.clone();

@@ -658,7 +658,9 @@ mod lost_watch {
             K8sAttributesConfig { auth_type: AuthType::KubeConfig, kubeconfig: Some(kubeconfig), ..Default::default() };
         let registry = MetricsRegistry::new();
         let view = Arc::new(ClusterView::default());
-        let client = watch::client(&config).await.expect("client");
+        let client = flowtel_core::kube_client::client(config.auth_type, config.kubeconfig.as_deref(), None)
+            .await
+            .expect("client");
         let _watches = watch::start(client, &config, view.clone(), &registry);
 
         let pod_at = |ip: &str| {

@@ -21,13 +21,12 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt as _,
-    config::{KubeConfigOptions, Kubeconfig},
     runtime::{WatchStreamExt as _, watcher},
 };
 use tokio::task::JoinHandle;
 
 use super::{
-    config::{AuthType, K8sAttributesConfig},
+    config::K8sAttributesConfig,
     metadata::{Kind, Metadata, ObjectKey, PodInfo},
 };
 
@@ -73,52 +72,6 @@ impl Drop for Watches {
             task.abort();
         }
     }
-}
-
-/// A client for the API server the config names.
-pub async fn client(config: &K8sAttributesConfig) -> Result<Client, ClientError> {
-    let kube_config = match config.auth_type {
-        AuthType::ServiceAccount => kube::Config::incluster().map_err(ClientError::NotInPod)?,
-        AuthType::None => {
-            let mut in_cluster = kube::Config::incluster_env().map_err(ClientError::NotInPod)?;
-            in_cluster.auth_info = Default::default();
-            in_cluster
-        }
-        AuthType::KubeConfig => {
-            let file = match &config.kubeconfig {
-                Some(path) => Kubeconfig::read_from(path)
-                    .map_err(|source| ClientError::ReadKubeconfig { path: format!(" {}", path.display()), source })?,
-                None => {
-                    Kubeconfig::read().map_err(|source| ClientError::ReadKubeconfig { path: String::new(), source })?
-                }
-            };
-            let options = KubeConfigOptions { context: config.context.clone(), ..Default::default() };
-            kube::Config::from_custom_kubeconfig(file, &options).await.map_err(ClientError::UseKubeconfig)?
-        }
-    };
-    Client::try_from(kube_config).map_err(ClientError::Build)
-}
-
-/// Why no API server client could be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// `service_account` or `none` outside a pod.
-    #[error("not running in a Kubernetes pod: {0}")]
-    NotInPod(kube::config::InClusterError),
-    /// The kubeconfig cannot be read (` <path>` when one was named).
-    #[error("cannot read the kubeconfig{path}: {source}")]
-    ReadKubeconfig {
-        /// ` <path>`, or empty for the default.
-        path: String,
-        /// Why.
-        source: kube::config::KubeconfigError,
-    },
-    /// The kubeconfig cannot be used (context, credentials).
-    #[error("cannot use the kubeconfig: {0}")]
-    UseKubeconfig(kube::config::KubeconfigError),
-    /// The client cannot be built from the config.
-    #[error("cannot build a Kubernetes client: {0}")]
-    Build(kube::Error),
 }
 
 /// Starts one watch per kind, restricted as `filter` says.

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 use flowtel_core::{
     Payload,
-    attributes::{find, find_text, text},
+    attributes::{find, find_text, flow_identity, text},
     component::Processor,
 };
 use opentelemetry_proto::tonic::{
@@ -134,22 +134,10 @@ fn decision_key<'a>(record: &'a LogRecord, source: &DecisionSource) -> Option<Co
             })
         }
         DecisionSource::TraceId => trace(),
-        DecisionSource::FlowThenTrace => {
-            let end = |address: &str, port: &str| -> Option<String> {
-                let address = find_text(attributes, address)?;
-                let port = find_text(attributes, port).unwrap_or(Cow::Borrowed(""));
-                Some(format!("{address}|{port}"))
-            };
-            match (end(attr::SOURCE_ADDRESS, attr::SOURCE_PORT), end(attr::DESTINATION_ADDRESS, attr::DESTINATION_PORT))
-            {
-                (Some(a), Some(b)) => {
-                    let transport = find_text(attributes, attr::NETWORK_TRANSPORT).unwrap_or(Cow::Borrowed(""));
-                    let (low, high) = if a <= b { (a, b) } else { (b, a) };
-                    Some(Cow::Owned(format!("{transport}|{low}|{high}").into_bytes()))
-                }
-                _ => trace(),
-            }
-        }
+        DecisionSource::FlowThenTrace => match flow_identity(attributes) {
+            Some(flow) => Some(Cow::Owned(flow.into_bytes())),
+            None => trace(),
+        },
     }
 }
 

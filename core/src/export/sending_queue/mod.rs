@@ -2,6 +2,11 @@
 //! the retry loop. Every item that leaves without being sent is counted in
 //! `flowtel_exporter_dropped_items_total` with its reason.
 //!
+//! The topology puts one in front of every exporter; an exporter that
+//! sends to several backends (`load_balancing`) runs one per backend, and
+//! takes back what a backend's queue holds when the backend goes away
+//! ([`SendingQueue::retire`]).
+//!
 //! The bound is room in the queue's unit (bytes, items or batches): a batch
 //! takes its room when it is queued and gives it back when a consumer is
 //! done with it (sent, or dropped after its retries), so batches being sent
@@ -23,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::durable::DurableBacklog;
 use crate::{
-    component::{ComponentId, ExportErrorKind, Exporter},
+    component::{ExportErrorKind, Exporter},
     export::{Backoff, QueueConfig, RetryConfig, Sizer, decode_protobuf},
     payload::{Payload, Signal},
     self_telemetry::{LogLimiter, MetricsRegistry, SignalCounters},
@@ -120,8 +125,9 @@ struct ExporterMetrics {
 }
 
 impl ExporterMetrics {
-    fn new(registry: &MetricsRegistry, id: &str) -> Self {
-        let labels = [("exporter", id)];
+    fn new(registry: &MetricsRegistry, name: &QueueName<'_>) -> Self {
+        let labels = name.labels();
+        let labels = labels.as_slice();
         ExporterMetrics {
             sent: SignalCounters::new(
                 registry,
@@ -138,11 +144,13 @@ impl ExporterMetrics {
             dropped: DropReason::ALL
                 .iter()
                 .map(|reason| {
+                    let mut with_reason = labels.to_vec();
+                    with_reason.push(("reason", reason.as_str()));
                     SignalCounters::new(
                         registry,
                         "flowtel_exporter_dropped_items_total",
                         "Items that left an exporter without being sent, by reason.",
-                        &[("exporter", id), ("reason", reason.as_str())],
+                        &with_reason,
                     )
                 })
                 .collect(),
@@ -154,6 +162,32 @@ impl ExporterMetrics {
     }
 }
 
+/// Whose queue it is, for flowtel's own metrics and logs.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueName<'a> {
+    /// The exporter's id (`otlp_grpc/backend`).
+    pub exporter: &'a str,
+    /// For an exporter with a queue per backend, the backend (`10.0.0.7:4317`).
+    pub backend: Option<&'a str>,
+}
+
+impl QueueName<'_> {
+    fn labels(&self) -> Vec<(&str, &str)> {
+        let mut labels = vec![("exporter", self.exporter)];
+        labels.extend(self.backend.map(|backend| ("backend", backend)));
+        labels
+    }
+}
+
+impl std::fmt::Display for QueueName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.backend {
+            Some(backend) => write!(f, "{} → {backend}", self.exporter),
+            None => f.write_str(self.exporter),
+        }
+    }
+}
+
 /// Where queued batches wait: in memory, or stored.
 #[derive(Clone)]
 enum Backlog {
@@ -161,20 +195,48 @@ enum Backlog {
     Durable(Arc<DurableBacklog>),
 }
 
-/// The pipelines' side of an exporter queue.
+/// What became of a payload offered to a queue.
+#[derive(Debug)]
+pub enum Offer {
+    /// Queued (stored, with a storage).
+    Queued,
+    /// Dropped and counted (full, a storage error, shutdown).
+    Dropped,
+    /// The queue was retired: the payload is handed back, not counted.
+    Retired(Payload),
+}
+
+/// The senders' side of a sending queue. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct ExporterInlet {
+pub struct QueueInlet {
     id: Arc<str>,
     backlog: Backlog,
     block_on_overflow: bool,
     metrics: ExporterMetrics,
     warning: Arc<LogLimiter>,
+    retired: CancellationToken,
 }
 
-impl ExporterInlet {
+impl QueueInlet {
     /// Queues a payload; when the queue is full it waits or drops (counted).
     /// Whether it was queued (stored, with a storage).
-    pub(crate) async fn enqueue(&self, payload: Payload) -> bool {
+    pub async fn enqueue(&self, payload: Payload) -> bool {
+        match self.offer(payload).await {
+            Offer::Queued => true,
+            Offer::Dropped => false,
+            Offer::Retired(payload) => {
+                self.drop_counted(DropReason::Shutdown, payload.signal(), payload.item_count());
+                false
+            }
+        }
+    }
+
+    /// [`QueueInlet::enqueue`] that hands the payload back, uncounted, when
+    /// the queue was retired (for the caller to send elsewhere).
+    pub async fn offer(&self, payload: Payload) -> Offer {
+        if self.retired.is_cancelled() {
+            return Offer::Retired(payload);
+        }
         let signal = payload.signal();
         let items = payload.item_count();
         let queued = match &self.backlog {
@@ -185,11 +247,30 @@ impl ExporterInlet {
                 } else {
                     room.clone().try_acquire_many_owned(wanted).map_err(|_| DropReason::QueueFull)
                 };
-                room.and_then(|room| sender.try_send(Queued { payload, _room: room }).map_err(|_| DropReason::Shutdown))
+                match room {
+                    Ok(room) => match sender.try_send(Queued { payload, _room: room }) {
+                        Ok(()) => Ok(()),
+                        Err(refused) if self.retired.is_cancelled() => {
+                            return Offer::Retired(refused.into_inner().payload);
+                        }
+                        Err(_) => Err(DropReason::Shutdown),
+                    },
+                    Err(_) if self.retired.is_cancelled() => return Offer::Retired(payload),
+                    Err(reason) => Err(reason),
+                }
             }
             Backlog::Durable(backlog) => backlog.push(&payload, self.block_on_overflow).await,
         };
-        let Err(reason) = queued else { return true };
+        match queued {
+            Ok(()) => Offer::Queued,
+            Err(reason) => {
+                self.drop_counted(reason, signal, items);
+                Offer::Dropped
+            }
+        }
+    }
+
+    fn drop_counted(&self, reason: DropReason, signal: Signal, items: usize) {
         self.metrics.dropped(reason, signal, items);
         if self.warning.due() {
             match reason {
@@ -202,52 +283,60 @@ impl ExporterInlet {
                 _ => tracing::warn!(exporter = %self.id, items, "The exporter has stopped; dropping data."),
             }
         }
-        false
     }
 }
 
 /// An exporter with its queue and consumer tasks.
-pub(crate) struct ExporterQueue {
-    id: ComponentId,
+pub struct SendingQueue {
+    id: Arc<str>,
     exporter: Arc<dyn Exporter>,
     workers: Vec<JoinHandle<()>>,
     hard_stop: CancellationToken,
-    inlet: ExporterInlet,
+    inlet: QueueInlet,
+    /// The consumers' end of an in-memory queue, to take back what waits.
+    waiting: Option<async_channel::Receiver<Queued>>,
+    /// What consumers were sending when the queue was retired.
+    handed_back: Arc<std::sync::Mutex<Vec<Payload>>>,
 }
 
-impl ExporterQueue {
+impl SendingQueue {
     /// Creates the queue (on `storage` when given) and starts its consumers.
-    pub(crate) fn start(
-        id: ComponentId,
+    pub fn start(
+        name: QueueName<'_>,
         exporter: Arc<dyn Exporter>,
         queue: &QueueConfig,
         retry: &RetryConfig,
         storage: Option<Arc<dyn DurableQueue>>,
         registry: &MetricsRegistry,
     ) -> Self {
-        let id_text = id.to_string();
+        let id: Arc<str> = Arc::from(name.to_string());
         let (sizer, size, consumers, block) = if queue.enabled {
             let (sizer, size) = queue.bound();
             (sizer, size, queue.num_consumers.get(), queue.block_on_overflow)
         } else {
             (Sizer::Requests, 1, 1, true)
         };
-        let metrics = ExporterMetrics::new(registry, &id_text);
+        let metrics = ExporterMetrics::new(registry, &name);
         let hard_stop = CancellationToken::new();
+        let retired = CancellationToken::new();
+        let handed_back = Arc::default();
         let worker = Worker {
-            id: Arc::from(id_text.as_str()),
+            id: id.clone(),
             exporter: exporter.clone(),
             retry: retry.clone(),
             metrics: metrics.clone(),
             hard_stop: hard_stop.clone(),
+            retired: retired.clone(),
+            handed_back: Arc::clone(&handed_back),
         };
-        let labels = [("exporter", id_text.as_str()), ("unit", sizer.as_str())];
+        let mut labels = name.labels();
+        labels.push(("unit", sizer.as_str()));
         let capacity = registry.gauge(
             "flowtel_exporter_queue_capacity",
             "The sending queue's bound, in its sizer's unit (bytes, items or requests).",
             &labels,
         );
-        let (backlog, workers): (Backlog, Vec<JoinHandle<()>>) = match storage {
+        let (backlog, workers, waiting): (Backlog, Vec<JoinHandle<()>>, _) = match storage {
             Some(stored) => {
                 let backlog = Arc::new(DurableBacklog::new(stored, sizer, size));
                 capacity.set(i64::try_from(size).unwrap_or(i64::MAX));
@@ -260,7 +349,7 @@ impl ExporterQueue {
                 );
                 let workers =
                     (0..consumers).map(|_| tokio::spawn(worker.clone().run_durable(backlog.clone()))).collect();
-                (Backlog::Durable(backlog), workers)
+                (Backlog::Durable(backlog), workers, None)
             }
             None => {
                 let measure = Measure::new(sizer, size);
@@ -279,44 +368,68 @@ impl ExporterQueue {
                     },
                 );
                 let workers = (0..consumers).map(|_| tokio::spawn(worker.clone().run(receiver.clone()))).collect();
-                (Backlog::Memory { sender, room, measure }, workers)
+                (Backlog::Memory { sender, room, measure }, workers, Some(receiver))
             }
         };
-        let inlet = ExporterInlet {
-            id: Arc::from(id_text.as_str()),
-            backlog,
-            block_on_overflow: block,
-            metrics,
-            warning: Arc::default(),
-        };
-        ExporterQueue { id, exporter, workers, hard_stop, inlet }
+        let inlet =
+            QueueInlet { id: id.clone(), backlog, block_on_overflow: block, metrics, warning: Arc::default(), retired };
+        SendingQueue { id, exporter, workers, hard_stop, inlet, waiting, handed_back }
     }
 
-    pub(crate) fn inlet(&self) -> ExporterInlet {
+    /// The senders' side.
+    pub fn inlet(&self) -> QueueInlet {
         self.inlet.clone()
     }
 
     /// Stops at once: what waits for room in the queue, or in it, or in a
     /// consumer's retries, is dropped and counted (reason `shutdown`); a
     /// stored queue keeps what it holds for the next start.
-    pub(crate) fn stop_now(&self) {
-        match &self.inlet.backlog {
-            Backlog::Memory { room, .. } => room.close(),
-            Backlog::Durable(backlog) => backlog.close(),
-        }
+    pub fn stop_now(&self) {
+        self.close();
         self.hard_stop.cancel();
     }
 
+    fn close(&self) {
+        match &self.inlet.backlog {
+            Backlog::Memory { sender, room, .. } => {
+                room.close();
+                sender.close();
+            }
+            Backlog::Durable(backlog) => backlog.close(),
+        }
+    }
+
     /// Items this exporter dropped because flowtel was stopping.
-    pub(crate) fn dropped_at_shutdown(&self) -> u64 {
+    pub fn dropped_at_shutdown(&self) -> u64 {
         let counters = &self.inlet.metrics.dropped[DropReason::Shutdown as usize];
         Signal::ALL.iter().map(|signal| counters.get(*signal).get()).sum()
+    }
+
+    /// Stops the queue and hands back, uncounted, what it holds: batches
+    /// waiting, and those its consumers were sending or retrying (an
+    /// attempt cut short may have reached the backend: at least once).
+    /// Offers made after this get their payload back. For an in-memory
+    /// queue; a stored one keeps its batches for the next start.
+    pub async fn retire(&mut self) -> Vec<Payload> {
+        self.inlet.retired.cancel();
+        self.stop_now();
+        for worker in std::mem::take(&mut self.workers) {
+            let _ = worker.await;
+        }
+        let mut back = std::mem::take(&mut *self.handed_back.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if let Some(waiting) = &self.waiting {
+            while let Ok(Queued { payload, .. }) = waiting.try_recv() {
+                back.push(payload);
+            }
+        }
+        self.exporter.shutdown().await;
+        back
     }
 
     /// Lets the consumers drain the queue until `deadline`, then drops (and
     /// counts) what is left, and shuts the exporter down. A stored queue
     /// only finishes the batches being sent: the rest waits on disk.
-    pub(crate) async fn shutdown(&mut self, deadline: Instant) {
+    pub async fn shutdown(&mut self, deadline: Instant) {
         match &self.inlet.backlog {
             Backlog::Memory { sender, .. } => {
                 sender.close();
@@ -352,6 +465,8 @@ struct Worker {
     retry: RetryConfig,
     metrics: ExporterMetrics,
     hard_stop: CancellationToken,
+    retired: CancellationToken,
+    handed_back: Arc<std::sync::Mutex<Vec<Payload>>>,
 }
 
 /// How one attempt at a payload ended.
@@ -360,20 +475,31 @@ enum Attempt {
     Finished,
     /// Refused for its size: to be sent in halves.
     TooLarge(Payload),
-    /// flowtel stopped before it ended.
-    Interrupted,
+    /// The queue stopped before it ended.
+    Interrupted(Payload),
 }
 
 impl Worker {
     async fn run(self, receiver: async_channel::Receiver<Queued>) {
         while let Ok(Queued { payload, _room }) = receiver.recv().await {
             if self.hard_stop.is_cancelled() {
-                self.metrics.dropped(DropReason::Shutdown, payload.signal(), payload.item_count());
+                self.unsent(vec![payload]);
                 continue;
             }
-            let signal = payload.signal();
-            if let Some(left) = self.send(payload).await {
-                self.metrics.dropped(DropReason::Shutdown, signal, left);
+            if let Err(left) = self.send(payload).await {
+                self.unsent(left);
+            }
+        }
+    }
+
+    /// What a stop left unsent: handed back when the queue was retired,
+    /// else dropped and counted.
+    fn unsent(&self, payloads: Vec<Payload>) {
+        if self.retired.is_cancelled() {
+            self.handed_back.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(payloads);
+        } else {
+            for payload in payloads {
+                self.metrics.dropped(DropReason::Shutdown, payload.signal(), payload.item_count());
             }
         }
     }
@@ -389,7 +515,7 @@ impl Worker {
             });
             match decoded {
                 Some(payload) => {
-                    if self.send(payload).await.is_some() {
+                    if self.send(payload).await.is_err() {
                         return;
                     }
                 }
@@ -404,8 +530,8 @@ impl Worker {
 
     /// Sends one payload, retrying retryable failures as configured; a
     /// payload the backend refuses for its size is sent again in halves.
-    /// Returns the items left unsent when flowtel stopped first.
-    async fn send(&self, payload: Payload) -> Option<usize> {
+    /// Hands back what is left unsent when the queue stopped first.
+    async fn send(&self, payload: Payload) -> Result<(), Vec<Payload>> {
         let mut pending = vec![payload];
         while let Some(payload) = pending.pop() {
             let items = payload.item_count();
@@ -416,12 +542,13 @@ impl Worker {
                     pending.push(too_large);
                     pending.push(front);
                 }
-                Attempt::Interrupted => {
-                    return Some(items + pending.iter().map(Payload::item_count).sum::<usize>());
+                Attempt::Interrupted(payload) => {
+                    pending.push(payload);
+                    return Err(pending);
                 }
             }
         }
-        None
+        Ok(())
     }
 
     /// One payload, with its retries.
@@ -433,7 +560,7 @@ impl Worker {
         loop {
             let attempt = tokio::select! {
                 result = self.exporter.export(&payload) => result,
-                () = self.hard_stop.cancelled() => return Attempt::Interrupted,
+                () = self.hard_stop.cancelled() => return Attempt::Interrupted(payload),
             };
             let error = match attempt {
                 Ok(outcome) => {
@@ -470,7 +597,7 @@ impl Worker {
             tracing::info!(exporter = %self.id, items, error = %error.message, wait = ?wait, "Export failed; will retry.");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.hard_stop.cancelled() => return Attempt::Interrupted,
+                () = self.hard_stop.cancelled() => return Attempt::Interrupted(payload),
             }
         }
     }
