@@ -129,6 +129,7 @@ fn the_example_configs_validate() {
         "prometheus/otel-config.yaml",
         "otlp-backend/otel-config.yaml",
         "gateway/agent.yaml",
+        "gateway/agent-load-balancing.yaml",
         "gateway/gateway.yaml",
         "hubble/otel-config.yaml",
     ] {
@@ -140,6 +141,7 @@ fn the_example_configs_validate() {
             .env("K8S_NODE_NAME", "node-1")
             .env("OTLP_BACKEND", "backend.example:4317")
             .env("FLOWTEL_GATEWAY", "gateway.example:4317")
+            .env("FLOWTEL_GATEWAYS", "gateways.example")
             .output()
             .unwrap();
         assert!(output.status.success(), "{}: {}", config.display(), String::from_utf8_lossy(&output.stderr));
@@ -453,4 +455,55 @@ service:
             .contains("directory /nonexistent/flowtel-queue does not exist; create it or set `create_directory: true`"),
         "{stderr}"
     );
+}
+
+#[test]
+fn load_balancing_exporters_are_checked() {
+    let config = r#"
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:${env:FLOWTEL_TEST_PORT}"}}}
+exporters:
+  load_balancing/none:
+    protocol: {otlp: {tls: {insecure: true}}}
+    resolver: {}
+  load_balancing/two:
+    routing_key: attributes
+    protocol: {otlp: {timeout: 0s, compresion: gzip}}
+    resolver: {static: {hostnames: []}, dns: {hostname: gw, interval: 0s}}
+  loadbalancing/key:
+    routing_key: spanID
+    protocol: {otlp: {}}
+    resolver: {k8s: {service: a.b.c, kubeconfig: /x}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [load_balancing/none, load_balancing/two, loadbalancing/key]}
+"#;
+    let (output, stderr) = flowtel(&["validate"], config);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "exporters::load_balancing/none::resolver: needs exactly one of `static`, `dns` or `k8s`",
+        "exporters::load_balancing/two::resolver: needs exactly one of",
+        "exporters::load_balancing/two::resolver::static::hostnames: must name at least one backend",
+        "exporters::load_balancing/two::resolver::dns::interval: must be more than 0",
+        "exporters::load_balancing/two::routing_attributes: `routing_key: attributes` needs at least one",
+        "exporters::loadbalancing/key::routing_key: unknown variant: found `spanID`",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+
+    // The backends' settings are an otlp_grpc exporter's, checked with their path.
+    let config = r#"
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:${env:FLOWTEL_TEST_PORT}"}}}
+exporters:
+  load_balancing:
+    protocol: {otlp: {timeout: 0s, compresion: gzip}}
+    resolver: {static: {hostnames: [a]}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [load_balancing]}
+"#;
+    let (output, stderr) = flowtel(&["validate"], config);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("exporters::load_balancing::protocol::otlp::compresion: unknown field"), "{stderr}");
 }

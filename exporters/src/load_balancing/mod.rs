@@ -13,6 +13,8 @@ mod k8s;
 mod resolver;
 mod ring;
 mod routing;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::BTreeMap,

@@ -78,13 +78,13 @@ impl<'a> ResourceKeys<'a> {
     }
 
     /// Whether every item of the resource goes where the resource goes.
-    fn whole(&self, signal_items: ItemKind) -> bool {
-        match (self.router.key, signal_items) {
-            (RoutingKey::Service | RoutingKey::Resource, _) => true,
-            (RoutingKey::TraceId, ItemKind::Point) => true,
-            (RoutingKey::Metric | RoutingKey::StreamId, ItemKind::Record | ItemKind::Span) => true,
-            _ => false,
-        }
+    fn whole(&self, items: ItemKind) -> bool {
+        matches!(
+            (self.router.key, items),
+            (RoutingKey::Service | RoutingKey::Resource, _)
+                | (RoutingKey::TraceId, ItemKind::Point)
+                | (RoutingKey::Metric | RoutingKey::StreamId, ItemKind::Record | ItemKind::Span)
+        )
     }
 
     fn by_trace_then(&self, trace_id: &[u8], then: Option<u64>) -> u64 {

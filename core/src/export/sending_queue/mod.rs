@@ -133,13 +133,13 @@ impl ExporterMetrics {
                 registry,
                 "flowtel_exporter_sent_items_total",
                 "Items the backend accepted.",
-                &labels,
+                labels,
             ),
             send_failed: SignalCounters::new(
                 registry,
                 "flowtel_exporter_send_failed_items_total",
                 "Items in failed export attempts (retried or dropped).",
-                &labels,
+                labels,
             ),
             dropped: DropReason::ALL
                 .iter()
