@@ -1,8 +1,10 @@
 //! The `load_balancing` exporter end to end: an agent spreads spans (by
 //! trace id) and kernel-style flow records (by flow, both directions
 //! together) over real flowtel gateways found by the `static`, `dns` and
-//! `k8s` resolvers; one gateway is stopped and another added under load,
-//! and nothing is lost.
+//! `k8s` resolvers; one gateway is killed (`kill -9`) and another added
+//! under load, and nothing is lost: the agent routes what it held for the
+//! killed gateway to the others, and what the killed gateway had
+//! acknowledged waits in its persistent queue until it runs again.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -147,11 +149,14 @@ fn send_rounds(port: u16, rounds: std::ops::Range<u64>, pause: Duration, stop: O
     });
 }
 
-/// One gateway: flowtel with an `otlp` receiver on `address`, forwarding to its own sink.
+/// One gateway: flowtel with an `otlp` receiver on `address`, forwarding to
+/// its own sink through a persistent queue (so what it acknowledged
+/// survives `kill -9`).
 struct Gateway {
     address: String,
     sink: Sink,
     sink_port: u16,
+    storage: tempfile::TempDir,
     flowtel: RefCell<Option<Flowtel>>,
 }
 
@@ -162,15 +167,19 @@ impl Gateway {
             address: address.to_owned(),
             sink: Sink::start(sink_port),
             sink_port,
+            storage: tempfile::tempdir().unwrap(),
             flowtel: RefCell::default(),
         };
         gateway.restart();
         gateway
     }
 
+    /// Starts it (again, on the same storage: what it had queued is sent first).
     fn restart(&self) {
         *self.flowtel.borrow_mut() = Some(Flowtel::start(&format!(
             r#"
+extensions:
+  file_storage: {{directory: "{}"}}
 receivers:
   otlp: {{protocols: {{grpc: {{endpoint: "{}"}}}}}}
 exporters:
@@ -178,20 +187,24 @@ exporters:
     endpoint: 127.0.0.1:{}
     tls: {{insecure: true}}
     retry_on_failure: {{initial_interval: 100ms, max_interval: 300ms, max_elapsed_time: 0s}}
+    sending_queue: {{storage: file_storage}}
 service:
+  extensions: [file_storage]
   telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
   pipelines:
     logs: {{receivers: [otlp], exporters: [otlp_grpc]}}
     traces: {{receivers: [otlp], exporters: [otlp_grpc]}}
 "#,
-            self.address, self.sink_port
+            self.storage.path().display(),
+            self.address,
+            self.sink_port
         )));
     }
 
-    /// A clean stop: the gateway sends what it holds, then exits.
-    fn stop(&self) {
+    /// `kill -9`.
+    fn kill(&self) {
         if let Some(mut flowtel) = self.flowtel.borrow_mut().take() {
-            assert!(flowtel.child.stop().success());
+            flowtel.child.kill();
         }
     }
 }
@@ -311,9 +324,9 @@ fn static_backends_share_the_load_and_a_restarted_gateway_loses_nothing() {
     let hostnames: Vec<String> = gateways.iter().map(|g| format!("\"{}\"", g.address)).collect();
     let agent = Flowtel::start(&agent_config(port, &format!("static: {{hostnames: [{}]}}", hostnames.join(", "))));
     let all: Vec<&Gateway> = gateways.iter().collect();
-    // A static list keeps a stopped gateway: what is for it waits until it is back.
+    // A static list keeps a killed gateway: what is for it waits until it is back.
     balance(&agent, port, &all, || {
-        gateways[1].stop();
+        gateways[1].kill();
         std::thread::sleep(Duration::from_secs(2));
         gateways[1].restart();
     });
@@ -350,10 +363,14 @@ fn dns_backends_follow_the_name_and_a_removed_gateways_data_moves_to_its_new_own
     let agent = Flowtel::start_with_hosts(&agent_config(port, &resolver), &hosts);
     let all: Vec<&Gateway> = gateways.iter().collect();
     let found = balance(&agent, port, &all, || {
-        // The second gateway stops; the name then says the fourth instead.
-        gateways[1].stop();
+        // The second gateway is killed; the name then says the fourth
+        // instead. Out of rotation, the second starts again only to send
+        // what it had stored.
+        gateways[1].kill();
         std::thread::sleep(Duration::from_millis(500));
         write_hosts(&hosts, name, &[ips[0], ips[2], ips[3]]);
+        std::thread::sleep(Duration::from_millis(500));
+        gateways[1].restart();
     });
     let last: BTreeSet<usize> =
         found.spans.range((found.spans.len() as i64 - 300)..).flat_map(|(_, g)| g.clone()).collect();
@@ -419,9 +436,11 @@ fn k8s_backends_follow_the_services_endpoints() {
     let agent = Flowtel::start(&agent_config(port, &resolver));
     let all: Vec<&Gateway> = gateways.iter().collect();
     let found = balance(&agent, port, &all, || {
-        gateways[1].stop();
+        gateways[1].kill();
         std::thread::sleep(Duration::from_millis(500));
         kube.merge_patch::<Endpoints>("default", "lb-gateways", json!({"subsets": subsets(&[ips[0], ips[2], ips[3]])}));
+        std::thread::sleep(Duration::from_millis(500));
+        gateways[1].restart();
     });
     let last: BTreeSet<usize> =
         found.spans.range((found.spans.len() as i64 - 300)..).flat_map(|(_, g)| g.clone()).collect();

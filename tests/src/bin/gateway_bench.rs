@@ -11,6 +11,9 @@
 //! 4 or 10 attributes. Both collectors export with gzip (rotel always
 //! compresses), and flowtel's sending queue blocks when full (16 batches),
 //! as rotel pushes back, so neither buffers without bound under overload.
+//! flowtel runs twice more: with its sending queue on disk (`file_storage`),
+//! and with a `load_balancing` exporter spreading records (by trace id)
+//! over three sinks.
 //!
 //! `--quick` runs each case for a second (used by `cargo xtask test`);
 //! `--out DIR` writes `gateway.md` and `gateway.json` there.
@@ -58,6 +61,8 @@ struct Row {
     rotel: Measurement,
     flowtel_light: Measurement,
     rotel_light: Measurement,
+    persistent: Measurement,
+    balanced: Measurement,
 }
 
 fn pin_to_cpu(cpu: usize) {
@@ -69,8 +74,9 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// A 512-record request whose records have `attributes` attributes (~300 bytes each).
-fn request(attributes: usize) -> Bytes {
+/// A 512-record request whose records have `attributes` attributes (~300
+/// bytes each), and each its own trace id when `traced`.
+fn request(attributes: usize, traced: bool) -> Bytes {
     let value = |s: String| Some(AnyValue { value: Some(Value::StringValue(s)) });
     let record = |i: usize| LogRecord {
         time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
@@ -78,6 +84,8 @@ fn request(attributes: usize) -> Bytes {
         severity_text: "INFO".into(),
         event_name: event::FLOW.into(),
         body: value(format!("connection {i} established to the upstream service")),
+        trace_id: if traced { (i as u128 + 1).to_be_bytes().to_vec() } else { Vec::new() },
+        span_id: if traced { (i as u64 + 1).to_be_bytes().to_vec() } else { Vec::new() },
         attributes: (0..attributes)
             .map(|a| KeyValue {
                 key: format!("attribute.key.{a}"),
@@ -249,6 +257,49 @@ fn measure(
     }
 }
 
+/// flowtel as the collector under test: `otlp` → `batch` → `exporters`
+/// (YAML of the `exporters:` section, after `extensions`), measured at full
+/// load and, when `light`, at 10,000 records/s.
+struct FlowtelCase<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    sink: &'a Sink,
+    dir: &'a std::path::Path,
+    collector_cpu: usize,
+    seconds: f64,
+}
+
+impl FlowtelCase<'_> {
+    fn run(&self, name: &str, sections: &str, exporter: &str, body: &Bytes, light: bool) -> (Measurement, Option<Measurement>) {
+        let port = free_port();
+        let service_extensions = if sections.contains("extensions:") { "  extensions: [file_storage]\n" } else { "" };
+        let config = format!(
+            "{sections}receivers: {{otlp: {{protocols: {{grpc: {{endpoint: \"127.0.0.1:{port}\", max_recv_msg_size_mib: 64}}}}}}}}\n\
+             processors: {{batch: {{send_batch_size: 8192, timeout: 200ms}}}}\n\
+             service:\n{service_extensions}  telemetry: {{metrics: {{level: none}}}}\n  pipelines: {{logs: {{receivers: [otlp], processors: [batch], exporters: [{exporter}]}}}}\n"
+        );
+        let config_path = self.dir.join(format!("{name}.yaml"));
+        std::fs::write(&config_path, config).unwrap();
+        let mut flowtel = Child::spawn(
+            "flowtel",
+            Command::new("taskset")
+                .arg("-c")
+                .arg(self.collector_cpu.to_string())
+                .arg(flowtel_tests::flowtel_bin())
+                .arg("--config")
+                .arg(&config_path),
+            &self.dir.join(format!("{name}.log")),
+        );
+        wait_for(Duration::from_secs(20), "flowtel to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+        let full = measure(self.runtime, self.sink, port, body, Rate::Flat, Some(flowtel.pid()), self.seconds);
+        let light = light.then(|| measure(self.runtime, self.sink, port, body, LIGHT, Some(flowtel.pid()), self.seconds));
+        flowtel.stop();
+        if full.records_per_second == 0.0 {
+            eprintln!("{name}: flowtel delivered nothing; its log:\n{}", flowtel.output());
+        }
+        (full, light)
+    }
+}
+
 fn rotel_bin() -> PathBuf {
     let out = Command::new(python())
         .args(["-c", "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
@@ -271,48 +322,48 @@ fn main() {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let sink = Sink::default();
-    let sink_port = free_port();
-    let server = LogsServiceServer::new(sink.clone())
-        .max_decoding_message_size(64 << 20)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    runtime.spawn(
-        tonic::transport::Server::builder()
-            .add_service(server)
-            .serve(format!("127.0.0.1:{sink_port}").parse().unwrap()),
-    );
+    // The first sink is every case's; the load_balancing case uses all three.
+    let sink_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    for port in &sink_ports {
+        let server = LogsServiceServer::new(sink.clone())
+            .max_decoding_message_size(64 << 20)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        runtime.spawn(
+            tonic::transport::Server::builder().add_service(server).serve(format!("127.0.0.1:{port}").parse().unwrap()),
+        );
+    }
+    let sink_port = sink_ports[0];
     let dir = tempfile::tempdir().unwrap();
+    let case = FlowtelCase { runtime: &runtime, sink: &sink, dir: dir.path(), collector_cpu, seconds };
+    let otlp_exporter = format!(
+        "otlp_grpc: {{endpoint: \"http://127.0.0.1:{sink_port}\", compression: gzip, sending_queue: {{queue_size: 16, block_on_overflow: true{{storage}}}}}}"
+    );
+    let hostnames: Vec<String> = sink_ports.iter().map(|port| format!("\"127.0.0.1:{port}\"")).collect();
+    let balancing = format!(
+        "load_balancing: {{routing_key: traceID, protocol: {{otlp: {{tls: {{insecure: true}}, compression: gzip, sending_queue: {{queue_size: 16}}}}}}, resolver: {{static: {{hostnames: [{}]}}}}}}",
+        hostnames.join(", ")
+    );
 
     let mut rows = Vec::new();
     for attributes in [4usize, 10] {
-        let body = request(attributes);
+        let body = request(attributes, false);
         let record_bytes = body.len() / RECORDS_PER_BATCH;
         let ceiling = measure(&runtime, &sink, sink_port, &body, Rate::Flat, None, seconds);
 
-        let flowtel_port = free_port();
-        let config = format!(
-            "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: \"127.0.0.1:{flowtel_port}\", max_recv_msg_size_mib: 64}}}}}}}}\n\
-             processors: {{batch: {{send_batch_size: 8192, timeout: 200ms}}}}\n\
-             exporters: {{otlp_grpc: {{endpoint: \"http://127.0.0.1:{sink_port}\", compression: gzip, sending_queue: {{queue_size: 16, block_on_overflow: true}}}}}}\n\
-             service:\n  telemetry: {{metrics: {{level: none}}}}\n  pipelines: {{logs: {{receivers: [otlp], processors: [batch], exporters: [otlp_grpc]}}}}\n"
+        let memory = format!("exporters: {{{}}}\n", otlp_exporter.replace("{storage}", ""));
+        let (with_flowtel, flowtel_light) = case.run(&format!("flowtel-{attributes}"), &memory, "otlp_grpc", &body, true);
+        let storage = dir.path().join(format!("queue-{attributes}"));
+        std::fs::create_dir_all(&storage).unwrap();
+        let stored = format!(
+            "extensions: {{file_storage: {{directory: \"{}\", max_size: 1GiB}}}}\nexporters: {{{}}}\n",
+            storage.display(),
+            otlp_exporter.replace("{storage}", ", storage: file_storage")
         );
-        let config_path = dir.path().join("flowtel.yaml");
-        std::fs::write(&config_path, config).unwrap();
-        let mut flowtel = Child::spawn(
-            "flowtel",
-            Command::new("taskset")
-                .arg("-c")
-                .arg(collector_cpu.to_string())
-                .arg(flowtel_tests::flowtel_bin())
-                .arg("--config")
-                .arg(&config_path),
-            &dir.path().join(format!("flowtel-{attributes}.log")),
-        );
-        wait_for(Duration::from_secs(20), "flowtel to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", flowtel_port)).ok()
-        });
-        let with_flowtel = measure(&runtime, &sink, flowtel_port, &body, Rate::Flat, Some(flowtel.pid()), seconds);
-        let flowtel_light = measure(&runtime, &sink, flowtel_port, &body, LIGHT, Some(flowtel.pid()), seconds);
-        flowtel.stop();
+        let (persistent, _) = case.run(&format!("persistent-{attributes}"), &stored, "otlp_grpc", &body, false);
+        let traced = request(attributes, true);
+        let (balanced, _) =
+            case.run(&format!("balanced-{attributes}"), &format!("exporters: {{{balancing}}}\n"), "load_balancing", &traced, false);
+        let flowtel_light = flowtel_light.unwrap_or(Measurement { records_per_second: 0.0, cores: 0.0, peak_rss_mib: 0.0 });
 
         let (rotel_port, rotel_http) = (free_port(), free_port());
         let mut rotel = Child::spawn(
@@ -353,6 +404,8 @@ fn main() {
             rotel: with_rotel,
             flowtel_light,
             rotel_light,
+            persistent,
+            balanced,
         });
     }
 
@@ -365,7 +418,18 @@ fn main() {
     );
     md.push_str("| attributes | record size | generator ceiling | flowtel records/s | flowtel per core | flowtel peak RSS | rotel records/s | rotel per core | rotel peak RSS | flowtel / rotel per core | CPU at 10,000 records/s: flowtel / rotel |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut json_rows = Vec::new();
-    for Row { attributes, record_bytes, ceiling, flowtel, rotel, flowtel_light, rotel_light } in &rows {
+    let mut variants = String::from(
+        "\n| attributes | persistent queue records/s per core | vs the memory queue | load_balancing to 3 sinks records/s per core | vs one otlp_grpc exporter |\n|---|---|---|---|---|\n",
+    );
+    for Row { attributes, record_bytes, ceiling, flowtel, rotel, flowtel_light, rotel_light, persistent, balanced } in &rows {
+        let _ = writeln!(
+            variants,
+            "| {attributes} | {:.0} | {:.2}× | {:.0} | {:.2}× |",
+            per_core(persistent),
+            per_core(persistent) / per_core(flowtel),
+            per_core(balanced),
+            per_core(balanced) / per_core(flowtel)
+        );
         let ratio = per_core(flowtel) / per_core(rotel);
         let _ = writeln!(
             md,
@@ -389,8 +453,11 @@ fn main() {
             "rotel": {"records_per_second": rotel.records_per_second, "cores": rotel.cores, "records_per_second_per_core": per_core(rotel), "peak_rss_mib": rotel.peak_rss_mib},
             "flowtel_over_rotel_per_core": ratio,
             "cpu_share_at_10000_records_per_second": {"flowtel": flowtel_light.cores, "rotel": rotel_light.cores},
+            "persistent_queue": {"records_per_second": persistent.records_per_second, "records_per_second_per_core": per_core(persistent), "over_memory_queue": per_core(persistent) / per_core(flowtel)},
+            "load_balancing_3_sinks": {"records_per_second": balanced.records_per_second, "records_per_second_per_core": per_core(balanced), "over_one_exporter": per_core(balanced) / per_core(flowtel)},
         }));
     }
+    md.push_str(&variants);
     md.push_str("\nTargets: ≥ 1,000,000 records/s per core, ≥ 1.5× rotel's records/s per core, ≤ 2% of a core at 10,000 records/s.\n");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("gateway.md"), &md).unwrap();
@@ -400,8 +467,10 @@ fn main() {
     )
     .unwrap();
     print!("{md}");
-    for Row { attributes, flowtel, rotel, .. } in &rows {
+    for Row { attributes, flowtel, rotel, persistent, balanced, .. } in &rows {
         assert!(flowtel.records_per_second > 0.0, "{attributes} attributes: nothing reached the sink through flowtel");
+        assert!(persistent.records_per_second > 0.0, "{attributes} attributes: nothing through the persistent queue");
+        assert!(balanced.records_per_second > 0.0, "{attributes} attributes: nothing through load_balancing");
         assert!(rotel.records_per_second > 0.0, "{attributes} attributes: nothing reached the sink through rotel");
     }
 }
