@@ -340,6 +340,18 @@ fn static_backends_share_the_load_and_a_restarted_gateway_loses_nothing() {
     }
 }
 
+/// After the change, the fourth gateway has taken the second's place, and
+/// what the agent held for the second went to the others.
+fn assert_replaced(agent: &Flowtel, found: &Arrivals) {
+    let last: BTreeSet<usize> =
+        found.spans.range((found.spans.len() as i64 - 300)..).flat_map(|(_, g)| g.clone()).collect();
+    assert_eq!(last, BTreeSet::from([0, 2, 3]), "after the change, the fourth gateway takes the second's place");
+    assert!(
+        agent.metric("flowtel_load_balancing_rerouted_items_total", &[]) > 0.0,
+        "what waited for the killed gateway went to the others"
+    );
+}
+
 /// A hosts file the agent reads as its `/etc/hosts`, naming the gateways.
 fn write_hosts(path: &Path, name: &str, addresses: &[&str]) {
     let lines: String = addresses.iter().map(|a| format!("{a} {name}\n")).collect();
@@ -372,13 +384,7 @@ fn dns_backends_follow_the_name_and_a_removed_gateways_data_moves_to_its_new_own
         std::thread::sleep(Duration::from_millis(500));
         gateways[1].restart();
     });
-    let last: BTreeSet<usize> =
-        found.spans.range((found.spans.len() as i64 - 300)..).flat_map(|(_, g)| g.clone()).collect();
-    assert_eq!(last, BTreeSet::from([0, 2, 3]), "after the change, the fourth gateway takes the second's place");
-    assert!(
-        agent.metric("flowtel_load_balancing_rerouted_items_total", &[]) > 0.0,
-        "what waited for the stopped gateway went to the others"
-    );
+    assert_replaced(&agent, &found);
 }
 
 /// Addresses of the host on an empty bridge the test creates (Kubernetes
@@ -442,13 +448,7 @@ fn k8s_backends_follow_the_services_endpoints() {
         std::thread::sleep(Duration::from_millis(500));
         gateways[1].restart();
     });
-    let last: BTreeSet<usize> =
-        found.spans.range((found.spans.len() as i64 - 300)..).flat_map(|(_, g)| g.clone()).collect();
-    assert_eq!(last, BTreeSet::from([0, 2, 3]), "after the change, the fourth gateway takes the second's place");
-    assert!(
-        agent.metric("flowtel_load_balancing_rerouted_items_total", &[]) > 0.0,
-        "what waited for the stopped gateway went to the others"
-    );
+    assert_replaced(&agent, &found);
     let log = agent.child.output();
     assert!(
         log.contains("via=Endpoints") || log.contains("via=\"Endpoints\""),

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     config::K8sResolver,
-    resolver::{RETRY_AFTER, Resolutions, endpoints_on},
+    resolver::{self, RETRY_AFTER, Resolutions, endpoints_on},
 };
 
 /// Where the namespace of the pod flowtel runs in is written.
@@ -81,20 +81,9 @@ fn endpoints_backends(endpoints: &Endpoints, config: &K8sResolver, service: &str
     found
 }
 
-/// Publishes the union of what every object says, unless empty.
+/// Publishes the union of what every object says.
 fn publish(backends: &watch::Sender<Vec<String>>, objects: &BTreeMap<String, Ready>) {
-    let found: BTreeSet<String> = objects.values().flatten().cloned().collect();
-    if found.is_empty() {
-        return;
-    }
-    let found: Vec<String> = found.into_iter().collect();
-    backends.send_if_modified(|current| {
-        let changed = *current != found;
-        if changed {
-            current.clone_from(&found);
-        }
-        changed
-    });
+    resolver::publish(backends, objects.values().flatten().cloned().collect());
 }
 
 /// Follows the watch of `api` until it ends or `stop`, keeping each

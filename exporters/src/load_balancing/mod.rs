@@ -59,15 +59,21 @@ struct Running {
     rerouted: Counter,
 }
 
-/// The `load_balancing` exporter.
-pub struct LoadBalancingExporter {
+/// The backends and how to make one: shared by the exports and the task
+/// that applies the resolver's answers.
+struct Backends {
     router: Router,
-    resolver: ResolverConfig,
     make_backend: BackendExporters,
     backend_queue: QueueConfig,
     backend_retry: RetryConfig,
-    routes: Arc<RwLock<Arc<Routes>>>,
-    queues: Arc<tokio::sync::Mutex<BTreeMap<String, SendingQueue>>>,
+    routes: RwLock<Arc<Routes>>,
+    queues: tokio::sync::Mutex<BTreeMap<String, SendingQueue>>,
+}
+
+/// The `load_balancing` exporter.
+pub struct LoadBalancingExporter {
+    backends: Arc<Backends>,
+    resolver: ResolverConfig,
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -81,48 +87,47 @@ impl LoadBalancingExporter {
         backend_queue: QueueConfig,
         backend_retry: RetryConfig,
     ) -> Self {
-        LoadBalancingExporter {
+        let backends = Backends {
             router: Router { key: config.routing_key, attributes: config.routing_attributes.clone() },
-            resolver: config.resolver.clone(),
             make_backend,
             backend_queue,
             backend_retry,
-            routes: Arc::default(),
-            queues: Arc::default(),
+            routes: RwLock::default(),
+            queues: tokio::sync::Mutex::default(),
+        };
+        LoadBalancingExporter {
+            backends: Arc::new(backends),
+            resolver: config.resolver.clone(),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         }
     }
 }
 
-/// The side that changes the backends: shared with the resolver's task.
+/// The side that changes the backends, on the resolver's answers.
 struct Balancer {
-    running: Arc<Running>,
-    router: Router,
-    make_backend: BackendExporters,
-    backend_queue: QueueConfig,
-    backend_retry: RetryConfig,
-    routes: Arc<RwLock<Arc<Routes>>>,
-    queues: Arc<tokio::sync::Mutex<BTreeMap<String, SendingQueue>>>,
+    running: Running,
+    backends: Arc<Backends>,
 }
 
 impl Balancer {
     /// Makes `endpoints` the backends: new ones get a queue, the ring
     /// changes, and what the queues of removed ones held is routed again.
     async fn set_backends(&self, endpoints: &[String]) {
-        let mut queues = self.queues.lock().await;
+        let backends = &*self.backends;
+        let mut queues = backends.queues.lock().await;
         for endpoint in endpoints {
             if queues.contains_key(endpoint) {
                 continue;
             }
-            match (self.make_backend)(endpoint) {
+            match (backends.make_backend)(endpoint) {
                 Ok(exporter) => {
                     let name = QueueName { exporter: &self.running.name, backend: Some(endpoint) };
                     let queue = SendingQueue::start(
                         name,
                         exporter,
-                        &self.backend_queue,
-                        &self.backend_retry,
+                        &backends.backend_queue,
+                        &backends.backend_retry,
                         None,
                         &self.running.registry,
                     );
@@ -140,7 +145,7 @@ impl Balancer {
         let ring = Ring::new(&kept);
         let inlets =
             ring.backends().iter().filter_map(|endpoint| queues.get(endpoint).map(SendingQueue::inlet)).collect();
-        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Routes { ring, inlets });
+        *backends.routes.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Routes { ring, inlets });
         let removed: Vec<String> = queues.keys().filter(|e| !kept.contains(e)).cloned().collect();
         self.running.backends_gauge.set(kept.len() as i64);
         tracing::info!(exporter = %self.running.name, backends = ?kept, removed = ?removed, "Backends changed.");
@@ -158,7 +163,7 @@ impl Balancer {
         }
         for payload in retired {
             // The ring was just given backends, so every part finds one.
-            let _ = deliver(&self.routes, &self.router, payload).await;
+            let _ = deliver(backends, payload).await;
         }
     }
 }
@@ -166,11 +171,11 @@ impl Balancer {
 /// Routes `payload` and queues each part at its backend; a part offered to
 /// a backend retired meanwhile is routed again. `Err` when no backend is
 /// known yet.
-async fn deliver(routes: &RwLock<Arc<Routes>>, router: &Router, payload: Payload) -> Result<(), Payload> {
+async fn deliver(backends: &Backends, payload: Payload) -> Result<(), Payload> {
     let mut pending = vec![payload];
     while let Some(payload) = pending.pop() {
-        let current = routes.read().unwrap_or_else(PoisonError::into_inner).clone();
-        for (backend, part) in routing::route(payload, router, &current.ring)? {
+        let current = backends.routes.read().unwrap_or_else(PoisonError::into_inner).clone();
+        for (backend, part) in routing::route(payload, &backends.router, &current.ring)? {
             let Some(inlet) = current.inlets.get(backend) else { continue };
             if let Offer::Retired(part) = inlet.offer(part).await {
                 pending.push(part);
@@ -185,7 +190,7 @@ impl Exporter for LoadBalancingExporter {
     async fn start(&self, ctx: ExporterContext) -> Result<(), ComponentError> {
         let name = ctx.id.to_string();
         let labels = [("exporter", name.as_str())];
-        let running = Arc::new(Running {
+        let running = Running {
             backends_gauge: ctx.metrics.gauge(
                 "flowtel_load_balancing_backends",
                 "Backends a load_balancing exporter routes to.",
@@ -198,16 +203,8 @@ impl Exporter for LoadBalancingExporter {
             ),
             name: name.clone(),
             registry: ctx.metrics.clone(),
-        });
-        let balancer = Balancer {
-            running,
-            router: self.router.clone(),
-            make_backend: self.make_backend.clone(),
-            backend_queue: self.backend_queue.clone(),
-            backend_retry: self.backend_retry.clone(),
-            routes: self.routes.clone(),
-            queues: self.queues.clone(),
         };
+        let balancer = Balancer { running, backends: self.backends.clone() };
         let (found, mut changes) = watch::channel(Vec::new());
         let resolutions = Resolutions::new(&ctx.metrics, &name);
         let resolving = tokio::spawn(resolver::run(self.resolver.clone(), found, resolutions, self.stop.clone()));
@@ -227,7 +224,7 @@ impl Exporter for LoadBalancingExporter {
     }
 
     async fn export(&self, payload: &Payload) -> Result<ExportOutcome, ExportError> {
-        match deliver(&self.routes, &self.router, payload.clone()).await {
+        match deliver(&self.backends, payload.clone()).await {
             Ok(()) => Ok(ExportOutcome::default()),
             Err(_) => Err(ExportError::retryable("no backend resolved yet", None)),
         }
@@ -240,7 +237,7 @@ impl Exporter for LoadBalancingExporter {
             let _ = task.await;
         }
         let deadline = Instant::now() + BACKEND_DRAIN;
-        let mut queues = self.queues.lock().await;
+        let mut queues = self.backends.queues.lock().await;
         for queue in queues.values_mut() {
             queue.shutdown(deadline).await;
         }

@@ -46,7 +46,7 @@ impl Resolutions {
 }
 
 /// Publishes `found` unless it is empty or unchanged.
-fn publish(backends: &watch::Sender<Vec<String>>, found: BTreeSet<String>) {
+pub(super) fn publish(backends: &watch::Sender<Vec<String>>, found: BTreeSet<String>) {
     if found.is_empty() {
         return;
     }

@@ -11,9 +11,9 @@
 //! 4 or 10 attributes. Both collectors export with gzip (rotel always
 //! compresses), and flowtel's sending queue blocks when full (16 batches),
 //! as rotel pushes back, so neither buffers without bound under overload.
-//! flowtel runs twice more: with its sending queue on disk (`file_storage`),
-//! and with a `load_balancing` exporter spreading records (by trace id)
-//! over three sinks.
+//! flowtel also runs without `batch`, its sending queue in memory and on
+//! disk (`file_storage`), and with a `load_balancing` exporter spreading
+//! records (by trace id) over three sinks.
 //!
 //! `--quick` runs each case for a second (used by `cargo xtask test`);
 //! `--out DIR` writes `gateway.md` and `gateway.json` there.
@@ -62,6 +62,7 @@ struct Row {
     flowtel_light: Measurement,
     rotel_light: Measurement,
     persistent: Measurement,
+    unbatched: Measurement,
     balanced: Measurement,
 }
 
@@ -257,9 +258,9 @@ fn measure(
     }
 }
 
-/// flowtel as the collector under test: `otlp` → `batch` → `exporters`
-/// (YAML of the `exporters:` section, after `extensions`), measured at full
-/// load and, when `light`, at 10,000 records/s.
+/// flowtel as the collector under test: `otlp` → `processors` → `exporter`
+/// (`sections`: the YAML of `extensions:` and `exporters:`), measured at
+/// full load and, when `light`, at 10,000 records/s.
 struct FlowtelCase<'a> {
     runtime: &'a tokio::runtime::Runtime,
     sink: &'a Sink,
@@ -269,13 +270,21 @@ struct FlowtelCase<'a> {
 }
 
 impl FlowtelCase<'_> {
-    fn run(&self, name: &str, sections: &str, exporter: &str, body: &Bytes, light: bool) -> (Measurement, Option<Measurement>) {
+    fn run(
+        &self,
+        name: &str,
+        sections: &str,
+        processors: &str,
+        exporter: &str,
+        body: &Bytes,
+        light: bool,
+    ) -> (Measurement, Option<Measurement>) {
         let port = free_port();
         let service_extensions = if sections.contains("extensions:") { "  extensions: [file_storage]\n" } else { "" };
         let config = format!(
             "{sections}receivers: {{otlp: {{protocols: {{grpc: {{endpoint: \"127.0.0.1:{port}\", max_recv_msg_size_mib: 64}}}}}}}}\n\
              processors: {{batch: {{send_batch_size: 8192, timeout: 200ms}}}}\n\
-             service:\n{service_extensions}  telemetry: {{metrics: {{level: none}}}}\n  pipelines: {{logs: {{receivers: [otlp], processors: [batch], exporters: [{exporter}]}}}}\n"
+             service:\n{service_extensions}  telemetry: {{metrics: {{level: none}}}}\n  pipelines: {{logs: {{receivers: [otlp], processors: [{processors}], exporters: [{exporter}]}}}}\n"
         );
         let config_path = self.dir.join(format!("{name}.yaml"));
         std::fs::write(&config_path, config).unwrap();
@@ -351,7 +360,7 @@ fn main() {
         let ceiling = measure(&runtime, &sink, sink_port, &body, Rate::Flat, None, seconds);
 
         let memory = format!("exporters: {{{}}}\n", otlp_exporter.replace("{storage}", ""));
-        let (with_flowtel, flowtel_light) = case.run(&format!("flowtel-{attributes}"), &memory, "otlp_grpc", &body, true);
+        let (with_flowtel, flowtel_light) = case.run(&format!("flowtel-{attributes}"), &memory, "batch", "otlp_grpc", &body, true);
         let storage = dir.path().join(format!("queue-{attributes}"));
         std::fs::create_dir_all(&storage).unwrap();
         let stored = format!(
@@ -359,10 +368,14 @@ fn main() {
             storage.display(),
             otlp_exporter.replace("{storage}", ", storage: file_storage")
         );
-        let (persistent, _) = case.run(&format!("persistent-{attributes}"), &stored, "otlp_grpc", &body, false);
+        // No `batch` in front: the receiver answers once a request is
+        // stored, and a batch processor would hold every answer until it
+        // sends (the collector's advice too: batch at the queue).
+        let (persistent, _) = case.run(&format!("persistent-{attributes}"), &stored, "", "otlp_grpc", &body, false);
+        let (unbatched, _) = case.run(&format!("unbatched-{attributes}"), &memory, "", "otlp_grpc", &body, false);
         let traced = request(attributes, true);
         let (balanced, _) =
-            case.run(&format!("balanced-{attributes}"), &format!("exporters: {{{balancing}}}\n"), "load_balancing", &traced, false);
+            case.run(&format!("balanced-{attributes}"), &format!("exporters: {{{balancing}}}\n"), "batch", "load_balancing", &traced, false);
         let flowtel_light = flowtel_light.unwrap_or(Measurement { records_per_second: 0.0, cores: 0.0, peak_rss_mib: 0.0 });
 
         let (rotel_port, rotel_http) = (free_port(), free_port());
@@ -405,6 +418,7 @@ fn main() {
             flowtel_light,
             rotel_light,
             persistent,
+            unbatched,
             balanced,
         });
     }
@@ -419,14 +433,15 @@ fn main() {
     md.push_str("| attributes | record size | generator ceiling | flowtel records/s | flowtel per core | flowtel peak RSS | rotel records/s | rotel per core | rotel peak RSS | flowtel / rotel per core | CPU at 10,000 records/s: flowtel / rotel |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut json_rows = Vec::new();
     let mut variants = String::from(
-        "\n| attributes | persistent queue records/s per core | vs the memory queue | load_balancing to 3 sinks records/s per core | vs one otlp_grpc exporter |\n|---|---|---|---|---|\n",
+        "\nWithout `batch`, a request at a time: the persistent queue against the memory queue; and `load_balancing` (after `batch`) over three sinks against one `otlp_grpc` exporter.\n\n| attributes | persistent queue records/s per core | memory queue | persistent / memory | load_balancing to 3 sinks records/s per core | load_balancing / otlp_grpc |\n|---|---|---|---|---|---|\n",
     );
-    for Row { attributes, record_bytes, ceiling, flowtel, rotel, flowtel_light, rotel_light, persistent, balanced } in &rows {
+    for Row { attributes, record_bytes, ceiling, flowtel, rotel, flowtel_light, rotel_light, persistent, unbatched, balanced } in &rows {
         let _ = writeln!(
             variants,
-            "| {attributes} | {:.0} | {:.2}× | {:.0} | {:.2}× |",
+            "| {attributes} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2}× |",
             per_core(persistent),
-            per_core(persistent) / per_core(flowtel),
+            per_core(unbatched),
+            per_core(persistent) / per_core(unbatched),
             per_core(balanced),
             per_core(balanced) / per_core(flowtel)
         );
@@ -453,7 +468,7 @@ fn main() {
             "rotel": {"records_per_second": rotel.records_per_second, "cores": rotel.cores, "records_per_second_per_core": per_core(rotel), "peak_rss_mib": rotel.peak_rss_mib},
             "flowtel_over_rotel_per_core": ratio,
             "cpu_share_at_10000_records_per_second": {"flowtel": flowtel_light.cores, "rotel": rotel_light.cores},
-            "persistent_queue": {"records_per_second": persistent.records_per_second, "records_per_second_per_core": per_core(persistent), "over_memory_queue": per_core(persistent) / per_core(flowtel)},
+            "persistent_queue": {"records_per_second": persistent.records_per_second, "records_per_second_per_core": per_core(persistent), "memory_queue_records_per_second_per_core": per_core(unbatched), "over_memory_queue": per_core(persistent) / per_core(unbatched)},
             "load_balancing_3_sinks": {"records_per_second": balanced.records_per_second, "records_per_second_per_core": per_core(balanced), "over_one_exporter": per_core(balanced) / per_core(flowtel)},
         }));
     }
