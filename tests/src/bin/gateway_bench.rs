@@ -298,9 +298,12 @@ impl FlowtelCase<'_> {
                 .arg(&config_path),
             &self.dir.join(format!("{name}.log")),
         );
-        wait_for(Duration::from_secs(20), "flowtel to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+        wait_for(Duration::from_secs(20), "flowtel to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
         let full = measure(self.runtime, self.sink, port, body, Rate::Flat, Some(flowtel.pid()), self.seconds);
-        let light = light.then(|| measure(self.runtime, self.sink, port, body, LIGHT, Some(flowtel.pid()), self.seconds));
+        let light =
+            light.then(|| measure(self.runtime, self.sink, port, body, LIGHT, Some(flowtel.pid()), self.seconds));
         flowtel.stop();
         if full.records_per_second == 0.0 {
             eprintln!("{name}: flowtel delivered nothing; its log:\n{}", flowtel.output());
@@ -360,7 +363,8 @@ fn main() {
         let ceiling = measure(&runtime, &sink, sink_port, &body, Rate::Flat, None, seconds);
 
         let memory = format!("exporters: {{{}}}\n", otlp_exporter.replace("{storage}", ""));
-        let (with_flowtel, flowtel_light) = case.run(&format!("flowtel-{attributes}"), &memory, "batch", "otlp_grpc", &body, true);
+        let (with_flowtel, flowtel_light) =
+            case.run(&format!("flowtel-{attributes}"), &memory, "batch", "otlp_grpc", &body, true);
         let storage = dir.path().join(format!("queue-{attributes}"));
         std::fs::create_dir_all(&storage).unwrap();
         let stored = format!(
@@ -374,9 +378,16 @@ fn main() {
         let (persistent, _) = case.run(&format!("persistent-{attributes}"), &stored, "", "otlp_grpc", &body, false);
         let (unbatched, _) = case.run(&format!("unbatched-{attributes}"), &memory, "", "otlp_grpc", &body, false);
         let traced = request(attributes, true);
-        let (balanced, _) =
-            case.run(&format!("balanced-{attributes}"), &format!("exporters: {{{balancing}}}\n"), "batch", "load_balancing", &traced, false);
-        let flowtel_light = flowtel_light.unwrap_or(Measurement { records_per_second: 0.0, cores: 0.0, peak_rss_mib: 0.0 });
+        let (balanced, _) = case.run(
+            &format!("balanced-{attributes}"),
+            &format!("exporters: {{{balancing}}}\n"),
+            "batch",
+            "load_balancing",
+            &traced,
+            false,
+        );
+        let flowtel_light =
+            flowtel_light.unwrap_or(Measurement { records_per_second: 0.0, cores: 0.0, peak_rss_mib: 0.0 });
 
         let (rotel_port, rotel_http) = (free_port(), free_port());
         let mut rotel = Child::spawn(
@@ -435,7 +446,19 @@ fn main() {
     let mut variants = String::from(
         "\nWithout `batch`, a request at a time: the persistent queue against the memory queue; and `load_balancing` (after `batch`) over three sinks against one `otlp_grpc` exporter.\n\n| attributes | persistent queue records/s per core | memory queue | persistent / memory | load_balancing to 3 sinks records/s per core | load_balancing / otlp_grpc |\n|---|---|---|---|---|---|\n",
     );
-    for Row { attributes, record_bytes, ceiling, flowtel, rotel, flowtel_light, rotel_light, persistent, unbatched, balanced } in &rows {
+    for Row {
+        attributes,
+        record_bytes,
+        ceiling,
+        flowtel,
+        rotel,
+        flowtel_light,
+        rotel_light,
+        persistent,
+        unbatched,
+        balanced,
+    } in &rows
+    {
         let _ = writeln!(
             variants,
             "| {attributes} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2}× |",
