@@ -252,6 +252,14 @@ pub trait Processor: Send {
     /// Called once the deadline passed (e.g. a batch timeout).
     fn on_deadline(&mut self, _now: Instant, _out: &mut Vec<Payload>) {}
 
+    /// Whether it handles requests kept in their encoding
+    /// ([`Payload::Encoded`]) without reading their records (`batch`,
+    /// `memory_limiter`): a pipeline of such processors and exporters gets
+    /// its logs and spans from the `otlp` receiver undecoded.
+    fn passes_encoded(&self) -> bool {
+        false
+    }
+
     /// Whether items it took are still held back (a batch being filled):
     /// acknowledgements of data bound for persistent queues wait until it
     /// holds nothing.
@@ -335,6 +343,12 @@ pub trait Exporter: Send + Sync + 'static {
 
     /// Makes one attempt to send `payload`.
     async fn export(&self, payload: &Payload) -> Result<ExportOutcome, ExportError>;
+
+    /// Whether it sends requests kept in their encoding
+    /// ([`Payload::Encoded`]) as they are (OTLP exporters).
+    fn takes_encoded(&self) -> bool {
+        false
+    }
 
     /// Releases resources after the queue drained (flush files, close connections).
     async fn shutdown(&self) {}

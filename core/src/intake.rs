@@ -71,6 +71,7 @@ pub struct PipelineInput {
     room: Arc<Semaphore>,
     admissions: Vec<Arc<dyn Admission>>,
     durable: bool,
+    takes_encoded: bool,
 }
 
 impl PipelineInput {
@@ -80,7 +81,14 @@ impl PipelineInput {
     pub fn new(signal: Signal, admissions: Vec<Arc<dyn Admission>>, durable: bool) -> (Self, mpsc::Receiver<Queued>) {
         let (sender, receiver) = mpsc::channel(PIPELINE_QUEUE_CAPACITY);
         let room = Arc::new(Semaphore::new(PIPELINE_QUEUE_BYTES / BYTES_PER_UNIT));
-        (PipelineInput { signal, sender, room, admissions, durable }, receiver)
+        (PipelineInput { signal, sender, room, admissions, durable, takes_encoded: false }, receiver)
+    }
+
+    /// Marks the pipeline as one whose processors and exporters all handle
+    /// requests kept in their encoding ([`Payload::Encoded`]).
+    pub fn taking_encoded(mut self) -> Self {
+        self.takes_encoded = true;
+        self
     }
 
     /// Waits for room for a payload of `units`: a queue slot and memory.
@@ -120,6 +128,13 @@ impl ReceiverOutput {
     /// Whether any pipeline takes this signal from the receiver.
     pub fn accepts(&self, signal: Signal) -> bool {
         !self.inputs[index(signal)].is_empty()
+    }
+
+    /// Whether every pipeline of this signal takes requests kept in their
+    /// encoding, so a receiver need not decode them.
+    pub fn takes_encoded(&self, signal: Signal) -> bool {
+        let inputs = &self.inputs[index(signal)];
+        !inputs.is_empty() && inputs.iter().all(|input| input.takes_encoded)
     }
 
     /// Hands `payload` to every pipeline of its signal, all or nothing: room

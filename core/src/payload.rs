@@ -84,9 +84,11 @@ fn for_each_point_attributes(metric: &mut Metric, mut visit: impl FnMut(&mut Vec
     }
 }
 
+mod encoded;
 mod heap_size;
 mod ids;
 
+pub use encoded::Encoded;
 pub use heap_size::HeapSize;
 pub use ids::MalformedIds;
 
@@ -99,13 +101,33 @@ pub enum Payload {
     Metrics(Vec<ResourceMetrics>),
     /// Traces, grouped by resource.
     Traces(Vec<ResourceSpans>),
+    /// Logs or traces still in their protobuf encoding, where nothing on
+    /// their way reads the records (see [`Encoded`]). Components that read
+    /// records never get one; [`Payload::decoded`] turns it into the tree.
+    Encoded(Encoded),
 }
 
 impl Payload {
+    /// The payload as the OTLP tree: an encoded one decoded, others as they are.
+    pub fn decoded(self) -> Payload {
+        match self {
+            Payload::Encoded(encoded) => encoded.decode(),
+            tree => tree,
+        }
+    }
+
+    /// Decodes an encoded payload in place.
+    pub fn decode_in_place(&mut self) {
+        if let Payload::Encoded(encoded) = self {
+            *self = encoded.decode();
+        }
+    }
+
     /// Calls `visit` with the attributes of each log record and each metric
     /// data point (spans are not visited): where the receivers put a flow's
     /// 5-tuple.
     pub fn for_each_record_attributes(&mut self, mut visit: impl FnMut(&mut Vec<KeyValue>)) {
+        self.decode_in_place();
         match self {
             Payload::Logs(resources) => {
                 for record in resources.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records) {
@@ -117,7 +139,7 @@ impl Payload {
                     for_each_point_attributes(metric, &mut visit);
                 }
             }
-            Payload::Traces(_) => {}
+            Payload::Traces(_) | Payload::Encoded(_) => {}
         }
     }
 
@@ -127,6 +149,7 @@ impl Payload {
             Payload::Logs(v) => v.heap_size(),
             Payload::Metrics(v) => v.heap_size(),
             Payload::Traces(v) => v.heap_size(),
+            Payload::Encoded(encoded) => encoded.bytes().len(),
         }
     }
 
@@ -145,6 +168,7 @@ impl Payload {
             Payload::Logs(_) => Signal::Logs,
             Payload::Metrics(_) => Signal::Metrics,
             Payload::Traces(_) => Signal::Traces,
+            Payload::Encoded(encoded) => encoded.signal(),
         }
     }
 
@@ -155,6 +179,7 @@ impl Payload {
             Payload::Logs(v) => v.iter().map(Splittable::items).sum(),
             Payload::Metrics(v) => v.iter().map(Splittable::items).sum(),
             Payload::Traces(v) => v.iter().map(Splittable::items).sum(),
+            Payload::Encoded(encoded) => encoded.items(),
         }
     }
 
@@ -166,6 +191,21 @@ impl Payload {
     /// Appends another payload of the same signal. A payload of another
     /// signal is handed back unchanged.
     pub fn append(&mut self, other: Payload) -> Result<(), Payload> {
+        if self.signal() != other.signal() {
+            return Err(other);
+        }
+        // Encoded requests join as bytes; joined with a tree, both are trees.
+        let other = match (&mut *self, other) {
+            (Payload::Encoded(a), Payload::Encoded(b)) => {
+                a.append(b);
+                return Ok(());
+            }
+            (Payload::Encoded(_), other) => {
+                self.decode_in_place();
+                other
+            }
+            (_, other) => other.decoded(),
+        };
         match (self, other) {
             (Payload::Logs(a), Payload::Logs(b)) => a.extend(b),
             (Payload::Metrics(a), Payload::Metrics(b)) => a.extend(b),
@@ -179,6 +219,8 @@ impl Payload {
     /// a processor dropped some), so no empty envelope travels on.
     pub fn prune_empty(&mut self) {
         match self {
+            // Checked requests hold no empty envelope a processor left.
+            Payload::Encoded(_) => {}
             Payload::Logs(resources) => {
                 for resource in resources.iter_mut() {
                     resource.scope_logs.retain(|scope| !scope.log_records.is_empty());
@@ -207,10 +249,12 @@ impl Payload {
     /// scopes and metrics where the boundary falls inside one. Resource and
     /// scope envelopes are copied onto both halves.
     pub fn split_front(&mut self, n: usize) -> Payload {
+        self.decode_in_place();
         match self {
             Payload::Logs(v) => Payload::Logs(take_front(v, n)),
             Payload::Metrics(v) => Payload::Metrics(take_front(v, n)),
             Payload::Traces(v) => Payload::Traces(take_front(v, n)),
+            Payload::Encoded(_) => Payload::empty(self.signal()),
         }
     }
 }

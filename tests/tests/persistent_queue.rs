@@ -13,9 +13,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowtel_tests::{Flowtel, free_port, netns::is_root, send::send_logs, sink::Sink, wait_for};
+use flowtel_tests::{
+    Flowtel, free_port,
+    netns::is_root,
+    send::{logs_request, send_logs},
+    sink::Sink,
+    wait_for,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 
 const WAIT: Duration = Duration::from_secs(60);
+/// Records per request in the minute-long outage.
+const PER_TICK: u64 = 20;
 
 /// A gateway: `otlp` in, `otlp_grpc` out to `backend`, its queue as `queue`
 /// says, stored in `storage` when given.
@@ -267,22 +276,31 @@ fn a_minute_long_outage_under_steady_load_loses_nothing_the_bound_holds() {
     let memory = Flowtel::start(&gateway_config(memory_grpc, memory_backend, &format!("{queue}}}"), None));
     let run = "outage-minute";
 
-    // 10 records every 50 ms for a minute, to both, backends down.
+    // 20 records every 50 ms for a minute, to both, backends down, each on
+    // one connection.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let connect = |port: u16| {
+        runtime.block_on(LogsServiceClient::connect(format!("http://127.0.0.1:{port}"))).unwrap()
+    };
+    let (mut durable_client, mut memory_client) = (connect(durable_grpc), connect(memory_grpc));
     let started = Instant::now();
     let (mut durable_codes, mut memory_codes) = (Vec::new(), Vec::new());
     let mut tick = 0u64;
     while started.elapsed() < Duration::from_secs(60) {
-        durable_codes.extend(send_logs(durable_grpc, run, tick * 10, 1, 10));
-        memory_codes.extend(send_logs(memory_grpc, run, tick * 10, 1, 10));
+        let seqs = tick * PER_TICK..(tick + 1) * PER_TICK;
+        for (client, codes) in [(&mut durable_client, &mut durable_codes), (&mut memory_client, &mut memory_codes)] {
+            let answer = runtime.block_on(client.export(logs_request(run, seqs.clone())));
+            codes.push(answer.map_or_else(|status| status.code(), |_| tonic::Code::Ok));
+        }
         tick += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
-    let sent = tick * 10;
-    assert!(sent > 4000 * 2, "the load outgrows the bound: {sent} records");
+    let sent = tick * PER_TICK;
+    assert!(sent > 4000 + 1000, "the load outgrows the bound: {sent} records");
     let (durable_sink, memory_sink) = (Sink::start(durable_backend), Sink::start(memory_backend));
 
     // Persistent: what was acknowledged is delivered; the rest was refused and counted.
-    let acked = acknowledged(&durable_codes, 0, 10);
+    let acked = acknowledged(&durable_codes, 0, PER_TICK);
     let seen = wait_delivered(&durable_sink, run, &acked);
     assert_eq!(seen.len(), acked.len());
     assert!(seen.values().all(|n| *n == 1));

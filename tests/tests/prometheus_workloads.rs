@@ -216,11 +216,16 @@ fn prometheus_reads_per_workload_metrics_that_match_the_kernel() {
             r#"sum(network_process_tcp_retransmits_total{{source_process_executable_name="{name}",k8s_src_namespace_name="backend"}})"#
         ))
     };
-    let retransmits = wait_for(Duration::from_secs(30), "every retransmit of the api pod, by process", || {
-        let named = by_process(&server_process)?;
-        let by_workload = prometheus.query(&format!("sum(network_workload_tcp_retransmits_total{{{api_to_web}}})"))?;
-        (by_workload == named + by_process("unknown").unwrap_or(0.0)).then_some(named)
+    // One query, so both sums come from the same instant (retransmits go on
+    // with backoff, and two queries could straddle a scrape).
+    let unaccounted = format!(
+        r#"sum(network_workload_tcp_retransmits_total{{{api_to_web}}}) - sum(network_process_tcp_retransmits_total{{source_process_executable_name=~"{}|unknown",k8s_src_namespace_name="backend"}})"#,
+        regex_escape(&server_process)
+    );
+    wait_for(Duration::from_secs(30), "every retransmit of the api pod, by process", || {
+        (prometheus.query(&unaccounted)? == 0.0).then_some(())
     });
+    let retransmits = by_process(&server_process).unwrap_or(0.0);
     assert!(retransmits > 0.0, "the server's process is named");
 
     let rtt = wait_for(Duration::from_secs(20), "an RTT histogram", || {
@@ -236,4 +241,15 @@ fn prometheus_reads_per_workload_metrics_that_match_the_kernel() {
     });
     assert!(exemplars.iter().all(|id| id.len() == 32), "{exemplars:?}");
     assert_eq!(flowtel.metric("flowtel_connector_overflow_items_total", &[]), 0.0);
+}
+
+/// `text` as a literal inside a PromQL regular expression.
+fn regex_escape(text: &str) -> String {
+    text.chars().fold(String::new(), |mut escaped, c| {
+        if r"\.+*?()|[]{}^$".contains(c) {
+            escaped.push_str(r"\\");
+        }
+        escaped.push(c);
+        escaped
+    })
 }

@@ -34,6 +34,7 @@ pub fn encode_protobuf(payload: &Payload) -> Vec<u8> {
         Payload::Logs(v) => write(v),
         Payload::Metrics(v) => write(v),
         Payload::Traces(v) => write(v),
+        Payload::Encoded(encoded) => encoded.bytes().to_vec(),
     }
 }
 
@@ -76,19 +77,29 @@ pub enum JsonRequest<'a> {
 }
 
 impl<'a> JsonRequest<'a> {
-    /// A borrowed view of `payload` as a request.
+    /// A borrowed view of `payload` as a request. An encoded payload has
+    /// no tree to borrow: decode it first ([`Payload::decoded`]); here it
+    /// shows as an empty request of its signal.
     pub fn of(payload: &'a Payload) -> Self {
         match payload {
             Payload::Logs(v) => JsonRequest::Logs { resource_logs: v },
             Payload::Metrics(v) => JsonRequest::Metrics { resource_metrics: v },
             Payload::Traces(v) => JsonRequest::Traces { resource_spans: v },
+            Payload::Encoded(encoded) => match encoded.signal() {
+                Signal::Logs => JsonRequest::Logs { resource_logs: &[] },
+                Signal::Metrics => JsonRequest::Metrics { resource_metrics: &[] },
+                Signal::Traces => JsonRequest::Traces { resource_spans: &[] },
+            },
         }
     }
 }
 
 /// OTLP/JSON encoding of the payload's export request.
 pub fn encode_json(payload: &Payload) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&JsonRequest::of(payload))
+    match payload {
+        Payload::Encoded(encoded) => serde_json::to_vec(&JsonRequest::of(&encoded.decode())),
+        tree => serde_json::to_vec(&JsonRequest::of(tree)),
+    }
 }
 
 /// Reads the partial success of a protobuf response to an export of

@@ -518,6 +518,7 @@ type ResourceItems<'r> = dyn FnMut(ItemKind, &mut ItemVisitor<'_>) + 'r;
 /// that resource's items of a kind.
 fn each_resource(payload: &Payload, f: &mut dyn FnMut(Option<&Resource>, &mut ResourceItems<'_>)) {
     match payload {
+        Payload::Encoded(encoded) => each_resource(&encoded.decode(), f),
         Payload::Logs(resources) => {
             for resource in resources {
                 let attributes = of_resource(resource.resource.as_ref());
@@ -671,6 +672,7 @@ impl RuleSet {
     /// The metrics `payload` makes, as delta points since the last call.
     pub fn consume(&self, payload: &Payload, out: &mut Vec<Payload>) {
         let (rules, first) = match payload {
+            Payload::Encoded(encoded) => return self.consume(&encoded.decode(), out),
             Payload::Logs(_) => (&self.logs, 0),
             Payload::Metrics(_) => (&self.metrics, self.logs.len()),
             Payload::Traces(_) => (&self.traces, self.logs.len() + self.metrics.len()),

@@ -182,6 +182,17 @@ impl Topology {
             extensions.push((id, extension));
         }
         let durable = durable_pipelines(&spec.pipelines, &spec.exporters);
+        let encoded: Vec<bool> = spec
+            .pipelines
+            .iter()
+            .map(|pipeline| {
+                pipeline.processors.iter().all(|(_, processor)| processor.passes_encoded())
+                    && pipeline
+                        .exporters
+                        .iter()
+                        .all(|id| spec.exporters.get(id).is_some_and(|e| e.exporter.takes_encoded()))
+            })
+            .collect();
         let mut exporters: BTreeMap<ComponentId, SendingQueue> = BTreeMap::new();
         for (id, e) in spec.exporters {
             let ctx = ExporterContext { id: id.clone(), metrics: registry.clone() };
@@ -221,10 +232,11 @@ impl Topology {
         // Every pipeline's input first: connectors hand data to them.
         let mut inputs: BTreeMap<ComponentId, Vec<PipelineInput>> = BTreeMap::new();
         let mut pipeline_inputs = Vec::with_capacity(specs.len());
-        for (pipeline, durable) in specs.iter().zip(durable) {
+        for ((pipeline, durable), encoded) in specs.iter().zip(durable).zip(encoded) {
             let admissions: Vec<Arc<dyn Admission>> =
                 pipeline.processors.iter().filter_map(|(_, processor)| processor.admission()).collect();
             let (input, receiver) = PipelineInput::new(pipeline.id.signal(), admissions, durable);
+            let input = if encoded { input.taking_encoded() } else { input };
             for receiver_id in &pipeline.receivers {
                 inputs.entry(receiver_id.clone()).or_default().push(input.clone());
             }

@@ -18,6 +18,7 @@ pub(super) fn summary(payload: &Payload) -> String {
         Payload::Logs(v) => v.len(),
         Payload::Metrics(v) => v.len(),
         Payload::Traces(v) => v.len(),
+        Payload::Encoded(encoded) => return summary(&encoded.decode()),
     };
     let signal = payload.signal();
     format!("{signal}: {resources} resources, {} {}\n", payload.item_count(), signal.item_name())
@@ -27,6 +28,7 @@ pub(super) fn summary(payload: &Payload) -> String {
 pub(super) fn lines(payload: &Payload) -> String {
     let mut out = String::new();
     match payload {
+        Payload::Encoded(encoded) => return lines(&encoded.decode()),
         Payload::Logs(resources) => {
             for resource in resources {
                 for scope in &resource.scope_logs {

@@ -162,7 +162,8 @@ pub(super) fn route(payload: Payload, router: &Router, ring: &Ring) -> Result<Ve
         return Err(payload);
     }
     let owner = |hash: u64| ring.owner(hash).unwrap_or_default();
-    let parts: Vec<(usize, Payload)> = match payload {
+    let parts: Vec<(usize, Payload)> = match payload.decoded() {
+        Payload::Encoded(_) => Vec::new(),
         Payload::Logs(resources) => {
             let mut by_owner: BTreeMap<usize, Vec<ResourceLogs>> = BTreeMap::new();
             for mut resource in resources {

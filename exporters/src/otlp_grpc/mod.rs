@@ -159,6 +159,10 @@ impl Exporter for OtlpGrpcExporter {
         let response = client.unary(request, export_path(signal), EncodedCodec).await.map_err(|s| classify(&s))?;
         Ok(outcome_of_protobuf_response(signal, response.get_ref()))
     }
+
+    fn takes_encoded(&self) -> bool {
+        true
+    }
 }
 
 /// Maps a gRPC status to a retryable or permanent failure.

@@ -131,6 +131,10 @@ impl Exporter for OtlpHttpExporter {
             _ => ExportError::permanent(message),
         })
     }
+
+    fn takes_encoded(&self) -> bool {
+        self.encoding == Encoding::Proto
+    }
 }
 
 /// The most of a response body read: a backend cannot make flowtel hold

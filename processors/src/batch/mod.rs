@@ -102,6 +102,10 @@ impl Processor for BatchProcessor {
         self.pending.is_some()
     }
 
+    fn passes_encoded(&self) -> bool {
+        true
+    }
+
     fn on_deadline(&mut self, _now: Instant, out: &mut Vec<Payload>) {
         self.emit_all(out);
     }

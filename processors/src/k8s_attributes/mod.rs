@@ -355,7 +355,9 @@ pub fn associate<'a>(
 }
 
 fn resources_mut(payload: &mut Payload) -> Vec<&mut Resource> {
+    payload.decode_in_place();
     match payload {
+        Payload::Encoded(_) => Vec::new(),
         Payload::Logs(r) => r.iter_mut().map(|r| r.resource.get_or_insert_with(Default::default)).collect(),
         Payload::Metrics(r) => r.iter_mut().map(|r| r.resource.get_or_insert_with(Default::default)).collect(),
         Payload::Traces(r) => r.iter_mut().map(|r| r.resource.get_or_insert_with(Default::default)).collect(),

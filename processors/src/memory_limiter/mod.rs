@@ -87,6 +87,10 @@ impl MemoryLimiter {
 }
 
 impl Processor for MemoryLimiter {
+    fn passes_encoded(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, payload: Payload, out: &mut Vec<Payload>) {
         out.push(payload);
     }

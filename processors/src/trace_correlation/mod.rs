@@ -426,11 +426,12 @@ impl Processor for TraceCorrelationProcessor {
         Ok(())
     }
 
-    fn process(&mut self, mut payload: Payload, out: &mut Vec<Payload>) {
+    fn process(&mut self, payload: Payload, out: &mut Vec<Payload>) {
+        let mut payload = payload.decoded();
         match &mut payload {
             Payload::Logs(resources) => self.process_logs(resources),
             Payload::Traces(resources) => self.process_traces(resources),
-            Payload::Metrics(_) => {}
+            Payload::Metrics(_) | Payload::Encoded(_) => {}
         }
         if !payload.is_empty() {
             out.push(payload);

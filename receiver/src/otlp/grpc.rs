@@ -162,7 +162,14 @@ impl<S: OtlpSignal> tower::Service<tonic::Request<Bytes>> for ExportCall<S> {
                 return Err(Status::internal("one request per call"));
             };
             let peer = request.remote_addr();
-            let message = request.into_inner();
+            let message = match intake.keep_encoded(S::SIGNAL, request.into_inner()) {
+                Ok(encoded) => {
+                    let accepted = intake.accept_encoded(encoded, peer).await.map_err(status)?;
+                    drop(reservation);
+                    return Ok(tonic::Response::new(S::response(accepted.rejected, accepted.message)));
+                }
+                Err(message) => message,
+            };
             let decoded = match reservation.metered(|meter| S::Request::decode(MeteredBuf::new(message, meter))) {
                 Ok(Ok(decoded)) => decoded,
                 Ok(Err(err)) => return Err(status(intake.malformed::<S>(err))),

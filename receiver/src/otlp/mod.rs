@@ -17,10 +17,12 @@ mod http;
 mod signal;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use flowtel_core::{
-    ComponentId, ComponentKind, Signal,
+    ComponentId, ComponentKind, Payload, Signal,
     component::{ComponentError, Receiver, ReceiverContext},
     intake::{RECEIVER_PUSH_WAIT, ReceiverOutput},
+    payload::Encoded,
     self_telemetry::{Counter, MetricsRegistry, ReceiverItems, SignalCounters},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -150,6 +152,16 @@ impl Intake {
         self.output.accepts(signal)
     }
 
+    /// Keeps a request in its encoding when every pipeline of its signal
+    /// takes it so and it passes the check ([`Encoded::check`]); the bytes
+    /// back, to be decoded, otherwise.
+    pub(crate) fn keep_encoded(&self, signal: Signal, message: Bytes) -> Result<Encoded, Bytes> {
+        if !self.output.takes_encoded(signal) {
+            return Err(message);
+        }
+        Encoded::check(signal, Vec::from(message), IN_FLIGHT_BYTES as usize).map_err(Bytes::from)
+    }
+
     /// Counts a request refused as a whole.
     pub(crate) fn refused(&self, reason: RefusedRequest) {
         self.refused_requests[reason as usize].inc();
@@ -204,15 +216,28 @@ impl Intake {
             }
             None => (0, String::new()),
         };
-        let items = payload.item_count() as u64;
+        self.push(payload, peer).await.map(|()| Accepted { rejected, message })
+    }
+
+    /// Hands a request kept in its encoding to the pipelines.
+    pub(crate) async fn accept_encoded(
+        &self,
+        encoded: Encoded,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Accepted, Refusal> {
+        self.push(Payload::Encoded(encoded), peer).await.map(|()| Accepted { rejected: 0, message: String::new() })
+    }
+
+    async fn push(&self, payload: Payload, peer: Option<std::net::SocketAddr>) -> Result<(), Refusal> {
+        let (signal, items) = (payload.signal(), payload.item_count() as u64);
         let client = flowtel_core::payload::Client { address: peer.map(|p| p.ip().to_canonical()) };
         match self.output.push_stored(payload, client).await {
             Ok(()) => {
-                self.items.accepted.get(S::SIGNAL).add(items);
-                Ok(Accepted { rejected, message })
+                self.items.accepted.get(signal).add(items);
+                Ok(())
             }
             Err(err) => {
-                self.items.refused.get(S::SIGNAL).add(items);
+                self.items.refused.get(signal).add(items);
                 Err(Refusal::Unavailable(err.to_string()))
             }
         }

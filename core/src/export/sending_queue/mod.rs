@@ -30,7 +30,7 @@ use self::durable::DurableBacklog;
 use crate::{
     component::{ExportErrorKind, Exporter},
     export::{Backoff, QueueConfig, RetryConfig, Sizer, decode_protobuf},
-    payload::{Payload, Signal},
+    payload::{Encoded, Payload, Signal},
     self_telemetry::{LogLimiter, MetricsRegistry, SignalCounters},
     storage::DurableQueue,
 };
@@ -511,6 +511,12 @@ impl Worker {
         while let Some(record) = backlog.next(&self.hard_stop).await {
             let decoded = record.bytes.split_first().and_then(|(signal, bytes)| {
                 let signal = *Signal::ALL.get(usize::from(*signal))?;
+                // An exporter that sends requests as they are gets them so.
+                if self.exporter.takes_encoded()
+                    && let Ok(encoded) = Encoded::check(signal, bytes.to_vec(), usize::MAX)
+                {
+                    return Some(Payload::Encoded(encoded));
+                }
                 decode_protobuf(signal, bytes).ok()
             });
             match decoded {
