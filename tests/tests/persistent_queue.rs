@@ -279,9 +279,7 @@ fn a_minute_long_outage_under_steady_load_loses_nothing_the_bound_holds() {
     // 20 records every 50 ms for a minute, to both, backends down, each on
     // one connection.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let connect = |port: u16| {
-        runtime.block_on(LogsServiceClient::connect(format!("http://127.0.0.1:{port}"))).unwrap()
-    };
+    let connect = |port: u16| runtime.block_on(LogsServiceClient::connect(format!("http://127.0.0.1:{port}"))).unwrap();
     let (mut durable_client, mut memory_client) = (connect(durable_grpc), connect(memory_grpc));
     let started = Instant::now();
     let (mut durable_codes, mut memory_codes) = (Vec::new(), Vec::new());

@@ -110,7 +110,10 @@ enum Field {
     Text,
     Bytes,
     /// A trace or span id of `len` bytes; `required` ones may not be empty.
-    Id { len: usize, required: bool },
+    Id {
+        len: usize,
+        required: bool,
+    },
     Message(Kind),
     /// A log record or a span: counted.
     Item(Kind),
