@@ -195,10 +195,20 @@ fn prometheus_reads_per_workload_metrics_that_match_the_kernel() {
     let web_to_api = ends("web", "frontend", "api", "backend");
     let api_to_web = ends("api", "backend", "web", "frontend");
     let bytes = |labels: &str| prometheus.query(&format!("sum(network_workload_bytes_total{{{labels}}})"));
-    wait_for(Duration::from_secs(30), "Prometheus to have every byte the veth carried", || {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
         let carried = (Some(veth("rx_bytes") - before[0]), Some(veth("tx_bytes") - before[1]));
-        ((bytes(&web_to_api), bytes(&api_to_web)) == carried).then_some(())
-    });
+        let seen = (bytes(&web_to_api), bytes(&api_to_web));
+        if seen == carried {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus never had every byte the veth carried: it has {seen:?} (web → api, api → web), the veth carried {carried:?}; flowtel's own metrics:\n{}",
+            flowtel.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let packets = prometheus.query(&format!("sum(network_workload_packets_total{{{web_to_api}}})"));
     assert_eq!(packets, Some(veth("rx_packets") - before[2]), "packets from web to api");
 
