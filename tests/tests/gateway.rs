@@ -141,6 +141,54 @@ service:
     }
 }
 
+/// Where logs and spans only pass `batch` on their way to OTLP exporters,
+/// the receiver keeps them encoded (checked, never decoded): what rotel
+/// gets is still exactly what the SDK sent, over gRPC and HTTP alike.
+#[test]
+fn sdk_data_passed_through_encoded_reaches_rotel_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::start(dir.path());
+    let rotel = Rotel::start(dir.path(), free_port(), recorder.port);
+    let (grpc, http) = (free_port(), free_port());
+    let flowtel = Flowtel::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"}}
+processors:
+  batch: {{send_batch_size: 64, timeout: 200ms}}
+  memory_limiter: {{limit_mib: 512}}
+exporters:
+  otlp_grpc/rotel:
+    endpoint: 127.0.0.1:{rotel}
+    tls: {{insecure: true}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [otlp], processors: [memory_limiter, batch], exporters: [otlp_grpc/rotel]}}
+    traces: {{receivers: [otlp], processors: [memory_limiter, batch], exporters: [otlp_grpc/rotel]}}
+    metrics: {{receivers: [otlp], processors: [batch], exporters: [otlp_grpc/rotel]}}
+"#,
+        rotel = rotel.grpc_port,
+    ));
+    let run = format!("encoded-{}", free_port());
+    sdk_send("grpc", &format!("127.0.0.1:{grpc}"), &run, 40, 15, 5);
+    sdk_send("http", &format!("http://127.0.0.1:{http}"), &run, 40, 15, 5);
+    let (logs, spans, points) = wait_for(WAIT, "everything to reach rotel's backend", || {
+        let requests = recorder.requests();
+        let of = |signal: &str| items(requests.iter().filter(|(s, _)| s == signal).map(|(_, r)| r), signal);
+        let (logs, spans, points) = (of("logs"), of("traces"), of("metrics"));
+        (by_seq(&logs, &run).len() >= 80 && by_seq(&spans, &run).len() >= 30 && by_seq(&points, &run).len() >= 10)
+            .then_some((logs, spans, points))
+    });
+    check_all(&logs, &spans, &points, &run, "passed through encoded");
+    for (signal, count) in [("logs", 80.0), ("traces", 30.0)] {
+        assert_eq!(flowtel.metric("flowtel_exporter_sent_items_total", &[("signal", signal)]), count, "sent {signal}");
+    }
+}
+
 fn signal_key(signal: &str) -> &'static str {
     match signal {
         "logs" => "resourceLogs",

@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use flowtel_core::{Payload, Signal};
+use flowtel_core::{Payload, Signal, payload::Encoded};
 
 use super::{
     HttpConfig, IN_FLIGHT_BYTES, Intake, Refusal, RefusedRequest,
@@ -193,7 +193,8 @@ async fn export<S: OtlpSignal>(
         }
         Err(err) => return refusal_reply(format, state.intake.malformed::<S>(format!("cannot read the body: {err}"))),
     };
-    let decoded = reservation.metered(|meter| decode::<S>(format, &parts.headers, body, state.max_body, meter));
+    let keep = |body: Bytes| state.intake.keep_encoded(S::SIGNAL, body);
+    let decoded = reservation.metered(|meter| decode::<S>(format, &parts.headers, body, state.max_body, meter, &keep));
     let request = match decoded {
         Ok(Ok(request)) => request,
         Ok(Err(Undecodable::TooLarge)) => {
@@ -203,7 +204,10 @@ async fn export<S: OtlpSignal>(
         Ok(Err(Undecodable::Malformed(reason))) => return refusal_reply(format, state.intake.malformed::<S>(reason)),
         Err(no_room) => return refusal_reply(format, state.intake.no_room(no_room)),
     };
-    let result = state.intake.accept::<S>(request, Some(peer)).await;
+    let result = match request {
+        Read::Encoded(encoded) => state.intake.accept_encoded(encoded, Some(peer)).await,
+        Read::Decoded(request) => state.intake.accept::<S>(request, Some(peer)).await,
+    };
     drop(reservation);
     match result {
         Ok(accepted) => reply(StatusCode::OK, format, format.encode(&S::response(accepted.rejected, accepted.message))),
@@ -232,8 +236,9 @@ pub fn decode_body(signal: Signal, headers: &HeaderMap, body: Bytes, limit: usiz
         let format = Format::from_headers(headers).ok_or(DecodeError::ContentType)?;
         let mut reservation =
             RequestBudget::new(IN_FLIGHT_BYTES).try_reserve(body.len() as u64).ok_or(DecodeError::NoRoom)?;
-        match reservation.metered(|meter| decode::<S>(format, headers, body, limit, meter)) {
-            Ok(Ok(request)) => Ok(S::into_payload(request)),
+        match reservation.metered(|meter| decode::<S>(format, headers, body, limit, meter, &Err)) {
+            Ok(Ok(Read::Decoded(request))) => Ok(S::into_payload(request)),
+            Ok(Ok(Read::Encoded(encoded))) => Ok(Payload::Encoded(encoded)),
             Ok(Err(Undecodable::TooLarge)) => Err(DecodeError::TooLarge),
             Ok(Err(Undecodable::Malformed(why))) => Err(DecodeError::Malformed(why)),
             Err(_) => Err(DecodeError::NoRoom),
@@ -271,21 +276,32 @@ enum Undecodable {
     Malformed(String),
 }
 
-/// Undoes `Content-Encoding` and decodes the request, reading under `meter`.
+/// A request as read: kept in its encoding, or decoded.
+enum Read<R> {
+    Encoded(Encoded),
+    Decoded(R),
+}
+
+/// Undoes `Content-Encoding` and decodes the request, reading under
+/// `meter`, unless `keep` keeps a protobuf body encoded.
 fn decode<S: OtlpSignal>(
     format: Format,
     headers: &HeaderMap,
     body: Bytes,
     limit: usize,
     meter: &Meter<'_>,
-) -> Result<S::Request, Undecodable> {
+    keep: &dyn Fn(Bytes) -> Result<Encoded, Bytes>,
+) -> Result<Read<S::Request>, Undecodable> {
     let body = decompress(headers, body, limit, meter)?;
+    let malformed = |err: &dyn std::fmt::Display| Undecodable::Malformed(err.to_string());
     match format {
-        Format::Protobuf => {
-            S::Request::decode(MeteredBuf::new(body, meter)).map_err(|err| Undecodable::Malformed(err.to_string()))
-        }
+        Format::Protobuf => match keep(body) {
+            Ok(encoded) => Ok(Read::Encoded(encoded)),
+            Err(body) => S::Request::decode(MeteredBuf::new(body, meter)).map(Read::Decoded).map_err(|e| malformed(&e)),
+        },
         Format::Json => serde_json::from_reader::<_, S::Request>(BufReader::new(MeteredRead::new(&body[..], meter)))
-            .map_err(|err| Undecodable::Malformed(err.to_string())),
+            .map(Read::Decoded)
+            .map_err(|e| malformed(&e)),
     }
 }
 
