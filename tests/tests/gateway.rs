@@ -14,7 +14,6 @@ use flowtel_tests::{
     send::{send_logs, send_requests},
     wait_for,
 };
-use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -67,14 +66,14 @@ fn check_all(logs: &[Item], spans: &[Item], points: &[Item], run: &str, where_: 
     }
 }
 
-#[test]
-fn sdk_data_reaches_rotel_and_the_file_once_with_everything_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Recorder::start(dir.path());
-    let rotel = Rotel::start(dir.path(), free_port(), recorder.port);
-    let (grpc, http) = (free_port(), free_port());
-    let file = dir.path().join("flowtel-out.jsonl");
-    let flowtel = Flowtel::start(&format!(
+/// A gateway for the SDK tests: `otlp` (gRPC and HTTP) → `processors` →
+/// rotel, and into the `file` exporter at `file` when given.
+fn sdk_gateway(grpc: u16, http: u16, rotel: u16, processors: &str, file: Option<&std::path::Path>) -> Flowtel {
+    let (file_exporter, exporters) = match file {
+        Some(file) => (format!("  file: {{path: \"{}\"}}\n", file.display()), "otlp_grpc/rotel, file"),
+        None => (String::new(), "otlp_grpc/rotel"),
+    };
+    Flowtel::start(&format!(
         r#"
 receivers:
   otlp:
@@ -83,34 +82,45 @@ receivers:
       http: {{endpoint: "127.0.0.1:{http}"}}
 processors:
   batch: {{send_batch_size: 64, timeout: 200ms}}
+  memory_limiter: {{limit_mib: 512}}
 exporters:
   otlp_grpc/rotel:
     endpoint: 127.0.0.1:{rotel}
     tls: {{insecure: true}}
-  file: {{path: "{file}"}}
-service:
+{file_exporter}service:
   telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
   pipelines:
-    logs: {{receivers: [otlp], processors: [batch], exporters: [otlp_grpc/rotel, file]}}
-    traces: {{receivers: [otlp], processors: [batch], exporters: [otlp_grpc/rotel, file]}}
-    metrics: {{receivers: [otlp], processors: [batch], exporters: [otlp_grpc/rotel, file]}}
-"#,
-        rotel = rotel.grpc_port,
-        file = file.display()
-    ));
+    logs: {{receivers: [otlp], processors: [{processors}], exporters: [{exporters}]}}
+    traces: {{receivers: [otlp], processors: [{processors}], exporters: [{exporters}]}}
+    metrics: {{receivers: [otlp], processors: [batch], exporters: [{exporters}]}}
+"#
+    ))
+}
 
-    let run = format!("run-{}", free_port());
-    sdk_send("grpc", &format!("127.0.0.1:{grpc}"), &run, 40, 15, 5);
-    sdk_send("http", &format!("http://127.0.0.1:{http}"), &run, 40, 15, 5);
-
-    let complete = |requests: &[(String, Value)]| {
+/// Sends the SDK's logs, spans and points as `run` over gRPC and HTTP, and
+/// waits until rotel's backend has them all.
+fn send_to_rotel(recorder: &Recorder, grpc: u16, http: u16, run: &str) -> (Vec<Item>, Vec<Item>, Vec<Item>) {
+    sdk_send("grpc", &format!("127.0.0.1:{grpc}"), run, 40, 15, 5);
+    sdk_send("http", &format!("http://127.0.0.1:{http}"), run, 40, 15, 5);
+    wait_for(WAIT, "everything to reach rotel's backend", || {
+        let requests = recorder.requests();
         let of = |signal: &str| items(requests.iter().filter(|(s, _)| s == signal).map(|(_, r)| r), signal);
         let (logs, spans, points) = (of("logs"), of("traces"), of("metrics"));
-        (by_seq(&logs, &run).len() >= 80 && by_seq(&spans, &run).len() >= 30 && by_seq(&points, &run).len() >= 10)
+        (by_seq(&logs, run).len() >= 80 && by_seq(&spans, run).len() >= 30 && by_seq(&points, run).len() >= 10)
             .then_some((logs, spans, points))
-    };
-    let (logs, spans, points) =
-        wait_for(WAIT, "everything to reach rotel's backend", || complete(&recorder.requests()));
+    })
+}
+
+#[test]
+fn sdk_data_reaches_rotel_and_the_file_once_with_everything_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::start(dir.path());
+    let rotel = Rotel::start(dir.path(), free_port(), recorder.port);
+    let (grpc, http) = (free_port(), free_port());
+    let file = dir.path().join("flowtel-out.jsonl");
+    let flowtel = sdk_gateway(grpc, http, rotel.grpc_port, "batch", Some(&file));
+    let run = format!("run-{}", free_port());
+    let (logs, spans, points) = send_to_rotel(&recorder, grpc, http, &run);
     check_all(&logs, &spans, &points, &run, "through rotel");
 
     let from_file = |signal: &str| {
@@ -150,39 +160,9 @@ fn sdk_data_passed_through_encoded_reaches_rotel_intact() {
     let recorder = Recorder::start(dir.path());
     let rotel = Rotel::start(dir.path(), free_port(), recorder.port);
     let (grpc, http) = (free_port(), free_port());
-    let flowtel = Flowtel::start(&format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
-      http: {{endpoint: "127.0.0.1:{http}"}}
-processors:
-  batch: {{send_batch_size: 64, timeout: 200ms}}
-  memory_limiter: {{limit_mib: 512}}
-exporters:
-  otlp_grpc/rotel:
-    endpoint: 127.0.0.1:{rotel}
-    tls: {{insecure: true}}
-service:
-  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
-  pipelines:
-    logs: {{receivers: [otlp], processors: [memory_limiter, batch], exporters: [otlp_grpc/rotel]}}
-    traces: {{receivers: [otlp], processors: [memory_limiter, batch], exporters: [otlp_grpc/rotel]}}
-    metrics: {{receivers: [otlp], processors: [batch], exporters: [otlp_grpc/rotel]}}
-"#,
-        rotel = rotel.grpc_port,
-    ));
+    let flowtel = sdk_gateway(grpc, http, rotel.grpc_port, "memory_limiter, batch", None);
     let run = format!("encoded-{}", free_port());
-    sdk_send("grpc", &format!("127.0.0.1:{grpc}"), &run, 40, 15, 5);
-    sdk_send("http", &format!("http://127.0.0.1:{http}"), &run, 40, 15, 5);
-    let (logs, spans, points) = wait_for(WAIT, "everything to reach rotel's backend", || {
-        let requests = recorder.requests();
-        let of = |signal: &str| items(requests.iter().filter(|(s, _)| s == signal).map(|(_, r)| r), signal);
-        let (logs, spans, points) = (of("logs"), of("traces"), of("metrics"));
-        (by_seq(&logs, &run).len() >= 80 && by_seq(&spans, &run).len() >= 30 && by_seq(&points, &run).len() >= 10)
-            .then_some((logs, spans, points))
-    });
+    let (logs, spans, points) = send_to_rotel(&recorder, grpc, http, &run);
     check_all(&logs, &spans, &points, &run, "passed through encoded");
     for (signal, count) in [("logs", 80.0), ("traces", 30.0)] {
         assert_eq!(flowtel.metric("flowtel_exporter_sent_items_total", &[("signal", signal)]), count, "sent {signal}");
