@@ -262,11 +262,13 @@ impl Recorder {
         Recorder { child, port, out }
     }
 
-    /// Every recorded request: (signal, OTLP/JSON request).
+    /// Every recorded request: (signal, OTLP/JSON request). A line the
+    /// recorder is still writing (no newline yet) is left for the next read.
     pub fn requests(&self) -> Vec<(String, Value)> {
         fs::read_to_string(&self.out)
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter_map(|line| line.strip_suffix('\n'))
             .map(|line| {
                 let value: Value = serde_json::from_str(line).unwrap();
                 (value["signal"].as_str().unwrap_or_default().to_owned(), value["request"].clone())
