@@ -154,3 +154,36 @@ impl tonic::codec::Decoder for RawBytes {
         Ok(Some(bytes.to_vec()))
     }
 }
+
+/// A gateway's config: `otlp` (gRPC on `grpc`) in, `otlp_grpc` out to
+/// `backend` retrying every 100–300 ms for ever, its `sending_queue` as
+/// `queue` says, kept by a `file_storage` in `storage` (with `settings`,
+/// one YAML line) when given; flowtel's own metrics on `${METRICS_PORT}`.
+pub fn gateway_config(grpc: u16, backend: u16, queue: &str, storage: Option<(&std::path::Path, &str)>) -> String {
+    let (extensions, service_extensions) = match storage {
+        Some((dir, settings)) => (
+            format!("extensions:\n  file_storage:\n    directory: {}\n    {settings}\n", dir.display()),
+            "  extensions: [file_storage]\n",
+        ),
+        None => (String::new(), ""),
+    };
+    format!(
+        r#"
+{extensions}receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+exporters:
+  otlp_grpc:
+    endpoint: 127.0.0.1:{backend}
+    tls: {{insecure: true}}
+    timeout: 1s
+    retry_on_failure: {{initial_interval: 100ms, max_interval: 300ms, max_elapsed_time: 0s}}
+    sending_queue: {queue}
+service:
+{service_extensions}  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [otlp], exporters: [otlp_grpc]}}
+"#
+    )
+}

@@ -11,7 +11,7 @@ use flowtel_tests::{
     Flowtel, Recorder, Rotel, free_port,
     otlp_json::{Item, file_requests, items},
     python, script,
-    send::{send_logs, send_requests},
+    send::{gateway_config, send_logs, send_requests},
     wait_for,
 };
 
@@ -188,28 +188,6 @@ fn recorded_seqs(recorder: &Recorder, run: &str) -> BTreeMap<u64, usize> {
     seen
 }
 
-fn gateway_config(grpc: u16, backend: u16, queue: &str) -> String {
-    format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
-exporters:
-  otlp_grpc:
-    endpoint: 127.0.0.1:{backend}
-    tls: {{insecure: true}}
-    timeout: 1s
-    retry_on_failure: {{initial_interval: 100ms, max_interval: 300ms, max_elapsed_time: 0s}}
-    sending_queue: {queue}
-service:
-  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
-  pipelines:
-    logs: {{receivers: [otlp], exporters: [otlp_grpc]}}
-"#
-    )
-}
-
 #[test]
 fn a_backend_outage_loses_nothing_the_queue_holds() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,7 +195,7 @@ fn a_backend_outage_loses_nothing_the_queue_holds() {
     let backend_port = free_port();
     let mut rotel = Rotel::start(dir.path(), backend_port, recorder.port);
     let grpc = free_port();
-    let flowtel = Flowtel::start(&gateway_config(grpc, backend_port, "{queue_size: 1000}"));
+    let flowtel = Flowtel::start(&gateway_config(grpc, backend_port, "{queue_size: 1000}", None));
     let run = format!("outage-{grpc}");
 
     assert!(send_logs(grpc, &run, 0, 10, 10).iter().all(|c| *c == tonic::Code::Ok));
@@ -252,6 +230,7 @@ fn a_full_queue_drops_and_counts_exactly_what_it_cannot_hold() {
         grpc,
         backend_port,
         "{queue_size: 2, num_consumers: 1, block_on_overflow: false}",
+        None,
     ));
     let run = format!("overflow-{grpc}");
     assert!(send_logs(grpc, &run, 0, 10, 10).iter().all(|c| *c == tonic::Code::Ok));
@@ -344,7 +323,7 @@ fn a_stalled_pipeline_makes_the_receiver_answer_unavailable_and_counts_it() {
     // rather than drop: the pipeline stalls, its input fills, and the
     // receiver must push back.
     let flowtel =
-        Flowtel::start(&gateway_config(grpc, 9, "{queue_size: 1, num_consumers: 1, block_on_overflow: true}"));
+        Flowtel::start(&gateway_config(grpc, 9, "{queue_size: 1, num_consumers: 1, block_on_overflow: true}", None));
     let codes = send_logs(grpc, "backpressure", 0, 120, 1);
     let refused = codes.iter().filter(|c| **c == tonic::Code::Unavailable).count();
     assert!(refused > 0, "no UNAVAILABLE among {codes:?}");
@@ -449,7 +428,7 @@ fn the_memory_limiter_pushes_back_and_flow_resumes() {
     let backend_port = free_port();
     let grpc = free_port();
     // The backend is down: what arrives piles up in the exporter's queue.
-    let config = gateway_config(grpc, backend_port, "{queue_size: 100000}")
+    let config = gateway_config(grpc, backend_port, "{queue_size: 100000}", None)
         .replace("exporters:\n  otlp_grpc:", "processors:\n  memory_limiter: {limit_mib: 64, spike_limit_mib: 16, check_interval: 50ms}\nexporters:\n  otlp_grpc:")
         .replace("exporters: [otlp_grpc]}", "processors: [memory_limiter], exporters: [otlp_grpc]}");
     let flowtel = Flowtel::start(&config);

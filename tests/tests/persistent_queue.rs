@@ -16,7 +16,7 @@ use std::{
 use flowtel_tests::{
     Flowtel, free_port,
     netns::is_root,
-    send::{logs_request, send_logs},
+    send::{gateway_config, logs_request, send_logs},
     sink::Sink,
     wait_for,
 };
@@ -25,37 +25,6 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsSe
 const WAIT: Duration = Duration::from_secs(60);
 /// Records per request in the minute-long outage.
 const PER_TICK: u64 = 20;
-
-/// A gateway: `otlp` in, `otlp_grpc` out to `backend`, its queue as `queue`
-/// says, stored in `storage` when given.
-fn gateway_config(grpc: u16, backend: u16, queue: &str, storage: Option<(&Path, &str)>) -> String {
-    let (extensions, service_extensions) = match storage {
-        Some((dir, settings)) => (
-            format!("extensions:\n  file_storage:\n    directory: {}\n    {settings}\n", dir.display()),
-            "  extensions: [file_storage]\n",
-        ),
-        None => (String::new(), ""),
-    };
-    format!(
-        r#"
-{extensions}receivers:
-  otlp:
-    protocols:
-      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
-exporters:
-  otlp_grpc:
-    endpoint: 127.0.0.1:{backend}
-    tls: {{insecure: true}}
-    timeout: 2s
-    retry_on_failure: {{initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 0s}}
-    sending_queue: {queue}
-service:
-{service_extensions}  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
-  pipelines:
-    logs: {{receivers: [otlp], exporters: [otlp_grpc]}}
-"#
-    )
-}
 
 /// Records acknowledged (gRPC OK) by `codes`, sent `per_request` to a request from `first`.
 fn acknowledged(codes: &[tonic::Code], first: u64, per_request: u64) -> Vec<i64> {
