@@ -56,10 +56,15 @@ pub fn venv_python() -> PathBuf {
     root().join(".venv/bin/python")
 }
 
+/// Debian packages building flowtel needs: libpcap compiles the `ebpf`
+/// receiver's pcap-filter expressions (found through pkg-config).
+const BUILD_PACKAGES: &[(&str, &str)] = &[("/usr/include/pcap/pcap.h", "libpcap-dev"), ("pkg-config", "pkg-config")];
+
 /// What building and running flowtel need: the Rust components, the eBPF
-/// linker and the kernel's mounts (`cargo xtask run`, `build`, `check`).
+/// linker, libpcap and the kernel's mounts (`cargo xtask run`, `build`, `check`).
 pub fn setup_run() -> anyhow::Result<()> {
     disk_space();
+    install_missing(BUILD_PACKAGES)?;
     rust_components()?;
     bpf_linker()?;
     kernel_mounts();
@@ -71,7 +76,7 @@ pub fn setup_run() -> anyhow::Result<()> {
 /// Kubernetes API server).
 pub fn setup() -> anyhow::Result<()> {
     setup_run()?;
-    apt_packages()?;
+    install_missing(APT_PACKAGES)?;
     cargo_fuzz()?;
     python_env()?;
     kube_apiserver()?;
@@ -85,9 +90,10 @@ fn have(command: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn apt_packages() -> anyhow::Result<()> {
+/// Installs with apt-get those of `packages` whose command or path is missing.
+fn install_missing(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     let venv_ok = Command::new("python3").args(["-c", "import ensurepip, venv"]).status().is_ok_and(|s| s.success());
-    let missing: Vec<&str> = APT_PACKAGES
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(command, package)| {
             let present = if command.starts_with('/') { Path::new(command).exists() } else { have(command) };

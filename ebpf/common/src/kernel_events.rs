@@ -249,10 +249,14 @@ pub enum EventCounter {
     DropCountMapFull = 5,
     /// Drop events lost because the ring buffer was full.
     DropRingBufferFull = 6,
+    /// Drops the packet filter did not match (neither counted nor sent).
+    DropsFilteredOut = 7,
+    /// TCP tracepoint hits on sockets the packet filter did not match.
+    TcpFilteredOut = 8,
 }
 
 /// Number of slots in the event counters map.
-pub const EVENT_COUNTERS: u32 = 7;
+pub const EVENT_COUNTERS: u32 = 9;
 
 /// The histograms in [`TCP_HISTOGRAMS_MAP`].
 #[repr(u32)]

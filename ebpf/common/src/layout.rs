@@ -88,8 +88,12 @@ pub struct KernelLayout {
     pub sock_v6_daddr: u16,
     /// `sock.__sk_common.skc_v6_rcv_saddr` (`struct in6_addr`).
     pub sock_v6_rcv_saddr: u16,
+    /// `sk_buff.data` (`unsigned char *`): where `len` bytes start.
+    pub skb_data: u16,
+    /// `tcp:tcp_probe` record: `skaddr` (absent on older kernels).
+    pub tcp_probe_skaddr: u16,
     /// Explicit padding; always zero.
-    pub pad: u16,
+    pub pad: [u16; 2],
 }
 
 impl KernelLayout {
@@ -131,7 +135,9 @@ impl KernelLayout {
             inet_sport: UNKNOWN,
             sock_v6_daddr: UNKNOWN,
             sock_v6_rcv_saddr: UNKNOWN,
-            pad: 0,
+            skb_data: UNKNOWN,
+            tcp_probe_skaddr: UNKNOWN,
+            pad: [0; 2],
         }
     }
 }

@@ -6,11 +6,13 @@
 //! `aya::Pod` and can be read straight out of BPF maps.
 #![no_std]
 
+mod filter;
 pub mod histogram;
 mod kernel_events;
 mod layout;
 mod trace_context;
 
+pub use filter::*;
 pub use kernel_events::*;
 pub use layout::*;
 pub use trace_context::*;
@@ -190,14 +192,18 @@ pub enum Counter {
     TraceContextsUnreadable = 10,
     /// Contexts of new connections the full trace context map could not take.
     TraceContextMapFull = 11,
+    /// Packets the packet filter did not match.
+    PacketsFilteredOut = 12,
 }
 
 /// Number of slots in the counters map.
-pub const COUNTERS: u32 = 12;
+pub const COUNTERS: u32 = 13;
 
 // SAFETY (all below): `repr(C)` structs of integers and byte arrays with
 // explicit padding fields, so every bit pattern is valid and there are no
 // uninitialised bytes.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PacketFilter {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowKey {}
 #[cfg(feature = "user")]
@@ -241,8 +247,9 @@ mod tests {
         assert_eq!(size_of::<TraceContext>(), 16 + 8 + 8);
         assert_eq!(size_of::<ConnectionKey>(), 16 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<ConnectionTrace>(), size_of::<TraceContext>() + 8);
-        assert_eq!(size_of::<KernelLayout>(), 2 * 36);
+        assert_eq!(size_of::<KernelLayout>(), 2 * 40);
         assert_eq!(size_of::<KernelLayout>() % 8, 0);
+        assert_eq!(size_of::<PacketFilter>(), 8 + 8 * FILTER_MAX_INSTRUCTIONS);
         assert_eq!(size_of::<DropCountKey>(), 16);
         assert_eq!(size_of::<DropCount>(), 8 + 8 + NAME_BYTES);
         assert_eq!(

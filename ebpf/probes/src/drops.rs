@@ -17,6 +17,7 @@ use flowtel_ebpf_common::{
 };
 
 use crate::{
+    filter,
     flows::global,
     kernel::{FLOWTEL_LAYOUT, count, device, offset, read, read_at, send},
     trace_context,
@@ -103,14 +104,24 @@ fn count_drop(key: &DropCountKey, name: &[u8; NAME_BYTES], limited: bool) {
 }
 
 /// Handles one `kfree_skb`: `skb` is the `struct sk_buff *`, `location` the
-/// caller's address, `reason` the `enum skb_drop_reason` value.
+/// caller's address, `reason` the `enum skb_drop_reason` value. With
+/// `FILTERED`, a drop the packet filter does not match is only counted as such.
 #[inline(always)]
-pub fn on_kfree_skb<C: EbpfContext + StackIdContext>(ctx: &C, skb: *const u8, location: u64, reason: u32) {
+pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
+    ctx: &C,
+    skb: *const u8,
+    location: u64,
+    reason: u32,
+) {
     if reason == setting(&FLOWTEL_DROPS.consumed_reason) || reason == setting(&FLOWTEL_DROPS.not_dropped_reason) {
         return;
     }
     // SAFETY: a map lookup; the value is not used.
     if unsafe { EXCLUDED_DROP_REASONS.get(&reason) }.is_some() {
+        return;
+    }
+    if FILTERED && !filter::matches_skb(skb) {
+        count(EventCounter::DropsFilteredOut);
         return;
     }
     let dev = read::<*const u8>(skb, offset(&FLOWTEL_LAYOUT.skb_dev)).unwrap_or(core::ptr::null());

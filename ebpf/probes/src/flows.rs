@@ -13,6 +13,7 @@ use flowtel_ebpf_common::{
 };
 
 use crate::{
+    filter,
     parse::{PACKET, Skip, parse},
     trace_context,
 };
@@ -76,9 +77,15 @@ fn add(stats: *mut FlowStats, bytes: u64, now: u64, flags: u8) {
     }
 }
 
+/// Counts one packet the TC program saw; with `FILTERED`, only when it
+/// matches the packet filter.
 #[inline(always)]
-pub fn record(ctx: &TcContext, direction: u8) {
+pub fn record<const FILTERED: bool>(ctx: &TcContext, direction: u8) {
     count(Counter::PacketsSeen);
+    if FILTERED && !filter::matches_frame(ctx) {
+        count(Counter::PacketsFilteredOut);
+        return;
+    }
     let sampling = global(&FLOWTEL_SAMPLING);
     // SAFETY: a helper without preconditions.
     if sampling > 1 && unsafe { bpf_get_prandom_u32() } % sampling != 0 {

@@ -13,6 +13,7 @@
 #![allow(missing_docs)]
 
 mod drops;
+mod filter;
 mod flows;
 mod kernel;
 mod parse;
@@ -27,19 +28,31 @@ use aya_ebpf::{
 };
 use flowtel_ebpf_common::{DIRECTION_EGRESS, DIRECTION_INGRESS};
 
-/// Observes traffic received on the interface it is attached to.
-#[classifier]
-pub fn flowtel_tc_ingress(ctx: TcContext) -> i32 {
-    flows::record(&ctx, DIRECTION_INGRESS);
-    TC_ACT_PIPE
+// Each program comes twice: as itself, and as its `_filtered` variant,
+// which applies the packet filter first (and needs `bpf_loop`, 5.17+, so
+// the plain ones stay loadable on older kernels).
+
+/// A TC classifier for one direction, plain and filtered.
+macro_rules! flow_programs {
+    ($plain:ident, $filtered:ident, $direction:expr, $what:literal) => {
+        #[doc = concat!("Observes traffic ", $what, " the interface it is attached to.")]
+        #[classifier]
+        pub fn $plain(ctx: TcContext) -> i32 {
+            flows::record::<false>(&ctx, $direction);
+            TC_ACT_PIPE
+        }
+
+        #[doc = concat!("Observes traffic ", $what, " the interface it is attached to that the packet filter matches.")]
+        #[classifier]
+        pub fn $filtered(ctx: TcContext) -> i32 {
+            flows::record::<true>(&ctx, $direction);
+            TC_ACT_PIPE
+        }
+    };
 }
 
-/// Observes traffic sent from the interface it is attached to.
-#[classifier]
-pub fn flowtel_tc_egress(ctx: TcContext) -> i32 {
-    flows::record(&ctx, DIRECTION_EGRESS);
-    TC_ACT_PIPE
-}
+flow_programs!(flowtel_tc_ingress, flowtel_tc_ingress_filtered, DIRECTION_INGRESS, "received on");
+flow_programs!(flowtel_tc_egress, flowtel_tc_egress_filtered, DIRECTION_EGRESS, "sent from");
 
 /// Reads the `traceparent` of an HTTP/1.x request a TC program handed over
 /// (the target of their tail call; never attached).
@@ -51,61 +64,98 @@ pub fn flowtel_tc_trace_context(ctx: TcContext) -> i32 {
 
 /// `kfree_skb(skb, location, reason, …)` as a BTF tracepoint: arguments,
 /// not a record, so no offsets are needed to find them.
-#[btf_tracepoint(function = "kfree_skb")]
-pub fn flowtel_kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
+#[inline(always)]
+fn kfree_skb_btf<const FILTERED: bool>(ctx: &BtfTracePointContext) {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    drops::on_kfree_skb(&ctx, skb as *const u8, location, reason);
-    0
+    drops::on_kfree_skb::<FILTERED, _>(ctx, skb as *const u8, location, reason);
 }
 
 /// `skb:kfree_skb` as a classic tracepoint, for kernels that refuse the BTF one.
+#[inline(always)]
+fn kfree_skb<const FILTERED: bool>(ctx: &TracePointContext) {
+    let layout = &kernel::FLOWTEL_LAYOUT;
+    let skb = kernel::field::<u64>(ctx, &layout.kfree_skb_skbaddr).unwrap_or(0);
+    let location = kernel::field::<u64>(ctx, &layout.kfree_skb_location).unwrap_or(0);
+    // Before 5.17 the record has no reason; userspace reports those drops as not specified.
+    let reason = kernel::field::<u32>(ctx, &layout.kfree_skb_reason).unwrap_or(u32::MAX);
+    drops::on_kfree_skb::<FILTERED, _>(ctx, skb as *const u8, location, reason);
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn flowtel_kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    kfree_skb_btf::<false>(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn flowtel_kfree_skb_btf_filtered(ctx: BtfTracePointContext) -> i32 {
+    kfree_skb_btf::<true>(&ctx);
+    0
+}
+
 #[tracepoint(category = "skb", name = "kfree_skb")]
 pub fn flowtel_kfree_skb(ctx: TracePointContext) -> i32 {
-    let layout = &kernel::FLOWTEL_LAYOUT;
-    let skb = kernel::field::<u64>(&ctx, &layout.kfree_skb_skbaddr).unwrap_or(0);
-    let location = kernel::field::<u64>(&ctx, &layout.kfree_skb_location).unwrap_or(0);
-    // Before 5.17 the record has no reason; userspace reports those drops as not specified.
-    let reason = kernel::field::<u32>(&ctx, &layout.kfree_skb_reason).unwrap_or(u32::MAX);
-    drops::on_kfree_skb(&ctx, skb as *const u8, location, reason);
+    kfree_skb::<false>(&ctx);
     0
 }
 
-/// A retransmitted segment.
-#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
-pub fn flowtel_tcp_retransmit(ctx: TracePointContext) -> i32 {
-    tcp::on_retransmit(&ctx);
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn flowtel_kfree_skb_filtered(ctx: TracePointContext) -> i32 {
+    kfree_skb::<true>(&ctx);
     0
 }
 
-/// A reset sent.
-#[tracepoint(category = "tcp", name = "tcp_send_reset")]
-pub fn flowtel_tcp_send_reset(ctx: TracePointContext) -> i32 {
-    tcp::on_send_reset(&ctx);
-    0
+/// A classic tracepoint program, plain and filtered, handing its context to `$module::$handler`.
+macro_rules! tracepoint_programs {
+    ($plain:ident, $filtered:ident, $category:literal, $name:literal, $module:ident::$handler:ident) => {
+        #[tracepoint(category = $category, name = $name)]
+        pub fn $plain(ctx: TracePointContext) -> i32 {
+            $module::$handler::<false>(&ctx);
+            0
+        }
+
+        #[tracepoint(category = $category, name = $name)]
+        pub fn $filtered(ctx: TracePointContext) -> i32 {
+            $module::$handler::<true>(&ctx);
+            0
+        }
+    };
 }
 
-/// A reset received.
-#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
-pub fn flowtel_tcp_receive_reset(ctx: TracePointContext) -> i32 {
-    tcp::on_receive_reset(&ctx);
-    0
-}
-
-/// A segment received on an established connection: an RTT sample.
-#[tracepoint(category = "tcp", name = "tcp_probe")]
-pub fn flowtel_tcp_probe(ctx: TracePointContext) -> i32 {
-    tcp::on_probe(&ctx);
-    0
-}
-
-/// A socket changed state.
-#[tracepoint(category = "sock", name = "inet_sock_set_state")]
-pub fn flowtel_sock_set_state(ctx: TracePointContext) -> i32 {
-    tcp::on_set_state(&ctx);
-    0
-}
+// A retransmitted segment; a reset sent; a reset received; a segment
+// received on an established connection (an RTT sample); a socket that
+// changed state.
+tracepoint_programs!(
+    flowtel_tcp_retransmit,
+    flowtel_tcp_retransmit_filtered,
+    "tcp",
+    "tcp_retransmit_skb",
+    tcp::on_retransmit
+);
+tracepoint_programs!(
+    flowtel_tcp_send_reset,
+    flowtel_tcp_send_reset_filtered,
+    "tcp",
+    "tcp_send_reset",
+    tcp::on_send_reset
+);
+tracepoint_programs!(
+    flowtel_tcp_receive_reset,
+    flowtel_tcp_receive_reset_filtered,
+    "tcp",
+    "tcp_receive_reset",
+    tcp::on_receive_reset
+);
+tracepoint_programs!(flowtel_tcp_probe, flowtel_tcp_probe_filtered, "tcp", "tcp_probe", tcp::on_probe);
+tracepoint_programs!(
+    flowtel_sock_set_state,
+    flowtel_sock_set_state_filtered,
+    "sock",
+    "inet_sock_set_state",
+    tcp::on_set_state
+);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -18,6 +18,7 @@ use flowtel_ebpf_common::{
 };
 
 use crate::{
+    filter,
     flows::global,
     kernel::{FLOWTEL_LAYOUT, add, count, device, field, offset, read, send, sock_netns},
     trace_context,
@@ -87,7 +88,11 @@ fn send_event(ctx: &TracePointContext, kind: u8, sk: *const u8, netns: u32, open
 
 /// `tcp:tcp_retransmit_skb`: counts the packet's segments, then sends the record.
 #[inline(always)]
-pub fn on_retransmit(ctx: &TracePointContext) {
+pub fn on_retransmit<const FILTERED: bool>(ctx: &TracePointContext) {
+    let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.retransmit_skaddr).unwrap_or(0) as *const u8;
+    if !wanted::<FILTERED>(sk) {
+        return;
+    }
     let skb = field::<u64>(ctx, &FLOWTEL_LAYOUT.retransmit_skbaddr).unwrap_or(0) as *const u8;
     let cb = offset(&FLOWTEL_LAYOUT.skb_cb);
     let segs_in_cb = offset(&FLOWTEL_LAYOUT.tcp_cb_gso_segs);
@@ -97,27 +102,35 @@ pub fn on_retransmit(ctx: &TracePointContext) {
         read::<u16>(skb, cb.wrapping_add(segs_in_cb)).unwrap_or(0)
     };
     add(EventCounter::Retransmits, u64::from(segments.max(1)));
-    let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.retransmit_skaddr).unwrap_or(0) as *const u8;
     send_event(ctx, EVENT_TCP_RETRANSMIT, sk, 0, None, segments);
 }
 
 /// `tcp:tcp_receive_reset`: count, then send the record.
 #[inline(always)]
-pub fn on_receive_reset(ctx: &TracePointContext) {
-    count(EventCounter::ResetsReceived);
+pub fn on_receive_reset<const FILTERED: bool>(ctx: &TracePointContext) {
     let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.receive_reset_skaddr).unwrap_or(0) as *const u8;
+    if !wanted::<FILTERED>(sk) {
+        return;
+    }
+    count(EventCounter::ResetsReceived);
     send_event(ctx, EVENT_TCP_RESET_RECEIVED, sk, 0, None, 0);
 }
 
 /// `tcp:tcp_send_reset`: like the others, but a reset answering a packet
 /// that found no socket has none; its namespace is the packet's device's.
 #[inline(always)]
-pub fn on_send_reset(ctx: &TracePointContext) {
-    count(EventCounter::ResetsSent);
+pub fn on_send_reset<const FILTERED: bool>(ctx: &TracePointContext) {
     let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.send_reset_skaddr).unwrap_or(0) as *const u8;
+    let skb = field::<u64>(ctx, &FLOWTEL_LAYOUT.send_reset_skbaddr).unwrap_or(0) as *const u8;
+    // Without a socket, the filter judges the packet the reset answers.
+    let matched = !FILTERED || if sk.is_null() { filter::matches_skb(skb) } else { filter::matches_socket(sk) };
+    if !matched {
+        count(EventCounter::TcpFilteredOut);
+        return;
+    }
+    count(EventCounter::ResetsSent);
     let mut netns = 0;
     if sk.is_null() {
-        let skb = field::<u64>(ctx, &FLOWTEL_LAYOUT.send_reset_skbaddr).unwrap_or(0) as *const u8;
         let dev = read::<*const u8>(skb, offset(&FLOWTEL_LAYOUT.skb_dev)).unwrap_or(core::ptr::null());
         netns = device(dev).1;
     }
@@ -126,7 +139,14 @@ pub fn on_send_reset(ctx: &TracePointContext) {
 
 /// `tcp:tcp_probe`: one smoothed-RTT sample per segment received.
 #[inline(always)]
-pub fn on_probe(ctx: &TracePointContext) {
+pub fn on_probe<const FILTERED: bool>(ctx: &TracePointContext) {
+    // Kernels whose record has no socket leave the filter nothing to judge.
+    if FILTERED {
+        let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.tcp_probe_skaddr).unwrap_or(0) as *const u8;
+        if !wanted::<FILTERED>(sk) {
+            return;
+        }
+    }
     if let Some(srtt_us) = field::<u32>(ctx, &FLOWTEL_LAYOUT.tcp_probe_srtt)
         && srtt_us != 0
     {
@@ -136,7 +156,7 @@ pub fn on_probe(ctx: &TracePointContext) {
 
 /// `sock:inet_sock_set_state`: handshake latency and connection lifetimes.
 #[inline(always)]
-pub fn on_set_state(ctx: &TracePointContext) {
+pub fn on_set_state<const FILTERED: bool>(ctx: &TracePointContext) {
     let tcp = |field: &u32| global(field);
     let Some(protocol) = field::<u16>(ctx, &FLOWTEL_LAYOUT.set_state_protocol) else { return };
     if u32::from(protocol) != tcp(&FLOWTEL_TCP.protocol_tcp) {
@@ -149,6 +169,9 @@ pub fn on_set_state(ctx: &TracePointContext) {
     ) else {
         return;
     };
+    if !wanted::<FILTERED>(sk as *const u8) {
+        return;
+    }
     let (old, new) = (old as u32, new as u32);
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -174,6 +197,17 @@ pub fn on_set_state(ctx: &TracePointContext) {
         let _ = TCP_SOCKETS.remove(&sk);
         send_event(ctx, EVENT_TCP_CONNECTION, sk as *const u8, 0, Some(open), 0);
     }
+}
+
+/// With `FILTERED`: whether the socket matches the packet filter (counted
+/// when it does not). Without, always.
+#[inline(always)]
+fn wanted<const FILTERED: bool>(sk: *const u8) -> bool {
+    if !FILTERED || filter::matches_socket(sk) {
+        return true;
+    }
+    count(EventCounter::TcpFilteredOut);
+    false
 }
 
 #[inline(always)]

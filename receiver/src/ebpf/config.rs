@@ -5,7 +5,7 @@ use std::{num::NonZeroU32, time::Duration};
 use flowtel_core::config::Validate;
 use serde::Deserialize;
 
-use super::flows::interfaces::InterfaceFilter;
+use super::{filter::CompiledFilter, flows::interfaces::InterfaceFilter};
 
 /// `receivers::ebpf`: the kernel's view of the network.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -17,6 +17,10 @@ pub struct EbpfReceiverConfig {
     pub interfaces: Vec<String>,
     /// Interfaces never to watch, by name or glob.
     pub exclude_interfaces: Vec<String>,
+    /// A pcap-filter expression (`tcp port 443 and net 10.0.0.0/8`, as
+    /// tcpdump takes them), run in the kernel: packets it does not match
+    /// make no flow, drop or TCP event. Empty: every packet.
+    pub filter: String,
     /// How the TC programs attach: `auto` (TCX where the kernel has it,
     /// else a clsact qdisc), `tcx` or `netlink` (clsact).
     pub tc_attach: TcAttach,
@@ -128,6 +132,7 @@ impl Default for EbpfReceiverConfig {
         EbpfReceiverConfig {
             interfaces: Vec::new(),
             exclude_interfaces: Vec::new(),
+            filter: String::new(),
             tc_attach: TcAttach::Auto,
             event_transport: EventTransport::RingBuffer,
             flush_interval: Duration::from_secs(10),
@@ -166,11 +171,29 @@ pub enum EventTransport {
     PerfArray,
 }
 
+impl EbpfReceiverConfig {
+    /// The compiled `filter`, if one is set; the error says what libpcap or
+    /// the kernel side refused.
+    pub fn packet_filter(&self) -> Result<Option<CompiledFilter>, String> {
+        if self.filter.trim().is_empty() {
+            return Ok(None);
+        }
+        let compiled = CompiledFilter::compile(&self.filter)?;
+        if self.drops.enabled || self.tcp.enabled {
+            compiled.network_layer()?;
+        }
+        Ok(Some(compiled))
+    }
+}
+
 impl Validate for EbpfReceiverConfig {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         if let Err((field, message)) = InterfaceFilter::new(&self.interfaces, &self.exclude_interfaces) {
             problems.push((field.into(), message));
+        }
+        if let Err(message) = self.packet_filter() {
+            problems.push(("filter".into(), message));
         }
         for (field, value) in [
             ("flush_interval", self.flush_interval),

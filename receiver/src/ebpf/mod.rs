@@ -17,6 +17,7 @@
 mod config;
 pub mod drops;
 pub mod exemplars;
+pub mod filter;
 pub mod flows;
 pub mod kernel;
 pub mod otlp;
@@ -82,6 +83,17 @@ impl Receiver for EbpfReceiver {
         if config.tcp.enabled && tcp_settings.is_none() {
             tracing::warn!(receiver = %ctx.id, "TCP states are unknown (no BTF): handshakes and connections are not followed.");
         }
+        let filter = config
+            .packet_filter()
+            .map_err(|message| ComponentError::new(ComponentKind::Receiver, &ctx.id, format!("filter: {message}")))?;
+        if let Some(filter) = &filter {
+            tracing::info!(
+                receiver = %ctx.id,
+                filter = %filter.expression,
+                instructions = filter.link_layer.length,
+                "Packets the filter does not match make no flow, drop or TCP event (run in the kernel)."
+            );
+        }
         let settings = ProbeSettings {
             max_flows: config.max_flows.get(),
             sampling: config.sampling.get(),
@@ -97,6 +109,7 @@ impl Receiver for EbpfReceiver {
             } else {
                 0
             },
+            filter,
         };
         let mut probes = Probes::load(&settings).map_err(error)?;
         if config.trace_context.enabled

@@ -120,8 +120,17 @@ impl OwnMetrics {
                 &[("receiver", id), ("map", what)],
             )
         };
+        let filtered = |kind: &str| {
+            registry.counter(
+                "flowtel_ebpf_kernel_events_filtered_out_total",
+                "Drops, and TCP tracepoint hits, the receiver's filter did not match (neither counted nor sent), by kind.",
+                &[("receiver", id), ("kind", kind)],
+            )
+        };
         OwnMetrics {
             mirrored: vec![
+                (EventCounter::DropsFilteredOut, filtered("drop"), 0),
+                (EventCounter::TcpFilteredOut, filtered("tcp"), 0),
                 (EventCounter::RingBufferFull, lost("ring_buffer_full"), 0),
                 (EventCounter::DropRingBufferFull, lost("ring_buffer_full"), 0),
                 (EventCounter::SocketMapFull, failures("tcp_sockets"), 0),

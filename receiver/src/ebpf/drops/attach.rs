@@ -77,14 +77,15 @@ impl Probes {
     /// Loads and attaches the drop program: the BTF tracepoint, the classic
     /// one, or (`auto`) the first the kernel takes. Returns which.
     pub fn attach_drops(&mut self, which: DropTracepoint) -> Result<&'static str, EbpfError> {
+        let (btf_program, classic_program) = (self.program_name(PROG_KFREE_SKB_BTF), self.program_name(PROG_KFREE_SKB));
         let btf_attempt = |ebpf: &mut Ebpf| -> Result<(), TracepointFailure> {
             let btf = Btf::from_sys_fs().map_err(|e| TracepointFailure::NoBtf(e.to_string()))?;
-            let program: &mut BtfTracePoint = program(ebpf, PROG_KFREE_SKB_BTF)?;
+            let program: &mut BtfTracePoint = program(ebpf, btf_program)?;
             program.load("kfree_skb", &btf).map_err(|e| TracepointFailure::Refused(error_chain(&e)))?;
             program.attach().map_err(|e| TracepointFailure::Attach(format!(": {}", error_chain(&e))))?;
             Ok(())
         };
-        let classic_attempt = |ebpf: &mut Ebpf| attach_tracepoint(ebpf, PROG_KFREE_SKB, "skb", "kfree_skb");
+        let classic_attempt = |ebpf: &mut Ebpf| attach_tracepoint(ebpf, classic_program, "skb", "kfree_skb");
         let error = |program: &'static str| {
             move |failure: TracepointFailure| EbpfError::Program {
                 program,
@@ -93,11 +94,9 @@ impl Probes {
             }
         };
         match which {
-            DropTracepoint::Btf => {
-                btf_attempt(&mut self.ebpf).map(|()| "tp_btf/kfree_skb").map_err(error(PROG_KFREE_SKB_BTF))
-            }
+            DropTracepoint::Btf => btf_attempt(&mut self.ebpf).map(|()| "tp_btf/kfree_skb").map_err(error(btf_program)),
             DropTracepoint::Classic => {
-                classic_attempt(&mut self.ebpf).map(|()| "tracepoint/skb/kfree_skb").map_err(error(PROG_KFREE_SKB))
+                classic_attempt(&mut self.ebpf).map(|()| "tracepoint/skb/kfree_skb").map_err(error(classic_program))
             }
             DropTracepoint::Auto => match btf_attempt(&mut self.ebpf) {
                 Ok(()) => Ok("tp_btf/kfree_skb"),
@@ -105,7 +104,7 @@ impl Probes {
                     tracing::info!(error = %btf_error, "BTF tracepoint kfree_skb unavailable; using the classic one.");
                     classic_attempt(&mut self.ebpf).map(|()| "tracepoint/skb/kfree_skb").map_err(|e| {
                         EbpfError::Program {
-                            program: PROG_KFREE_SKB,
+                            program: classic_program,
                             on: String::new(),
                             message: format!("{e} (and tp_btf: {btf_error})"),
                         }

@@ -100,6 +100,7 @@ impl Probes {
 
     fn attach_both(&mut self, interface: &str, mode: TcAttach, attachment: &mut Attachment) -> Result<(), EbpfError> {
         for (name, attach_type) in [(PROG_TC_INGRESS, TcAttachType::Ingress), (PROG_TC_EGRESS, TcAttachType::Egress)] {
+            let name = self.program_name(name);
             let tcx = || TcAttachOptions::TcxOrder(LinkOrder::first());
             let netlink = || TcAttachOptions::Netlink(NlOptions { priority: 1, ..NlOptions::default() });
             let first_try = match mode {
@@ -165,10 +166,11 @@ impl Probes {
     /// Runs the ingress classifier once on a crafted packet (an Ethernet
     /// frame) with `BPF_PROG_TEST_RUN`; returns its verdict.
     pub fn test_run_ingress(&mut self, frame: &[u8]) -> Result<u32, EbpfError> {
-        let program = classifier(&mut self.ebpf, PROG_TC_INGRESS)?;
+        let name = self.program_name(PROG_TC_INGRESS);
+        let program = classifier(&mut self.ebpf, name)?;
         let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
         program.test_run(options).map(|result| result.return_value).map_err(|e| EbpfError::Program {
-            program: PROG_TC_INGRESS,
+            program: name,
             on: String::new(),
             message: format!("test run failed: {e:?}"),
         })

@@ -117,6 +117,11 @@ impl FlowCounters {
                     "Packets not counted because of 1-in-N sampling.",
                 ),
                 mirror(
+                    KernelCounter::PacketsFilteredOut,
+                    "flowtel_ebpf_packets_filtered_out_total",
+                    "Packets the receiver's filter did not match (counted in no flow).",
+                ),
+                mirror(
                     KernelCounter::ParseFailures,
                     "flowtel_ebpf_parse_failures_total",
                     "Packets whose headers were truncated or malformed.",

@@ -74,6 +74,7 @@ impl KernelInfo {
         layout.set_state_newstate = at(&formats.set_state, "newstate", 4);
         layout.set_state_protocol = at(&formats.set_state, "protocol", 2);
         layout.tcp_probe_srtt = at(&probe, "srtt", 4);
+        layout.tcp_probe_skaddr = at(&probe, "skaddr", 8);
         layout.retransmit_skaddr = at(&formats.retransmit, "skaddr", 8);
         layout.retransmit_skbaddr = at(&formats.retransmit, "skbaddr", 8);
         layout.send_reset_skaddr = at(&formats.send_reset, "skaddr", 8);

@@ -5,17 +5,21 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{Map, MapData, PerCpuArray, ProgramArray},
+    maps::{Array, Map, MapData, PerCpuArray, ProgramArray},
     programs::{SchedClassifier, TracePoint, tc::SchedClassifierLinkId},
 };
 use flowtel_ebpf_common::{
-    DROP_COUNTS_MAP, DROP_STACKS_MAP, DropSettings, EVENT_COUNTERS, EVENT_COUNTERS_MAP, FLOWS_MAP, GLOBAL_DROPS,
-    GLOBAL_EVENT_TRANSPORT, GLOBAL_LAYOUT, GLOBAL_SAMPLING, GLOBAL_TCP, GLOBAL_TRACE_CONTEXT, KernelLayout,
-    PROG_RING_FILL, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TRACE_CONTEXT, TCP_HISTOGRAMS_MAP,
+    DROP_COUNTS_MAP, DROP_STACKS_MAP, DropSettings, EVENT_COUNTERS, EVENT_COUNTERS_MAP, FILTER_LINK_LAYER,
+    FILTER_NETWORK_LAYER, FLOWS_MAP, GLOBAL_DROPS, GLOBAL_EVENT_TRANSPORT, GLOBAL_LAYOUT, GLOBAL_SAMPLING, GLOBAL_TCP,
+    GLOBAL_TRACE_CONTEXT, KernelLayout, PACKET_FILTERS_MAP, PROG_KFREE_SKB, PROG_KFREE_SKB_BTF, PROG_RING_FILL,
+    PROG_SOCK_SET_STATE, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TRACE_CONTEXT, PROG_TCP_PROBE,
+    PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET, PacketFilter, TCP_HISTOGRAMS_MAP,
     TRACE_CONTEXT_PROGRAM_MAP, TRACE_CONTEXTS_MAP, TRANSPORT_RING_BUFFER, TcpSettings,
 };
 
 use flowtel_core::component::error_chain;
+
+use crate::ebpf::filter::CompiledFilter;
 
 /// The eBPF object built from `ebpf/probes`.
 pub static PROBES_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtel-probes"));
@@ -72,7 +76,7 @@ pub(in crate::ebpf) fn map_error(map: &'static str) -> impl Fn(String) -> EbpfEr
 }
 
 /// What the programs are set up with before attaching.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ProbeSettings {
     /// The kernel flow table's size.
     pub max_flows: u32,
@@ -88,6 +92,8 @@ pub struct ProbeSettings {
     pub tcp: TcpSettings,
     /// Connections whose trace context is kept; 0: `traceparent` headers are not read.
     pub trace_context_connections: u32,
+    /// The packet filter; with one, the `_filtered` variant of each program runs.
+    pub filter: Option<CompiledFilter>,
 }
 
 impl Default for ProbeSettings {
@@ -100,6 +106,7 @@ impl Default for ProbeSettings {
             drops: DropSettings::default(),
             tcp: TcpSettings::default(),
             trace_context_connections: 0,
+            filter: None,
         }
     }
 }
@@ -119,13 +126,15 @@ pub struct Probes {
     pub(in crate::ebpf) ebpf: Ebpf,
     /// The interfaces the TC programs are attached to.
     pub(in crate::ebpf) attached: BTreeMap<String, Attachment>,
+    /// Whether the programs' `_filtered` variants run.
+    filtered: bool,
 }
 
 impl Probes {
     /// Loads the object and the two TC programs, and writes the settings.
     pub fn load(settings: &ProbeSettings) -> Result<Self, EbpfError> {
         let trace_context = u32::from(settings.trace_context_connections > 0);
-        let mut ebpf = EbpfLoader::new()
+        let ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS_MAP, settings.max_flows)
             .map_max_entries(TRACE_CONTEXTS_MAP, settings.trace_context_connections.max(1))
             .override_global(GLOBAL_TRACE_CONTEXT, &trace_context, true)
@@ -144,15 +153,52 @@ impl Probes {
                 };
                 EbpfError::Load { message, hint }
             })?;
+        let mut probes = Probes { ebpf, attached: BTreeMap::new(), filtered: settings.filter.is_some() };
+        if let Some(filter) = &settings.filter {
+            probes.set_filter(filter)?;
+        }
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
-            let program = classifier(&mut ebpf, name)?;
+            let name = probes.program_name(name);
+            let program = classifier(&mut probes.ebpf, name)?;
             program.load().map_err(|e| EbpfError::Program {
                 program: name,
                 on: String::new(),
                 message: format!("the kernel refused it: {e}"),
             })?;
         }
-        Ok(Probes { ebpf, attached: BTreeMap::new() })
+        Ok(probes)
+    }
+
+    /// Writes the filter's programs where the `_filtered` variants read them.
+    fn set_filter(&mut self, filter: &CompiledFilter) -> Result<(), EbpfError> {
+        let fail = map_error(PACKET_FILTERS_MAP);
+        let map = self.ebpf.map_mut(PACKET_FILTERS_MAP).ok_or_else(|| fail("missing".into()))?;
+        let mut programs: Array<&mut MapData, PacketFilter> = Array::try_from(map).map_err(|e| fail(e.to_string()))?;
+        programs.set(FILTER_LINK_LAYER, filter.link_layer, 0).map_err(|e| fail(e.to_string()))?;
+        if let Ok(network) = &filter.network_layer {
+            programs.set(FILTER_NETWORK_LAYER, network, 0).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The program to load for `plain`: itself, or with a filter its
+    /// `_filtered` variant (same attach point, filter first).
+    pub(in crate::ebpf) fn program_name(&self, plain: &'static str) -> &'static str {
+        if !self.filtered {
+            return plain;
+        }
+        match plain {
+            PROG_TC_INGRESS => "flowtel_tc_ingress_filtered",
+            PROG_TC_EGRESS => "flowtel_tc_egress_filtered",
+            PROG_KFREE_SKB_BTF => "flowtel_kfree_skb_btf_filtered",
+            PROG_KFREE_SKB => "flowtel_kfree_skb_filtered",
+            PROG_TCP_RETRANSMIT => "flowtel_tcp_retransmit_filtered",
+            PROG_TCP_SEND_RESET => "flowtel_tcp_send_reset_filtered",
+            PROG_TCP_RECEIVE_RESET => "flowtel_tcp_receive_reset_filtered",
+            PROG_TCP_PROBE => "flowtel_tcp_probe_filtered",
+            PROG_SOCK_SET_STATE => "flowtel_sock_set_state_filtered",
+            other => other,
+        }
     }
 
     /// Loads the `traceparent` reader and hands it to the TC programs. A

@@ -40,6 +40,7 @@ pub fn attach(probes: &mut Probes, id: &ComponentId) -> bool {
     let failed: Vec<(&str, TracepointFailure)> = TCP_TRACEPOINTS
         .iter()
         .filter_map(|&(name, category, tracepoint)| {
+            let name = probes.program_name(name);
             attach_tracepoint(&mut probes.ebpf, name, category, tracepoint).err().map(|e| (tracepoint, e))
         })
         .collect();
