@@ -38,7 +38,9 @@ pub struct EbpfReceiverConfig {
     /// Size of the kernel's flow table; the least recently used flow is
     /// evicted when it is full (and counted).
     pub max_flows: NonZeroU32,
-    /// How often the interface list is checked for new and removed interfaces.
+    /// How often the interface list is read again besides the kernel's
+    /// rtnetlink link messages, which attach new interfaces as they come up:
+    /// a safety net, and the retry of an interface that could not be attached.
     #[serde(with = "humantime_serde")]
     pub interface_poll_interval: Duration,
     /// Packet drops with the kernel's reason (`skb:kfree_skb`).
@@ -139,7 +141,7 @@ impl Default for EbpfReceiverConfig {
             idle_timeout: Duration::from_secs(30),
             sampling: NonZeroU32::MIN,
             max_flows: NonZeroU32::new(65_536).unwrap_or(NonZeroU32::MIN),
-            interface_poll_interval: Duration::from_secs(2),
+            interface_poll_interval: Duration::from_secs(30),
             drops: DropsConfig::default(),
             tcp: TcpConfig::default(),
             trace_context: TraceContextConfig::default(),

@@ -6,7 +6,9 @@
 //! time per packet from the kernel's BPF stats, flowtel's CPU seconds per
 //! million packets, and every event flowtel's own metrics count as lost.
 //! Then small HTTP/1.1 requests with a `traceparent`, with the receiver's
-//! `trace_context` off and on: what reading the header costs a packet.
+//! `trace_context` off and on: what reading the header costs a packet. Then
+//! iperf3 TCP without a `filter`, with one matching it and with one that
+//! does not: what the in-kernel packet filter costs a packet.
 //!
 //! `--quick` runs each load once for a second (used by `cargo xtask test`
 //! so the benchmark cannot rot); `--out DIR` writes `report.md` and
@@ -183,6 +185,25 @@ struct TraceContextCost {
     contexts_read: f64,
 }
 
+/// One round of `traffic` (which reports its rate) with flowtel on a's veth
+/// under `config`: the rate, the TC programs' kernel ns a packet, and
+/// flowtel's own metrics at the end.
+fn attached_round(pair: &VethPair, config: &str, traffic: impl FnOnce() -> f64) -> (f64, Option<f64>, String) {
+    let mut flowtel = Flowtel::start_in_netns(config, &pair.a.name);
+    let (time_before, count_before) = bpf_stats();
+    let rate = traffic();
+    let (time_after, count_after) = bpf_stats();
+    let metrics = own_metrics(&pair.a, flowtel.metrics_port);
+    flowtel.child.stop();
+    let ns = (count_after > count_before).then(|| (time_after - time_before) / (count_after - count_before));
+    (rate, ns, metrics)
+}
+
+/// The medians of each variant's rounds.
+fn medians<const N: usize>(values: [Vec<f64>; N]) -> [f64; N] {
+    values.map(|v| if v.is_empty() { f64::NAN } else { median(v) })
+}
+
 /// Small kept-alive HTTP/1.1 requests from a to b, alternating rounds with
 /// flowtel's `trace_context` off and on.
 fn trace_context_cost(options: &Options) -> TraceContextCost {
@@ -200,31 +221,52 @@ fn trace_context_cost(options: &Options) -> TraceContextCost {
     let mut contexts_read = 0.0;
     for _ in 0..rounds {
         for (index, enabled) in [false, true].into_iter().enumerate() {
-            let mut flowtel = Flowtel::start_in_netns(&config(enabled), &pair.a.name);
-            let (time_before, count_before) = bpf_stats();
-            let args = ["client", VethPair::B_V4, "8080", "4", &seconds.to_string(), TRACEPARENT];
-            let answered: f64 =
-                String::from_utf8_lossy(&pair.a.script("http_load.py", &args).wait_with_output().unwrap().stdout)
-                    .trim()
-                    .parse()
-                    .unwrap();
-            let (time_after, count_after) = bpf_stats();
-            rates[index].push(answered / f64::from(seconds));
-            if count_after > count_before {
-                kernel_ns[index].push((time_after - time_before) / (count_after - count_before));
-            }
+            let (rate, ns, metrics) = attached_round(&pair, &config(enabled), || {
+                let args = ["client", VethPair::B_V4, "8080", "4", &seconds.to_string(), TRACEPARENT];
+                let output = pair.a.script("http_load.py", &args).wait_with_output().unwrap();
+                String::from_utf8_lossy(&output.stdout).trim().parse::<f64>().unwrap() / f64::from(seconds)
+            });
+            rates[index].push(rate);
+            kernel_ns[index].extend(ns);
             if enabled {
-                let metrics = own_metrics(&pair.a, flowtel.metrics_port);
                 contexts_read +=
                     metric_value(&metrics, "flowtel_ebpf_trace_context_requests_total", &[("result", "read")]);
             }
-            flowtel.child.stop();
         }
     }
     let _ = server.kill();
     let _ = server.wait();
-    let middle = |values: &[Vec<f64>; 2]| [median(values[0].clone()), median(values[1].clone())];
-    TraceContextCost { requests_per_second: middle(&rates), kernel_ns_per_packet: middle(&kernel_ns), contexts_read }
+    TraceContextCost { requests_per_second: medians(rates), kernel_ns_per_packet: medians(kernel_ns), contexts_read }
+}
+
+/// The packet filter's cost under iperf3 TCP: kernel ns a packet and
+/// throughput without a filter, with one that matches the traffic, and
+/// with one that does not (each against the same run's no-filter rounds).
+struct FilterCost {
+    variants: [&'static str; 3],
+    bits_per_second: [f64; 3],
+    kernel_ns_per_packet: [f64; 3],
+    filtered_out: f64,
+}
+
+fn filter_cost(options: &Options) -> FilterCost {
+    let variants = ["", "tcp port 5201 and net 10.0.0.0/8", "udp port 53 or icmp"];
+    let (rounds, seconds) = if options.quick { (1, 1) } else { (3, 5) };
+    let pair = VethPair::create("bench");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flows.jsonl");
+    let (mut rates, mut kernel_ns) = ([Vec::new(), Vec::new(), Vec::new()], [Vec::new(), Vec::new(), Vec::new()]);
+    let mut filtered_out = 0.0;
+    for _ in 0..rounds {
+        for (index, filter) in variants.iter().enumerate() {
+            let config = flows_config(&format!("flush_interval: 1s, filter: \"{filter}\""), &["logs"], &file);
+            let (rate, ns, metrics) = attached_round(&pair, &config, || iperf(&pair, Load::Tcp, seconds).0);
+            rates[index].push(rate);
+            kernel_ns[index].extend(ns);
+            filtered_out += metric_value(&metrics, "flowtel_ebpf_packets_filtered_out_total", &[]);
+        }
+    }
+    FilterCost { variants, bits_per_second: medians(rates), kernel_ns_per_packet: medians(kernel_ns), filtered_out }
 }
 
 /// flowtel on veth0 with the `ebpf` receiver settings `receiver`, what it
@@ -421,6 +463,7 @@ fn main() {
         [Load::Tcp, Load::SmallUdp].into_iter().map(|load| measure(load, &options)).collect();
     let many = many_flows(&options);
     let traced = trace_context_cost(&options);
+    let filtered = filter_cost(&options);
     let ring_seconds = if options.quick { 0.5 } else { 3.0 };
     let ring = [
         ("minimal reader (ceiling)", ring_drain_minimal(ring_seconds)),
@@ -476,6 +519,19 @@ fn main() {
         traced.requests_per_second[1],
         traced.contexts_read
     );
+    md.push_str("| iperf3 TCP, receiver filter | Gbit/s | vs no filter | kernel ns/packet | vs no filter |\n|---|---|---|---|---|\n");
+    for index in 0..3 {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.3}× | {:.0} | {:.2}× |",
+            if filtered.variants[index].is_empty() { "none" } else { filtered.variants[index] },
+            filtered.bits_per_second[index] / 1e9,
+            filtered.bits_per_second[index] / filtered.bits_per_second[0],
+            filtered.kernel_ns_per_packet[index],
+            filtered.kernel_ns_per_packet[index] / filtered.kernel_ns_per_packet[0],
+        );
+    }
+    md.push('\n');
     md.push_str("| ring buffer reader | events produced/s | events drained/s | lost |\n|---|---|---|---|\n");
     for (name, r) in &ring {
         let _ = writeln!(md, "| {name} | {:.0} | {:.0} | {} |", r.produced, r.drained, r.lost);
@@ -496,6 +552,11 @@ fn main() {
                 "requests_per_second_on": traced.requests_per_second[1],
                 "contexts_read": traced.contexts_read,
             },
+            "filter": filtered.variants.iter().enumerate().map(|(index, filter)| json!({
+                "filter": filter,
+                "bits_per_second": filtered.bits_per_second[index],
+                "kernel_ns_per_packet": filtered.kernel_ns_per_packet[index],
+            })).collect::<Vec<_>>(),
             "active_flows": {
                 "flows": many.flows,
                 "peak_rss_mib": many.peak_rss_mib,
@@ -513,4 +574,5 @@ fn main() {
     }
     assert!(many.records >= many.flows as u64, "{} flows gave only {} records", many.flows, many.records);
     assert!(traced.contexts_read > 0.0, "trace_context read no traceparent header");
+    assert!(filtered.filtered_out > 0.0, "the non-matching filter filtered out no packet");
 }

@@ -4,7 +4,8 @@
 //! read and each active flow's traffic since its previous report becomes a
 //! `network.flow` record; idle flows end; a FIN or RST reports at once.
 //!
-//! `attach` attaches the programs to interfaces as they come and go,
+//! `attach` attaches the programs to interfaces as they come and go (told
+//! by the kernel's link messages, `link_events`),
 //! `read` follows the events and the table (with `table`), `convert`
 //! makes the records and the `network.flow.*` metrics, `trace_context`
 //! forgets the trace contexts of connections gone. A TCP flow's key holds
@@ -14,6 +15,7 @@
 pub mod attach;
 pub mod convert;
 pub mod interfaces;
+pub mod link_events;
 pub mod read;
 pub mod reply;
 pub mod table;

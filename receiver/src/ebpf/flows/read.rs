@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     attach::InterfaceWatcher,
     convert::{self, FlowMetrics, RecordContext},
+    link_events::LinkEvents,
     reply::ReplyRule,
     table::{EndReason, FlowReport, FlowTable, merge_per_cpu},
     trace_context,
@@ -167,6 +168,14 @@ impl FlowCounters {
     }
 }
 
+/// The next link change; never, without a subscription.
+async fn link_change(links: Option<&LinkEvents>) -> std::io::Result<()> {
+    match links {
+        Some(links) => links.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The flow task: flow-end events in, a report of every flow each flush.
 struct FlowLoop {
     id: ComponentId,
@@ -188,12 +197,26 @@ impl FlowLoop {
         let mut flush = interval(self.config.flush_interval);
         let mut poll = interval(self.config.interface_poll_interval);
         let mut ends = interval(END_REPORT_INTERVAL);
+        let mut links = match LinkEvents::open() {
+            Ok(links) => Some(links),
+            Err(err) => {
+                tracing::warn!(receiver = %self.id, error = %err, "No rtnetlink link messages; new interfaces are found by polling only.");
+                None
+            }
+        };
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 Some(event) = events.recv() => self.on_event(&event),
                 _ = ends.tick() => self.hand_on_ends().await,
                 _ = flush.tick() => self.flush().await,
+                changed = link_change(links.as_ref()) => {
+                    if let Err(err) = changed {
+                        tracing::warn!(receiver = %self.id, error = %err, "Reading rtnetlink link messages failed; new interfaces are found by polling from now on.");
+                        links = None;
+                    }
+                    let _ = self.watcher.sync(&mut self.probes, false);
+                }
                 _ = poll.tick() => {
                     let _ = self.watcher.sync(&mut self.probes, false);
                 }
