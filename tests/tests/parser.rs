@@ -195,3 +195,147 @@ fn crafted_frames_parse_or_are_counted_as_failures() {
     refused(&mut probes, "ipv6 cut short", &frame(&[&vlan6, &ipv6(ipproto::UDP, &[])[..30]]), Counter::ParseFailures);
     refused(&mut probes, "arp", &frame(&[&ethernet(0x0806), &[0; 28]]), Counter::NonIpPackets);
 }
+
+/// Writes Ethernet frames into a tap device (`flttap0`, made here, in the
+/// namespace the script runs in) behind a virtio-net header, so the kernel
+/// builds each skb with only `hdr_len` bytes in its linear area and the
+/// rest in pages, or as a GSO super-packet: what a VM's or container's
+/// traffic looks like on a host. Reads `hdr_len gso frame_hex` lines.
+const TAP_WRITER: &str = r#"
+import fcntl, os, struct, subprocess, sys, time
+TUNSETIFF, TUNSETVNETHDRSZ = 0x400454ca, 0x400454d8
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+tun = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(tun, TUNSETIFF, struct.pack("16sH", b"flttap0", IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+fcntl.ioctl(tun, TUNSETVNETHDRSZ, struct.pack("i", 10))
+subprocess.run(["ip", "link", "set", "flttap0", "up"], check=True)
+print("up", flush=True)
+sys.stdin.readline()
+for line in sys.stdin:
+    hdr_len, gso, frame = line.split()
+    frame = bytes.fromhex(frame)
+    if gso == "tcp4":
+        # NEEDS_CSUM, TCPV4, 1000-byte segments; checksum from the TCP header on.
+        header = struct.pack("<BBHHHH", 1, 1, int(hdr_len), 1000, 34, 16)
+    else:
+        header = struct.pack("<BBHHHH", 0, 0, int(hdr_len), 0, 0, 0)
+    os.write(tun, header + frame)
+time.sleep(0.5)
+"#;
+
+/// A TCP/IPv4 frame from 10.9.0.1:`src_port` to 10.9.0.2:80 with `payload` bytes.
+fn tcp4_frame(src_port: u16, payload: usize) -> Vec<u8> {
+    let mut ip = ipv4(ipproto::TCP, 0, 0, 20 + payload);
+    ip[12..20].copy_from_slice(&[10, 9, 0, 1, 10, 9, 0, 2]);
+    let mut segment = tcp(src_port, 80, 0x18);
+    segment.extend(std::iter::repeat_n(0x61u8, payload));
+    frame(&[&ethernet(0x0800), &ip, &segment])
+}
+
+#[test]
+fn packets_whose_headers_are_not_all_in_the_linear_area_parse() {
+    use std::io::{BufRead, Write};
+
+    use flowtel_tests::{
+        Flowtel,
+        netns::Netns,
+        otlp_json::{file_requests, items},
+    };
+    assert!(is_root(), "this privileged test needs root: run `cargo xtask test` as root");
+    let ns = Netns::create("tap");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flows.jsonl");
+    let config = format!(
+        r#"
+receivers:
+  ebpf: {{interfaces: ["flttap*"], flush_interval: 500ms, drops: {{enabled: false}}, tcp: {{enabled: false}}}}
+exporters:
+  file: {{path: "{}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], exporters: [file]}}
+"#,
+        file.display()
+    );
+    let mut flowtel = Flowtel::start_in_netns(&config, &ns.name);
+    let mut writer = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", TAP_WRITER])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = String::new();
+    std::io::BufReader::new(writer.stdout.take().unwrap()).read_line(&mut up).unwrap();
+    assert_eq!(up.trim(), "up");
+    flowtel_tests::wait_for(std::time::Duration::from_secs(5), "flowtel to attach to flttap0", || {
+        flowtel.child.output().contains("Attached flow programs. interface=flttap0").then_some(())
+    });
+    // hdr_len: only Ethernet linear; IPv4 too; TCP header split; every header
+    // linear and ending exactly where the linear area does; then a GSO
+    // super-packet (8 segments' worth in one skb). Frames are over a page:
+    // the kernel makes smaller ones linear whatever hdr_len says.
+    let cases: [(u16, usize, &str, usize); 5] = [
+        (41_001, 14, "-", 5000),
+        (41_002, 34, "-", 5000),
+        (41_003, 40, "-", 5000),
+        (41_004, 54, "-", 5000),
+        (41_005, 54, "tcp4", 8000),
+    ];
+    let mut input = writer.stdin.take().unwrap();
+    writeln!(input, "go").unwrap();
+    for (port, hdr_len, gso, payload) in cases {
+        let frame = tcp4_frame(port, payload);
+        let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(input, "{hdr_len} {gso} {hex}").unwrap();
+    }
+    drop(input);
+    let status = writer.wait().unwrap();
+    assert!(status.success(), "the tap writer failed");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let metrics = ns.run(&[
+        "python3",
+        "-c",
+        &format!(
+            "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{}/metrics').read().decode())",
+            flowtel.metrics_port
+        ),
+    ]);
+    let copied = flowtel_tests::metric_value(
+        &String::from_utf8_lossy(&metrics.stdout),
+        "flowtel_ebpf_packets_parsed_from_copies_total",
+        &[],
+    );
+    assert_eq!(
+        copied, 3.0,
+        "the frames whose headers ran past the linear area (hdr_len 14, 34, 40) were parsed from copies"
+    );
+    assert!(flowtel.child.stop().success(), "{}", flowtel.child.output());
+    let records: Vec<_> =
+        items(&file_requests(&file), "logs").into_iter().filter(|r| r.event_name == "network.flow").collect();
+    let value = |r: &flowtel_tests::otlp_json::Item, key: &str| r.attributes.get(key).cloned().unwrap_or_default();
+    for (port, hdr_len, gso, payload) in cases {
+        let flow: Vec<_> = records.iter().filter(|r| value(r, "source.port") == port.to_string()).collect();
+        assert_eq!(flow.len(), 1, "hdr_len {hdr_len} {gso}: one flow record for port {port}, records {records:?}");
+        let flow = flow[0];
+        assert_eq!(
+            (
+                value(flow, "source.address"),
+                value(flow, "destination.address"),
+                value(flow, "destination.port"),
+                value(flow, "network.transport"),
+                value(flow, "flow.bytes"),
+                value(flow, "flow.packets"),
+            ),
+            (
+                "10.9.0.1".to_owned(),
+                "10.9.0.2".to_owned(),
+                "80".to_owned(),
+                "tcp".to_owned(),
+                (14 + 20 + 20 + payload).to_string(),
+                "1".to_owned()
+            ),
+            "hdr_len {hdr_len} {gso}"
+        );
+    }
+}

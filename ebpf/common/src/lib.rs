@@ -194,10 +194,13 @@ pub enum Counter {
     TraceContextMapFull = 11,
     /// Packets the packet filter did not match.
     PacketsFilteredOut = 12,
+    /// Packets whose headers went on past the skb's linear area, parsed
+    /// from copies (`bpf_skb_load_bytes`) rather than in place.
+    HeadersCopied = 13,
 }
 
 /// Number of slots in the counters map.
-pub const COUNTERS: u32 = 13;
+pub const COUNTERS: u32 = 14;
 
 // SAFETY (all below): `repr(C)` structs of integers and byte arrays with
 // explicit padding fields, so every bit pattern is valid and there are no

@@ -127,6 +127,11 @@ impl FlowCounters {
                     "flowtel_ebpf_parse_failures_total",
                     "Packets whose headers were truncated or malformed.",
                 ),
+                mirror(
+                    KernelCounter::HeadersCopied,
+                    "flowtel_ebpf_packets_parsed_from_copies_total",
+                    "Packets whose headers went on past the skb's linear area, parsed from copies rather than in place.",
+                ),
                 mirror(KernelCounter::NonIpPackets, "flowtel_ebpf_non_ip_packets_total", "Packets that were not IP."),
                 mirror(
                     KernelCounter::FlowMapInsertFailures,
