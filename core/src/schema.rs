@@ -95,6 +95,12 @@ pub mod attr {
     pub const NETWORK_TCP_HANDSHAKE_DURATION: &str = "network.tcp.handshake.duration";
     /// The smoothed round-trip time, in seconds.
     pub const NETWORK_TCP_SRTT: &str = "network.tcp.srtt";
+    /// TCP responses a flow record's direction carried: a server's first
+    /// data segment after its client's data.
+    pub const NETWORK_TCP_RESPONSES: &str = "network.tcp.responses";
+    /// Their mean latency in seconds, from the client's last data segment
+    /// to the server's first (packet timing alone, so TLS too).
+    pub const NETWORK_TCP_RESPONSE_DURATION: &str = "network.tcp.response.duration";
     /// Seconds the connection lived.
     pub const NETWORK_TCP_CONNECTION_DURATION: &str = "network.tcp.connection.duration";
     /// Bytes the peer acknowledged.
@@ -302,4 +308,6 @@ pub mod metric {
     pub const TCP_RTT: MetricName = MetricName { name: "network.tcp.rtt", unit: "s" };
     /// TCP handshake durations (Histogram, seconds).
     pub const TCP_HANDSHAKE_DURATION: MetricName = MetricName { name: "network.tcp.handshake.duration", unit: "s" };
+    /// TCP request/response latency by server end (Histogram, seconds).
+    pub const TCP_RESPONSE_DURATION: MetricName = MetricName { name: "network.tcp.response.duration", unit: "s" };
 }

@@ -42,6 +42,8 @@ fn flows(c: &mut Criterion) {
         tcp_flags: 0x12,
         is_reply: Some(true),
         end: None,
+        responses: 0,
+        response_ns: 0,
     };
     let name = |_: u32| "eth0".to_owned();
     let ctx = RecordContext {

@@ -6,12 +6,14 @@
 //! `aya::Pod` and can be read straight out of BPF maps.
 #![no_std]
 
+mod exchanges;
 mod filter;
 pub mod histogram;
 mod kernel_events;
 mod layout;
 mod trace_context;
 
+pub use exchanges::*;
 pub use filter::*;
 pub use kernel_events::*;
 pub use layout::*;
@@ -134,6 +136,11 @@ pub struct FlowStats {
     pub first_tcp_flags: u8,
     /// Explicit padding; always zero.
     pub pad: [u8; 5],
+    /// Responses this direction carried (a server's first data segment
+    /// after its client's data; see `ExchangeKey`).
+    pub responses: u64,
+    /// Their latencies summed, in nanoseconds.
+    pub response_ns: u64,
 }
 
 /// [`FlowEvent::kind`]: a FIN or RST was seen.
@@ -208,6 +215,8 @@ pub const COUNTERS: u32 = 14;
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for PacketFilter {}
 #[cfg(feature = "user")]
+unsafe impl aya::Pod for ServerKey {}
+#[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowStats {}
@@ -245,7 +254,9 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 4 + 1 + 1 + 1 + 5 + size_of::<TraceContext>());
-        assert_eq!(size_of::<FlowStats>(), 8 * 4 + 2 + 6);
+        assert_eq!(size_of::<FlowStats>(), 8 * 4 + 2 + 6 + 16);
+        assert_eq!(size_of::<ExchangeKey>(), 16 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<ServerKey>(), 16 + 2 + 1 + 1 + 4);
         assert_eq!(size_of::<FlowEvent>(), size_of::<FlowKey>() + size_of::<FlowStats>() + 8);
         assert_eq!(size_of::<TraceContext>(), 16 + 8 + 8);
         assert_eq!(size_of::<ConnectionKey>(), 16 + 16 + 2 + 2 + 4);

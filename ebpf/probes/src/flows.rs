@@ -13,8 +13,8 @@ use flowtel_ebpf_common::{
 };
 
 use crate::{
-    filter,
-    parse::{PACKET, Skip, parse},
+    exchanges, filter,
+    parse::{PACKET, Packet, Skip, parse},
     trace_context,
 };
 
@@ -60,19 +60,32 @@ pub(crate) fn count(counter: Counter) {
     }
 }
 
+/// What one packet adds to its flow.
+struct Update {
+    bytes: u64,
+    now: u64,
+    flags: u8,
+    /// A response's latency (0: the packet is no response).
+    response_ns: u64,
+}
+
 #[inline(always)]
-fn add(stats: *mut FlowStats, bytes: u64, now: u64, flags: u8) {
+fn add(stats: *mut FlowStats, update: &Update) {
     // SAFETY: `stats` points at this CPU's copy of a live map value.
     unsafe {
         if (*stats).packets == 0 {
-            (*stats).first_seen_ns = now;
-            (*stats).first_tcp_flags = flags;
+            (*stats).first_seen_ns = update.now;
+            (*stats).first_tcp_flags = update.flags;
         }
-        (*stats).bytes += bytes;
+        (*stats).bytes += update.bytes;
         (*stats).packets += 1;
-        (*stats).last_seen_ns = now;
-        if flags != 0 {
-            (*stats).tcp_flags |= u16::from(flags);
+        (*stats).last_seen_ns = update.now;
+        if update.flags != 0 {
+            (*stats).tcp_flags |= u16::from(update.flags);
+        }
+        if update.response_ns != 0 {
+            (*stats).responses += 1;
+            (*stats).response_ns += update.response_ns;
         }
     }
 }
@@ -114,13 +127,16 @@ pub fn record<const FILTERED: bool>(ctx: &TcContext, direction: u8) {
         // it under its new context; this returns when there is none to read.
         trace_context::hand_over(ctx, packet);
     }
-    count_packet(ctx, &mut packet.key, packet.tcp_flags);
+    count_packet(ctx, packet);
 }
 
 /// Counts a parsed packet in its flow (for TCP, the flow of the request in
-/// flight on its connection) and raises a flow-end event on FIN or RST.
+/// flight on its connection, and the exchange it belongs to) and raises a
+/// flow-end event on FIN or RST.
 #[inline(always)]
-pub fn count_packet(ctx: &TcContext, key: &mut FlowKey, tcp_flags: u8) {
+pub fn count_packet(ctx: &TcContext, packet: &mut Packet) {
+    let tcp_flags = packet.tcp_flags;
+    let key = &mut packet.key;
     if key.protocol == ipproto::TCP {
         trace_context::current(
             key.ip_version,
@@ -135,25 +151,25 @@ pub fn count_packet(ctx: &TcContext, key: &mut FlowKey, tcp_flags: u8) {
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let bytes = u64::from(ctx.len());
+    let response_ns = if key.protocol == ipproto::TCP && exchanges::enabled() {
+        let payload = ctx.len().saturating_sub(packet.tcp_payload);
+        exchanges::on_tcp_packet(key, tcp_flags, if packet.tcp_payload == 0 { 0 } else { payload }, now)
+    } else {
+        0
+    };
+    let update = Update { bytes, now, flags: tcp_flags, response_ns };
 
     match FLOWS.get_ptr_mut(key) {
-        Some(stats) => add(stats, bytes, now, tcp_flags),
+        Some(stats) => add(stats, &update),
         None => {
-            let stats = FlowStats {
-                first_seen_ns: now,
-                last_seen_ns: now,
-                bytes,
-                packets: 1,
-                tcp_flags: u16::from(tcp_flags),
-                first_tcp_flags: tcp_flags,
-                pad: [0; 5],
-            };
+            let mut stats = FlowStats::default();
+            add(&mut stats, &update);
             // A new flow raises no event: userspace finds it in the table at
             // its next flush, and the ring keeps its room for flow ends.
             if FLOWS.insert(key, &stats, u64::from(BPF_NOEXIST)).is_err() {
                 if let Some(stats) = FLOWS.get_ptr_mut(key) {
                     // Another CPU inserted it first (this CPU's copy starts at zero).
-                    add(stats, bytes, now, tcp_flags);
+                    add(stats, &update);
                 } else {
                     count(Counter::FlowMapInsertFailures);
                     return;

@@ -13,6 +13,7 @@
 #![allow(missing_docs)]
 
 mod drops;
+mod exchanges;
 mod filter;
 mod flows;
 mod kernel;

@@ -120,7 +120,7 @@ pub fn read_request(ctx: &TcContext) {
     // SAFETY: this CPU's slot, filled by the flow program just before.
     let packet = unsafe { &mut *packet };
     set_context(ctx, &packet.key, packet.tcp_payload as usize);
-    count_packet(ctx, &mut packet.key, packet.tcp_flags);
+    count_packet(ctx, packet);
 }
 
 /// Reads the `traceparent` of the request whose payload starts at `payload`

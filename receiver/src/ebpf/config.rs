@@ -50,6 +50,26 @@ pub struct EbpfReceiverConfig {
     /// W3C trace context read from plaintext HTTP/1.x requests, carried by
     /// every kernel record of their connection.
     pub trace_context: TraceContextConfig,
+    /// Request/response latency of TCP connections, from packet timing.
+    pub response_latency: ResponseLatencyConfig,
+}
+
+/// `response_latency`: the time from a client's last data segment to its
+/// server's first one back, timed by the TC programs (so TLS too).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseLatencyConfig {
+    /// Whether responses are timed.
+    pub enabled: bool,
+    /// Server ends (address, port, interface) with a histogram of their own;
+    /// servers past it are counted together in one without a server.
+    pub max_servers: NonZeroU32,
+}
+
+impl Default for ResponseLatencyConfig {
+    fn default() -> Self {
+        ResponseLatencyConfig { enabled: true, max_servers: NonZeroU32::new(1024).unwrap_or(NonZeroU32::MIN) }
+    }
 }
 
 /// `trace_context`: the `traceparent` header of HTTP/1.x requests, in the kernel.
@@ -145,6 +165,7 @@ impl Default for EbpfReceiverConfig {
             drops: DropsConfig::default(),
             tcp: TcpConfig::default(),
             trace_context: TraceContextConfig::default(),
+            response_latency: ResponseLatencyConfig::default(),
         }
     }
 }

@@ -37,7 +37,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    DropTracepoint, DropsConfig, EbpfReceiverConfig, EventTransport, TcAttach, TcpConfig, TraceContextConfig,
+    DropTracepoint, DropsConfig, EbpfReceiverConfig, EventTransport, ResponseLatencyConfig, TcAttach, TcpConfig,
+    TraceContextConfig,
 };
 pub use kernel::{
     events::{
@@ -106,6 +107,11 @@ impl Receiver for EbpfReceiver {
             tcp: tcp_settings.unwrap_or_default(),
             trace_context_connections: if config.trace_context.enabled {
                 config.trace_context.max_connections.get()
+            } else {
+                0
+            },
+            response_latency_servers: if config.response_latency.enabled {
+                config.response_latency.max_servers.get()
             } else {
                 0
             },

@@ -8,14 +8,17 @@ use flowtel_core::{
     schema::{attr, event, metric},
     time::rfc3339_millis,
 };
-use flowtel_ebpf_common::{DIRECTION_INGRESS, FlowKey, ipproto, tcp_flags};
+use flowtel_ebpf_common::{DIRECTION_INGRESS, FlowKey, ServerKey, ipproto, tcp_flags};
 use opentelemetry_proto::tonic::{
     logs::v1::LogRecord,
-    metrics::v1::{Gauge, Metric, NumberDataPoint, metric::Data},
+    metrics::v1::{AggregationTemporality, Gauge, Histogram, Metric, NumberDataPoint, metric::Data},
 };
 
 use super::table::FlowReport;
-use crate::ebpf::otlp::{address, cumulative_sum, int_point, kv, network_type, traced, transport};
+use crate::ebpf::{
+    otlp::{address, cumulative_sum, int_point, kv, network_type, traced, transport},
+    tcp::convert::histogram_point,
+};
 
 /// `network.io.direction`: `receive` for ingress, `transmit` for egress.
 pub fn direction(direction: u8) -> &'static str {
@@ -91,6 +94,11 @@ pub fn flow_record(report: &FlowReport, ctx: &RecordContext<'_>) -> LogRecord {
     if let Some(end) = report.end {
         attributes.push(kv(attr::FLOW_END_REASON, end.as_str()));
     }
+    if report.responses > 0 {
+        attributes.push(kv(attr::NETWORK_TCP_RESPONSES, report.responses as i64));
+        attributes
+            .push(kv(attr::NETWORK_TCP_RESPONSE_DURATION, report.response_ns as f64 / report.responses as f64 / 1e9));
+    }
     attributes.push(kv(attr::FLOW_SAMPLING_RATE, i64::from(ctx.sampling)));
     LogRecord {
         time_unix_nano: report.last_seen_ns.saturating_add(ctx.monotonic_to_unix_ns),
@@ -126,6 +134,11 @@ impl FlowMetrics {
     /// Sums starting at `start_unix_ns`.
     pub fn new(start_unix_ns: u64) -> Self {
         FlowMetrics { start_unix_ns, totals: BTreeMap::new() }
+    }
+
+    /// When the sums started.
+    pub fn start_unix_ns(&self) -> u64 {
+        self.start_unix_ns
     }
 
     /// Adds a report, scaled by the sampling rate (so the sums estimate all traffic).
@@ -176,6 +189,45 @@ impl FlowMetrics {
                 ..Default::default()
             },
         ]
+    }
+}
+
+/// `network.tcp.response.duration`: a cumulative histogram per server end
+/// (`server.address`, `server.port`, `network.interface.name`); the servers
+/// past `max_servers` share one point without them.
+pub fn response_latency_metric(
+    servers: &[(ServerKey, Vec<u64>)],
+    interface_name: &dyn Fn(u32) -> String,
+    start_unix_ns: u64,
+    now_unix_ns: u64,
+) -> Metric {
+    let points = servers
+        .iter()
+        .filter(|(_, slots)| slots.iter().any(|&n| n > 0))
+        .map(|(server, slots)| {
+            let attributes = if server.ip_version == 0 {
+                Vec::new()
+            } else {
+                vec![
+                    kv(attr::SERVER_ADDRESS, address(server.ip_version, &server.addr).to_string()),
+                    kv(attr::SERVER_PORT, i64::from(server.port)),
+                    kv(attr::NETWORK_INTERFACE_NAME, interface_name(server.ifindex)),
+                ]
+            };
+            histogram_point(slots, attributes, start_unix_ns, now_unix_ns)
+        })
+        .collect();
+    Metric {
+        name: metric::TCP_RESPONSE_DURATION.name.into(),
+        description:
+            "TCP request/response latency: from a client's last data segment to its server's first one back, by server."
+                .into(),
+        unit: metric::TCP_RESPONSE_DURATION.unit.into(),
+        data: Some(Data::Histogram(Histogram {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
     }
 }
 

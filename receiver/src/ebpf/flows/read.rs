@@ -305,6 +305,16 @@ impl FlowLoop {
             *active.entry(self.watcher.name(key.ifindex)).or_default() += 1;
         }
         let mut metrics = self.flow_metrics.metrics(clock.1, &active);
+        if self.config.response_latency.enabled {
+            match self.probes.response_latency() {
+                Ok(servers) => {
+                    let name = |ifindex| self.watcher.name(ifindex);
+                    let start = self.flow_metrics.start_unix_ns();
+                    metrics.push(convert::response_latency_metric(&servers, &name, start, clock.1));
+                }
+                Err(err) => tracing::error!(receiver = %self.id, error = %err, "Cannot read the response latencies."),
+            }
+        }
         self.exemplars.attach(&mut metrics);
         self.publisher.metrics(metrics).await;
     }

@@ -49,6 +49,10 @@ pub struct FlowReport {
     pub is_reply: Option<bool>,
     /// Set when this report ends the flow.
     pub end: Option<EndReason>,
+    /// TCP responses this direction carried since the previous report.
+    pub responses: u64,
+    /// Their latencies summed, in nanoseconds.
+    pub response_ns: u64,
 }
 
 /// The outcome of one flush.
@@ -67,6 +71,8 @@ pub struct Flush {
 struct Tracked {
     reported_bytes: u64,
     reported_packets: u64,
+    reported_responses: u64,
+    reported_response_ns: u64,
     ended: bool,
     /// Decided at a report of this flow and kept while it lives, so a
     /// kernel entry re-created mid-connection keeps what its handshake said.
@@ -93,6 +99,8 @@ pub fn merge_per_cpu<'a>(values: impl IntoIterator<Item = &'a FlowStats>) -> Flo
         total.bytes += value.bytes;
         total.packets += value.packets;
         total.tcp_flags |= value.tcp_flags;
+        total.responses += value.responses;
+        total.response_ns += value.response_ns;
     }
     total
 }
@@ -112,14 +120,17 @@ impl FlowTable {
         let tracked = self.flows.entry(*key).or_default();
         // A kernel entry smaller than what was reported was deleted and
         // re-created in between: all of it is new.
-        let (bytes, packets) = if stats.packets < tracked.reported_packets {
-            (stats.bytes, stats.packets)
-        } else {
-            (stats.bytes - tracked.reported_bytes.min(stats.bytes), stats.packets - tracked.reported_packets)
-        };
+        let recreated = stats.packets < tracked.reported_packets;
+        let since = |now: u64, reported: u64| if recreated { now } else { now - reported.min(now) };
+        let (bytes, packets) =
+            (since(stats.bytes, tracked.reported_bytes), since(stats.packets, tracked.reported_packets));
+        let responses = since(stats.responses, tracked.reported_responses);
+        let response_ns = since(stats.response_ns, tracked.reported_response_ns);
         tracked.is_reply = self.reply.is_reply(key, stats.first_tcp_flags).or(tracked.is_reply);
         tracked.reported_bytes = stats.bytes;
         tracked.reported_packets = stats.packets;
+        tracked.reported_responses = stats.responses;
+        tracked.reported_response_ns = stats.response_ns;
         let end = end.filter(|_| !tracked.ended);
         if end.is_some() {
             tracked.ended = true;
@@ -133,6 +144,8 @@ impl FlowTable {
             tcp_flags: stats.tcp_flags,
             is_reply: tracked.is_reply,
             end,
+            responses,
+            response_ns,
         })
     }
 
@@ -233,7 +246,7 @@ mod tests {
             packets: 1,
             tcp_flags: 0x02,
             first_tcp_flags: 0x02,
-            pad: [0; 5],
+            ..FlowStats::default()
         };
         let b = FlowStats {
             first_seen_ns: 3,
@@ -242,7 +255,7 @@ mod tests {
             packets: 2,
             tcp_flags: 0x10,
             first_tcp_flags: 0x10,
-            pad: [0; 5],
+            ..FlowStats::default()
         };
         let merged = merge_per_cpu([&a, &FlowStats::default(), &b]);
         assert_eq!(

@@ -5,21 +5,25 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{Array, Map, MapData, PerCpuArray, ProgramArray},
+    maps::{Array, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, ProgramArray},
     programs::{SchedClassifier, TracePoint, tc::SchedClassifierLinkId},
 };
 use flowtel_ebpf_common::{
     DROP_COUNTS_MAP, DROP_STACKS_MAP, DropSettings, EVENT_COUNTERS, EVENT_COUNTERS_MAP, FILTER_LINK_LAYER,
-    FILTER_NETWORK_LAYER, FLOWS_MAP, GLOBAL_DROPS, GLOBAL_EVENT_TRANSPORT, GLOBAL_LAYOUT, GLOBAL_SAMPLING, GLOBAL_TCP,
-    GLOBAL_TRACE_CONTEXT, KernelLayout, PACKET_FILTERS_MAP, PROG_KFREE_SKB, PROG_KFREE_SKB_BTF, PROG_RING_FILL,
-    PROG_SOCK_SET_STATE, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TRACE_CONTEXT, PROG_TCP_PROBE,
-    PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET, PacketFilter, TCP_HISTOGRAMS_MAP,
-    TRACE_CONTEXT_PROGRAM_MAP, TRACE_CONTEXTS_MAP, TRANSPORT_RING_BUFFER, TcpSettings,
+    FILTER_NETWORK_LAYER, FLOWS_MAP, GLOBAL_DROPS, GLOBAL_EVENT_TRANSPORT, GLOBAL_LAYOUT, GLOBAL_RESPONSE_LATENCY,
+    GLOBAL_SAMPLING, GLOBAL_TCP, GLOBAL_TRACE_CONTEXT, KernelLayout, PACKET_FILTERS_MAP, PROG_KFREE_SKB,
+    PROG_KFREE_SKB_BTF, PROG_RING_FILL, PROG_SOCK_SET_STATE, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TRACE_CONTEXT,
+    PROG_TCP_PROBE, PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET, PacketFilter,
+    RESPONSE_LATENCY_MAP, ServerKey, TCP_HISTOGRAMS_MAP, TRACE_CONTEXT_PROGRAM_MAP, TRACE_CONTEXTS_MAP,
+    TRANSPORT_RING_BUFFER, TcpSettings, histogram,
 };
 
 use flowtel_core::component::error_chain;
 
 use crate::ebpf::filter::CompiledFilter;
+
+/// One server's response latency histogram slots (see `histogram`).
+type LatencySlots = [u64; histogram::SLOTS as usize];
 
 /// The eBPF object built from `ebpf/probes`.
 pub static PROBES_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtel-probes"));
@@ -92,6 +96,9 @@ pub struct ProbeSettings {
     pub tcp: TcpSettings,
     /// Connections whose trace context is kept; 0: `traceparent` headers are not read.
     pub trace_context_connections: u32,
+    /// Server ends whose response latency has a histogram of its own; 0:
+    /// responses are not timed.
+    pub response_latency_servers: u32,
     /// The packet filter; with one, the `_filtered` variant of each program runs.
     pub filter: Option<CompiledFilter>,
 }
@@ -106,6 +113,7 @@ impl Default for ProbeSettings {
             drops: DropSettings::default(),
             tcp: TcpSettings::default(),
             trace_context_connections: 0,
+            response_latency_servers: 0,
             filter: None,
         }
     }
@@ -134,7 +142,11 @@ impl Probes {
     /// Loads the object and the two TC programs, and writes the settings.
     pub fn load(settings: &ProbeSettings) -> Result<Self, EbpfError> {
         let trace_context = u32::from(settings.trace_context_connections > 0);
+        let response_latency = u32::from(settings.response_latency_servers > 0);
         let ebpf = EbpfLoader::new()
+            // One more for the servers past the bound, counted together.
+            .map_max_entries(RESPONSE_LATENCY_MAP, settings.response_latency_servers + 1)
+            .override_global(GLOBAL_RESPONSE_LATENCY, &response_latency, true)
             .map_max_entries(FLOWS_MAP, settings.max_flows)
             .map_max_entries(TRACE_CONTEXTS_MAP, settings.trace_context_connections.max(1))
             .override_global(GLOBAL_TRACE_CONTEXT, &trace_context, true)
@@ -157,6 +169,9 @@ impl Probes {
         if let Some(filter) = &settings.filter {
             probes.set_filter(filter)?;
         }
+        if response_latency != 0 {
+            probes.add_overflow_server()?;
+        }
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
             let name = probes.program_name(name);
             let program = classifier(&mut probes.ebpf, name)?;
@@ -167,6 +182,39 @@ impl Probes {
             })?;
         }
         Ok(probes)
+    }
+
+    /// The response latency entry of the servers past `max_servers`.
+    fn add_overflow_server(&mut self) -> Result<(), EbpfError> {
+        let fail = map_error(RESPONSE_LATENCY_MAP);
+        let map = self.ebpf.map_mut(RESPONSE_LATENCY_MAP).ok_or_else(|| fail("missing".into()))?;
+        let mut servers: PerCpuHashMap<&mut MapData, ServerKey, LatencySlots> =
+            PerCpuHashMap::try_from(map).map_err(|e| fail(e.to_string()))?;
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| fail(format!("{what}: {e}")))?;
+        let zeros =
+            PerCpuValues::try_from(vec![[0u64; histogram::SLOTS as usize]; cpus]).map_err(|e| fail(e.to_string()))?;
+        servers.insert(ServerKey::default(), zeros, 0).map_err(|e| fail(e.to_string()))
+    }
+
+    /// Every server's response latency histogram slots, summed over CPUs
+    /// (the all-zero key: the servers past `max_servers`).
+    pub fn response_latency(&self) -> Result<Vec<(ServerKey, Vec<u64>)>, EbpfError> {
+        let fail = map_error(RESPONSE_LATENCY_MAP);
+        let map = self.ebpf.map(RESPONSE_LATENCY_MAP).ok_or_else(|| fail("missing".into()))?;
+        let servers: PerCpuHashMap<&MapData, ServerKey, LatencySlots> =
+            PerCpuHashMap::try_from(map).map_err(|e| fail(e.to_string()))?;
+        let mut out = Vec::new();
+        for entry in servers.iter() {
+            let Ok((server, values)) = entry else { continue };
+            let mut total = vec![0u64; histogram::SLOTS as usize];
+            for value in values.iter() {
+                for (sum, slot) in total.iter_mut().zip(value) {
+                    *sum += slot;
+                }
+            }
+            out.push((server, total));
+        }
+        Ok(out)
     }
 
     /// Writes the filter's programs where the `_filtered` variants read them.

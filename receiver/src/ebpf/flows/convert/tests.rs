@@ -34,6 +34,8 @@ fn a_tcp_flow_over_ipv4() {
         tcp_flags: 0x1b,
         is_reply: Some(false),
         end: Some(EndReason::Fin),
+        responses: 2,
+        response_ns: 61_000_000,
     };
     let name = |i: u32| format!("eth{i}");
     let record = flow_record(&report, &context(&name));
@@ -54,6 +56,8 @@ fn a_tcp_flow_over_ipv4() {
         ("network.tcp.flags", "ACK|PSH|SYN|FIN"),
         ("flow.is_reply", "false"),
         ("flow.end_reason", "fin"),
+        ("network.tcp.responses", "2"),
+        ("network.tcp.response.duration", "0.0305"),
         ("flow.sampling_rate", "1"),
     ]
     .into_iter()
@@ -77,6 +81,8 @@ fn icmpv6_has_type_and_code_instead_of_ports() {
         tcp_flags: 0,
         is_reply: None,
         end: None,
+        responses: 0,
+        response_ns: 0,
     };
     let name = |_| "veth0".to_owned();
     let found = attribute_texts(&flow_record(&report, &context(&name)));
@@ -97,6 +103,8 @@ fn metrics_are_cumulative_and_scaled_by_sampling() {
         tcp_flags: 0,
         is_reply: None,
         end: None,
+        responses: 0,
+        response_ns: 0,
     };
     let mut metrics = FlowMetrics::new(10);
     metrics.add(&report, "eth0".into(), 4);
