@@ -120,13 +120,22 @@ fn drop_udp(ns: &Netns, port: u16) {
 /// connections to b's port 9, then `udp` datagrams to b's port 7000.
 /// Prints the client's pid.
 fn refused_and_udp(pair: &VethPair, v4: usize, v6: usize, udp: usize) -> u32 {
+    refused_and_udp_from(pair, v4, v6, udp, 7000)
+}
+
+/// From a: `v4` refused connections to b's port 9, then `udp` datagrams to b's `port`.
+fn refused_and_udp_to(pair: &VethPair, v4: usize, udp: usize, port: u16) {
+    refused_and_udp_from(pair, v4, 0, udp, port);
+}
+
+fn refused_and_udp_from(pair: &VethPair, v4: usize, v6: usize, udp: usize, port: u16) -> u32 {
     let out = finish(pair.a.python(&format!(
         "import os,socket\nprint(os.getpid())\n\
          targets=[(socket.AF_INET,('10.77.0.2',9))]*{v4}+[(socket.AF_INET6,('fd77::2',9))]*{v6}\n\
          for family,address in targets:\n  s=socket.socket(family)\n  try: s.connect(address)\n\
          \x20 except ConnectionRefusedError: pass\n  s.close()\n\
          u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-         for i in range({udp}): u.sendto(b'x'*100,('10.77.0.2',7000))\n"
+         for i in range({udp}): u.sendto(b'x'*100,('10.77.0.2',{port}))\n"
     )));
     out.parse().unwrap()
 }
@@ -378,6 +387,12 @@ fn latency_handshakes_and_processes() {
     assert_eq!((aborted("transmit"), aborted("receive")), (1, 1), "the abortive close's reset, both ends");
 }
 
+/// The sum of the records' `sampling.adjusted_count` (what they stand for), and the highest.
+fn adjusted(records: &[&Item]) -> (u64, u64) {
+    let counts: Vec<u64> = records.iter().map(|r| attr(r, "sampling.adjusted_count").parse().unwrap()).collect();
+    (counts.iter().sum(), counts.iter().copied().max().unwrap_or(0))
+}
+
 fn rate_limit_and_excluded_reasons() {
     let pair = VethPair::quiet("kx", false);
     drop_udp(&pair.b, 7000);
@@ -391,7 +406,11 @@ fn rate_limit_and_excluded_reasons() {
         "network.packet.drop",
         &[("network.drop.reason", "NETFILTER_DROP"), ("destination.port", "7000")],
     );
-    assert!((1..=10).contains(&filtered.len()), "{} records at 5 per second", filtered.len());
+    // 5 at each rate: 1, 2, 4, … 64 covers 200 drops.
+    assert!((1..=40).contains(&filtered.len()), "{} records at 5 per second and rate", filtered.len());
+    let (stood_for, highest) = adjusted(&filtered);
+    assert!(highest > 1, "the rate rose past the budget");
+    assert!((200..200 + 2 * highest).contains(&stood_for), "the records stand for {stood_for} of the 200 drops");
     let counted = last_sum(
         &out.metrics,
         "network.packet.drops",
@@ -411,6 +430,68 @@ fn rate_limit_and_excluded_reasons() {
         )
         .is_none()
     );
+}
+
+/// A counter of `/proc/net/snmp` in `ns` (`Udp` `NoPorts`, `Tcp` `OutRsts`).
+fn snmp(ns: &Netns, protocol: &str, name: &str) -> u64 {
+    let text = String::from_utf8_lossy(&ns.run(&["cat", "/proc/net/snmp"]).stdout).into_owned();
+    let mut lines = text.lines().filter(|l| l.starts_with(&format!("{protocol}:")));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let index = names.split_whitespace().position(|n| n == name).unwrap();
+    values.split_whitespace().nth(index).unwrap().parse().unwrap()
+}
+
+/// A flood of datagrams to a closed port and of refused connections, well
+/// past the budgets: the records thin out 1 in N, each saying its N, and
+/// scaled by it they count what the namespace's own counters saw; after a
+/// quiet second, every event is sent again.
+fn a_flood_is_summarised_not_lost() {
+    const DATAGRAMS: usize = 20_000;
+    const CONNECTIONS: usize = 3_000;
+    let pair = VethPair::quiet("kf", false);
+    let run = Run::start("drops: {max_events_per_second: 100}, tcp: {max_events_per_second: 100}");
+    let (no_ports, out_rsts) = (snmp(&pair.b, "Udp", "NoPorts"), snmp(&pair.b, "Tcp", "OutRsts"));
+    refused_and_udp_to(&pair, CONNECTIONS, DATAGRAMS, 7001);
+    let (no_ports, out_rsts) = (snmp(&pair.b, "Udp", "NoPorts") - no_ports, snmp(&pair.b, "Tcp", "OutRsts") - out_rsts);
+    assert_eq!(no_ports as usize, DATAGRAMS);
+    assert!(out_rsts as usize >= CONNECTIONS, "each refused connection was answered by a reset");
+    // Calm again: a second without events puts the rate back at 1.
+    std::thread::sleep(Duration::from_millis(2500));
+    refused_and_udp_to(&pair, 2, 0, 7001);
+    std::thread::sleep(SETTLE);
+    let sampled_out = run.flowtel.metric("flowtel_ebpf_tcp_events_sampled_out_total", &[]);
+    let lost = run.flowtel.metric("flowtel_ebpf_kernel_events_lost_total", &[]);
+    let out = run.stop();
+
+    let netns = pair.b.inode().to_string();
+    let datagrams =
+        records(&out.logs, "network.packet.drop", &[("destination.port", "7001"), ("linux.netns.inode", &netns)]);
+    let (stood_for, highest) = adjusted(&datagrams);
+    assert!(highest >= 8 && datagrams.len() < DATAGRAMS / 4, "{} drop records, rate up to {highest}", datagrams.len());
+    let tolerance = no_ports / 20;
+    assert!(
+        stood_for.abs_diff(no_ports) <= tolerance,
+        "drop records stand for {stood_for} datagrams; the namespace counted {no_ports} (±{tolerance})"
+    );
+    let resets: Vec<&Item> = records(&out.logs, "network.tcp.reset", &[("linux.netns.inode", &netns)])
+        .into_iter()
+        .filter(|r| attr(r, "network.io.direction") == "transmit")
+        .collect();
+    let (last_two, flood): (Vec<&Item>, Vec<&Item>) = {
+        let mut sorted = resets.clone();
+        sorted.sort_by_key(|r| r.raw["timeUnixNano"].as_str().unwrap_or_default().parse::<u64>().unwrap_or(0));
+        let split = sorted.len().saturating_sub(2);
+        let (flood, last) = sorted.split_at(split);
+        (last.to_vec(), flood.to_vec())
+    };
+    let (stood_for, highest) = adjusted(&flood);
+    assert!(highest > 1, "the reset records' rate rose past the budget");
+    let tolerance = out_rsts / 20;
+    assert!(
+        (stood_for + 2).abs_diff(out_rsts + 2) <= tolerance,
+        "reset records stand for {stood_for} resets; the namespace sent {out_rsts} (±{tolerance}); {sampled_out} sampled out, {lost} lost"
+    );
+    assert_eq!(adjusted(&last_two), (2, 1), "after a quiet second every event is sent again");
 }
 
 fn unknown_excluded_reason_is_a_startup_error() {
@@ -439,4 +520,5 @@ fn drops_and_tcp_events_from_the_kernel() {
     retransmits_match_the_kernels_count();
     latency_handshakes_and_processes();
     rate_limit_and_excluded_reasons();
+    a_flood_is_summarised_not_lost();
 }

@@ -64,8 +64,8 @@ pub struct DropSettings {
     pub consumed_reason: u32,
     /// `SKB_NOT_DROPPED_YET`'s value (never a drop).
     pub not_dropped_reason: u32,
-    /// Drop events sent per second at most (0: none); drops above it are
-    /// still counted per reason.
+    /// Drop events sent per second before the sampling rate rises (0:
+    /// none); every drop is still counted per reason.
     pub max_events_per_second: u32,
     /// 1: attach a kernel stack trace id to each drop event.
     pub stack_trace: u32,
@@ -88,6 +88,8 @@ pub struct TcpSettings {
     pub listen: u32,
     /// `IPPROTO_TCP`.
     pub protocol_tcp: u32,
+    /// TCP events sent per second before the sampling rate rises (0: none).
+    pub max_events_per_second: u32,
 }
 
 /// Key of the per-reason drop counters.
@@ -148,6 +150,10 @@ pub struct DropEvent {
     pub netns: u32,
     /// `skb->len`.
     pub length: u32,
+    /// This event stands for this many drops (1 in N sent; see `Governor`).
+    pub sampling_rate: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
     /// Stack id in [`DROP_STACKS_MAP`], or negative when there is none.
     pub stack_id: i64,
     /// The interface's name.
@@ -196,6 +202,10 @@ pub struct TcpEvent {
     pub segments: u16,
     /// Inode of the socket's network namespace (0: unknown).
     pub netns: u32,
+    /// This event stands for this many of its kind (1 in N sent; see `Governor`).
+    pub sampling_rate: u32,
+    /// Explicit padding; always zero.
+    pub pad2: u32,
     /// `bpf_ktime_get_ns()` of the event.
     pub time_ns: u64,
     /// `tcp_sock.srtt_us` at the event (µs << 3; 0: unknown).
@@ -219,6 +229,8 @@ impl Default for TcpEvent {
             pad: 0,
             segments: 0,
             netns: 0,
+            sampling_rate: 0,
+            pad2: 0,
             time_ns: 0,
             srtt_us8: 0,
             bytes_acked: 0,
@@ -253,10 +265,40 @@ pub enum EventCounter {
     DropsFilteredOut = 7,
     /// TCP tracepoint hits on sockets the packet filter did not match.
     TcpFilteredOut = 8,
+    /// TCP events not sent: sampled out under pressure (counted in the metrics).
+    TcpSampledOut = 9,
 }
 
 /// Number of slots in the event counters map.
-pub const EVENT_COUNTERS: u32 = 9;
+pub const EVENT_COUNTERS: u32 = 10;
+
+/// [`GOVERNORS_MAP`] slot of the drop events.
+pub const GOVERNOR_DROPS: u32 = 0;
+/// [`GOVERNORS_MAP`] slot of the TCP events.
+pub const GOVERNOR_TCP: u32 = 1;
+/// Name of the array of [`Governor`]s, one per kind of event.
+pub const GOVERNORS_MAP: &str = "GOVERNORS";
+/// The highest sampling rate a governor goes to.
+pub const MAX_SAMPLING_RATE: u64 = 1 << 16;
+
+/// How one kind of event degrades under pressure: 1 in `rate` is sent, and
+/// every sent event says so. The rate doubles when the second's budget is
+/// spent or the event ring buffer is more than half full, and halves after a
+/// second that used less than a quarter of its budget with the ring calm.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Governor {
+    /// 1 in this many events is sent (0 is read as 1).
+    pub rate: u64,
+    /// `bpf_ktime_get_ns() / 1e9` of the current second.
+    pub second: u64,
+    /// Events sent in the current second at the current rate.
+    pub sent: u64,
+    /// Events offered since the rate last changed (1 in `rate` of them is sent).
+    pub offered: u64,
+    /// When the rate last rose.
+    pub raised_ns: u64,
+}
 
 /// The histograms in [`TCP_HISTOGRAMS_MAP`].
 #[repr(u32)]

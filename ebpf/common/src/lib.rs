@@ -217,6 +217,8 @@ unsafe impl aya::Pod for PacketFilter {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ServerKey {}
 #[cfg(feature = "user")]
+unsafe impl aya::Pod for Governor {}
+#[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowStats {}
@@ -268,9 +270,13 @@ mod tests {
         assert_eq!(size_of::<DropCount>(), 8 + 8 + NAME_BYTES);
         assert_eq!(
             size_of::<DropEvent>(),
-            4 + 4 + 8 + 8 + 32 + 4 + 4 + 4 + 4 + 8 + NAME_BYTES + size_of::<TraceContext>()
+            4 + 4 + 8 + 8 + 32 + 4 + 4 + 4 + 4 + 8 + 8 + NAME_BYTES + size_of::<TraceContext>()
         );
         assert_eq!(size_of::<SockOpen>(), 8 * 4 + 4 + 4 + NAME_BYTES);
-        assert_eq!(size_of::<TcpEvent>(), 8 + 8 * 4 + size_of::<SockOpen>() + size_of::<TraceContext>() + RECORD_BYTES);
+        assert_eq!(
+            size_of::<TcpEvent>(),
+            8 + 8 + 8 * 4 + size_of::<SockOpen>() + size_of::<TraceContext>() + RECORD_BYTES
+        );
+        assert_eq!(size_of::<Governor>(), 8 * 5);
     }
 }

@@ -1,25 +1,25 @@
 //! Packet drops: `skb:kfree_skb`, through its BTF tracepoint or the classic
 //! one. Every drop is counted per reason, interface and namespace; events
-//! go out up to `max_events_per_second`, and what that held back is counted
-//! too.
+//! go out 1 in N, N rising past `max_events_per_second` or a filling ring
+//! (each event says its N), and what that held back is counted too.
 
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_REUSE_STACKID, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     programs::tracing::StackIdContext,
 };
 use flowtel_ebpf_common::{
-    DropCount, DropCountKey, DropEvent, DropSettings, EVENT_DROP, EventCounter, IP_V4, IP_V6, NAME_BYTES, TraceContext,
-    ipproto,
+    DropCount, DropCountKey, DropEvent, DropSettings, EVENT_DROP, EventCounter, GOVERNOR_DROPS, IP_V4, IP_V6,
+    NAME_BYTES, TraceContext, ipproto,
 };
 
 use crate::{
     filter,
     flows::global,
-    kernel::{FLOWTEL_LAYOUT, count, device, offset, read, read_at, send},
+    kernel::{FLOWTEL_LAYOUT, admit, count, device, offset, read, read_at, send},
     trace_context,
 };
 
@@ -44,36 +44,10 @@ static DROP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
 #[map(name = "DROP_EVENT_SCRATCH")]
 static DROP_EVENT_SCRATCH: PerCpuArray<DropEvent> = PerCpuArray::with_max_entries(1, 0);
 
-/// The rate limiter's window: `[second, events sent in it]`, shared by all CPUs.
-#[map(name = "DROP_RATE")]
-static DROP_RATE: Array<[u64; 2]> = Array::with_max_entries(1, 0);
-
 /// A value of [`FLOWTEL_DROPS`].
 #[inline(always)]
 fn setting(field: &u32) -> u32 {
     global(field)
-}
-
-/// Whether one more event fits in this second's budget (and takes it).
-#[inline(always)]
-fn take_event_budget(now: u64) -> bool {
-    let limit = u64::from(setting(&FLOWTEL_DROPS.max_events_per_second));
-    let Some(window) = DROP_RATE.get_ptr_mut(0) else { return false };
-    let second = now / 1_000_000_000;
-    // SAFETY: a live map value. CPUs race on it without atomics (the eBPF
-    // target has no fetch-add in core), which at worst lets a few more
-    // events through in a second than the limit.
-    unsafe {
-        if (*window)[0] != second {
-            (*window)[0] = second;
-            (*window)[1] = 0;
-        }
-        if (*window)[1] >= limit {
-            return false;
-        }
-        (*window)[1] += 1;
-    }
-    true
 }
 
 #[inline(always)]
@@ -128,9 +102,9 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
     let (ifindex, netns, ifname) = device(dev);
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let send_event = take_event_budget(now);
-    count_drop(&DropCountKey { reason, ifindex, netns, pad: 0 }, &ifname, !send_event);
-    if !send_event {
+    let rate = admit(GOVERNOR_DROPS, u64::from(setting(&FLOWTEL_DROPS.max_events_per_second)), now);
+    count_drop(&DropCountKey { reason, ifindex, netns, pad: 0 }, &ifname, rate == 0);
+    if rate == 0 {
         return;
     }
     let Some(event) = DROP_EVENT_SCRATCH.get_ptr_mut(0) else { return };
@@ -145,6 +119,8 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
     event.netns = netns;
     event.ifname = ifname;
     event.length = read::<u32>(skb, offset(&FLOWTEL_LAYOUT.skb_len)).unwrap_or(0);
+    event.sampling_rate = rate;
+    event.pad = 0;
     event.stack_id = -1;
     event.ip_version = 0;
     event.protocol = 0;

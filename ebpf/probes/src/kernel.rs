@@ -6,10 +6,12 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
     macros::map,
-    maps::{PerCpuArray, PerfEventByteArray, RingBuf},
+    maps::{Array, PerCpuArray, PerfEventByteArray, RingBuf},
     programs::TracePointContext,
 };
-use flowtel_ebpf_common::{EVENT_COUNTERS, EventCounter, KernelLayout, NAME_BYTES, TRANSPORT_PERF_ARRAY, UNKNOWN};
+use flowtel_ebpf_common::{
+    EVENT_COUNTERS, EventCounter, Governor, KernelLayout, MAX_SAMPLING_RATE, NAME_BYTES, TRANSPORT_PERF_ARRAY, UNKNOWN,
+};
 
 use crate::flows::global;
 
@@ -17,9 +19,73 @@ use crate::flows::global;
 #[unsafe(no_mangle)]
 pub(crate) static FLOWTEL_LAYOUT: KernelLayout = KernelLayout::unknown();
 
+/// Bytes of the drop and TCP event ring buffer.
+const KERNEL_EVENTS_BYTES: u32 = 512 * 1024;
+
 /// Drop and TCP events (kernel 5.8+).
 #[map(name = "KERNEL_EVENTS")]
-static KERNEL_EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
+static KERNEL_EVENTS: RingBuf = RingBuf::with_byte_size(KERNEL_EVENTS_BYTES, 0);
+
+/// How each kind of event degrades under pressure (`GOVERNOR_DROPS`, `GOVERNOR_TCP`).
+#[map(name = "GOVERNORS")]
+static GOVERNORS: Array<Governor> = Array::with_max_entries(2, 0);
+
+/// `BPF_RB_AVAIL_DATA`: bytes written and not yet read.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// How soon after a rise the ring's fill may raise the rate again.
+const RAISE_EVERY_NS: u64 = 1_000_000;
+
+/// Whether the event ring buffer is more than half full (never, on perf buffers).
+#[inline(always)]
+fn ring_pressure() -> bool {
+    global(&crate::flows::FLOWTEL_EVENT_TRANSPORT) != TRANSPORT_PERF_ARRAY
+        && KERNEL_EVENTS.query(BPF_RB_AVAIL_DATA) > u64::from(KERNEL_EVENTS_BYTES / 2)
+}
+
+/// Whether one more event of the kind `which` (`budget` a second, 0: no
+/// budget) is sent: the sampling rate to write on it, or 0 when it is
+/// sampled out (see `Governor`).
+#[inline(always)]
+pub(crate) fn admit(which: u32, budget: u64, now: u64) -> u32 {
+    let Some(governor) = GOVERNORS.get_ptr_mut(which) else { return 1 };
+    // SAFETY: a live map value. CPUs race on it without atomics, which at
+    // worst sends an event more or fewer around a change of rate.
+    let governor = unsafe { &mut *governor };
+    let second = now / 1_000_000_000;
+    let mut rate = governor.rate.max(1);
+    let pressure = ring_pressure();
+    if governor.second != second {
+        let quiet_second = second > governor.second + 1;
+        let calm = (budget == 0 || governor.sent * 4 < budget) && !pressure;
+        if quiet_second {
+            rate = 1;
+        } else if calm && rate > 1 {
+            rate /= 2;
+        }
+        if rate != governor.rate.max(1) {
+            governor.offered = 0;
+        }
+        governor.second = second;
+        governor.sent = 0;
+    }
+    let over_budget = budget != 0 && governor.sent >= budget;
+    let filling = pressure && now.saturating_sub(governor.raised_ns) >= RAISE_EVERY_NS;
+    if (over_budget || filling) && rate < MAX_SAMPLING_RATE {
+        rate *= 2;
+        governor.offered = 0;
+        governor.sent = 0;
+        governor.raised_ns = now;
+    }
+    governor.rate = rate;
+    let offered = governor.offered;
+    governor.offered = offered + 1;
+    // `checked_rem`: no division-by-zero panic path for the verifier to refuse.
+    if offered.checked_rem(rate).is_some_and(|left| left != 0) {
+        return 0;
+    }
+    governor.sent += 1;
+    rate as u32
+}
 
 /// The same events through per-CPU perf buffers.
 #[map(name = "KERNEL_EVENTS_PERF")]

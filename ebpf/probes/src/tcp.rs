@@ -14,20 +14,27 @@ use aya_ebpf::{
 };
 use flowtel_ebpf_common::{
     EVENT_TCP_CONNECTION, EVENT_TCP_RESET_RECEIVED, EVENT_TCP_RESET_SENT, EVENT_TCP_RETRANSMIT, EventCounter,
-    HISTOGRAMS, Histogram, SIDE_CLIENT, SIDE_SERVER, SockOpen, TcpEvent, TcpSettings, UNKNOWN, histogram,
+    GOVERNOR_TCP, HISTOGRAMS, Histogram, SIDE_CLIENT, SIDE_SERVER, SockOpen, TcpEvent, TcpSettings, UNKNOWN, histogram,
 };
 
 use crate::{
     filter,
     flows::global,
-    kernel::{FLOWTEL_LAYOUT, add, count, device, field, offset, read, send, sock_netns},
+    kernel::{FLOWTEL_LAYOUT, add, admit, count, device, field, offset, read, send, sock_netns},
     trace_context,
 };
 
 /// Socket states and protocol numbers of this kernel; set by userspace.
 #[unsafe(no_mangle)]
-static FLOWTEL_TCP: TcpSettings =
-    TcpSettings { established: 0, syn_sent: 0, syn_recv: 0, close: 0, listen: 0, protocol_tcp: 0 };
+static FLOWTEL_TCP: TcpSettings = TcpSettings {
+    established: 0,
+    syn_sent: 0,
+    syn_recv: 0,
+    close: 0,
+    listen: 0,
+    protocol_tcp: 0,
+    max_events_per_second: 0,
+};
 
 /// Open TCP sockets by address, from `SYN_SENT` / `SYN_RECV` to `CLOSE`.
 #[map(name = "TCP_SOCKETS")]
@@ -58,15 +65,23 @@ fn observe(which: Histogram, value_us: u64) {
 /// the record, the socket's namespace and, for connections, its TCP state.
 #[inline(always)]
 fn send_event(ctx: &TracePointContext, kind: u8, sk: *const u8, netns: u32, open: Option<SockOpen>, segments: u16) {
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let rate = admit(GOVERNOR_TCP, u64::from(global(&FLOWTEL_TCP.max_events_per_second)), now);
+    if rate == 0 {
+        count(EventCounter::TcpSampledOut);
+        return;
+    }
     let Some(event) = TCP_EVENT_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
     let event = unsafe { &mut *event };
     event.kind = kind;
+    event.sampling_rate = rate;
+    event.pad2 = 0;
     event.segments = segments;
     event.netns = if sk.is_null() { netns } else { sock_netns(sk) };
     trace_context::of_socket(sk, &mut event.trace);
-    // SAFETY: a helper without preconditions.
-    event.time_ns = unsafe { bpf_ktime_get_ns() };
+    event.time_ns = now;
     if let Some(open) = open {
         event.open = open;
         event.srtt_us8 = u64::from(read::<u32>(sk, offset(&FLOWTEL_LAYOUT.tcp_srtt_us)).unwrap_or(0));

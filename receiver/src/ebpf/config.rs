@@ -99,9 +99,12 @@ pub struct DropsConfig {
     /// (`NOT_SPECIFIED`, or with its `SKB_DROP_REASON_` prefix). Normal
     /// frees (`SKB_CONSUMED`) are always skipped.
     pub exclude_reasons: Vec<String>,
-    /// `network.packet.drop` records per second at most; drops above it are
-    /// still counted in `network.packet.drops`, and what the limit held back
-    /// in `flowtel_ebpf_drop_events_rate_limited_total`.
+    /// `network.packet.drop` records a second before the kernel starts
+    /// sending 1 in N (N doubling each time the budget is spent again, halving
+    /// after calm seconds; each record's `sampling.adjusted_count` says its
+    /// N). Every drop is still counted in `network.packet.drops`, and what
+    /// was not sent in `flowtel_ebpf_drop_events_rate_limited_total`. 0: no budget
+    /// (only a filling ring buffer raises N).
     pub max_events_per_second: u32,
     /// Attach the kernel stack of each drop to its record (`network.drop.stack`).
     pub stack_trace: bool,
@@ -141,11 +144,15 @@ pub enum DropTracepoint {
 pub struct TcpConfig {
     /// Whether TCP is watched.
     pub enabled: bool,
+    /// Retransmit, reset and connection records a second before the kernel
+    /// starts sending 1 in N, as `drops.max_events_per_second` does; the
+    /// TCP metrics count every event. 0: no budget.
+    pub max_events_per_second: u32,
 }
 
 impl Default for TcpConfig {
     fn default() -> Self {
-        TcpConfig { enabled: true }
+        TcpConfig { enabled: true, max_events_per_second: 10_000 }
     }
 }
 

@@ -80,7 +80,7 @@ impl Receiver for EbpfReceiver {
         } else {
             Default::default()
         };
-        let tcp_settings = tcp::attach::settings(&info);
+        let tcp_settings = tcp::attach::settings(&info, &config.tcp);
         if config.tcp.enabled && tcp_settings.is_none() {
             tracing::warn!(receiver = %ctx.id, "TCP states are unknown (no BTF): handshakes and connections are not followed.");
         }

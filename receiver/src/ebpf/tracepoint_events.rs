@@ -27,8 +27,8 @@ use super::{
     tcp::read::TcpReader,
 };
 
-/// Events waiting between the stream's readers and the task.
-const EVENT_QUEUE: usize = 16_384;
+/// Batches of events waiting between the stream's readers and the task.
+const EVENT_QUEUE: usize = 16_384 / crate::ebpf::kernel::events::EVENT_BATCH;
 /// Records handed on at once at most; more wait for the next hand-over.
 const RECORD_BATCH: usize = 1024;
 /// How often records are handed on.
@@ -131,6 +131,15 @@ impl OwnMetrics {
             mirrored: vec![
                 (EventCounter::DropsFilteredOut, filtered("drop"), 0),
                 (EventCounter::TcpFilteredOut, filtered("tcp"), 0),
+                (
+                    EventCounter::TcpSampledOut,
+                    registry.counter(
+                        "flowtel_ebpf_tcp_events_sampled_out_total",
+                        "TCP events counted in the TCP metrics but not sent as records: sampled out under pressure (tcp.max_events_per_second, a filling ring buffer).",
+                        &[("receiver", id)],
+                    ),
+                    0,
+                ),
                 (EventCounter::RingBufferFull, lost("ring_buffer_full"), 0),
                 (EventCounter::DropRingBufferFull, lost("ring_buffer_full"), 0),
                 (EventCounter::SocketMapFull, failures("tcp_sockets"), 0),
@@ -138,7 +147,7 @@ impl OwnMetrics {
             ],
             rate_limited: registry.counter(
                 "flowtel_ebpf_drop_events_rate_limited_total",
-                "Drops counted in network.packet.drops but sent without a record because of max_events_per_second.",
+                "Drops counted in network.packet.drops but not sent as records: sampled out under pressure (max_events_per_second, a filling ring buffer).",
                 &[("receiver", id)],
             ),
             rate_limited_last: 0,
@@ -173,14 +182,16 @@ struct TracepointLoop {
 
 impl TracepointLoop {
     /// Runs until `stop`, then reports what is left.
-    async fn run(mut self, mut events: mpsc::Receiver<KernelEvent>, stop: CancellationToken) {
+    async fn run(mut self, mut events: mpsc::Receiver<Vec<KernelEvent>>, stop: CancellationToken) {
         let mut hand_on = interval(HAND_ON_INTERVAL);
         let mut flush = interval(self.flush_interval);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                Some(event) = events.recv() => {
-                    self.on_event(&event);
+                Some(batch) = events.recv() => {
+                    for event in &batch {
+                        self.on_event(event);
+                    }
                     if self.pending.len() >= RECORD_BATCH {
                         self.hand_on().await;
                     }
@@ -189,8 +200,10 @@ impl TracepointLoop {
                 _ = flush.tick() => self.flush().await,
             }
         }
-        while let Ok(event) = events.try_recv() {
-            self.on_event(&event);
+        while let Ok(batch) = events.try_recv() {
+            for event in &batch {
+                self.on_event(event);
+            }
         }
         self.hand_on().await;
         self.flush().await;

@@ -8,7 +8,8 @@
 //! Then small HTTP/1.1 requests with a `traceparent`, with the receiver's
 //! `trace_context` off and on: what reading the header costs a packet. Then
 //! iperf3 TCP without a `filter`, with one matching it and with one that
-//! does not: what the in-kernel packet filter costs a packet.
+//! does not, and with `response_latency` off and on: what the in-kernel
+//! packet filter and the timing of responses cost a packet.
 //!
 //! `--quick` runs each load once for a second (used by `cargo xtask test`
 //! so the benchmark cannot rot); `--out DIR` writes `report.md` and
@@ -239,34 +240,73 @@ fn trace_context_cost(options: &Options) -> TraceContextCost {
     TraceContextCost { requests_per_second: medians(rates), kernel_ns_per_packet: medians(kernel_ns), contexts_read }
 }
 
-/// The packet filter's cost under iperf3 TCP: kernel ns a packet and
-/// throughput without a filter, with one that matches the traffic, and
-/// with one that does not (each against the same run's no-filter rounds).
-struct FilterCost {
-    variants: [&'static str; 3],
-    bits_per_second: [f64; 3],
-    kernel_ns_per_packet: [f64; 3],
-    filtered_out: f64,
+/// iperf3 TCP with flowtel under each variant of its receiver settings,
+/// in alternating rounds: throughput and kernel ns a packet (medians), and
+/// what flowtel's metrics said at the end of each round.
+struct VariantCost {
+    labels: Vec<&'static str>,
+    bits_per_second: Vec<f64>,
+    kernel_ns_per_packet: Vec<f64>,
+    metrics: Vec<String>,
 }
 
-fn filter_cost(options: &Options) -> FilterCost {
-    let variants = ["", "tcp port 5201 and net 10.0.0.0/8", "udp port 53 or icmp"];
+fn variants_cost(options: &Options, variants: &[(&'static str, String)]) -> VariantCost {
     let (rounds, seconds) = if options.quick { (1, 1) } else { (3, 5) };
     let pair = VethPair::create("bench");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flows.jsonl");
-    let (mut rates, mut kernel_ns) = ([Vec::new(), Vec::new(), Vec::new()], [Vec::new(), Vec::new(), Vec::new()]);
-    let mut filtered_out = 0.0;
+    let (mut rates, mut kernel_ns) = (vec![Vec::new(); variants.len()], vec![Vec::new(); variants.len()]);
+    let mut metrics = Vec::new();
     for _ in 0..rounds {
-        for (index, filter) in variants.iter().enumerate() {
-            let config = flows_config(&format!("flush_interval: 1s, filter: \"{filter}\""), &["logs"], &file);
-            let (rate, ns, metrics) = attached_round(&pair, &config, || iperf(&pair, Load::Tcp, seconds).0);
+        for (index, (_, receiver)) in variants.iter().enumerate() {
+            let config = flows_config(&format!("flush_interval: 1s, {receiver}"), &["logs"], &file);
+            let (rate, ns, text) = attached_round(&pair, &config, || iperf(&pair, Load::Tcp, seconds).0);
             rates[index].push(rate);
             kernel_ns[index].extend(ns);
-            filtered_out += metric_value(&metrics, "flowtel_ebpf_packets_filtered_out_total", &[]);
+            metrics.push(text);
         }
     }
-    FilterCost { variants, bits_per_second: medians(rates), kernel_ns_per_packet: medians(kernel_ns), filtered_out }
+    let middle = |values: Vec<Vec<f64>>| -> Vec<f64> {
+        values.into_iter().map(|v| if v.is_empty() { f64::NAN } else { median(v) }).collect()
+    };
+    VariantCost {
+        labels: variants.iter().map(|(label, _)| *label).collect(),
+        bits_per_second: middle(rates),
+        kernel_ns_per_packet: middle(kernel_ns),
+        metrics,
+    }
+}
+
+impl VariantCost {
+    /// A markdown table against the first variant, and its JSON.
+    fn report(&self, title: &str) -> (String, Value) {
+        let mut md = format!(
+            "| iperf3 TCP, {title} | Gbit/s | vs {first} | kernel ns/packet | vs {first} |\n|---|---|---|---|---|\n",
+            first = self.labels[0]
+        );
+        let mut json = Vec::new();
+        for (index, label) in self.labels.iter().enumerate() {
+            let _ = writeln!(
+                md,
+                "| {label} | {:.2} | {:.3}× | {:.0} | {:.2}× |",
+                self.bits_per_second[index] / 1e9,
+                self.bits_per_second[index] / self.bits_per_second[0],
+                self.kernel_ns_per_packet[index],
+                self.kernel_ns_per_packet[index] / self.kernel_ns_per_packet[0],
+            );
+            json.push(json!({
+                "variant": label,
+                "bits_per_second": self.bits_per_second[index],
+                "kernel_ns_per_packet": self.kernel_ns_per_packet[index],
+            }));
+        }
+        (md, Value::Array(json))
+    }
+
+    /// A metric of flowtel's, summed over every round.
+    fn metric_sum(&self, name: &str) -> f64 {
+        self.metrics.iter().map(|text| metric_value(text, name, &[])).sum()
+    }
 }
 
 /// flowtel on veth0 with the `ebpf` receiver settings `receiver`, what it
@@ -412,8 +452,8 @@ fn ring_drain_minimal(seconds: f64) -> RingDrain {
     }
 }
 
-/// flowtel's own reader: epoll-driven, decoding each event and queueing it
-/// for the flow table.
+/// flowtel's own reader: epoll-driven, decoding the events and handing them
+/// to the flow table's queue in batches, as the receiver does.
 fn ring_drain_flowtel(seconds: f64) -> RingDrain {
     use std::sync::atomic::Ordering;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -421,10 +461,9 @@ fn ring_drain_flowtel(seconds: f64) -> RingDrain {
     let registry = flowtel_core::self_telemetry::MetricsRegistry::new();
     let loss = flowtel_receiver::ebpf::EventLoss {
         perf_buffer_full: registry.counter("perf", "", &[]),
-        userspace_queue_full: registry.counter("queue", "", &[]),
         malformed: registry.counter("malformed", "", &[]),
     };
-    let (sender, mut events) = tokio::sync::mpsc::channel(16_384);
+    let (sender, mut events) = tokio::sync::mpsc::channel(16_384 / flowtel_receiver::ebpf::kernel::events::EVENT_BATCH);
     let stop_readers = tokio_util::sync::CancellationToken::new();
     let _readers = {
         let _guard = runtime.enter();
@@ -442,15 +481,15 @@ fn ring_drain_flowtel(seconds: f64) -> RingDrain {
     let drained = Arc::new(AtomicU64::new(0));
     let counter = drained.clone();
     runtime.spawn(async move {
-        while events.recv().await.is_some() {
-            counter.fetch_add(1, Ordering::Relaxed);
+        while let Some(batch) = events.recv().await {
+            counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
     });
     probes.attach_ring_fill().unwrap();
     let calls = fill_for(seconds);
     std::thread::sleep(Duration::from_millis(200));
     stop_readers.cancel();
-    let lost = ring_lost(&probes) + loss.userspace_queue_full.get() as f64;
+    let lost = ring_lost(&probes) + loss.malformed.get() as f64;
     RingDrain { produced: calls as f64 / seconds, drained: drained.load(Ordering::Relaxed) as f64 / seconds, lost }
 }
 
@@ -463,7 +502,21 @@ fn main() {
         [Load::Tcp, Load::SmallUdp].into_iter().map(|load| measure(load, &options)).collect();
     let many = many_flows(&options);
     let traced = trace_context_cost(&options);
-    let filtered = filter_cost(&options);
+    let filtered = variants_cost(
+        &options,
+        &[
+            ("no filter", String::new()),
+            ("tcp port 5201 and net 10.0.0.0/8", "filter: \"tcp port 5201 and net 10.0.0.0/8\"".into()),
+            ("udp port 53 or icmp (matches nothing)", "filter: \"udp port 53 or icmp\"".into()),
+        ],
+    );
+    let timed = variants_cost(
+        &options,
+        &[
+            ("response_latency off", "response_latency: {enabled: false}".into()),
+            ("response_latency on", "response_latency: {enabled: true}".into()),
+        ],
+    );
     let ring_seconds = if options.quick { 0.5 } else { 3.0 };
     let ring = [
         ("minimal reader (ceiling)", ring_drain_minimal(ring_seconds)),
@@ -519,18 +572,11 @@ fn main() {
         traced.requests_per_second[1],
         traced.contexts_read
     );
-    md.push_str("| iperf3 TCP, receiver filter | Gbit/s | vs no filter | kernel ns/packet | vs no filter |\n|---|---|---|---|---|\n");
-    for index in 0..3 {
-        let _ = writeln!(
-            md,
-            "| {} | {:.2} | {:.3}× | {:.0} | {:.2}× |",
-            if filtered.variants[index].is_empty() { "none" } else { filtered.variants[index] },
-            filtered.bits_per_second[index] / 1e9,
-            filtered.bits_per_second[index] / filtered.bits_per_second[0],
-            filtered.kernel_ns_per_packet[index],
-            filtered.kernel_ns_per_packet[index] / filtered.kernel_ns_per_packet[0],
-        );
-    }
+    let (filter_md, filter_json) = filtered.report("receiver filter");
+    let (timed_md, timed_json) = timed.report("request/response latency");
+    md.push_str(&filter_md);
+    md.push('\n');
+    md.push_str(&timed_md);
     md.push('\n');
     md.push_str("| ring buffer reader | events produced/s | events drained/s | lost |\n|---|---|---|---|\n");
     for (name, r) in &ring {
@@ -552,11 +598,8 @@ fn main() {
                 "requests_per_second_on": traced.requests_per_second[1],
                 "contexts_read": traced.contexts_read,
             },
-            "filter": filtered.variants.iter().enumerate().map(|(index, filter)| json!({
-                "filter": filter,
-                "bits_per_second": filtered.bits_per_second[index],
-                "kernel_ns_per_packet": filtered.kernel_ns_per_packet[index],
-            })).collect::<Vec<_>>(),
+            "filter": filter_json,
+            "response_latency": timed_json,
             "active_flows": {
                 "flows": many.flows,
                 "peak_rss_mib": many.peak_rss_mib,
@@ -574,5 +617,8 @@ fn main() {
     }
     assert!(many.records >= many.flows as u64, "{} flows gave only {} records", many.flows, many.records);
     assert!(traced.contexts_read > 0.0, "trace_context read no traceparent header");
-    assert!(filtered.filtered_out > 0.0, "the non-matching filter filtered out no packet");
+    assert!(
+        filtered.metric_sum("flowtel_ebpf_packets_filtered_out_total") > 0.0,
+        "the filter that matches nothing filtered out no packet"
+    );
 }

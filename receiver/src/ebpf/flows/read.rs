@@ -37,8 +37,8 @@ use crate::ebpf::{
     publish::Publisher,
 };
 
-/// Events waiting between the stream's readers and the task.
-const EVENT_QUEUE: usize = 16_384;
+/// Batches of events waiting between the stream's readers and the task.
+const EVENT_QUEUE: usize = 16_384 / crate::ebpf::kernel::events::EVENT_BATCH;
 /// How often flow-end reports are handed on.
 const END_REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -198,7 +198,7 @@ struct FlowLoop {
 }
 
 impl FlowLoop {
-    async fn run(mut self, mut events: mpsc::Receiver<FlowEvent>, stop: CancellationToken) {
+    async fn run(mut self, mut events: mpsc::Receiver<Vec<FlowEvent>>, stop: CancellationToken) {
         let mut flush = interval(self.config.flush_interval);
         let mut poll = interval(self.config.interface_poll_interval);
         let mut ends = interval(END_REPORT_INTERVAL);
@@ -212,7 +212,11 @@ impl FlowLoop {
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                Some(event) = events.recv() => self.on_event(&event),
+                Some(batch) = events.recv() => {
+                    for event in &batch {
+                        self.on_event(event);
+                    }
+                }
                 _ = ends.tick() => self.hand_on_ends().await,
                 _ = flush.tick() => self.flush().await,
                 changed = link_change(links.as_ref()) => {
@@ -227,8 +231,10 @@ impl FlowLoop {
                 }
             }
         }
-        while let Ok(event) = events.try_recv() {
-            self.on_event(&event);
+        while let Ok(batch) = events.try_recv() {
+            for event in &batch {
+                self.on_event(event);
+            }
         }
         // Final report of everything counted so far.
         self.flush().await;

@@ -1,7 +1,9 @@
 //! Readers of the kernel's event streams (flow events; drop and TCP
-//! events): the BPF ring buffer, or one perf buffer per CPU. They never make
-//! the kernel wait: an event that finds the userspace queue full is dropped
-//! and counted.
+//! events): the BPF ring buffer, or one perf buffer per CPU. They decode
+//! events in batches and hand each batch over whole; when the task they
+//! feed is behind, they wait for it and leave what comes meanwhile in the
+//! kernel's buffer, which counts what it cannot hold (the kernel never
+//! waits).
 
 use std::mem::size_of;
 
@@ -27,6 +29,8 @@ use crate::ebpf::config::EventTransport;
 
 /// Pages of each per-CPU perf buffer.
 const PERF_PAGES: usize = 64;
+/// Events handed over at once at most.
+pub const EVENT_BATCH: usize = 256;
 
 /// The two maps of one event stream: ring buffer and perf array.
 #[derive(Clone, Copy, Debug)]
@@ -68,8 +72,6 @@ pub fn decode_kernel_event(bytes: &[u8]) -> Option<KernelEvent> {
 pub struct EventLoss {
     /// The perf buffer was full (reported by the kernel as lost samples).
     pub perf_buffer_full: Counter,
-    /// The queue between the readers and the flow table was full.
-    pub userspace_queue_full: Counter,
     /// An event had the wrong size.
     pub malformed: Counter,
 }
@@ -77,11 +79,7 @@ pub struct EventLoss {
 impl EventLoss {
     /// Loss counters made by `lost(reason)`.
     pub fn new(lost: &dyn Fn(&str) -> Counter) -> Self {
-        EventLoss {
-            perf_buffer_full: lost("perf_buffer_full"),
-            userspace_queue_full: lost("userspace_queue_full"),
-            malformed: lost("malformed"),
-        }
+        EventLoss { perf_buffer_full: lost("perf_buffer_full"), malformed: lost("malformed") }
     }
 }
 
@@ -90,25 +88,37 @@ pub fn decode(bytes: &[u8]) -> Option<FlowEvent> {
     read_pod(bytes)
 }
 
-fn forward<T>(bytes: &[u8], decode: fn(&[u8]) -> Option<T>, events: &mpsc::Sender<T>, loss: &EventLoss) {
+/// Decodes one event into `batch`, counting what does not decode.
+fn decode_into<T>(bytes: &[u8], decode: fn(&[u8]) -> Option<T>, batch: &mut Vec<T>, loss: &EventLoss) {
     match decode(bytes) {
-        Some(event) => {
-            if events.try_send(event).is_err() {
-                loss.userspace_queue_full.inc();
-            }
-        }
+        Some(event) => batch.push(event),
         None => loss.malformed.inc(),
     }
 }
 
-/// Starts the readers of `stream` on `transport`, forwarding what `decode`
-/// makes of each event to `events`.
+/// Hands `batch` over once the task has room for it; false when the task
+/// is gone or `stop` came first.
+async fn hand_over<T>(batch: Vec<T>, events: &mpsc::Sender<Vec<T>>, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        permit = events.reserve() => match permit {
+            Ok(permit) => {
+                permit.send(batch);
+                true
+            }
+            Err(_) => false,
+        },
+        () = stop.cancelled() => false,
+    }
+}
+
+/// Starts the readers of `stream` on `transport`, handing what `decode`
+/// makes of the events to `events` in batches of up to [`EVENT_BATCH`].
 pub fn start<T: Send + 'static>(
     ebpf: &mut Ebpf,
     stream: Stream,
     transport: EventTransport,
     decode: fn(&[u8]) -> Option<T>,
-    events: mpsc::Sender<T>,
+    events: mpsc::Sender<Vec<T>>,
     loss: EventLoss,
     stop: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, EbpfError> {
@@ -134,9 +144,21 @@ pub fn start<T: Send + 'static>(
                         },
                         () = stop.cancelled() => return,
                     };
-                    let ring = guard.get_inner_mut();
-                    while let Some(item) = ring.next() {
-                        forward(&item, decode, &events, &loss);
+                    loop {
+                        let mut batch = Vec::with_capacity(EVENT_BATCH);
+                        let ring = guard.get_inner_mut();
+                        while batch.len() < EVENT_BATCH
+                            && let Some(item) = ring.next()
+                        {
+                            decode_into(&item, decode, &mut batch, &loss);
+                        }
+                        let drained = batch.len() < EVENT_BATCH;
+                        if !batch.is_empty() && !hand_over(batch, &events, &stop).await {
+                            return;
+                        }
+                        if drained {
+                            break;
+                        }
                     }
                     guard.clear_ready();
                 }
@@ -170,16 +192,24 @@ pub fn start<T: Send + 'static>(
                             },
                             () = stop.cancelled() => return,
                         };
+                        // Everything there now: a perf buffer holds a bounded number of events.
+                        let mut decoded = Vec::new();
                         guard.get_inner_mut().for_each(|event| match event {
                             PerfEvent::Sample { head, tail } => {
                                 sample.clear();
                                 sample.extend_from_slice(head);
                                 sample.extend_from_slice(tail);
-                                forward(&sample, decode, &events, &loss);
+                                decode_into(&sample, decode, &mut decoded, &loss);
                             }
                             PerfEvent::Lost { count } => loss.perf_buffer_full.add(count),
                         });
                         guard.clear_ready();
+                        while !decoded.is_empty() {
+                            let rest = decoded.split_off(decoded.len().min(EVENT_BATCH));
+                            if !hand_over(std::mem::replace(&mut decoded, rest), &events, &stop).await {
+                                return;
+                            }
+                        }
                     }
                 }));
             }

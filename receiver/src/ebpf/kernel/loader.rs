@@ -14,8 +14,8 @@ use flowtel_ebpf_common::{
     GLOBAL_SAMPLING, GLOBAL_TCP, GLOBAL_TRACE_CONTEXT, KernelLayout, PACKET_FILTERS_MAP, PROG_KFREE_SKB,
     PROG_KFREE_SKB_BTF, PROG_RING_FILL, PROG_SOCK_SET_STATE, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TRACE_CONTEXT,
     PROG_TCP_PROBE, PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET, PacketFilter,
-    RESPONSE_LATENCY_MAP, ServerKey, TCP_HISTOGRAMS_MAP, TRACE_CONTEXT_PROGRAM_MAP, TRACE_CONTEXTS_MAP,
-    TRANSPORT_RING_BUFFER, TcpSettings, histogram,
+    RESPONSE_LATENCY_MAP, ServerKey, TCP_EXCHANGES_MAP, TCP_HISTOGRAMS_MAP, TRACE_CONTEXT_PROGRAM_MAP,
+    TRACE_CONTEXTS_MAP, TRANSPORT_RING_BUFFER, TcpSettings, histogram,
 };
 
 use flowtel_core::component::error_chain;
@@ -146,6 +146,7 @@ impl Probes {
         let ebpf = EbpfLoader::new()
             // One more for the servers past the bound, counted together.
             .map_max_entries(RESPONSE_LATENCY_MAP, settings.response_latency_servers + 1)
+            .map_max_entries(TCP_EXCHANGES_MAP, settings.max_flows)
             .override_global(GLOBAL_RESPONSE_LATENCY, &response_latency, true)
             .map_max_entries(FLOWS_MAP, settings.max_flows)
             .map_max_entries(TRACE_CONTEXTS_MAP, settings.trace_context_connections.max(1))

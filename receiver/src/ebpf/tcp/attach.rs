@@ -6,9 +6,12 @@ use flowtel_ebpf_common::{
     PROG_SOCK_SET_STATE, PROG_TCP_PROBE, PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET, TcpSettings,
 };
 
-use crate::ebpf::kernel::{
-    info::KernelInfo,
-    loader::{Probes, TracepointFailure, attach_tracepoint},
+use crate::ebpf::{
+    config::TcpConfig,
+    kernel::{
+        info::KernelInfo,
+        loader::{Probes, TracepointFailure, attach_tracepoint},
+    },
 };
 
 /// The TCP tracepoints: program, category, name.
@@ -22,7 +25,7 @@ pub const TCP_TRACEPOINTS: [(&str, &str, &str); 5] = [
 
 /// The TCP programs' settings; `None` when the states are not known
 /// (then connections are not followed).
-pub fn settings(info: &KernelInfo) -> Option<TcpSettings> {
+pub fn settings(info: &KernelInfo, config: &TcpConfig) -> Option<TcpSettings> {
     let state = |name| info.enums.tcp_state(name).map(|v| v as u32);
     Some(TcpSettings {
         established: state("ESTABLISHED")?,
@@ -31,6 +34,7 @@ pub fn settings(info: &KernelInfo) -> Option<TcpSettings> {
         close: state("CLOSE")?,
         listen: state("LISTEN")?,
         protocol_tcp: info.enums.ipproto_tcp? as u32,
+        max_events_per_second: config.max_events_per_second,
     })
 }
 

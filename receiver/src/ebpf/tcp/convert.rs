@@ -188,6 +188,7 @@ pub fn tcp_record(event: &TcpEvent, ctx: &TcpContext<'_>, cgroups: Option<&mut C
     if event.netns != 0 {
         attributes.push(kv(attr::LINUX_NETNS_INODE, i64::from(event.netns)));
     }
+    attributes.push(kv(attr::SAMPLING_ADJUSTED_COUNT, i64::from(event.sampling_rate.max(1))));
     Some(LogRecord {
         time_unix_nano: event.time_ns.saturating_add(ctx.monotonic_to_unix_ns),
         observed_time_unix_nano: ctx.now_unix_ns,
