@@ -84,6 +84,15 @@ impl Netns {
             .unwrap()
     }
 
+    /// The body of `GET http://127.0.0.1:{port}{path}` from inside the
+    /// namespace (a flowtel started there serves its own metrics so).
+    pub fn http_get(&self, port: u16, path: &str) -> String {
+        let code = format!(
+            "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{port}{path}').read().decode())"
+        );
+        String::from_utf8_lossy(&self.run(&["python3", "-c", &code]).stdout).into_owned()
+    }
+
     /// The inode of the namespace (what `linux.netns.inode` reports).
     pub fn inode(&self) -> u64 {
         let link = String::from_utf8_lossy(&self.run(&["readlink", "/proc/self/ns/net"]).stdout).trim().to_owned();

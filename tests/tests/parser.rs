@@ -293,19 +293,8 @@ service:
     let status = writer.wait().unwrap();
     assert!(status.success(), "the tap writer failed");
     std::thread::sleep(std::time::Duration::from_millis(1200));
-    let metrics = ns.run(&[
-        "python3",
-        "-c",
-        &format!(
-            "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{}/metrics').read().decode())",
-            flowtel.metrics_port
-        ),
-    ]);
-    let copied = flowtel_tests::metric_value(
-        &String::from_utf8_lossy(&metrics.stdout),
-        "flowtel_ebpf_packets_parsed_from_copies_total",
-        &[],
-    );
+    let metrics = ns.http_get(flowtel.metrics_port, "/metrics");
+    let copied = flowtel_tests::metric_value(&metrics, "flowtel_ebpf_packets_parsed_from_copies_total", &[]);
     assert_eq!(
         copied, 3.0,
         "the frames whose headers ran past the linear area (hdr_len 14, 34, 40) were parsed from copies"

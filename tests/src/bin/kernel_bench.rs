@@ -119,10 +119,7 @@ fn kernel_losses(metrics: &str) -> f64 {
 
 /// flowtel's own metrics, fetched from inside its namespace.
 fn own_metrics(ns: &Netns, port: u16) -> String {
-    let code = format!(
-        "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode())"
-    );
-    String::from_utf8_lossy(&ns.run(&["python3", "-c", &code]).stdout).into_owned()
+    ns.http_get(port, "/metrics")
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
