@@ -93,7 +93,7 @@ pub struct KernelLayout {
     /// `tcp:tcp_probe` record: `skaddr` (absent on older kernels).
     pub tcp_probe_skaddr: u16,
     /// Explicit padding; always zero.
-    pub pad: [u16; 2],
+    pub pad: [u16; 3],
 }
 
 impl KernelLayout {
@@ -137,7 +137,7 @@ impl KernelLayout {
             sock_v6_rcv_saddr: UNKNOWN,
             skb_data: UNKNOWN,
             tcp_probe_skaddr: UNKNOWN,
-            pad: [0; 2],
+            pad: [0; 3],
         }
     }
 }

@@ -41,6 +41,9 @@ pub const FLOW_COUNTERS_MAP: &str = "FLOW_COUNTERS";
 /// [`FlowEvent`] (kind [`EVENT_BENCH`]) to the event ring buffer per call;
 /// the receiver never attaches it.
 pub const PROG_RING_FILL: &str = "flowtel_ring_fill";
+/// Name of the benchmark-only TC classifier that does nothing (the
+/// baseline of the flow programs' cost); the receiver never attaches it.
+pub const PROG_TC_NOOP: &str = "flowtel_tc_noop";
 /// Name of the TC classifier for ingress traffic.
 pub const PROG_TC_INGRESS: &str = "flowtel_tc_ingress";
 /// Name of the TC classifier for egress traffic.

@@ -55,6 +55,13 @@ macro_rules! flow_programs {
 flow_programs!(flowtel_tc_ingress, flowtel_tc_ingress_filtered, DIRECTION_INGRESS, "received on");
 flow_programs!(flowtel_tc_egress, flowtel_tc_egress_filtered, DIRECTION_EGRESS, "sent from");
 
+/// Benchmark only: does nothing, so `kernel_bench` can tell the flow
+/// programs' own cost from what running any TC program costs. Never attached.
+#[classifier]
+pub fn flowtel_tc_noop(_ctx: TcContext) -> i32 {
+    TC_ACT_PIPE
+}
+
 /// Reads the `traceparent` of an HTTP/1.x request a TC program handed over
 /// (the target of their tail call; never attached).
 #[classifier]

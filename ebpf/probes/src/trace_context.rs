@@ -17,7 +17,7 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes},
     macros::map,
-    maps::{HashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
     programs::TcContext,
 };
 use flowtel_ebpf_common::{
@@ -102,9 +102,21 @@ pub fn hand_over(ctx: &TcContext, packet: &Packet) {
     if global(&FLOWTEL_TRACE_CONTEXT) == 0 || payload == 0 || payload + 4 > ctx.len() as usize {
         return;
     }
-    match ctx.load::<[u8; 4]>(payload) {
-        Ok(first) if is_request_start(first) => {}
-        _ => return,
+    // In place where the payload's start is in the linear area (nearly
+    // always), else copied out. Header offsets are below 64 KiB: the mask
+    // changes nothing but shows the verifier the bound.
+    let start = ctx.data() + (payload & 0xffff);
+    let first = if start + 4 <= ctx.data_end() {
+        // SAFETY: the four bytes are inside the linear area (checked just above).
+        unsafe { (start as *const [u8; 4]).read_unaligned() }
+    } else {
+        match ctx.load::<[u8; 4]>(payload) {
+            Ok(first) => first,
+            Err(_) => return,
+        }
+    };
+    if !is_request_start(first) {
+        return;
     }
     // SAFETY: the context is this program's own; the reader finds the
     // packet in this CPU's `PACKET` slot.
@@ -158,6 +170,9 @@ fn set_context(ctx: &TcContext, key: &FlowKey, payload: usize) {
             let trace = ConnectionTrace { context, updated_ns: unsafe { bpf_ktime_get_ns() } };
             if TRACE_CONTEXTS.insert(connection, &trace, 0).is_err() {
                 count(Counter::TraceContextMapFull);
+            } else if let Some(seen) = CONTEXTS_SEEN.get_ptr_mut(0) {
+                // SAFETY: a live map value; any CPU writing 1 is the same.
+                unsafe { *seen = 1 };
             }
             return;
         }
@@ -370,9 +385,17 @@ fn find_header(buf: &[u8; SCRATCH], length: usize) -> Option<Found> {
     })
 }
 
+/// 1 once any context was kept: until then (on a host whose traffic has
+/// no `traceparent`, or only TLS) no packet pays for a lookup.
+#[map(name = "CONTEXTS_SEEN")]
+static CONTEXTS_SEEN: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Copies `connection`'s current context to `out`, if it has one.
 #[inline(always)]
 fn look_up(connection: &ConnectionKey, out: &mut TraceContext) {
+    if CONTEXTS_SEEN.get(0).copied() != Some(1) {
+        return;
+    }
     // SAFETY: copied out of a live map value.
     if let Some(trace) = unsafe { TRACE_CONTEXTS.get(connection) } {
         *out = trace.context;

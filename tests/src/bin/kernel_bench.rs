@@ -306,6 +306,87 @@ impl VariantCost {
     }
 }
 
+/// The flow program alone, by the kernel's own clock: `BPF_PROG_TEST_RUN`'s
+/// mean over many runs on one frame (so no iperf3, no scheduler, little
+/// noise), for a TCP data segment of a flow already in the table and a
+/// 64-byte UDP datagram, with each setting, against a TC program that does
+/// nothing, in the same run.
+struct ProgramCost {
+    noop: [f64; 2],
+    variants: Vec<(&'static str, [f64; 2])>,
+}
+
+/// An Ethernet + IPv4 frame from 10.1.0.1 to 10.1.0.2 carrying `l4`.
+fn ipv4_frame(protocol: u8, l4: &[u8]) -> Vec<u8> {
+    let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0];
+    frame.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    frame.extend_from_slice(&[0, 1, 0x40, 0, 64, protocol, 0, 0, 10, 1, 0, 1, 10, 1, 0, 2]);
+    frame.extend_from_slice(l4);
+    frame
+}
+
+fn program_cost(options: &Options) -> ProgramCost {
+    use flowtel_receiver::ebpf::{ProbeSettings, Probes, filter::CompiledFilter};
+    let (repeat, rounds) = if options.quick { (10_000, 1) } else { (1_000_000, 5) };
+    let mut tcp = vec![0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0];
+    tcp.extend(std::iter::repeat_n(0x61u8, 1448));
+    let mut udp = vec![0x9c, 0x41, 0x00, 0x35, 0, 30, 0, 0];
+    udp.extend(std::iter::repeat_n(0x62u8, 22));
+    let frames = [ipv4_frame(6, &tcp), ipv4_frame(17, &udp)];
+    let all_on = || ProbeSettings {
+        trace_context_connections: 16_384,
+        response_latency_servers: 1024,
+        ..ProbeSettings::default()
+    };
+    let filter = |expression: &str| Some(CompiledFilter::compile(expression).unwrap());
+    let variants: Vec<(&'static str, ProbeSettings)> = vec![
+        ("every part on (the defaults)", all_on()),
+        ("response_latency off", ProbeSettings { response_latency_servers: 0, ..all_on() }),
+        ("trace_context off", ProbeSettings { trace_context_connections: 0, ..all_on() }),
+        ("response_latency and trace_context off", ProbeSettings::default()),
+        ("filter \"tcp or udp\" (matches)", ProbeSettings { filter: filter("tcp or udp"), ..all_on() }),
+        ("filter \"icmp\" (matches neither)", ProbeSettings { filter: filter("icmp"), ..all_on() }),
+    ];
+    let time = |probes: &mut Probes, frame: &[u8], noop: bool| -> f64 {
+        let runs: Vec<f64> =
+            (0..rounds).map(|_| probes.time_ingress(frame, repeat, noop).unwrap().as_nanos() as f64).collect();
+        median(runs)
+    };
+    let mut noop_probes = Probes::load(&ProbeSettings::default()).unwrap();
+    let noop = [time(&mut noop_probes, &frames[0], true), time(&mut noop_probes, &frames[1], true)];
+    let variants = variants
+        .into_iter()
+        .map(|(label, settings)| {
+            let mut probes = Probes::load(&settings).unwrap();
+            if settings.trace_context_connections > 0 {
+                probes.enable_trace_context().unwrap();
+            }
+            (label, [time(&mut probes, &frames[0], false), time(&mut probes, &frames[1], false)])
+        })
+        .collect();
+    ProgramCost { noop, variants }
+}
+
+impl ProgramCost {
+    fn report(&self) -> (String, Value) {
+        let mut md = String::from(
+            "Flow program alone (BPF_PROG_TEST_RUN, mean of many runs on one frame): ns a packet, and above the no-op TC program.\n\n| setting | TCP data segment | above no-op | 64-byte UDP | above no-op |\n|---|---|---|---|---|\n",
+        );
+        let _ = writeln!(md, "| no-op TC program | {:.0} | – | {:.0} | – |", self.noop[0], self.noop[1]);
+        let mut json = vec![json!({"variant": "noop", "tcp_ns": self.noop[0], "udp_ns": self.noop[1]})];
+        for (label, [tcp, udp]) in &self.variants {
+            let _ = writeln!(
+                md,
+                "| {label} | {tcp:.0} | {:.0} | {udp:.0} | {:.0} |",
+                tcp - self.noop[0],
+                udp - self.noop[1]
+            );
+            json.push(json!({"variant": label, "tcp_ns": tcp, "udp_ns": udp}));
+        }
+        (md, Value::Array(json))
+    }
+}
+
 /// flowtel on veth0 with the `ebpf` receiver settings `receiver`, what it
 /// makes of each of `signals` written to `file`.
 fn flows_config(receiver: &str, signals: &[&str], file: &std::path::Path) -> String {
@@ -514,6 +595,7 @@ fn main() {
             ("response_latency on", "response_latency: {enabled: true}".into()),
         ],
     );
+    let program = program_cost(&options);
     let ring_seconds = if options.quick { 0.5 } else { 3.0 };
     let ring = [
         ("minimal reader (ceiling)", ring_drain_minimal(ring_seconds)),
@@ -569,6 +651,9 @@ fn main() {
         traced.requests_per_second[1],
         traced.contexts_read
     );
+    let (program_md, program_json) = program.report();
+    md.push_str(&program_md);
+    md.push('\n');
     let (filter_md, filter_json) = filtered.report("receiver filter");
     let (timed_md, timed_json) = timed.report("request/response latency");
     md.push_str(&filter_md);
@@ -595,6 +680,7 @@ fn main() {
                 "requests_per_second_on": traced.requests_per_second[1],
                 "contexts_read": traced.contexts_read,
             },
+            "program": program_json,
             "filter": filter_json,
             "response_latency": timed_json,
             "active_flows": {

@@ -2,14 +2,14 @@
 //! come and go: by TCX where the kernel has it (6.6+), else by a clsact
 //! qdisc, removing what a flowtel that did not stop cleanly left there.
 
-use std::{collections::BTreeMap, path::Path, process::Command};
+use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
 use aya::programs::{
     LinkOrder, TcAttachType, TestRun as _, TestRunOptions,
     tc::{self, NlOptions, TcAttachOptions},
 };
 use flowtel_core::ComponentId;
-use flowtel_ebpf_common::{PROG_TC_EGRESS, PROG_TC_INGRESS};
+use flowtel_ebpf_common::{PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_NOOP};
 
 use super::interfaces::{self, Interface, InterfaceFilter};
 use crate::ebpf::{
@@ -167,9 +167,32 @@ impl Probes {
     /// frame) with `BPF_PROG_TEST_RUN`; returns its verdict.
     pub fn test_run_ingress(&mut self, frame: &[u8]) -> Result<u32, EbpfError> {
         let name = self.program_name(PROG_TC_INGRESS);
+        self.test_run(name, frame, 1).map(|(verdict, _)| verdict)
+    }
+
+    /// Benchmark only: runs the ingress classifier (or, with `noop`, the TC
+    /// program that does nothing) `repeat` times on `frame`; the kernel's
+    /// mean time per run.
+    pub fn time_ingress(&mut self, frame: &[u8], repeat: u32, noop: bool) -> Result<Duration, EbpfError> {
+        let name = if noop { PROG_TC_NOOP } else { self.program_name(PROG_TC_INGRESS) };
+        if noop {
+            let program = classifier(&mut self.ebpf, name)?;
+            if program.fd().is_err() {
+                program.load().map_err(|e| EbpfError::Program {
+                    program: name,
+                    on: String::new(),
+                    message: format!("the kernel refused it: {e}"),
+                })?;
+            }
+        }
+        self.test_run(name, frame, repeat).map(|(_, mean)| mean)
+    }
+
+    /// `BPF_PROG_TEST_RUN` of a loaded classifier: its verdict and mean time per run.
+    fn test_run(&mut self, name: &'static str, frame: &[u8], repeat: u32) -> Result<(u32, Duration), EbpfError> {
         let program = classifier(&mut self.ebpf, name)?;
-        let options = TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() };
-        program.test_run(options).map(|result| result.return_value).map_err(|e| EbpfError::Program {
+        let options = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() };
+        program.test_run(options).map(|result| (result.return_value, result.duration)).map_err(|e| EbpfError::Program {
             program: name,
             on: String::new(),
             message: format!("test run failed: {e:?}"),
