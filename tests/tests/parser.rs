@@ -89,7 +89,11 @@ fn refused(probes: &mut Probes, what: &str, frame: &[u8], counter: Counter) {
 #[test]
 fn crafted_frames_parse_or_are_counted_as_failures() {
     assert!(is_root(), "this privileged test needs root: run `cargo xtask test` as root");
-    let mut probes = Probes::load(&ProbeSettings::default()).expect("load the eBPF object");
+    // Every part on, as the receiver's defaults have them: the verifier checks the whole program.
+    let settings =
+        ProbeSettings { trace_context_connections: 1024, response_latency_servers: 16, ..ProbeSettings::default() };
+    let mut probes = Probes::load(&settings).expect("load the eBPF object");
+    probes.enable_trace_context().expect("the trace context reader loads");
 
     // IPv4 with 8 bytes of options: the ports come after the options.
     let key = only_flow(

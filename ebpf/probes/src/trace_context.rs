@@ -103,9 +103,10 @@ pub fn hand_over(ctx: &TcContext, packet: &Packet) {
         return;
     }
     // In place where the payload's start is in the linear area (nearly
-    // always), else copied out. Header offsets are below 64 KiB: the mask
-    // changes nothing but shows the verifier the bound.
-    let start = ctx.data() + (payload & 0xffff);
+    // always), else copied out. Headers end within 16 KiB (six IPv6
+    // extension headers at most): the mask changes nothing but shows the
+    // verifier a bound that, with the 4 bytes read, stays under 64 KiB.
+    let start = ctx.data() + (payload & 0x3fff);
     let first = if start + 4 <= ctx.data_end() {
         // SAFETY: the four bytes are inside the linear area (checked just above).
         unsafe { (start as *const [u8; 4]).read_unaligned() }
