@@ -76,6 +76,19 @@ impl Prometheus {
         sample["value"][1].as_str()?.parse().ok()
     }
 
+    /// Every series of an instant query's answer: its labels and value.
+    pub fn query_vector(&self, query: &str) -> Vec<(serde_json::Value, f64)> {
+        let answer = self.get(&format!("/api/v1/query?query={}", percent_encode(query)));
+        let result = answer["data"]["result"].as_array().cloned().unwrap_or_default();
+        result
+            .into_iter()
+            .filter_map(|sample| {
+                let value = sample["value"][1].as_str()?.parse().ok()?;
+                Some((sample["metric"].clone(), value))
+            })
+            .collect()
+    }
+
     /// The trace ids of the exemplars an exemplar query returns (the last 10 minutes).
     pub fn exemplar_trace_ids(&self, query: &str) -> Vec<String> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();

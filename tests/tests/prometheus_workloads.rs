@@ -236,7 +236,12 @@ fn prometheus_reads_per_workload_metrics_that_match_the_kernel() {
         (prometheus.query(&unaccounted)? == 0.0).then_some(())
     });
     let retransmits = by_process(&server_process).unwrap_or(0.0);
-    assert!(retransmits > 0.0, "the server's process is named");
+    assert!(
+        retransmits > 0.0,
+        "the server's process ({server_process}) is named; by process: {:?}; flowtel's own metrics:\n{}",
+        prometheus.query_vector("sum by (source_process_executable_name) (network_process_tcp_retransmits_total)"),
+        flowtel.metrics()
+    );
 
     let rtt = wait_for(Duration::from_secs(20), "an RTT histogram", || {
         prometheus.query("histogram_quantile(0.5, sum by (le) (network_workload_tcp_rtt_seconds_bucket))")

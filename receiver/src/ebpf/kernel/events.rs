@@ -96,6 +96,17 @@ fn decode_into<T>(bytes: &[u8], decode: fn(&[u8]) -> Option<T>, batch: &mut Vec<
     }
 }
 
+/// Up to [`EVENT_BATCH`] events off the ring buffer, decoded.
+fn take_batch<T>(ring: &mut RingBuf<MapData>, decode: fn(&[u8]) -> Option<T>, loss: &EventLoss) -> Vec<T> {
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
+    while batch.len() < EVENT_BATCH
+        && let Some(item) = ring.next()
+    {
+        decode_into(&item, decode, &mut batch, loss);
+    }
+    batch
+}
+
 /// Hands `batch` over once the task has room for it; false when the task
 /// is gone or `stop` came first.
 async fn hand_over<T>(batch: Vec<T>, events: &mpsc::Sender<Vec<T>>, stop: &CancellationToken) -> bool {
@@ -145,22 +156,22 @@ pub fn start<T: Send + 'static>(
                         () = stop.cancelled() => return,
                     };
                     loop {
-                        let mut batch = Vec::with_capacity(EVENT_BATCH);
-                        let ring = guard.get_inner_mut();
-                        while batch.len() < EVENT_BATCH
-                            && let Some(item) = ring.next()
-                        {
-                            decode_into(&item, decode, &mut batch, &loss);
+                        let mut batch = take_batch(guard.get_inner_mut(), decode, &loss);
+                        if batch.is_empty() {
+                            guard.clear_ready();
+                            // The kernel wakes a reader only for an event written
+                            // once it had read everything: one written between the
+                            // last read and the clear woke no one, so look again
+                            // before sleeping.
+                            batch = take_batch(guard.get_inner_mut(), decode, &loss);
+                            if batch.is_empty() {
+                                break;
+                            }
                         }
-                        let drained = batch.len() < EVENT_BATCH;
-                        if !batch.is_empty() && !hand_over(batch, &events, &stop).await {
+                        if !hand_over(batch, &events, &stop).await {
                             return;
                         }
-                        if drained {
-                            break;
-                        }
                     }
-                    guard.clear_ready();
                 }
             })])
         }
