@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod chart;
+pub mod frames;
 pub mod kube;
 pub mod netns;
 pub mod process;

@@ -17,20 +17,12 @@ use std::{
 use flowtel_ebpf_common::{Counter, ipproto};
 use flowtel_receiver::ebpf::{ProbeSettings, Probes, filter::CompiledFilter};
 use flowtel_tests::{
-    Flowtel, flowtel_bin, free_port, metric_value,
+    Flowtel, flowtel_bin,
+    frames::ethernet_ipv4,
+    free_port, metric_value,
     netns::is_root,
     otlp_json::{Item, file_requests, items},
 };
-
-fn ethernet_ipv4(protocol: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Vec<u8> {
-    let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0];
-    frame.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    frame.extend_from_slice(&[0, 1, 0, 0, 64, protocol, 0, 0]);
-    frame.extend_from_slice(&src);
-    frame.extend_from_slice(&dst);
-    frame.extend_from_slice(l4);
-    frame
-}
 
 fn ethernet_ipv6(next: u8, last_byte: u8, l4: &[u8]) -> Vec<u8> {
     let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd, 0x60, 0, 0, 0];

@@ -152,8 +152,9 @@ pub fn count_packet(ctx: &TcContext, packet: &mut Packet) {
     let now = unsafe { bpf_ktime_get_ns() };
     let bytes = u64::from(ctx.len());
     let response_ns = if key.protocol == ipproto::TCP && exchanges::enabled() {
-        let payload = ctx.len().saturating_sub(packet.tcp_payload);
-        exchanges::on_tcp_packet(key, tcp_flags, if packet.tcp_payload == 0 { 0 } else { payload }, now)
+        // `tcp_payload` is 0 where the TCP header was not read: no payload known.
+        let payload = if packet.tcp_payload == 0 { 0 } else { ctx.len().saturating_sub(packet.tcp_payload) };
+        exchanges::on_tcp_packet(key, tcp_flags, payload, now)
     } else {
         0
     };

@@ -65,6 +65,13 @@ struct Linear {
     end: usize,
 }
 
+impl Linear {
+    #[inline(always)]
+    fn of(ctx: &TcContext) -> Self {
+        Linear { data: ctx.data(), end: ctx.data_end() }
+    }
+}
+
 impl Headers for Linear {
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Result<T, Skip> {
@@ -92,7 +99,7 @@ impl Headers for Copied<'_> {
 /// past the linear area, from copies.
 #[inline(always)]
 pub fn parse(ctx: &TcContext, packet: &mut Packet) -> Result<(), Skip> {
-    let linear = Linear { data: ctx.data(), end: ctx.data_end() };
+    let linear = Linear::of(ctx);
     let linear_length = linear.end - linear.data;
     match parse_from(&linear, packet) {
         Err(Skip::Malformed) if linear_length < ctx.len() as usize => {
@@ -101,6 +108,13 @@ pub fn parse(ctx: &TcContext, packet: &mut Packet) -> Result<(), Skip> {
         }
         parsed => parsed,
     }
+}
+
+/// A `T` (plain bytes) at `offset` of the frame: in place where it lies in
+/// the linear area, else copied out; `None` past the packet's end.
+#[inline(always)]
+pub fn read_packet<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+    Linear::of(ctx).read::<T>(offset).or_else(|_| Copied(ctx).read::<T>(offset)).ok()
 }
 
 #[inline(always)]

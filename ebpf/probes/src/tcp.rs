@@ -105,7 +105,7 @@ fn send_event(ctx: &TracePointContext, kind: u8, sk: *const u8, netns: u32, open
 #[inline(always)]
 pub fn on_retransmit<const FILTERED: bool>(ctx: &TracePointContext) {
     let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.retransmit_skaddr).unwrap_or(0) as *const u8;
-    if !wanted::<FILTERED>(sk) {
+    if !wanted::<FILTERED>(|| filter::matches_socket(sk)) {
         return;
     }
     let skb = field::<u64>(ctx, &FLOWTEL_LAYOUT.retransmit_skbaddr).unwrap_or(0) as *const u8;
@@ -124,7 +124,7 @@ pub fn on_retransmit<const FILTERED: bool>(ctx: &TracePointContext) {
 #[inline(always)]
 pub fn on_receive_reset<const FILTERED: bool>(ctx: &TracePointContext) {
     let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.receive_reset_skaddr).unwrap_or(0) as *const u8;
-    if !wanted::<FILTERED>(sk) {
+    if !wanted::<FILTERED>(|| filter::matches_socket(sk)) {
         return;
     }
     count(EventCounter::ResetsReceived);
@@ -138,9 +138,7 @@ pub fn on_send_reset<const FILTERED: bool>(ctx: &TracePointContext) {
     let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.send_reset_skaddr).unwrap_or(0) as *const u8;
     let skb = field::<u64>(ctx, &FLOWTEL_LAYOUT.send_reset_skbaddr).unwrap_or(0) as *const u8;
     // Without a socket, the filter judges the packet the reset answers.
-    let matched = !FILTERED || if sk.is_null() { filter::matches_skb(skb) } else { filter::matches_socket(sk) };
-    if !matched {
-        count(EventCounter::TcpFilteredOut);
+    if !wanted::<FILTERED>(|| if sk.is_null() { filter::matches_skb(skb) } else { filter::matches_socket(sk) }) {
         return;
     }
     count(EventCounter::ResetsSent);
@@ -156,11 +154,9 @@ pub fn on_send_reset<const FILTERED: bool>(ctx: &TracePointContext) {
 #[inline(always)]
 pub fn on_probe<const FILTERED: bool>(ctx: &TracePointContext) {
     // Kernels whose record has no socket leave the filter nothing to judge.
-    if FILTERED {
-        let sk = field::<u64>(ctx, &FLOWTEL_LAYOUT.tcp_probe_skaddr).unwrap_or(0) as *const u8;
-        if !wanted::<FILTERED>(sk) {
-            return;
-        }
+    let sk = || field::<u64>(ctx, &FLOWTEL_LAYOUT.tcp_probe_skaddr).unwrap_or(0) as *const u8;
+    if !wanted::<FILTERED>(|| filter::matches_socket(sk())) {
+        return;
     }
     if let Some(srtt_us) = field::<u32>(ctx, &FLOWTEL_LAYOUT.tcp_probe_srtt)
         && srtt_us != 0
@@ -184,7 +180,7 @@ pub fn on_set_state<const FILTERED: bool>(ctx: &TracePointContext) {
     ) else {
         return;
     };
-    if !wanted::<FILTERED>(sk as *const u8) {
+    if !wanted::<FILTERED>(|| filter::matches_socket(sk as *const u8)) {
         return;
     }
     let (old, new) = (old as u32, new as u32);
@@ -214,11 +210,11 @@ pub fn on_set_state<const FILTERED: bool>(ctx: &TracePointContext) {
     }
 }
 
-/// With `FILTERED`: whether the socket matches the packet filter (counted
-/// when it does not). Without, always.
+/// With `FILTERED`: whether the packet filter matches (`matches` runs it;
+/// counted when it does not). Without, always, and `matches` never runs.
 #[inline(always)]
-fn wanted<const FILTERED: bool>(sk: *const u8) -> bool {
-    if !FILTERED || filter::matches_socket(sk) {
+fn wanted<const FILTERED: bool>(matches: impl FnOnce() -> bool) -> bool {
+    if !FILTERED || matches() {
         return true;
     }
     count(EventCounter::TcpFilteredOut);

@@ -27,7 +27,7 @@ use flowtel_ebpf_common::{
 use crate::{
     flows::{count, count_packet, global},
     kernel::{FLOWTEL_LAYOUT, offset, read, read_into},
-    parse::{PACKET, Packet},
+    parse::{PACKET, Packet, read_packet},
 };
 
 /// Bytes of a request's first packet searched for the header.
@@ -102,22 +102,12 @@ pub fn hand_over(ctx: &TcContext, packet: &Packet) {
     if global(&FLOWTEL_TRACE_CONTEXT) == 0 || payload == 0 || payload + 4 > ctx.len() as usize {
         return;
     }
-    // In place where the payload's start is in the linear area (nearly
-    // always), else copied out. Headers end within 16 KiB (six IPv6
-    // extension headers at most): the mask changes nothing but shows the
-    // verifier a bound that, with the 4 bytes read, stays under 64 KiB.
-    let start = ctx.data() + (payload & 0x3fff);
-    let first = if start + 4 <= ctx.data_end() {
-        // SAFETY: the four bytes are inside the linear area (checked just above).
-        unsafe { (start as *const [u8; 4]).read_unaligned() }
-    } else {
-        match ctx.load::<[u8; 4]>(payload) {
-            Ok(first) => first,
-            Err(_) => return,
-        }
-    };
-    if !is_request_start(first) {
-        return;
+    // Headers end within 16 KiB (six IPv6 extension headers at most): the
+    // mask changes nothing but shows the verifier a bound that, with the 4
+    // bytes read in place, stays under 64 KiB.
+    match read_packet::<[u8; 4]>(ctx, payload & 0x3fff) {
+        Some(first) if is_request_start(first) => {}
+        _ => return,
     }
     // SAFETY: the context is this program's own; the reader finds the
     // packet in this CPU's `PACKET` slot.

@@ -316,23 +316,16 @@ struct ProgramCost {
     variants: Vec<(&'static str, [f64; 2])>,
 }
 
-/// An Ethernet + IPv4 frame from 10.1.0.1 to 10.1.0.2 carrying `l4`.
-fn ipv4_frame(protocol: u8, l4: &[u8]) -> Vec<u8> {
-    let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0];
-    frame.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    frame.extend_from_slice(&[0, 1, 0x40, 0, 64, protocol, 0, 0, 10, 1, 0, 1, 10, 1, 0, 2]);
-    frame.extend_from_slice(l4);
-    frame
-}
-
 fn program_cost(options: &Options) -> ProgramCost {
     use flowtel_receiver::ebpf::{ProbeSettings, Probes, filter::CompiledFilter};
+    use flowtel_tests::frames::ethernet_ipv4;
     let (repeat, rounds) = if options.quick { (10_000, 1) } else { (1_000_000, 5) };
     let mut tcp = vec![0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0];
     tcp.extend(std::iter::repeat_n(0x61u8, 1448));
     let mut udp = vec![0x9c, 0x41, 0x00, 0x35, 0, 30, 0, 0];
     udp.extend(std::iter::repeat_n(0x62u8, 22));
-    let frames = [ipv4_frame(6, &tcp), ipv4_frame(17, &udp)];
+    let (a, b) = ([10, 1, 0, 1], [10, 1, 0, 2]);
+    let frames = [ethernet_ipv4(6, a, b, &tcp), ethernet_ipv4(17, a, b, &udp)];
     let all_on = || ProbeSettings {
         trace_context_connections: 16_384,
         response_latency_servers: 1024,
