@@ -24,6 +24,7 @@ use flowtel_exporters::{
     load_balancing::{BackendExporters, LoadBalancingConfig, LoadBalancingExporter},
     otlp_grpc::{OtlpGrpcConfig, OtlpGrpcExporter},
     otlp_http::{OtlpHttpConfig, OtlpHttpExporter},
+    pcap::{PcapConfig, PcapExporter},
     prometheus::{PrometheusConfig, PrometheusExporter},
 };
 use flowtel_extensions::file_storage::{FileStorage, FileStorageConfig};
@@ -183,6 +184,14 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
     },
     ComponentType {
         kind: ComponentKind::Exporter,
+        name: "pcap",
+        aliases: &[],
+        signals: LOGS,
+        joins: &[],
+        description: "the packets records carry, as pcap-ng files for Wireshark",
+    },
+    ComponentType {
+        kind: ComponentKind::Exporter,
         name: "hubble",
         aliases: &[],
         signals: LOGS,
@@ -291,6 +300,8 @@ pub enum ExporterConfig {
     Debug(DebugConfig),
     /// `file`.
     File(FileConfig),
+    /// `pcap`.
+    Pcap(PcapConfig),
     /// `hubble`.
     Hubble(HubbleConfig),
     /// `prometheus`.
@@ -403,6 +414,7 @@ pub fn decode_exporter(kind: &ComponentType, config: &ComponentConfig) -> Result
         "otlp_http" => config.decode().map(ExporterConfig::OtlpHttp),
         "debug" => config.decode().map(ExporterConfig::Debug),
         "file" => config.decode().map(ExporterConfig::File),
+        "pcap" => config.decode().map(ExporterConfig::Pcap),
         "hubble" => config.decode().map(ExporterConfig::Hubble),
         "prometheus" => config.decode().map(ExporterConfig::Prometheus),
         "load_balancing" => decode_load_balancing(config),
@@ -457,6 +469,11 @@ impl ExporterConfig {
             },
             ExporterConfig::File(config) => ExporterSpec {
                 exporter: Arc::new(FileExporter::new(config)?),
+                queue: QueueConfig::local(),
+                retry: RetryConfig::disabled(),
+            },
+            ExporterConfig::Pcap(config) => ExporterSpec {
+                exporter: Arc::new(PcapExporter::new(config)?),
                 queue: QueueConfig::local(),
                 retry: RetryConfig::disabled(),
             },

@@ -50,6 +50,8 @@ pub mod attr {
     pub const LINUX_NETNS_INODE: &str = "linux.netns.inode";
     /// A packet's length in bytes.
     pub const NETWORK_PACKET_LENGTH: &str = "network.packet.length";
+    /// A packet's first bytes from its IP header (bytes; `drops.snaplen`).
+    pub const NETWORK_PACKET_DATA: &str = "network.packet.data";
 
     // Flows.
 

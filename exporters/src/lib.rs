@@ -8,6 +8,7 @@
 //!   OTLP backends by a routing key, with consistent hashing.
 //! - [`hubble`]: serves the Hubble API (Observer, Peer) from flow and drop records.
 //! - [`prometheus`]: serves metrics for Prometheus to scrape (text or OpenMetrics with exemplars).
+//! - [`pcap`]: the packets records carry, as pcap-ng files for Wireshark.
 
 pub mod debug;
 pub mod file;
@@ -15,4 +16,5 @@ pub mod hubble;
 pub mod load_balancing;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod pcap;
 pub mod prometheus;

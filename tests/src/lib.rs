@@ -63,8 +63,23 @@ pub fn script(name: &str) -> PathBuf {
     root().join("tests/python").join(name)
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+/// How many times longer than on the host waits may take: set by
+/// `cargo xtask test --kernels` for guests whose CPU qemu emulates.
+pub fn time_scale() -> u32 {
+    std::env::var("FLOWTEL_TEST_TIME_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1)
+}
+
+/// Whether the running kernel is `major.minor` or newer.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after
+/// `timeout` (times [`time_scale`]).
 pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let timeout = timeout * time_scale();
     let start = Instant::now();
     loop {
         if let Some(value) = check() {

@@ -22,6 +22,36 @@ pub fn ip(args: &[&str]) -> Output {
     output
 }
 
+/// Asserts that nothing of a stopped flowtel's is left in the kernel: no
+/// program or link named `flowtel_…`, and, for each `(namespace,
+/// interface)` given, no clsact qdisc or TC filter on it. `what` starts
+/// each failure's message.
+pub fn assert_nothing_left(what: &str, interfaces: &[(&Netns, &str)]) {
+    // The kernel frees a program once its last reference is gone, after a
+    // grace period: a stopped flowtel's may show for a moment after it exited.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5) * crate::time_scale();
+    for kind in ["prog", "link"] {
+        loop {
+            let output = Command::new("bpftool").args([kind, "show"]).output().expect("bpftool (cargo xtask setup)");
+            let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+            if !shown.contains("flowtel_") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {kind}s left behind:\n{shown}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    for (ns, interface) in interfaces {
+        let qdiscs = String::from_utf8_lossy(&ns.run(&["tc", "qdisc", "show", "dev", interface]).stdout).into_owned();
+        assert!(!qdiscs.contains("clsact"), "{what}: qdisc left behind: {qdiscs}");
+        for direction in ["ingress", "egress"] {
+            let filters = ns.run(&["tc", "filter", "show", "dev", interface, direction]).stdout;
+            let filters = String::from_utf8_lossy(&filters);
+            assert!(filters.trim().is_empty(), "{what}: {direction} filters left behind: {filters}");
+        }
+    }
+}
+
 /// A named network namespace, deleted on drop.
 pub struct Netns {
     /// Its name under /var/run/netns.
@@ -108,13 +138,26 @@ impl Netns {
         assert_eq!(rc, 0, "setns into {}: {}", self.name, std::io::Error::last_os_error());
     }
 
+    /// The input chain of the table of the tests' own, `flowtel_test`
+    /// (`nft add` leaves one already there as it is).
+    fn nft_input_chain(&self) {
+        self.run(&["nft", "add", "table", "inet", "flowtel_test"]);
+        self.run(&["nft", "add", "chain", "inet", "flowtel_test", "input", "{ type filter hook input priority 0; }"]);
+    }
+
+    /// nftables in this namespace drops every UDP datagram to `port` on
+    /// input (the kernel's `NETFILTER_DROP`), in the table `flowtel_test`.
+    pub fn drop_udp_to_port(&self, port: u16) {
+        self.nft_input_chain();
+        self.run(&["nft", "add", "rule", "inet", "flowtel_test", "input", "udp", "dport", &port.to_string(), "drop"]);
+    }
+
     /// nftables in this namespace loses one in `share` of the TCP packets
     /// that arrive from `port` (on input: a loss the sender's TCP must find
     /// and repair, where a local output drop is only a failed send), in a
     /// table of its own, `flowtel_test`.
     pub fn lose_tcp_from_port(&self, port: &str, share: u32) {
-        self.run(&["nft", "add", "table", "inet", "flowtel_test"]);
-        self.run(&["nft", "add", "chain", "inet", "flowtel_test", "input", "{ type filter hook input priority 0; }"]);
+        self.nft_input_chain();
         let share = share.to_string();
         self.run(&[
             "nft",

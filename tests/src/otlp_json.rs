@@ -71,6 +71,17 @@ pub fn file_requests(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The log records named `event_name` whose attributes include every
+/// `(key, value)` of `matching`.
+pub fn records<'a>(logs: &'a [Item], event_name: &str, matching: &[(&str, &str)]) -> Vec<&'a Item> {
+    logs.iter()
+        .filter(|r| {
+            r.event_name == event_name
+                && matching.iter().all(|(k, v)| r.attributes.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
 /// Flattens export requests of `signal` (`logs`, `traces`, `metrics`).
 pub fn items<'a>(requests: impl IntoIterator<Item = &'a Value>, signal: &str) -> Vec<Item> {
     let (resources_key, scopes_key, items_key) = match signal {

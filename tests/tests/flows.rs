@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use flowtel_tests::{
     Flowtel,
-    netns::{Netns, VethPair, finish, is_root},
+    netns::{Netns, VethPair, assert_nothing_left, finish, is_root},
     otlp_json::{Item, file_requests, items},
 };
 
@@ -121,22 +121,6 @@ fn attr<'a>(item: &'a Item, key: &str) -> &'a str {
     item.attributes.get(key).map_or("", String::as_str)
 }
 
-/// Nothing of flowtel's is left in the kernel after it stopped.
-fn assert_nothing_left(pair: &VethPair) {
-    let programs = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (cargo xtask setup)");
-    let programs = String::from_utf8_lossy(&programs.stdout);
-    assert!(!programs.contains("flowtel_tc_"), "programs left behind:\n{programs}");
-    let qdiscs =
-        String::from_utf8_lossy(&pair.a.run(&["tc", "qdisc", "show", "dev", VethPair::A_IF]).stdout).into_owned();
-    assert!(!qdiscs.contains("clsact"), "qdisc left behind: {qdiscs}");
-    for direction in ["ingress", "egress"] {
-        let filters =
-            String::from_utf8_lossy(&pair.a.run(&["tc", "filter", "show", "dev", VethPair::A_IF, direction]).stdout)
-                .into_owned();
-        assert!(filters.trim().is_empty(), "{direction} filters left behind: {filters}");
-    }
-}
-
 fn exact_counts(scenario: &Scenario) {
     let pair = VethPair::quiet("flow", false);
     let dir = tempfile::tempdir().unwrap();
@@ -184,7 +168,7 @@ fn exact_counts(scenario: &Scenario) {
     assert!(flags.iter().any(|f| f.contains("SYN")) && flags.iter().any(|f| f.contains("FIN")), "{what}: {flags:?}");
     assert!(records.iter().any(|r| tcp_out(r) && attr(r, "flow.end_reason") == "fin"), "{what}: FIN ends the flow");
     assert!(records.iter().all(|r| attr(r, "flow.sampling_rate") == "1"));
-    assert_nothing_left(&pair);
+    assert_nothing_left(&what, &[(&pair.a, VethPair::A_IF)]);
 }
 
 fn ipv6() {

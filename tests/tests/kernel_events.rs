@@ -14,8 +14,8 @@ use std::{path::Path, process::Command, time::Duration};
 use flowtel_core::histogram::explicit_quantile;
 use flowtel_tests::{
     Flowtel, flowtel_bin,
-    netns::{DelayLine, Netns, VethPair, finish, is_root},
-    otlp_json::{Item, file_requests, items, number},
+    netns::{DelayLine, Netns, VethPair, assert_nothing_left, finish, is_root},
+    otlp_json::{Item, file_requests, items, number, records},
 };
 
 /// Time for a flush (1 s) and the records' hand-over to land in the files.
@@ -74,11 +74,6 @@ fn seconds(item: &Item, key: &str) -> f64 {
     attr(item, key).parse().unwrap_or(f64::NAN)
 }
 
-/// Records of `event_name` whose attributes include all of `matching`.
-fn records<'a>(logs: &'a [Item], event_name: &str, matching: &[(&str, &str)]) -> Vec<&'a Item> {
-    logs.iter().filter(|r| r.event_name == event_name && matching.iter().all(|(k, v)| attr(r, k) == *v)).collect()
-}
-
 /// The last exported data point of `name` with exactly the attributes `matching` (among others).
 fn last_point<'a>(metrics: &'a [Item], name: &str, matching: &[(&str, &str)]) -> Option<&'a Item> {
     metrics.iter().rev().find(|m| m.name == name && matching.iter().all(|(k, v)| attr(m, k) == *v))
@@ -100,20 +95,6 @@ fn quantile_above(point: &Item, floor: f64, q: f64) -> (u64, Option<f64>) {
         }
     }
     (counts.iter().sum(), explicit_quantile(&bounds, &counts, q, None, None))
-}
-
-/// No flowtel program is left in the kernel.
-fn assert_no_programs_left() {
-    let programs = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (cargo xtask setup)");
-    let programs = String::from_utf8_lossy(&programs.stdout);
-    assert!(!programs.contains("flowtel_"), "programs left behind:\n{programs}");
-}
-
-/// nftables in `ns` drops UDP to `port` on input.
-fn drop_udp(ns: &Netns, port: u16) {
-    ns.run(&["nft", "add", "table", "inet", "flowtel_test"]);
-    ns.run(&["nft", "add", "chain", "inet", "flowtel_test", "input", "{ type filter hook input priority 0; }"]);
-    ns.run(&["nft", "add", "rule", "inet", "flowtel_test", "input", "udp", "dport", &port.to_string(), "drop"]);
 }
 
 /// From a: `v4` refused IPv4 connections and `v6` refused IPv6
@@ -151,7 +132,7 @@ fn stack(record: &Item) -> Vec<String> {
 fn refused_connections_and_firewall_drops(tracepoint: &str, transport: &str, stack_trace: bool) {
     let what = format!("{tracepoint} + {transport}");
     let pair = VethPair::quiet("kd", true);
-    drop_udp(&pair.b, 7000);
+    pair.b.drop_udp_to_port(7000);
     let run = Run::start(&format!(
         "event_transport: {transport}, drops: {{tracepoint: {tracepoint}, stack_trace: {stack_trace}}}"
     ));
@@ -251,7 +232,7 @@ fn refused_connections_and_firewall_drops(tracepoint: &str, transport: &str, sta
         assert_eq!((attr(r, "process.executable.name"), attr(r, "network.tcp.state")), ("python3", "SYN_SENT"));
         assert!(!r.attributes.contains_key("network.tcp.handshake.duration"));
     }
-    assert_no_programs_left();
+    assert_nothing_left(&what, &[]);
 }
 
 fn retransmits_match_the_kernels_count() {
@@ -395,7 +376,7 @@ fn adjusted(records: &[&Item]) -> (u64, u64) {
 
 fn rate_limit_and_excluded_reasons() {
     let pair = VethPair::quiet("kx", false);
-    drop_udp(&pair.b, 7000);
+    pair.b.drop_udp_to_port(7000);
     let run = Run::start("tcp: {enabled: false}, drops: {max_events_per_second: 5, exclude_reasons: [NO_SOCKET]}");
     refused_and_udp(&pair, 3, 0, 200);
     std::thread::sleep(SETTLE);

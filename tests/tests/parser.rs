@@ -7,7 +7,7 @@
 
 use flowtel_ebpf_common::{Counter, FlowKey, ipproto};
 use flowtel_receiver::ebpf::{ProbeSettings, Probes};
-use flowtel_tests::netns::is_root;
+use flowtel_tests::{kernel_at_least, netns::is_root};
 
 const TC_ACT_PIPE: u32 = 3;
 
@@ -93,7 +93,12 @@ fn crafted_frames_parse_or_are_counted_as_failures() {
     let settings =
         ProbeSettings { trace_context_connections: 1024, response_latency_servers: 16, ..ProbeSettings::default() };
     let mut probes = Probes::load(&settings).expect("load the eBPF object");
-    probes.enable_trace_context().expect("the trace context reader loads");
+    if kernel_at_least(5, 17) {
+        probes.enable_trace_context().expect("the trace context reader loads");
+    } else {
+        let refused = probes.enable_trace_context().expect_err("no bpf_loop before 5.17");
+        assert!(refused.to_string().contains("needs bpf_loop"), "{refused}");
+    }
 
     // IPv4 with 8 bytes of options: the ports come after the options.
     let key = only_flow(

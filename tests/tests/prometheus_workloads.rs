@@ -173,6 +173,14 @@ fn prometheus_reads_per_workload_metrics_that_match_the_kernel() {
     assert_eq!(ready.trim(), "ready");
     // The name the kernel and /proc give the server's process.
     let server_process = std::fs::read_to_string(format!("/proc/{}/comm", server.id())).unwrap().trim().to_owned();
+    // host_attributes learns a namespace's sockets through a process inside
+    // it: the api pod had none until now, so its address was not known to be
+    // local (no early read asked for). Its next regular read of /proc finds
+    // the listening server, as it would for a pod that just started.
+    let scans = flowtel.metric("flowtel_host_attributes_scans_total", &[]);
+    wait_for(Duration::from_secs(15), "host_attributes to read /proc with the server listening", || {
+        (flowtel.metric("flowtel_host_attributes_scans_total", &[]) > scans).then_some(())
+    });
     let url = format!("http://{API_IP}:{PORT}/");
     let client =
         finish(pods.web.script("traced_http.py", &["client", "--url", &url, "--threads", "2", "--requests", "5"]));

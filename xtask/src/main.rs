@@ -11,6 +11,7 @@
 
 mod check;
 mod image;
+mod kernels;
 mod setup;
 
 use std::{
@@ -42,8 +43,12 @@ enum Task {
     },
     /// Checks formatting, clippy (warnings are errors) and the house rules.
     Check,
-    /// Runs `check`, then every test: pure, privileged (root) and end-to-end.
+    /// Runs `check`, then every test: pure, privileged (root) and end-to-end,
+    /// and the kernel tests on older kernels under qemu.
     Test {
+        /// Only the kernel tests under qemu, on these series (`5.10,6.1`; all when none is named).
+        #[arg(long, num_args = 0.., value_delimiter = ',')]
+        kernels: Option<Vec<String>>,
         /// Arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -114,7 +119,12 @@ fn main() -> anyhow::Result<()> {
             setup::setup_run()?;
             check::check()
         }
-        Task::Test { args } => {
+        Task::Test { kernels: Some(series), .. } => {
+            setup::setup()?;
+            run(cargo().args(["build", "--package", "flowtel"]))?;
+            kernels::test(&series)
+        }
+        Task::Test { args, kernels: None } => {
             setup::setup()?;
             check::check()?;
             // Everything at once, the `flowtel` binary the end-to-end tests
@@ -136,6 +146,8 @@ fn main() -> anyhow::Result<()> {
                 // Every fuzz target for a moment, from the committed seeds
                 // (unoptimized: it builds in half the time).
                 fuzz(FUZZ_SMOKE_SECONDS, &[], FuzzBuild::Dev)?;
+                // The kernel tests on every older kernel (setup installs qemu).
+                kernels::test(&[])?;
             }
             Ok(())
         }

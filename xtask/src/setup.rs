@@ -49,6 +49,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("go", "golang-go"),
     ("/usr/share/gocode/src/github.com/Masterminds/sprig", "golang-github-masterminds-sprig-dev"),
     ("/usr/share/gocode/src/gopkg.in/yaml.v3", "golang-gopkg-yaml.v3-dev"),
+    // `cargo xtask test --kernels`: qemu boots Debian's kernels with an
+    // initramfs of busybox and modules (kmod resolves and loads them, cpio packs it).
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("/usr/share/doc/busybox-static", "busybox-static"),
+    ("/usr/sbin/modprobe", "kmod"),
+    ("cpio", "cpio"),
 ];
 
 /// The Python interpreter of the test virtualenv.
@@ -180,7 +186,7 @@ fn bpf_linker() -> anyhow::Result<()> {
         .env(format!("LLVM_SYS_{major}1_PREFIX"), &prefix))
 }
 
-fn home() -> PathBuf {
+pub(crate) fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }
 

@@ -6,6 +6,7 @@
 mod error;
 mod request;
 mod retry;
+mod rotating_file;
 mod sending_queue;
 mod tls;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 pub use error::BuildError;
 pub use request::{JsonRequest, decode_protobuf, encode_json, encode_protobuf, outcome_of_protobuf_response};
 pub use retry::{Backoff, RetryConfig};
+pub use rotating_file::{RotatingFile, RotationConfig, validate_output};
 pub use sending_queue::{Offer, QueueInlet, QueueName, SendingQueue};
 pub use tls::{Pem, ServerTls, TlsClientConfig, TlsFileError, check_pem, install_crypto_provider};
 

@@ -53,6 +53,8 @@ pub const EVENT_TCP_CONNECTION: u8 = 20;
 
 /// Bytes of the tracepoint record copied into a [`TcpEvent`].
 pub const RECORD_BYTES: usize = 128;
+/// The most bytes of a dropped packet an event carries (`drops.snaplen`).
+pub const PACKET_CAPTURE_BYTES: usize = 256;
 /// Length of an interface name or a command (`IFNAMSIZ`, `TASK_COMM_LEN`).
 pub const NAME_BYTES: usize = 16;
 
@@ -69,6 +71,9 @@ pub struct DropSettings {
     pub max_events_per_second: u32,
     /// 1: attach a kernel stack trace id to each drop event.
     pub stack_trace: u32,
+    /// Bytes of each dropped packet copied into its event, from its network
+    /// header (0: none; at most [`PACKET_CAPTURE_BYTES`]).
+    pub snaplen: u32,
 }
 
 /// `TCP_*` socket states in this kernel (read from BTF) and what the TCP
@@ -120,7 +125,7 @@ pub struct DropCount {
 
 /// One dropped packet.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropEvent {
     /// [`EVENT_DROP`].
     pub kind: u8,
@@ -152,14 +157,17 @@ pub struct DropEvent {
     pub length: u32,
     /// This event stands for this many drops (1 in N sent; see `Governor`).
     pub sampling_rate: u32,
-    /// Explicit padding; always zero.
-    pub pad: u32,
+    /// How many bytes of `packet` were copied (0: none).
+    pub captured: u32,
     /// Stack id in [`DROP_STACKS_MAP`], or negative when there is none.
     pub stack_id: i64,
     /// The interface's name.
     pub ifname: [u8; NAME_BYTES],
     /// The TCP connection's trace context at the drop.
     pub trace: crate::TraceContext,
+    /// The packet's first bytes from its network header (its IP header), as
+    /// many as `captured` says.
+    pub packet: [u8; PACKET_CAPTURE_BYTES],
 }
 
 /// What is known of a TCP socket while it is open.
@@ -220,6 +228,33 @@ pub struct TcpEvent {
     pub trace: crate::TraceContext,
     /// The first [`RECORD_BYTES`] of the tracepoint's record.
     pub record: [u8; RECORD_BYTES],
+}
+
+impl Default for DropEvent {
+    fn default() -> Self {
+        DropEvent {
+            kind: 0,
+            ip_version: 0,
+            protocol: 0,
+            has_ports: 0,
+            reason: 0,
+            time_ns: 0,
+            location: 0,
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+            ifindex: 0,
+            netns: 0,
+            length: 0,
+            sampling_rate: 0,
+            captured: 0,
+            stack_id: 0,
+            ifname: [0; NAME_BYTES],
+            trace: crate::TraceContext::default(),
+            packet: [0; PACKET_CAPTURE_BYTES],
+        }
+    }
 }
 
 impl Default for TcpEvent {

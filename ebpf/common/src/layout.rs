@@ -92,8 +92,11 @@ pub struct KernelLayout {
     pub skb_data: u16,
     /// `tcp:tcp_probe` record: `skaddr` (absent on older kernels).
     pub tcp_probe_skaddr: u16,
+    /// `sk_buff.tail` (`u32` from `head` on 64-bit kernels): the end of the
+    /// linear data.
+    pub skb_tail: u16,
     /// Explicit padding; always zero.
-    pub pad: [u16; 3],
+    pub pad: [u16; 2],
 }
 
 impl KernelLayout {
@@ -137,7 +140,8 @@ impl KernelLayout {
             sock_v6_rcv_saddr: UNKNOWN,
             skb_data: UNKNOWN,
             tcp_probe_skaddr: UNKNOWN,
-            pad: [0; 3],
+            skb_tail: UNKNOWN,
+            pad: [0; 2],
         }
     }
 }

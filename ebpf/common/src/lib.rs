@@ -32,9 +32,6 @@ pub const FLOW_EVENTS_PERF: &str = "FLOW_EVENTS_PERF";
 /// Name of the load-time constant `u32`: count one packet in this many
 /// (0 and 1: every packet).
 pub const GLOBAL_SAMPLING: &str = "FLOWTEL_SAMPLING";
-/// Name of the load-time constant `u32`: [`TRANSPORT_RING_BUFFER`] or
-/// [`TRANSPORT_PERF_ARRAY`].
-pub const GLOBAL_EVENT_TRANSPORT: &str = "FLOWTEL_EVENT_TRANSPORT";
 /// Name of the per-CPU array of loss and health counters, indexed by [`Counter`].
 pub const FLOW_COUNTERS_MAP: &str = "FLOW_COUNTERS";
 /// Name of the benchmark-only tracepoint program that writes one
@@ -167,11 +164,6 @@ pub struct FlowEvent {
     pub pad: [u8; 6],
 }
 
-/// [`GLOBAL_EVENT_TRANSPORT`]: BPF ring buffer (kernel 5.8+).
-pub const TRANSPORT_RING_BUFFER: u32 = 0;
-/// [`GLOBAL_EVENT_TRANSPORT`]: perf event array.
-pub const TRANSPORT_PERF_ARRAY: u32 = 1;
-
 /// Slots of the counters map.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,7 +265,7 @@ mod tests {
         assert_eq!(size_of::<DropCount>(), 8 + 8 + NAME_BYTES);
         assert_eq!(
             size_of::<DropEvent>(),
-            4 + 4 + 8 + 8 + 32 + 4 + 4 + 4 + 4 + 8 + 8 + NAME_BYTES + size_of::<TraceContext>()
+            4 + 4 + 8 + 8 + 32 + 4 + 4 + 4 + 4 + 8 + 8 + NAME_BYTES + size_of::<TraceContext>() + PACKET_CAPTURE_BYTES
         );
         assert_eq!(size_of::<SockOpen>(), 8 * 4 + 4 + 4 + NAME_BYTES);
         assert_eq!(

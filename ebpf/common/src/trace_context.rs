@@ -117,46 +117,70 @@ pub struct ConnectionTrace {
     pub updated_ns: u64,
 }
 
-/// Value of one hexadecimal digit (lowercase only, as the W3C format requires).
+/// Bytes a `traceparent` value decodes to: the trace id, the parent id
+/// and the flags, in [`TraceContext`]'s order.
+pub const TRACEPARENT_BYTES: usize = 25;
+
+/// Where, in a `traceparent` value, the two digits of decoded byte `index`
+/// (< [`TRACEPARENT_BYTES`]) start: after `00-`, with a dash before the
+/// parent id (byte 16) and before the flags (byte 24).
 #[inline(always)]
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
+pub fn traceparent_digits(index: usize) -> usize {
+    3 + 2 * index + usize::from(index >= 16) + usize::from(index >= 24)
+}
+
+/// Whether a value has a version-`00` `traceparent`'s version and dashes
+/// (`value(k)` is its `k`th byte, `k < TRACEPARENT_LEN`).
+#[inline(always)]
+pub fn is_traceparent_frame(value: impl Fn(usize) -> u8) -> bool {
+    value(0) == b'0' && value(1) == b'0' && value(2) == b'-' && value(35) == b'-' && value(52) == b'-'
+}
+
+/// The byte two hexadecimal digits spell (lowercase only, as the W3C
+/// format requires).
+#[inline(always)]
+pub fn hex_pair(high: u8, low: u8) -> Option<u8> {
+    let digit = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
         _ => None,
-    }
+    };
+    Some(digit(high)? << 4 | digit(low)?)
 }
 
-/// Decodes `2 * N` hexadecimal digits of `value` starting at `at`.
-#[inline(always)]
-fn hex_bytes<const N: usize>(value: &[u8; TRACEPARENT_LEN], at: usize) -> Option<[u8; N]> {
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        let high = hex_digit(value[at + 2 * i])?;
-        let low = hex_digit(value[at + 2 * i + 1])?;
-        *byte = high << 4 | low;
+impl TraceContext {
+    /// Sets decoded byte `index` (< [`TRACEPARENT_BYTES`]; see [`traceparent_digits`]).
+    #[inline(always)]
+    pub fn set_byte(&mut self, index: usize, byte: u8) {
+        const SIZE: usize = core::mem::size_of::<TraceContext>();
+        // SAFETY: `TraceContext` is `repr(C)` bytes only (ids, flags, then
+        // padding), so its bytes in order are the decoded ones; the mask
+        // keeps the index inside it, in a form the verifier follows (a
+        // `match` on ranges here gave 6.1's verifier contradictory bounds).
+        let bytes = unsafe { &mut *(self as *mut TraceContext).cast::<[u8; SIZE]>() };
+        bytes[index & (SIZE - 1)] = byte;
     }
-    Some(out)
+
+    /// Whether a decoded context is valid: neither id all zero.
+    pub fn is_valid(&self) -> bool {
+        self.is_present() && self.span_id != [0; 8]
+    }
 }
 
 /// Parses a version-`00` `traceparent` value. `None` for anything else:
 /// another version (`ff` is never valid), uppercase or non-hex digits,
-/// missing dashes, or an all-zero trace or parent id.
-#[inline(always)]
+/// missing dashes, or an all-zero trace or parent id. The kernel runs the
+/// same steps, decoding a byte per `bpf_loop` step.
 pub fn parse_traceparent(value: &[u8; TRACEPARENT_LEN]) -> Option<TraceContext> {
-    if value[0] != b'0' || value[1] != b'0' || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+    if !is_traceparent_frame(|k| value[k]) {
         return None;
     }
-    let context = TraceContext {
-        trace_id: hex_bytes::<16>(value, 3)?,
-        span_id: hex_bytes::<8>(value, 36)?,
-        flags: hex_bytes::<1>(value, 53)?[0],
-        pad: [0; 7],
-    };
-    if !context.is_present() || context.span_id == [0; 8] {
-        return None;
+    let mut context = TraceContext::default();
+    for index in 0..TRACEPARENT_BYTES {
+        let at = traceparent_digits(index);
+        context.set_byte(index, hex_pair(value[at], value[at + 1])?);
     }
-    Some(context)
+    context.is_valid().then_some(context)
 }
 
 #[cfg(test)]

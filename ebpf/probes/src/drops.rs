@@ -6,27 +6,30 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_REUSE_STACKID, BPF_NOEXIST},
-    helpers::bpf_ktime_get_ns,
+    cty::c_void,
+    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_kernel},
     macros::map,
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     programs::tracing::StackIdContext,
 };
 use flowtel_ebpf_common::{
     DropCount, DropCountKey, DropEvent, DropSettings, EVENT_DROP, EventCounter, GOVERNOR_DROPS, IP_V4, IP_V6,
-    NAME_BYTES, TraceContext, ipproto,
+    NAME_BYTES, PACKET_CAPTURE_BYTES, TraceContext, ipproto,
 };
 
 use crate::{
     filter,
     flows::global,
-    kernel::{FLOWTEL_LAYOUT, admit, count, device, offset, read, read_at, send},
+    kernel::{
+        FLOWTEL_LAYOUT, admit, copy_length, count, device, network_packet, offset, read, read_at, read_into, send,
+    },
     trace_context,
 };
 
 /// What the program loads with; set by userspace.
 #[unsafe(no_mangle)]
 static FLOWTEL_DROPS: DropSettings =
-    DropSettings { consumed_reason: 0, not_dropped_reason: 0, max_events_per_second: 0, stack_trace: 0 };
+    DropSettings { consumed_reason: 0, not_dropped_reason: 0, max_events_per_second: 0, stack_trace: 0, snaplen: 0 };
 
 /// Drops per reason, interface and namespace (one value per CPU).
 #[map(name = "DROP_COUNTS")]
@@ -120,7 +123,6 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
     event.ifname = ifname;
     event.length = read::<u32>(skb, offset(&FLOWTEL_LAYOUT.skb_len)).unwrap_or(0);
     event.sampling_rate = rate;
-    event.pad = 0;
     event.stack_id = -1;
     event.ip_version = 0;
     event.protocol = 0;
@@ -131,6 +133,7 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
     event.dst_port = 0;
     event.trace = TraceContext::default();
     read_tuple(skb, event);
+    event.captured = capture(skb, &mut event.packet);
     if event.protocol == ipproto::TCP && event.has_ports == 1 {
         trace_context::current(
             event.ip_version,
@@ -145,6 +148,25 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
         event.stack_id = ctx.get_stackid(&DROP_STACKS, u64::from(BPF_F_REUSE_STACKID)).unwrap_or(-1);
     }
     send(ctx, event, EventCounter::DropRingBufferFull);
+}
+
+/// Copies up to `snaplen` bytes of the packet from its network header into
+/// `packet`; how many.
+#[inline(always)]
+fn capture(skb: *const u8, packet: &mut [u8; PACKET_CAPTURE_BYTES]) -> u32 {
+    let snaplen = setting(&FLOWTEL_DROPS.snaplen) as usize;
+    if snaplen == 0 {
+        return 0;
+    }
+    let Some(network) = network_packet(skb) else { return 0 };
+    let Some(wanted) = copy_length::<PACKET_CAPTURE_BYTES>((network.linear as usize).min(snaplen)) else {
+        return 0;
+    };
+    // SAFETY: the helper checks the source; the destination is `wanted`
+    // (1..=PACKET_CAPTURE_BYTES) bytes of the event.
+    let copied =
+        unsafe { bpf_probe_read_kernel(packet.as_mut_ptr().cast(), wanted as u32, network.start as *const c_void) };
+    if copied == 0 { wanted as u32 } else { 0 }
 }
 
 /// Reads the addresses and ports from the packet's headers, where the
@@ -164,11 +186,13 @@ fn read_tuple(skb: *const u8, event: &mut DropEvent) {
     let l4_default = match first >> 4 {
         4 => {
             let Some(protocol) = read::<u8>(ip, 9) else { return };
-            let (Some(src), Some(dst)) = (read::<[u8; 4]>(ip, 12), read::<[u8; 4]>(ip, 16)) else { return };
+            // Straight into the event (a map value): copies through the
+            // stack left 5.10's verifier a spill it took as uninitialised.
+            if !read_into(ip, 12, &mut event.src_addr[..4]) || !read_into(ip, 16, &mut event.dst_addr[..4]) {
+                return;
+            }
             event.ip_version = IP_V4;
             event.protocol = protocol;
-            event.src_addr[..4].copy_from_slice(&src);
-            event.dst_addr[..4].copy_from_slice(&dst);
             // A non-first fragment has no L4 header.
             let fragment = read::<[u8; 2]>(ip, 6).map(u16::from_be_bytes).unwrap_or(0) & 0x1fff;
             if fragment != 0 {
@@ -178,11 +202,11 @@ fn read_tuple(skb: *const u8, event: &mut DropEvent) {
         }
         6 => {
             let Some(protocol) = read::<u8>(ip, 6) else { return };
-            let (Some(src), Some(dst)) = (read::<[u8; 16]>(ip, 8), read::<[u8; 16]>(ip, 24)) else { return };
+            if !read_into(ip, 8, &mut event.src_addr) || !read_into(ip, 24, &mut event.dst_addr) {
+                return;
+            }
             event.ip_version = IP_V6;
             event.protocol = protocol;
-            event.src_addr = src;
-            event.dst_addr = dst;
             network + 40
         }
         _ => return,

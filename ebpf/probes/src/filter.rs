@@ -18,7 +18,7 @@ use flowtel_ebpf_common::{
     FILTER_CAPTURE_BYTES, FILTER_LINK_LAYER, FILTER_NETWORK_LAYER, FilterMachine, PacketFilter, VERDICT_MATCH,
 };
 
-use crate::kernel::{FLOWTEL_LAYOUT, offset, read};
+use crate::kernel::{FLOWTEL_LAYOUT, copy_length, network_packet, offset, read};
 
 /// The link-layer and network-layer programs; set by userspace.
 #[map(name = "PACKET_FILTERS")]
@@ -69,15 +69,18 @@ fn machine() -> Option<&'static mut FilterMachine> {
     FILTER_MACHINE.get_ptr_mut(0).map(|machine| unsafe { &mut *machine })
 }
 
+/// How many of `available` bytes the filter sees.
+#[inline(always)]
+fn capture_length(available: usize) -> Option<usize> {
+    copy_length::<FILTER_CAPTURE_BYTES>(available)
+}
+
 /// Whether the frame a TC program sees matches the link-layer filter.
 #[inline(always)]
 pub fn matches_frame(ctx: &TcContext) -> bool {
     let Some(machine) = machine() else { return false };
     let length = ctx.len();
-    let wanted = (length as usize).min(FILTER_CAPTURE_BYTES);
-    if wanted == 0 {
-        return false;
-    }
+    let Some(wanted) = capture_length(length as usize) else { return false };
     // SAFETY: the destination is `wanted` (1..=FILTER_CAPTURE_BYTES) bytes
     // of this CPU's machine; the helper checks the packet's bounds.
     let copied = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), 0, machine.bytes.as_mut_ptr().cast(), wanted as u32) };
@@ -93,35 +96,18 @@ pub fn matches_frame(ctx: &TcContext) -> bool {
 /// not set yet cannot be judged, so it does not match.
 #[inline(always)]
 pub fn matches_skb(skb: *const u8) -> bool {
-    const UNSET: u16 = 0xffff;
-    let layout = &FLOWTEL_LAYOUT;
-    let (Some(head), Some(data), Some(network), Some(length)) = (
-        read::<u64>(skb, offset(&layout.skb_head)),
-        read::<u64>(skb, offset(&layout.skb_data)),
-        read::<u16>(skb, offset(&layout.skb_network_header)),
-        read::<u32>(skb, offset(&layout.skb_len)),
-    ) else {
-        return false;
-    };
-    if head == 0 || network == UNSET {
-        return false;
-    }
-    let start = head + u64::from(network);
-    // `len` counts from `data`; the network header may be before or after it.
-    let from_start = (data + u64::from(length)).saturating_sub(start).min(u64::from(u16::MAX)) as u32;
+    let Some(packet) = network_packet(skb) else { return false };
     let Some(machine) = machine() else { return false };
-    let wanted = (from_start as usize).min(FILTER_CAPTURE_BYTES);
-    if wanted == 0 {
-        return false;
-    }
+    let Some(wanted) = capture_length(packet.linear as usize) else { return false };
     // SAFETY: the helper checks the source; the destination is `wanted`
     // (1..=FILTER_CAPTURE_BYTES) bytes of this CPU's machine.
-    let copied =
-        unsafe { bpf_probe_read_kernel(machine.bytes.as_mut_ptr().cast(), wanted as u32, start as *const c_void) };
+    let copied = unsafe {
+        bpf_probe_read_kernel(machine.bytes.as_mut_ptr().cast(), wanted as u32, packet.start as *const c_void)
+    };
     if copied != 0 {
         return false;
     }
-    machine.reset(wanted as u32, from_start);
+    machine.reset(wanted as u32, packet.length);
     run(machine, FILTER_NETWORK_LAYER)
 }
 

@@ -1,16 +1,18 @@
 //! Per-flow aggregation in an LRU hash, and the new-flow and flow-end
 //! events. Every way an event or a count can be lost has a counter.
 
+#[cfg(feature = "perf-events")]
+use aya_ebpf::maps::PerfEventArray;
+#[cfg(not(feature = "perf-events"))]
+use aya_ebpf::maps::RingBuf;
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::map,
-    maps::{LruPerCpuHashMap, PerCpuArray, PerfEventArray, RingBuf},
+    maps::{LruPerCpuHashMap, PerCpuArray},
     programs::TcContext,
 };
-use flowtel_ebpf_common::{
-    COUNTERS, Counter, EVENT_FLOW_END, FlowEvent, FlowKey, FlowStats, TRANSPORT_PERF_ARRAY, ipproto, tcp_flags,
-};
+use flowtel_ebpf_common::{COUNTERS, Counter, EVENT_FLOW_END, FlowEvent, FlowKey, FlowStats, ipproto, tcp_flags};
 
 use crate::{
     exchanges, filter,
@@ -25,10 +27,12 @@ use crate::{
 static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> = LruPerCpuHashMap::with_max_entries(65_536, 0);
 
 /// New-flow and flow-end events (kernel 5.8+).
+#[cfg(not(feature = "perf-events"))]
 #[map(name = "FLOW_EVENTS")]
 pub(crate) static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// The same events, for kernels or setups that want a perf buffer.
+/// The same events, in the build for perf buffers.
+#[cfg(feature = "perf-events")]
 #[map(name = "FLOW_EVENTS_PERF")]
 static FLOW_EVENTS_PERF: PerfEventArray<FlowEvent> = PerfEventArray::new(0);
 
@@ -36,10 +40,6 @@ static FLOW_EVENTS_PERF: PerfEventArray<FlowEvent> = PerfEventArray::new(0);
 /// constant to the verifier, so it costs no map lookup per packet).
 #[unsafe(no_mangle)]
 static FLOWTEL_SAMPLING: u32 = 1;
-
-/// `TRANSPORT_RING_BUFFER` or `TRANSPORT_PERF_ARRAY`; set at load time.
-#[unsafe(no_mangle)]
-pub(crate) static FLOWTEL_EVENT_TRANSPORT: u32 = 0;
 
 /// Reads a load-time constant (volatile, so the compiler keeps the read).
 #[inline(always)]
@@ -191,10 +191,12 @@ fn emit(ctx: &TcContext, key: &FlowKey, kind: u8, packet_tcp_flags: u8) {
         None => FlowStats::default(),
     };
     let event = FlowEvent { key: *key, stats, kind, packet_tcp_flags, pad: [0; 6] };
-    if global(&FLOWTEL_EVENT_TRANSPORT) == TRANSPORT_PERF_ARRAY {
-        // Perf buffer losses are reported to userspace by the perf ring itself.
-        FLOW_EVENTS_PERF.output(ctx, &event, 0);
-    } else if FLOW_EVENTS.output::<FlowEvent>(&event, 0).is_err() {
+    // Perf buffer losses are reported to userspace by the perf ring itself.
+    #[cfg(feature = "perf-events")]
+    FLOW_EVENTS_PERF.output(ctx, &event, 0);
+    #[cfg(not(feature = "perf-events"))]
+    if FLOW_EVENTS.output::<FlowEvent>(&event, 0).is_err() {
+        let _ = ctx;
         count(Counter::RingBufferFull);
     }
 }

@@ -2,27 +2,31 @@
 //! time, safe reads of kernel memory through it, the event buffers and the
 //! event counters.
 
+#[cfg(feature = "perf-events")]
+use aya_ebpf::maps::PerfEventByteArray;
+#[cfg(not(feature = "perf-events"))]
+use aya_ebpf::maps::RingBuf;
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
     macros::map,
-    maps::{Array, PerCpuArray, PerfEventByteArray, RingBuf},
+    maps::{Array, PerCpuArray},
     programs::TracePointContext,
 };
 use flowtel_ebpf_common::{
-    EVENT_COUNTERS, EventCounter, Governor, KernelLayout, MAX_SAMPLING_RATE, NAME_BYTES, TRANSPORT_PERF_ARRAY, UNKNOWN,
+    EVENT_COUNTERS, EventCounter, Governor, KernelLayout, MAX_SAMPLING_RATE, NAME_BYTES, UNKNOWN,
 };
-
-use crate::flows::global;
 
 /// Field offsets of this kernel; set by userspace at load time.
 #[unsafe(no_mangle)]
 pub(crate) static FLOWTEL_LAYOUT: KernelLayout = KernelLayout::unknown();
 
 /// Bytes of the drop and TCP event ring buffer.
+#[cfg(not(feature = "perf-events"))]
 const KERNEL_EVENTS_BYTES: u32 = 512 * 1024;
 
 /// Drop and TCP events (kernel 5.8+).
+#[cfg(not(feature = "perf-events"))]
 #[map(name = "KERNEL_EVENTS")]
 static KERNEL_EVENTS: RingBuf = RingBuf::with_byte_size(KERNEL_EVENTS_BYTES, 0);
 
@@ -31,6 +35,7 @@ static KERNEL_EVENTS: RingBuf = RingBuf::with_byte_size(KERNEL_EVENTS_BYTES, 0);
 static GOVERNORS: Array<Governor> = Array::with_max_entries(2, 0);
 
 /// `BPF_RB_AVAIL_DATA`: bytes written and not yet read.
+#[cfg(not(feature = "perf-events"))]
 const BPF_RB_AVAIL_DATA: u64 = 0;
 /// How soon after a rise the ring's fill may raise the rate again.
 const RAISE_EVERY_NS: u64 = 1_000_000;
@@ -38,8 +43,10 @@ const RAISE_EVERY_NS: u64 = 1_000_000;
 /// Whether the event ring buffer is more than half full (never, on perf buffers).
 #[inline(always)]
 fn ring_pressure() -> bool {
-    global(&crate::flows::FLOWTEL_EVENT_TRANSPORT) != TRANSPORT_PERF_ARRAY
-        && KERNEL_EVENTS.query(BPF_RB_AVAIL_DATA) > u64::from(KERNEL_EVENTS_BYTES / 2)
+    #[cfg(not(feature = "perf-events"))]
+    return KERNEL_EVENTS.query(BPF_RB_AVAIL_DATA) > u64::from(KERNEL_EVENTS_BYTES / 2);
+    #[cfg(feature = "perf-events")]
+    false
 }
 
 /// Whether one more event of the kind `which` (`budget` a second, 0: no
@@ -87,7 +94,8 @@ pub(crate) fn admit(which: u32, budget: u64, now: u64) -> u32 {
     rate as u32
 }
 
-/// The same events through per-CPU perf buffers.
+/// The same events through per-CPU perf buffers, in the build for them.
+#[cfg(feature = "perf-events")]
 #[map(name = "KERNEL_EVENTS_PERF")]
 static KERNEL_EVENTS_PERF: PerfEventByteArray = PerfEventByteArray::new(0);
 
@@ -128,6 +136,49 @@ pub(crate) fn read_into(base: *const u8, offset: u16, out: &mut [u8]) -> bool {
     let Some(address) = field_address(base, offset) else { return false };
     // SAFETY: the helper checks the address; a fault is an error, not a crash.
     unsafe { bpf_probe_read_kernel_buf(address, out) }.is_ok()
+}
+
+/// A packet's bytes from its network header, in a `struct sk_buff`.
+pub(crate) struct NetworkPacket {
+    /// Kernel address of the network header.
+    pub start: u64,
+    /// Bytes from there to the packet's end, paged fragments included.
+    pub length: u32,
+    /// Of those, the bytes in the linear area (readable in one copy).
+    pub linear: u32,
+}
+
+/// Where a `struct sk_buff *`'s network header is, or `None` while the
+/// kernel has not set it.
+#[inline(always)]
+pub(crate) fn network_packet(skb: *const u8) -> Option<NetworkPacket> {
+    const UNSET: u16 = 0xffff;
+    let layout = &FLOWTEL_LAYOUT;
+    let head = read::<u64>(skb, offset(&layout.skb_head))?;
+    let data = read::<u64>(skb, offset(&layout.skb_data))?;
+    let network = read::<u16>(skb, offset(&layout.skb_network_header))?;
+    let length = read::<u32>(skb, offset(&layout.skb_len))?;
+    if head == 0 || network == UNSET {
+        return None;
+    }
+    let start = head + u64::from(network);
+    // `len` counts from `data`; the network header may be before or after it.
+    let length = (data + u64::from(length)).saturating_sub(start).min(u64::from(u16::MAX)) as u32;
+    let linear = match read::<u32>(skb, offset(&layout.skb_tail)) {
+        Some(tail) => u64::from(tail).saturating_sub(u64::from(network)).min(u64::from(length)) as u32,
+        None => length,
+    };
+    Some(NetworkPacket { start, length, linear })
+}
+
+/// How many of `available` bytes to copy into a buffer of `MAX`: 1..=MAX,
+/// or `None` for none. Computed as one less, bounded, plus one, so that
+/// older verifiers (6.1's learns nothing from `!= 0`) see a copy length of
+/// at least 1, as the copy helpers require.
+#[inline(always)]
+pub(crate) fn copy_length<const MAX: usize>(available: usize) -> Option<usize> {
+    let last = available.checked_sub(1)?;
+    Some(last.min(MAX - 1) + 1)
 }
 
 /// Reads a `T` at a kernel address.
@@ -188,14 +239,19 @@ pub(crate) fn add(counter: EventCounter, value: u64) {
 }
 
 /// Sends an event (a `repr(C)` struct starting with its kind byte) on the
-/// configured transport; a full ring buffer counts `lost`.
+/// build's transport; a full ring buffer counts `lost`.
 #[inline(always)]
 pub(crate) fn send<C: EbpfContext, T>(ctx: &C, event: &T, lost: EventCounter) {
-    if global(&crate::flows::FLOWTEL_EVENT_TRANSPORT) == TRANSPORT_PERF_ARRAY {
+    #[cfg(feature = "perf-events")]
+    {
+        let _ = lost;
         // SAFETY: `T` is plain data; the slice covers exactly the value.
         let bytes = unsafe { core::slice::from_raw_parts((event as *const T).cast::<u8>(), size_of::<T>()) };
         KERNEL_EVENTS_PERF.output(ctx, bytes, 0);
-    } else if KERNEL_EVENTS.output::<T>(event, 0).is_err() {
+    }
+    #[cfg(not(feature = "perf-events"))]
+    if KERNEL_EVENTS.output::<T>(event, 0).is_err() {
+        let _ = ctx;
         count(lost);
     }
 }

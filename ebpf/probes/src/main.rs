@@ -18,6 +18,7 @@ mod filter;
 mod flows;
 mod kernel;
 mod parse;
+#[cfg(not(feature = "perf-events"))]
 mod ring_fill;
 mod tcp;
 mod trace_context;

@@ -21,7 +21,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use flowtel_ebpf_common::{
-    ConnectionKey, ConnectionTrace, Counter, FlowKey, IP_V4, IP_V6, TRACEPARENT_LEN, TraceContext, parse_traceparent,
+    ConnectionKey, ConnectionTrace, Counter, FlowKey, IP_V4, IP_V6, TRACEPARENT_BYTES, TRACEPARENT_LEN, TraceContext,
+    hex_pair, is_traceparent_frame, traceparent_digits,
 };
 
 use crate::{
@@ -79,9 +80,14 @@ fn at(buf: &[u8; SCRATCH], index: usize) -> u8 {
     buf[index & (SCRATCH - 1)]
 }
 
+/// Where a request's context is decoded, then inserted from.
+#[map(name = "TRACE_SCRATCH")]
+static TRACE_SCRATCH: PerCpuArray<ConnectionTrace> = PerCpuArray::with_max_entries(1, 0);
+
 /// What a request's headers said about its context.
 enum Found {
-    Context(TraceContext),
+    /// Decoded into this CPU's [`TRACE_SCRATCH`].
+    Context,
     Absent,
     Malformed,
     Unreadable,
@@ -155,11 +161,14 @@ fn set_context(ctx: &TcContext, key: &FlowKey, payload: usize) {
     connection.set(key.ip_version, &key.src_addr, key.src_port, &key.dst_addr, key.dst_port);
     let connection = &*connection;
     match found {
-        Found::Context(context) => {
+        Found::Context => {
             count(Counter::TraceContextsRead);
+            let Some(trace) = TRACE_SCRATCH.get_ptr_mut(0) else { return };
+            // SAFETY: this CPU's slot, written by `find_header` just before.
+            let trace = unsafe { &mut *trace };
             // SAFETY: a helper without preconditions.
-            let trace = ConnectionTrace { context, updated_ns: unsafe { bpf_ktime_get_ns() } };
-            if TRACE_CONTEXTS.insert(connection, &trace, 0).is_err() {
+            trace.updated_ns = unsafe { bpf_ktime_get_ns() };
+            if TRACE_CONTEXTS.insert(connection, &*trace, 0).is_err() {
                 count(Counter::TraceContextMapFull);
             } else if let Some(seen) = CONTEXTS_SEEN.get_ptr_mut(0) {
                 // SAFETY: a live map value; any CPU writing 1 is the same.
@@ -363,17 +372,67 @@ fn find_header(buf: &[u8; SCRATCH], length: usize) -> Option<Found> {
     if value_start + TRACEPARENT_LEN >= length {
         return Some(Found::Unreadable);
     }
-    let mut value = [0u8; TRACEPARENT_LEN];
-    for (k, byte) in value.iter_mut().enumerate() {
-        *byte = at(buf, value_start + k);
-    }
     if !matches!(at(buf, value_start + TRACEPARENT_LEN), b'\r' | b'\n' | b' ' | b'\t') {
         return Some(Found::Malformed);
     }
-    Some(match parse_traceparent(&value) {
-        Some(context) => Found::Context(context),
-        None => Found::Malformed,
-    })
+    Some(if decode(buf, value_start) { Found::Context } else { Found::Malformed })
+}
+
+/// What the decoding `bpf_loop` callback is given.
+struct DecodeContext {
+    buf: *const [u8; SCRATCH],
+    /// Where the `traceparent` value starts in `buf`.
+    value_start: usize,
+    /// This CPU's [`TRACE_SCRATCH`] context.
+    out: *mut TraceContext,
+    /// Set when a digit was not one.
+    invalid: bool,
+}
+
+/// Decodes the `traceparent` value at `value_start` into this CPU's
+/// [`TRACE_SCRATCH`]; false when it is not a valid version-`00` one. A byte
+/// per `bpf_loop` step: the verifier checks one step, where 50 digits
+/// decoded inline branch into more paths than 6.1's verifier explores.
+#[inline(always)]
+fn decode(buf: &[u8; SCRATCH], value_start: usize) -> bool {
+    if !is_traceparent_frame(|k| at(buf, value_start + k)) {
+        return false;
+    }
+    let Some(trace) = TRACE_SCRATCH.get_ptr_mut(0) else { return false };
+    // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
+    let out = unsafe { &mut (*trace).context };
+    *out = TraceContext::default();
+    let mut context = DecodeContext { buf, value_start, out, invalid: false };
+    // SAFETY: the callback only touches the buffer and this CPU's slot.
+    unsafe {
+        bpf_loop(TRACEPARENT_BYTES as u32, decode_step as *mut c_void, (&mut context as *mut DecodeContext).cast(), 0)
+    };
+    !context.invalid && out.is_valid()
+}
+
+/// `bpf_loop` callback: decodes byte `index` of the value.
+unsafe extern "C" fn decode_step(index: u64, context: *mut c_void) -> i64 {
+    const STOP: i64 = 1;
+    // SAFETY: `context` is the caller's `DecodeContext`, alive for the whole
+    // loop; its pointers are map values.
+    let (context, buf, out) = unsafe {
+        let context = &mut *context.cast::<DecodeContext>();
+        let (buf, out) = (&*context.buf, &mut *context.out);
+        (context, buf, out)
+    };
+    // Below TRACEPARENT_BYTES (bpf_loop's count); the mask is a bound the verifier sees.
+    let index = index as usize & 31;
+    let digits = context.value_start + traceparent_digits(index);
+    match hex_pair(at(buf, digits), at(buf, digits + 1)) {
+        Some(byte) => {
+            out.set_byte(index, byte);
+            0
+        }
+        None => {
+            context.invalid = true;
+            STOP
+        }
+    }
 }
 
 /// 1 once any context was kept: until then (on a host whose traffic has

@@ -4,12 +4,9 @@
 //! Rotation renames `path` to `path.1`, shifting older files up to
 //! `path.<max_backups>` and deleting the oldest.
 
-use flowtel_core::export::BuildError;
 use std::{
-    fs::{File, OpenOptions},
-    io::Write as _,
-    path::{Path, PathBuf},
-    sync::Mutex,
+    path::PathBuf,
+    sync::{Mutex, PoisonError},
 };
 
 use async_trait::async_trait;
@@ -17,7 +14,7 @@ use flowtel_core::{
     Payload,
     component::{ExportError, ExportOutcome, Exporter},
     config::Validate,
-    export::encode_json,
+    export::{BuildError, RotatingFile, RotationConfig, encode_json, validate_output},
 };
 use serde::Deserialize;
 
@@ -32,100 +29,22 @@ pub struct FileConfig {
     pub rotation: Option<RotationConfig>,
 }
 
-/// `exporters::file::rotation`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RotationConfig {
-    /// Rotate before the file would grow past this many MiB.
-    pub max_megabytes: u64,
-    /// How many rotated files to keep.
-    pub max_backups: u32,
-}
-
-impl Default for RotationConfig {
-    fn default() -> Self {
-        RotationConfig { max_megabytes: 100, max_backups: 100 }
-    }
-}
-
 impl Validate for FileConfig {
     fn validate(&self) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            problems.push(("path".into(), format!("the directory {} does not exist", dir.display())));
-        }
-        if let Some(rotation) = &self.rotation
-            && rotation.max_megabytes == 0
-        {
-            problems.push(("rotation::max_megabytes".into(), "must be more than 0".into()));
-        }
-        problems
+        validate_output(&self.path, self.rotation.as_ref())
     }
-}
-
-struct OpenFile {
-    file: File,
-    size: u64,
 }
 
 /// The `file` exporter.
 pub struct FileExporter {
-    path: PathBuf,
-    max_bytes: Option<u64>,
-    max_backups: u32,
-    file: Mutex<OpenFile>,
+    file: Mutex<RotatingFile>,
 }
 
 impl FileExporter {
     /// Opens (appending to) the configured file.
     pub fn new(config: &FileConfig) -> Result<Self, BuildError> {
-        let file = open(&config.path)?;
-        Ok(FileExporter {
-            path: config.path.clone(),
-            max_bytes: config.rotation.as_ref().map(|r| r.max_megabytes * 1024 * 1024),
-            max_backups: config.rotation.as_ref().map_or(0, |r| r.max_backups),
-            file: Mutex::new(file),
-        })
+        Ok(FileExporter { file: Mutex::new(RotatingFile::open(&config.path, config.rotation.as_ref())?) })
     }
-
-    fn rotate(&self, current: &mut OpenFile) -> std::io::Result<()> {
-        let backup = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
-        if self.max_backups == 0 {
-            std::fs::remove_file(&self.path)?;
-        } else {
-            let _ = std::fs::remove_file(backup(self.max_backups));
-            for n in (1..self.max_backups).rev() {
-                let _ = std::fs::rename(backup(n), backup(n + 1));
-            }
-            std::fs::rename(&self.path, backup(1))?;
-        }
-        *current = open(&self.path).map_err(std::io::Error::other)?;
-        Ok(())
-    }
-
-    fn write_line(&self, line: &[u8]) -> std::io::Result<()> {
-        let mut current = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(max) = self.max_bytes
-            && current.size > 0
-            && current.size + line.len() as u64 > max
-        {
-            self.rotate(&mut current)?;
-        }
-        current.file.write_all(line)?;
-        current.size += line.len() as u64;
-        Ok(())
-    }
-}
-
-fn open(path: &Path) -> Result<OpenFile, BuildError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| BuildError::OpenFile { path: path.to_path_buf(), source })?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    Ok(OpenFile { file, size })
 }
 
 #[async_trait]
@@ -134,15 +53,16 @@ impl Exporter for FileExporter {
         let mut line =
             encode_json(payload).map_err(|err| ExportError::permanent(format!("cannot encode OTLP/JSON: {err}")))?;
         line.push(b'\n');
-        self.write_line(&line)
-            .map_err(|err| ExportError::permanent(format!("cannot write {}: {err}", self.path.display())))?;
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let written = if file.is_full_for(line.len()) { file.rotate() } else { Ok(()) };
+        written
+            .and_then(|()| file.append(&line))
+            .map_err(|err| ExportError::permanent(format!("cannot write {}: {err}", file.path().display())))?;
         Ok(ExportOutcome::default())
     }
 
     async fn shutdown(&self) {
-        let mut current = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = current.file.flush();
-        let _ = current.file.sync_all();
+        self.file.lock().unwrap_or_else(PoisonError::into_inner).sync();
     }
 }
 
@@ -184,11 +104,8 @@ mod tests {
         assert!(text.contains("\"eventName\":\"network.flow\""), "{text}");
 
         // Rotation: a tiny limit forces every new line into a fresh file.
-        let exporter = FileExporter {
-            max_bytes: Some(10),
-            max_backups: 1,
-            ..FileExporter::new(&FileConfig { path: path.clone(), rotation: None }).expect("open")
-        };
+        let exporter = FileExporter::new(&FileConfig { path: path.clone(), rotation: None }).expect("open");
+        exporter.file.lock().expect("file").limit(10, 1);
         exporter.export(&payload(1)).await.expect("write");
         exporter.export(&payload(1)).await.expect("write");
         assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 1);

@@ -3,6 +3,7 @@
 use std::{num::NonZeroU32, time::Duration};
 
 use flowtel_core::config::Validate;
+use flowtel_ebpf_common::PACKET_CAPTURE_BYTES;
 use serde::Deserialize;
 
 use super::{filter::CompiledFilter, flows::interfaces::InterfaceFilter};
@@ -24,7 +25,8 @@ pub struct EbpfReceiverConfig {
     /// How the TC programs attach: `auto` (TCX where the kernel has it,
     /// else a clsact qdisc), `tcx` or `netlink` (clsact).
     pub tc_attach: TcAttach,
-    /// How flow events reach userspace: `ring_buffer` or `perf_array`.
+    /// How kernel events reach userspace: `auto` (ring buffers where the
+    /// kernel has them, 5.8+, else perf event arrays), `ring_buffer` or `perf_array`.
     pub event_transport: EventTransport,
     /// How often active flows are reported (as deltas since the last report).
     #[serde(with = "humantime_serde")]
@@ -108,6 +110,10 @@ pub struct DropsConfig {
     pub max_events_per_second: u32,
     /// Attach the kernel stack of each drop to its record (`network.drop.stack`).
     pub stack_trace: bool,
+    /// Bytes of each dropped packet, from its IP header, put on its record
+    /// (`network.packet.data`, for the `pcap` exporter); 0 (the default):
+    /// none. At most 256.
+    pub snaplen: u32,
     /// Which `kfree_skb` tracepoint: `auto` (the BTF one, else the classic
     /// one), `btf` or `classic`.
     pub tracepoint: DropTracepoint,
@@ -120,6 +126,7 @@ impl Default for DropsConfig {
             exclude_reasons: Vec::new(),
             max_events_per_second: 1000,
             stack_trace: false,
+            snaplen: 0,
             tracepoint: DropTracepoint::Auto,
         }
     }
@@ -163,7 +170,7 @@ impl Default for EbpfReceiverConfig {
             exclude_interfaces: Vec::new(),
             filter: String::new(),
             tc_attach: TcAttach::Auto,
-            event_transport: EventTransport::RingBuffer,
+            event_transport: EventTransport::Auto,
             flush_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             sampling: NonZeroU32::MIN,
@@ -194,8 +201,10 @@ pub enum TcAttach {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum EventTransport {
-    /// BPF ring buffer (kernel 5.8+): one buffer shared by all CPUs.
+    /// Ring buffers where the kernel has them, else perf event arrays.
     #[default]
+    Auto,
+    /// BPF ring buffer (kernel 5.8+): one buffer shared by all CPUs.
     RingBuffer,
     /// Perf event array: one buffer per CPU.
     PerfArray,
@@ -233,6 +242,12 @@ impl Validate for EbpfReceiverConfig {
             if value.is_zero() {
                 problems.push((field.into(), "must be more than 0".into()));
             }
+        }
+        if self.drops.snaplen as usize > PACKET_CAPTURE_BYTES {
+            problems.push((
+                "drops.snaplen".into(),
+                format!("{} is more than the {PACKET_CAPTURE_BYTES} bytes a drop event carries", self.drops.snaplen),
+            ));
         }
         for (index, reason) in self.drops.exclude_reasons.iter().enumerate() {
             if reason.is_empty() || !reason.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {

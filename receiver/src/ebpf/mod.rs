@@ -32,7 +32,6 @@ use flowtel_core::{
     ComponentKind,
     component::{ComponentError, Receiver, ReceiverContext},
 };
-use flowtel_ebpf_common::{TRANSPORT_PERF_ARRAY, TRANSPORT_RING_BUFFER};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +41,7 @@ pub use config::{
 };
 pub use kernel::{
     events::{
-        EventLoss, FLOW_STREAM, KERNEL_STREAM, KernelEvent, decode as decode_event, decode_kernel_event,
+        EventLoss, FLOW_STREAM, KERNEL_STREAM, KernelEvent, Transport, decode as decode_event, decode_kernel_event,
         start as start_event_readers,
     },
     loader::{EbpfError, KernelMaps, PROBES_OBJECT, ProbeSettings, Probes},
@@ -95,13 +94,12 @@ impl Receiver for EbpfReceiver {
                 "Packets the filter does not match make no flow, drop or TCP event (run in the kernel)."
             );
         }
+        let (transport, why) = Transport::choose(config.event_transport);
+        tracing::info!(receiver = %ctx.id, "Kernel events arrive through {}: {why}.", transport.describe());
         let settings = ProbeSettings {
             max_flows: config.max_flows.get(),
             sampling: config.sampling.get(),
-            event_transport: match config.event_transport {
-                EventTransport::RingBuffer => TRANSPORT_RING_BUFFER,
-                EventTransport::PerfArray => TRANSPORT_PERF_ARRAY,
-            },
+            event_transport: transport,
             layout: info.layout,
             drops: drop_settings,
             tcp: tcp_settings.unwrap_or_default(),
@@ -126,6 +124,12 @@ impl Receiver for EbpfReceiver {
         let watcher = flows::attach::attach(&mut probes, config, &ctx.id).map_err(error)?;
         let drops_run = config.drops.enabled
             && drops::attach::attach(&mut probes, &config.drops, &excluded_reasons, &ctx.id).map_err(error)?;
+        if drops_run && info.enums.drop_reasons.is_empty() {
+            tracing::info!(
+                receiver = %ctx.id,
+                "Drops carry their location but no reason: this kernel's kfree_skb has none (before 5.17); they report NOT_SPECIFIED."
+            );
+        }
         let tcp_run = config.tcp.enabled && tcp::attach::attach(&mut probes, &ctx.id);
 
         let host = flowtel_core::linux::host_name().unwrap_or_default();
@@ -138,20 +142,14 @@ impl Receiver for EbpfReceiver {
             };
             let output =
                 tracepoint_events::Output { id: &ctx.id, registry: &ctx.metrics, publisher: publisher.clone() };
-            let started = tracepoint_events::start(
-                &mut probes,
-                readers,
-                config.event_transport,
-                config.flush_interval,
-                output,
-                self.stop.clone(),
-            );
+            let started =
+                tracepoint_events::start(&mut probes, readers, config.flush_interval, output, self.stop.clone());
             tasks.extend(started.map_err(error)?);
         }
         let started = flows::read::start(probes, watcher, config, &ctx.id, &ctx.metrics, publisher, self.stop.clone());
         tasks.extend(started.map_err(error)?);
         self.tasks = tasks;
-        tracing::info!(receiver = %ctx.id, transport = ?config.event_transport, "Watching network flows.");
+        tracing::info!(receiver = %ctx.id, "Watching network flows.");
         // Reading the kernel's BTF and loading the object took tens of MiB
         // that are free now; hand them back rather than keep them resident.
         // SAFETY: glibc's malloc_trim only returns free heap memory.

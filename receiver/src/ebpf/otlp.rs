@@ -61,6 +61,11 @@ impl From<f64> for AnyValueOf {
         AnyValueOf(Value::DoubleValue(d))
     }
 }
+impl From<Vec<u8>> for AnyValueOf {
+    fn from(bytes: Vec<u8>) -> Self {
+        AnyValueOf(Value::BytesValue(bytes))
+    }
+}
 impl From<Vec<String>> for AnyValueOf {
     fn from(items: Vec<String>) -> Self {
         let values = items.into_iter().map(|s| AnyValue { value: Some(Value::StringValue(s)) }).collect();

@@ -15,7 +15,6 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    config::EventTransport,
     drops::{convert::DROP_SERIES, read::DropReader},
     exemplars::{Exemplars, Sample},
     kernel::{
@@ -57,7 +56,6 @@ pub struct Output<'a> {
 pub fn start(
     probes: &mut Probes,
     readers: Readers,
-    transport: EventTransport,
     flush_interval: Duration,
     output: Output<'_>,
     stop: CancellationToken,
@@ -66,6 +64,7 @@ pub fn start(
     let id = output.id.to_string();
     let lost = |reason: &str| kernel_events_lost(output.registry, &id, reason);
     let (sender, events) = mpsc::channel(EVENT_QUEUE);
+    let transport = probes.transport();
     let mut tasks = events::start(
         probes.ebpf_mut(),
         KERNEL_STREAM,

@@ -541,7 +541,7 @@ fn ring_drain_flowtel(seconds: f64) -> RingDrain {
         flowtel_receiver::ebpf::start_event_readers(
             probes.ebpf_mut(),
             flowtel_receiver::ebpf::FLOW_STREAM,
-            flowtel_receiver::ebpf::EventTransport::RingBuffer,
+            flowtel_receiver::ebpf::Transport::RingBuffer,
             flowtel_receiver::ebpf::decode_event,
             sender,
             loss.clone(),

@@ -58,21 +58,26 @@ pub fn check() -> anyhow::Result<()> {
     step("rustfmt", run(cargo().args(["fmt", "--all", "--check"])));
     step("rustfmt (fuzz)", run(cargo().args(["fmt", "--check", "--manifest-path", "fuzz/Cargo.toml"])));
     step("clippy", run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"])));
-    step(
-        "clippy (eBPF)",
-        run(Command::new("cargo").args(["+nightly", "clippy", "--package", "flowtel-probes"]).args([
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--release",
-            "--target-dir",
-            "target/ebpf-clippy",
-            "--",
-            "-D",
-            "warnings",
-        ])),
-    );
+    // Both builds of the programs: with ring buffers, and with perf event arrays only.
+    for (name, features) in [("clippy (eBPF)", ""), ("clippy (eBPF, perf-events)", "perf-events")] {
+        step(
+            name,
+            run(Command::new("cargo")
+                .args(["+nightly", "clippy", "--package", "flowtel-probes", "--features", features])
+                .args([
+                    "--target",
+                    "bpfel-unknown-none",
+                    "-Z",
+                    "build-std=core",
+                    "--release",
+                    "--target-dir",
+                    "target/ebpf-clippy",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])),
+        );
+    }
     step(
         "house rules",
         house_rules(&root()).and_then(|violations| {

@@ -45,6 +45,7 @@ pub fn settings(info: &KernelInfo, config: &DropsConfig) -> Result<(DropSettings
         not_dropped_reason: value("NOT_DROPPED_YET").unwrap_or(u32::MAX - 1),
         max_events_per_second: config.max_events_per_second,
         stack_trace: u32::from(config.stack_trace),
+        snaplen: config.snaplen,
     };
     Ok((settings, excluded))
 }

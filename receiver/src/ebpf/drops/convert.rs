@@ -75,6 +75,9 @@ pub fn drop_record(event: &DropEvent, stack: Option<&[u64]>, ctx: &DropContext<'
     }
     attributes.push(kv(attr::NETWORK_PACKET_LENGTH, i64::from(event.length)));
     attributes.push(kv(attr::SAMPLING_ADJUSTED_COUNT, i64::from(event.sampling_rate.max(1))));
+    if let Some(data) = event.packet.get(..event.captured as usize).filter(|data| !data.is_empty()) {
+        attributes.push(kv(attr::NETWORK_PACKET_DATA, data.to_vec()));
+    }
     if let Some(stack) = stack {
         // The innermost frames are the tracing machinery that ran flowtel's program.
         let frames: Vec<String> = stack

@@ -22,6 +22,34 @@ pub struct InterfaceWatcher {
     filter: InterfaceFilter,
     names: BTreeMap<u32, String>,
     mode: TcAttach,
+    /// How the first interface was attached, once logged.
+    reported: Option<TcVariant>,
+}
+
+/// How the TC programs were attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcVariant {
+    /// A TCX link (6.6+): it goes with the process.
+    Tcx,
+    /// A classifier in a clsact qdisc, because the kernel has no TCX.
+    ClsactFallback,
+    /// A classifier in a clsact qdisc, because the config asks for it.
+    Clsact,
+}
+
+impl TcVariant {
+    /// The startup log's line.
+    fn describe(self) -> &'static str {
+        match self {
+            TcVariant::Tcx => "Flow programs attach with TCX: the kernel has it (6.6+).",
+            TcVariant::ClsactFallback => {
+                "Flow programs attach with a clsact qdisc: this kernel has no TCX (before 6.6)."
+            }
+            TcVariant::Clsact => {
+                "Flow programs attach with a clsact qdisc: the config asks for it (tc_attach: netlink)."
+            }
+        }
+    }
 }
 
 /// Attaches the TC programs to every interface the config names that exists
@@ -34,7 +62,7 @@ pub fn attach(
 ) -> Result<InterfaceWatcher, EbpfError> {
     let filter = InterfaceFilter::new(&config.interfaces, &config.exclude_interfaces)
         .map_err(|(field, message)| EbpfError::Setting { field: field.to_owned(), message })?;
-    let mut watcher = InterfaceWatcher { filter, names: BTreeMap::new(), mode: config.tc_attach };
+    let mut watcher = InterfaceWatcher { filter, names: BTreeMap::new(), mode: config.tc_attach, reported: None };
     watcher.sync(probes, true)?;
     if probes.attached().next().is_none() {
         tracing::warn!(receiver = %id, "No interface matches yet; waiting for one to appear.");
@@ -63,7 +91,13 @@ impl InterfaceWatcher {
                 continue;
             }
             match probes.attach(&interface.name, self.mode) {
-                Ok(()) => tracing::info!(interface = %interface.name, "Attached flow programs."),
+                Ok(variant) => {
+                    if self.reported.is_none() {
+                        tracing::info!("{}", variant.describe());
+                        self.reported = Some(variant);
+                    }
+                    tracing::info!(interface = %interface.name, "Attached flow programs.");
+                }
                 Err(err) if strict => return Err(err),
                 Err(err) => tracing::warn!(interface = %interface.name, error = %err, "Cannot attach; will retry."),
             }
@@ -83,22 +117,33 @@ impl Probes {
         self.attached.keys().map(String::as_str)
     }
 
-    /// Attaches both programs to `interface` (in flowtel's network namespace).
-    pub fn attach(&mut self, interface: &str, mode: TcAttach) -> Result<(), EbpfError> {
-        if self.attached.contains_key(interface) {
-            return Ok(());
+    /// Attaches both programs to `interface` (in flowtel's network
+    /// namespace); returns how. Attaching again is a no-op.
+    pub fn attach(&mut self, interface: &str, mode: TcAttach) -> Result<TcVariant, EbpfError> {
+        if let Some(attachment) = self.attached.get(interface) {
+            return Ok(attachment.variant);
         }
-        let mut attachment = Attachment { links: Vec::new(), added_clsact: false };
-        let result = self.attach_both(interface, mode, &mut attachment);
-        if result.is_err() {
-            self.release(interface, attachment);
-        } else {
-            self.attached.insert(interface.to_owned(), attachment);
+        let mut attachment = Attachment { links: Vec::new(), added_clsact: false, variant: TcVariant::Tcx };
+        match self.attach_both(interface, mode, &mut attachment) {
+            Ok(variant) => {
+                attachment.variant = variant;
+                self.attached.insert(interface.to_owned(), attachment);
+                Ok(variant)
+            }
+            Err(err) => {
+                self.release(interface, attachment);
+                Err(err)
+            }
         }
-        result
     }
 
-    fn attach_both(&mut self, interface: &str, mode: TcAttach, attachment: &mut Attachment) -> Result<(), EbpfError> {
+    fn attach_both(
+        &mut self,
+        interface: &str,
+        mode: TcAttach,
+        attachment: &mut Attachment,
+    ) -> Result<TcVariant, EbpfError> {
+        let mut variant = if mode == TcAttach::Netlink { TcVariant::Clsact } else { TcVariant::Tcx };
         for (name, attach_type) in [(PROG_TC_INGRESS, TcAttachType::Ingress), (PROG_TC_EGRESS, TcAttachType::Egress)] {
             let name = self.program_name(name);
             let tcx = || TcAttachOptions::TcxOrder(LinkOrder::first());
@@ -119,6 +164,7 @@ impl Probes {
                 Err(tcx_error) if mode == TcAttach::Auto => {
                     // Before 6.6 there is no TCX: fall back to a clsact qdisc.
                     tracing::debug!(interface, error = %tcx_error, "TCX attach failed; using a clsact qdisc.");
+                    variant = TcVariant::ClsactFallback;
                     if attachment.links.is_empty() {
                         attachment.added_clsact = tc::qdisc_add_clsact(interface).is_ok();
                     }
@@ -131,7 +177,7 @@ impl Probes {
             };
             attachment.links.push((name, link));
         }
-        Ok(())
+        Ok(variant)
     }
 
     /// Detaches from `interface` and removes the qdisc flowtel added there.

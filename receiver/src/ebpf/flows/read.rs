@@ -55,15 +55,9 @@ pub fn start(
 ) -> Result<Vec<JoinHandle<()>>, EbpfError> {
     let (counters, loss) = FlowCounters::new(registry, &id.to_string());
     let (sender, events) = mpsc::channel(EVENT_QUEUE);
-    let mut tasks = events::start(
-        probes.ebpf_mut(),
-        FLOW_STREAM,
-        config.event_transport,
-        events::decode,
-        sender,
-        loss,
-        stop.clone(),
-    )?;
+    let transport = probes.transport();
+    let mut tasks =
+        events::start(probes.ebpf_mut(), FLOW_STREAM, transport, events::decode, sender, loss, stop.clone())?;
     let run = FlowLoop {
         id: id.clone(),
         config: config.clone(),

@@ -148,13 +148,14 @@ pub fn names_by_value(members: &BTreeMap<String, u64>, prefix: &str) -> BTreeMap
 pub fn struct_layout(btf: &Btf) -> (KernelLayout, Vec<String>) {
     let mut layout = KernelLayout::unknown();
     let mut missing = Vec::new();
-    let fields: [(&mut u16, &str, &str); 23] = [
+    let fields: [(&mut u16, &str, &str); 24] = [
         (&mut layout.skb_head, "sk_buff", "head"),
         (&mut layout.skb_network_header, "sk_buff", "network_header"),
         (&mut layout.skb_transport_header, "sk_buff", "transport_header"),
         (&mut layout.skb_dev, "sk_buff", "dev"),
         (&mut layout.skb_len, "sk_buff", "len"),
         (&mut layout.skb_data, "sk_buff", "data"),
+        (&mut layout.skb_tail, "sk_buff", "tail"),
         (&mut layout.dev_ifindex, "net_device", "ifindex"),
         (&mut layout.dev_name, "net_device", "name"),
         (&mut layout.dev_net, "net_device", "nd_net.net"),

@@ -27,6 +27,41 @@ use tokio_util::sync::CancellationToken;
 use super::loader::EbpfError;
 use crate::ebpf::config::EventTransport;
 
+/// How events reach userspace on this kernel: what
+/// [`EventTransport`] (`auto` included) comes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// BPF ring buffers (5.8+).
+    RingBuffer,
+    /// Per-CPU perf event arrays, from the probes built for them.
+    PerfArray,
+}
+
+impl Transport {
+    /// The transport `wanted` comes to on this kernel, and why, in words
+    /// for the startup log.
+    pub fn choose(wanted: EventTransport) -> (Transport, &'static str) {
+        match wanted {
+            EventTransport::Auto => match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
+                Ok(false) => (Transport::PerfArray, "this kernel has no ring buffers (before 5.8)"),
+                Ok(true) => (Transport::RingBuffer, "the kernel has them (5.8+)"),
+                // The probe itself failed (privileges): the loader's error will say more.
+                Err(_) => (Transport::RingBuffer, "the default (the kernel could not be asked)"),
+            },
+            EventTransport::RingBuffer => (Transport::RingBuffer, "the config asks for them"),
+            EventTransport::PerfArray => (Transport::PerfArray, "the config asks for them"),
+        }
+    }
+
+    /// In words, for the startup log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Transport::RingBuffer => "ring buffers",
+            Transport::PerfArray => "perf event arrays",
+        }
+    }
+}
+
 /// Pages of each per-CPU perf buffer.
 const PERF_PAGES: usize = 64;
 /// Events handed over at once at most.
@@ -127,7 +162,7 @@ async fn hand_over<T>(batch: Vec<T>, events: &mpsc::Sender<Vec<T>>, stop: &Cance
 pub fn start<T: Send + 'static>(
     ebpf: &mut Ebpf,
     stream: Stream,
-    transport: EventTransport,
+    transport: Transport,
     decode: fn(&[u8]) -> Option<T>,
     events: mpsc::Sender<Vec<T>>,
     loss: EventLoss,
@@ -135,7 +170,7 @@ pub fn start<T: Send + 'static>(
 ) -> Result<Vec<JoinHandle<()>>, EbpfError> {
     let map_error = |map: &'static str| move |message: String| EbpfError::Map { map, message };
     match transport {
-        EventTransport::RingBuffer => {
+        Transport::RingBuffer => {
             let name = stream.ring;
             let map = ebpf.take_map(name).ok_or_else(|| map_error(name)("missing".into()))?;
             let ring = RingBuf::try_from(map).map_err(|e| map_error(name)(e.to_string()))?;
@@ -175,7 +210,7 @@ pub fn start<T: Send + 'static>(
                 }
             })])
         }
-        EventTransport::PerfArray => {
+        Transport::PerfArray => {
             let name = stream.perf;
             let map = ebpf.take_map(name).ok_or_else(|| map_error(name)("missing".into()))?;
             let mut perf: PerfEventArray<MapData> =

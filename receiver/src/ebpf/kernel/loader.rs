@@ -10,23 +10,27 @@ use aya::{
 };
 use flowtel_ebpf_common::{
     DROP_COUNTS_MAP, DROP_STACKS_MAP, DropSettings, EVENT_COUNTERS, EVENT_COUNTERS_MAP, FILTER_LINK_LAYER,
-    FILTER_NETWORK_LAYER, FLOWS_MAP, GLOBAL_DROPS, GLOBAL_EVENT_TRANSPORT, GLOBAL_LAYOUT, GLOBAL_RESPONSE_LATENCY,
-    GLOBAL_SAMPLING, GLOBAL_TCP, GLOBAL_TRACE_CONTEXT, KernelLayout, PACKET_FILTERS_MAP, PROG_KFREE_SKB,
-    PROG_KFREE_SKB_BTF, PROG_RING_FILL, PROG_SOCK_SET_STATE, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TRACE_CONTEXT,
-    PROG_TCP_PROBE, PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET, PacketFilter,
-    RESPONSE_LATENCY_MAP, ServerKey, TCP_EXCHANGES_MAP, TCP_HISTOGRAMS_MAP, TRACE_CONTEXT_PROGRAM_MAP,
-    TRACE_CONTEXTS_MAP, TRANSPORT_RING_BUFFER, TcpSettings, histogram,
+    FILTER_NETWORK_LAYER, FLOWS_MAP, GLOBAL_DROPS, GLOBAL_LAYOUT, GLOBAL_RESPONSE_LATENCY, GLOBAL_SAMPLING, GLOBAL_TCP,
+    GLOBAL_TRACE_CONTEXT, KernelLayout, PACKET_FILTERS_MAP, PROG_KFREE_SKB, PROG_KFREE_SKB_BTF, PROG_RING_FILL,
+    PROG_SOCK_SET_STATE, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TRACE_CONTEXT, PROG_TCP_PROBE,
+    PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET, PacketFilter, RESPONSE_LATENCY_MAP, ServerKey,
+    TCP_EXCHANGES_MAP, TCP_HISTOGRAMS_MAP, TRACE_CONTEXT_PROGRAM_MAP, TRACE_CONTEXTS_MAP, TcpSettings, histogram,
 };
 
 use flowtel_core::component::error_chain;
 
-use crate::ebpf::filter::CompiledFilter;
+use super::events::Transport;
+use crate::ebpf::{filter::CompiledFilter, flows::attach::TcVariant};
 
 /// One server's response latency histogram slots (see `histogram`).
 type LatencySlots = [u64; histogram::SLOTS as usize];
 
-/// The eBPF object built from `ebpf/probes`.
-pub static PROBES_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtel-probes"));
+/// The eBPF object built from `ebpf/probes`, sending events through ring buffers.
+pub static PROBES_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtel-probes-ring"));
+
+/// The same programs built to send events through perf event arrays: it
+/// creates no ring buffer, so it loads on kernels that have none.
+pub static PROBES_OBJECT_PERF: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowtel-probes-perf"));
 
 /// Errors of the eBPF loader, each naming what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +90,8 @@ pub struct ProbeSettings {
     pub max_flows: u32,
     /// Count one packet in this many (1: every packet).
     pub sampling: u32,
-    /// `TRANSPORT_RING_BUFFER` or `TRANSPORT_PERF_ARRAY`.
-    pub event_transport: u32,
+    /// How events reach userspace: the object built for it is loaded.
+    pub event_transport: Transport,
     /// Field offsets of this kernel.
     pub layout: KernelLayout,
     /// The drop program's settings.
@@ -108,7 +112,7 @@ impl Default for ProbeSettings {
         ProbeSettings {
             max_flows: 65_536,
             sampling: 1,
-            event_transport: TRANSPORT_RING_BUFFER,
+            event_transport: Transport::RingBuffer,
             layout: KernelLayout::unknown(),
             drops: DropSettings::default(),
             tcp: TcpSettings::default(),
@@ -124,6 +128,8 @@ pub(in crate::ebpf) struct Attachment {
     pub(in crate::ebpf) links: Vec<(&'static str, SchedClassifierLinkId)>,
     /// We added its clsact qdisc, so we remove it again.
     pub(in crate::ebpf) added_clsact: bool,
+    /// How the programs were attached.
+    pub(in crate::ebpf) variant: TcVariant,
 }
 
 /// flowtel's loaded eBPF object: its programs and maps.
@@ -136,11 +142,19 @@ pub struct Probes {
     pub(in crate::ebpf) attached: BTreeMap<String, Attachment>,
     /// Whether the programs' `_filtered` variants run.
     filtered: bool,
+    /// How the loaded object sends events.
+    transport: Transport,
 }
 
 impl Probes {
     /// Loads the object and the two TC programs, and writes the settings.
     pub fn load(settings: &ProbeSettings) -> Result<Self, EbpfError> {
+        if settings.filter.is_some() && !has_bpf_loop() {
+            return Err(EbpfError::Setting {
+                field: "filter".into(),
+                message: "the kernel runs the filter with bpf_loop, which this kernel lacks (Linux 5.17+)".into(),
+            });
+        }
         let trace_context = u32::from(settings.trace_context_connections > 0);
         let response_latency = u32::from(settings.response_latency_servers > 0);
         let ebpf = EbpfLoader::new()
@@ -152,11 +166,13 @@ impl Probes {
             .map_max_entries(TRACE_CONTEXTS_MAP, settings.trace_context_connections.max(1))
             .override_global(GLOBAL_TRACE_CONTEXT, &trace_context, true)
             .override_global(GLOBAL_SAMPLING, &settings.sampling, true)
-            .override_global(GLOBAL_EVENT_TRANSPORT, &settings.event_transport, true)
             .override_global(GLOBAL_LAYOUT, &settings.layout, true)
             .override_global(GLOBAL_DROPS, &settings.drops, true)
             .override_global(GLOBAL_TCP, &settings.tcp, true)
-            .load(PROBES_OBJECT)
+            .load(match settings.event_transport {
+                Transport::RingBuffer => PROBES_OBJECT,
+                Transport::PerfArray => PROBES_OBJECT_PERF,
+            })
             .map_err(|source| {
                 let message = error_chain(&source);
                 let hint = if message.contains("Operation not permitted") {
@@ -166,7 +182,12 @@ impl Probes {
                 };
                 EbpfError::Load { message, hint }
             })?;
-        let mut probes = Probes { ebpf, attached: BTreeMap::new(), filtered: settings.filter.is_some() };
+        let mut probes = Probes {
+            ebpf,
+            attached: BTreeMap::new(),
+            filtered: settings.filter.is_some(),
+            transport: settings.event_transport,
+        };
         if let Some(filter) = &settings.filter {
             probes.set_filter(filter)?;
         }
@@ -179,7 +200,7 @@ impl Probes {
             program.load().map_err(|e| EbpfError::Program {
                 program: name,
                 on: String::new(),
-                message: format!("the kernel refused it: {e}"),
+                message: format!("the kernel refused it: {}", refusal(&e)),
             })?;
         }
         Ok(probes)
@@ -254,10 +275,13 @@ impl Probes {
     /// kernel without `bpf_loop` (before 5.17) refuses it: the error says so.
     pub fn enable_trace_context(&mut self) -> Result<(), EbpfError> {
         let error = |message: String| EbpfError::Program { program: PROG_TC_TRACE_CONTEXT, on: String::new(), message };
+        if !has_bpf_loop() {
+            return Err(error("it needs bpf_loop, which this kernel lacks (Linux 5.17+)".into()));
+        }
         let program = classifier(&mut self.ebpf, PROG_TC_TRACE_CONTEXT)?;
-        program.load().map_err(|e| {
-            error(format!("the kernel refused it (it needs bpf_loop, Linux 5.17+): {}", error_chain(&e)))
-        })?;
+        program
+            .load()
+            .map_err(|e| error(format!("the kernel refused it (it needs bpf_loop, Linux 5.17+): {}", refusal(&e))))?;
         let fd = program.fd().map_err(|e| error(e.to_string()))?.try_clone().map_err(|e| error(e.to_string()))?;
         let map = self
             .ebpf
@@ -266,6 +290,11 @@ impl Probes {
         let mut slots: ProgramArray<&mut MapData> =
             ProgramArray::try_from(map).map_err(|e| map_error(TRACE_CONTEXT_PROGRAM_MAP)(e.to_string()))?;
         slots.set(0, &fd, 0).map_err(|e| map_error(TRACE_CONTEXT_PROGRAM_MAP)(e.to_string()))
+    }
+
+    /// How the loaded object sends events.
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// The underlying object, for readers that take maps out of it.
@@ -284,7 +313,7 @@ impl Probes {
             .ok_or_else(|| error("missing from the object".into()))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| error(e.to_string()))?;
-        program.load().map_err(|e| error(format!("the kernel refused it: {e}")))?;
+        program.load().map_err(|e| error(format!("the kernel refused it: {}", refusal(&e))))?;
         program.attach("syscalls", "sys_enter_getpid").map_err(|e| error(format!("cannot attach: {e}")))?;
         Ok(())
     }
@@ -327,6 +356,29 @@ pub enum TracepointFailure {
     Attach(String),
 }
 
+/// Whether TC programs may call `bpf_loop` (5.17+), which the filter and
+/// the trace context reader need. A probe that fails says yes: loading
+/// then gives the kernel's own reason.
+fn has_bpf_loop() -> bool {
+    use aya::{programs::ProgramType, sys::BpfHelper};
+    aya::sys::is_helper_supported(ProgramType::SchedClassifier, BpfHelper::BPF_FUNC_loop).unwrap_or(true)
+}
+
+/// Lines of the verifier's log kept in an error: its verdict is at the end,
+/// and the whole log of a large program runs to megabytes.
+const VERIFIER_LOG_LINES: usize = 12;
+
+/// Why the kernel refused to load a program, with the end of the
+/// verifier's log (where it says why) rather than all of it.
+pub(in crate::ebpf) fn refusal(error: &aya::programs::ProgramError) -> String {
+    let message = error_chain(error);
+    let Some((before, log)) = message.split_once("Verifier output:") else { return message };
+    let lines: Vec<&str> = log.lines().map(str::trim_end).filter(|line| !line.is_empty()).collect();
+    let kept = &lines[lines.len().saturating_sub(VERIFIER_LOG_LINES)..];
+    let skipped = if kept.len() < lines.len() { "… " } else { "" };
+    format!("{before}Verifier output (end): {skipped}{}", kept.join(" | "))
+}
+
 /// A program of the object as its type.
 pub(in crate::ebpf) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, TracepointFailure>
 where
@@ -343,7 +395,7 @@ pub(in crate::ebpf) fn attach_tracepoint(
     name: &str,
 ) -> Result<(), TracepointFailure> {
     let program: &mut TracePoint = program(ebpf, program_name)?;
-    program.load().map_err(|e| TracepointFailure::Refused(error_chain(&e)))?;
+    program.load().map_err(|e| TracepointFailure::Refused(refusal(&e)))?;
     program
         .attach(category, name)
         .map_err(|e| TracepointFailure::Attach(format!(" to {category}:{name}: {}", error_chain(&e))))?;

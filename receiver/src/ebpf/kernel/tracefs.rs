@@ -171,7 +171,14 @@ fn parse_field(rest: &str) -> Result<Field, FieldError> {
     // The name is the last identifier, after any `*`; an array suffix follows it.
     let (declaration, array) = match declaration.strip_suffix(']').and_then(|d| d.rsplit_once('[')) {
         Some((before, count)) => {
-            (before.trim_end(), Some(count.trim().parse::<usize>().map_err(|_| FieldError::ArrayLength)?))
+            let count = match count.trim().parse::<usize>() {
+                Ok(count) => count,
+                // A length the kernel wrote as an expression (5.10's
+                // `__u8 saddr[sizeof(struct sockaddr_in6)]`): for bytes, the size says it.
+                Err(_) if is_byte_type(before) => size.ok_or(FieldError::NoSize)?,
+                Err(_) => return Err(FieldError::ArrayLength),
+            };
+            (before.trim_end(), Some(count))
         }
         None => (declaration, None),
     };
@@ -187,6 +194,15 @@ fn parse_field(rest: &str) -> Result<Field, FieldError> {
         offset: offset.ok_or(FieldError::NoOffset)?,
         size: size.ok_or(FieldError::NoSize)?,
         signed,
+    })
+}
+
+/// Whether a declaration (`__u8 saddr`) is of a one-byte type.
+fn is_byte_type(declaration: &str) -> bool {
+    let words: Vec<&str> = declaration.split_whitespace().collect();
+    // Every word but the name.
+    words.split_last().is_some_and(|(_, c_type)| {
+        matches!(c_type, ["__u8"] | ["u8"] | ["char"] | ["unsigned", "char"] | ["signed", "char"] | ["__s8"] | ["s8"])
     })
 }
 

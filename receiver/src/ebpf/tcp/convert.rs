@@ -91,9 +91,15 @@ pub fn tuple(format: &Format, record: &[u8]) -> Option<Tuple> {
     }
     let port = |name| format.read_uint(record, name).map(|p| p as u16);
     let address = |v4: &str, v6: &str| -> Option<IpAddr> {
+        let mapped = || Some(unmap(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(format.bytes(record, v6)?).ok()?))));
+        if format.field("family").is_none() {
+            // Older kernels' reset records have no `family` (5.10's): their IPv6 fields
+            // hold an IPv4 socket's addresses mapped (`::ffff:a.b.c.d`).
+            return mapped();
+        }
         match format.read_uint(record, "family")? {
             AF_INET => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(format.bytes(record, v4)?).ok()?))),
-            AF_INET6 => Some(unmap(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(format.bytes(record, v6)?).ok()?)))),
+            AF_INET6 => mapped(),
             _ => None,
         }
     };

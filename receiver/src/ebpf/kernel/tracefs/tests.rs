@@ -48,6 +48,11 @@ fn malformed_formats_say_where() {
     assert!(err.contains("line 3") && err.contains("no size"), "{err}");
     let err = Format::parse("\tfield:int state[x];\toffset:8;\tsize:4;\tsigned:1;\n").unwrap_err().to_string();
     assert!(err.contains("bad array length"), "{err}");
+    // 5.10's tcp_probe writes a byte array's length as an expression; its size says it.
+    let probe =
+        Format::parse("\tfield:__u8 saddr[sizeof(struct sockaddr_in6)];\toffset:8;\tsize:28;\tsigned:0;\n").unwrap();
+    let saddr = probe.field("saddr").unwrap();
+    assert_eq!((saddr.offset, saddr.size, saddr.array), (8, 28, Some(28)));
     let err = Format::parse("\tfield:;\toffset:8;\tsize:4;\tsigned:1;\n").unwrap_err().to_string();
     assert!(err.contains("no field name"), "{err}");
     assert_eq!(Format::parse("name: x\nprint fmt: \"\"\n").unwrap_err().to_string(), "no fields");

@@ -224,6 +224,41 @@ fn older_layouts_with_ports_and_family_fields_decode_too() {
 }
 
 #[test]
+fn reset_records_without_a_family_read_their_mapped_addresses() {
+    // tcp_receive_reset as 5.10 lays it out: no `family`; an IPv4 socket's
+    // addresses are also in the IPv6 fields, mapped.
+    let old = Format::parse(
+        "\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+         \tfield:__u16 sport;\toffset:16;\tsize:2;\tsigned:0;\n\
+         \tfield:__u16 dport;\toffset:18;\tsize:2;\tsigned:0;\n\
+         \tfield:__u8 saddr[4];\toffset:20;\tsize:4;\tsigned:0;\n\
+         \tfield:__u8 daddr[4];\toffset:24;\tsize:4;\tsigned:0;\n\
+         \tfield:__u8 saddr_v6[16];\toffset:28;\tsize:16;\tsigned:0;\n\
+         \tfield:__u8 daddr_v6[16];\toffset:44;\tsize:16;\tsigned:0;\n\
+         \tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;\n",
+    )
+    .unwrap();
+    let mapped = |v4: [u8; 4]| Ipv4Addr::from(v4).to_ipv6_mapped().octets();
+    let v4 = record(
+        &old,
+        &[
+            ("sport", &40_000u16.to_ne_bytes()),
+            ("dport", &9u16.to_ne_bytes()),
+            ("saddr", &[10, 77, 0, 1]),
+            ("daddr", &[10, 77, 0, 2]),
+            ("saddr_v6", &mapped([10, 77, 0, 1])),
+            ("daddr_v6", &mapped([10, 77, 0, 2])),
+        ],
+    );
+    let tuple = tuple(&old, &v4).unwrap();
+    assert_eq!(tuple.local, (IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1)), 40_000));
+    assert_eq!(tuple.remote, (IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2)), 9));
+    let server: Ipv6Addr = "fd77::2".parse().unwrap();
+    let v6 = record(&old, &[("dport", &9u16.to_ne_bytes()), ("daddr_v6", &server.octets())]);
+    assert_eq!(super::tuple(&old, &v6).unwrap().remote, (IpAddr::V6(server), 9));
+}
+
+#[test]
 fn histograms_keep_the_kernel_buckets_in_seconds() {
     let mut slots = vec![0u64; histogram::SLOTS as usize];
     // 20 ms = 20_000 µs, 100 samples.
