@@ -26,9 +26,10 @@ pub struct Item {
     pub raw: Value,
 }
 
-/// The scalar in an OTLP/JSON `AnyValue`, as a string.
+/// The scalar in an OTLP/JSON `AnyValue`, as a string (bytes in their
+/// base64 form).
 fn scalar(value: &Value) -> String {
-    for key in ["stringValue", "intValue", "boolValue", "doubleValue"] {
+    for key in ["stringValue", "intValue", "boolValue", "doubleValue", "bytesValue"] {
         if let Some(v) = value.get(key) {
             return match v {
                 Value::String(s) => s.clone(),

@@ -55,6 +55,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("/usr/share/doc/busybox-static", "busybox-static"),
     ("/usr/sbin/modprobe", "kmod"),
     ("cpio", "cpio"),
+    // The pcap test reads the `pcap` exporter's files with Wireshark's tools.
+    ("tshark", "tshark"),
+    ("capinfos", "wireshark-common"),
 ];
 
 /// The Python interpreter of the test virtualenv.
