@@ -27,7 +27,7 @@ fn config(dir: &std::path::Path) -> String {
     let dir = dir.display();
     let replacements = [
         ("  ebpf:\n", format!("  ebpf:\n    interfaces: [{}]\n    flush_interval: 1s\n", VethPair::A_IF)),
-        ("/var/log/flowtel/drops.pcapng", format!("{dir}/drops.pcapng")),
+        ("path: /var/log/flowtel/drops.pcapng", format!("path: {dir}/drops.pcapng")),
         ("exporters:\n", format!("exporters:\n  file/logs: {{path: \"{dir}/logs.jsonl\"}}\n")),
         ("exporters: [pcap]", "exporters: [pcap, file/logs]".to_owned()),
         ("service:\n", "service:\n  telemetry: {metrics: {address: \"127.0.0.1:${METRICS_PORT}\"}}\n".to_owned()),
