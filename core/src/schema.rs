@@ -53,6 +53,20 @@ pub mod attr {
     /// A packet's first bytes from its IP header (bytes; `drops.snaplen`).
     pub const NETWORK_PACKET_DATA: &str = "network.packet.data";
 
+    // The nftables rule that dropped a packet (`allow_system_changes`).
+
+    /// The table's family: `inet`, `ip`, `ip6`, `bridge`, `netdev`, `arp`.
+    pub const NETWORK_NETFILTER_FAMILY: &str = "network.netfilter.family";
+    /// The table.
+    pub const NETWORK_NETFILTER_TABLE: &str = "network.netfilter.table";
+    /// The chain.
+    pub const NETWORK_NETFILTER_CHAIN: &str = "network.netfilter.chain";
+    /// The rule's handle (`nft -a list ruleset` shows it); absent when the
+    /// chain's policy dropped the packet.
+    pub const NETWORK_NETFILTER_RULE_HANDLE: &str = "network.netfilter.rule.handle";
+    /// `drop` (a rule) or `policy drop` (the chain's policy).
+    pub const NETWORK_NETFILTER_VERDICT: &str = "network.netfilter.verdict";
+
     // Flows.
 
     /// Bytes in the report.

@@ -132,13 +132,27 @@ impl<'a> Packet<'a> {
 }
 
 /// Why the packet was captured, for Wireshark's packet comments: a drop's
-/// reason and where the kernel dropped it, and the trace it belongs to.
+/// reason and where the kernel dropped it (and the nftables rule), and the
+/// trace it belongs to.
 fn comment(record: &LogRecord) -> String {
     let attributes = &record.attributes;
     let mut comment = if record.event_name == event::PACKET_DROP {
         let reason = find_text(attributes, attr::NETWORK_DROP_REASON).unwrap_or_default();
         let location = find_text(attributes, attr::NETWORK_DROP_LOCATION).unwrap_or_default();
-        format!("drop {reason} at {location}")
+        let mut comment = format!("drop {reason} at {location}");
+        // The nftables rule, when the receiver could name it.
+        if let Some(table) = find_text(attributes, attr::NETWORK_NETFILTER_TABLE) {
+            let family = find_text(attributes, attr::NETWORK_NETFILTER_FAMILY).unwrap_or_default();
+            let chain = find_text(attributes, attr::NETWORK_NETFILTER_CHAIN).unwrap_or_default();
+            let _ = write!(comment, " by nftables {family} {table} {chain}");
+            match find_text(attributes, attr::NETWORK_NETFILTER_RULE_HANDLE) {
+                Some(handle) => {
+                    let _ = write!(comment, " handle {handle}");
+                }
+                None => comment.push_str(" policy"),
+            }
+        }
+        comment
     } else {
         record.event_name.clone()
     };

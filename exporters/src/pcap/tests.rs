@@ -61,6 +61,18 @@ async fn one_interface_block_per_interface_and_a_packet_block_per_record() {
     assert_eq!(block_types(&bytes), vec![0x0A0D_0D0A, 1, 6, 1, 6, 6]);
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("drop NETFILTER_DROP at nft_do_chain"), "the packet's comment");
+
+    // The nftables rule, when the record names it.
+    let mut named = drop_record("eth0");
+    for (key, value) in [
+        (attr::NETWORK_NETFILTER_FAMILY, "inet"),
+        (attr::NETWORK_NETFILTER_TABLE, "filter"),
+        (attr::NETWORK_NETFILTER_CHAIN, "input"),
+    ] {
+        named.attributes.push(kv(key, Value::StringValue(value.into())));
+    }
+    named.attributes.push(kv(attr::NETWORK_NETFILTER_RULE_HANDLE, Value::IntValue(4)));
+    assert_eq!(comment(&named), "drop NETFILTER_DROP at nft_do_chain by nftables inet filter input handle 4");
     assert!(text.contains("network namespace 4026531840"), "the interface's description");
 }
 

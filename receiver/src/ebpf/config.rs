@@ -54,6 +54,11 @@ pub struct EbpfReceiverConfig {
     pub trace_context: TraceContextConfig,
     /// Request/response latency of TCP connections, from packet timing.
     pub response_latency: ResponseLatencyConfig,
+    /// Lets flowtel change the system to see more (off by default): an
+    /// nftables table of its own, `inet flowtel_trace`, traces every packet
+    /// of its network namespace so that drops by nftables name the table,
+    /// chain and rule (`network.netfilter.*`). Removed at shutdown.
+    pub allow_system_changes: bool,
 }
 
 /// `response_latency`: the time from a client's last data segment to its
@@ -180,6 +185,7 @@ impl Default for EbpfReceiverConfig {
             tcp: TcpConfig::default(),
             trace_context: TraceContextConfig::default(),
             response_latency: ResponseLatencyConfig::default(),
+            allow_system_changes: false,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod exemplars;
 pub mod filter;
 pub mod flows;
 pub mod kernel;
+pub mod netfilter;
 pub mod otlp;
 pub mod publish;
 pub mod tcp;
@@ -50,6 +51,7 @@ pub use kernel::{
 use self::{
     drops::read::DropReader,
     kernel::{btf, capabilities, info::KernelInfo, tracefs},
+    netfilter::NetfilterTrace,
     publish::Publisher,
     tcp::read::TcpReader,
 };
@@ -137,7 +139,13 @@ impl Receiver for EbpfReceiver {
         let mut tasks = Vec::new();
         if drops_run || tcp_run {
             let readers = tracepoint_events::Readers {
-                drops: drops_run.then(|| DropReader::new(info.enums.clone(), config.drops.stack_trace)),
+                drops: drops_run.then(|| {
+                    DropReader::new(
+                        info.enums.clone(),
+                        config.drops.stack_trace,
+                        netfilter_trace(config, &ctx.id, &ctx.metrics),
+                    )
+                }),
                 tcp: tcp_run.then(|| TcpReader::new(info.tcp_formats.clone(), info.enums.clone())),
             };
             let output =
@@ -185,4 +193,40 @@ fn learn_kernel(config: &EbpfReceiverConfig, ctx: &ReceiverContext) -> Result<Ke
         tracing::warn!(receiver = %ctx.id, gap = %gap, "The kernel lacks something the drop or TCP programs use.");
     }
     Ok(info)
+}
+
+/// With `allow_system_changes`, the nftables trace that names the rule of
+/// each drop by nftables; what stops it is reported and drops go on without.
+fn netfilter_trace(
+    config: &EbpfReceiverConfig,
+    id: &flowtel_core::ComponentId,
+    metrics: &flowtel_core::self_telemetry::MetricsRegistry,
+) -> Option<NetfilterTrace> {
+    if !config.allow_system_changes {
+        return None;
+    }
+    let lost = metrics.counter(
+        "flowtel_ebpf_netfilter_trace_events_lost_total",
+        "nftables trace events the trace socket could not hold (drops by nftables may then not name their rule).",
+        &[("receiver", &id.to_string())],
+    );
+    match NetfilterTrace::start(lost) {
+        Ok(trace) => {
+            let lifetime = if trace.owned {
+                "removed at shutdown, or by the kernel if flowtel dies"
+            } else {
+                "removed at shutdown (before 5.12 the kernel cannot tie it to flowtel)"
+            };
+            tracing::info!(
+                receiver = %id,
+                "Drops by nftables name their rule: table inet {} traces every packet of this network namespace ({lifetime}).",
+                netfilter::TABLE
+            );
+            Some(trace)
+        }
+        Err(error) => {
+            tracing::error!(receiver = %id, error = %error, "Drops by nftables will not name their rule (allow_system_changes).");
+            None
+        }
+    }
 }

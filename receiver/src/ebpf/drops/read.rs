@@ -7,10 +7,13 @@ use flowtel_ebpf_common::{DROP_COUNTS_MAP, DropCount, DropCountKey, DropEvent};
 use opentelemetry_proto::tonic::{logs::v1::LogRecord, metrics::v1::Metric};
 
 use super::convert::{DropContext, DropTotals, drop_record};
-use crate::ebpf::kernel::{
-    btf::KernelEnums,
-    kallsyms::Kallsyms,
-    loader::{EbpfError, KernelMaps, map_error},
+use crate::ebpf::{
+    kernel::{
+        btf::KernelEnums,
+        kallsyms::Kallsyms,
+        loader::{EbpfError, KernelMaps, map_error},
+    },
+    netfilter::{self, NetfilterTrace},
 };
 
 /// Turns the drop program's events and counters into OTLP.
@@ -19,12 +22,14 @@ pub struct DropReader {
     kallsyms: Kallsyms,
     /// Drop records carry the kernel stack.
     stack_trace: bool,
+    /// Names the nftables rule of drops by nftables (`allow_system_changes`).
+    netfilter: Option<NetfilterTrace>,
 }
 
 impl DropReader {
     /// A reader naming reasons with `enums`.
-    pub fn new(enums: KernelEnums, stack_trace: bool) -> Self {
-        DropReader { enums, kallsyms: Kallsyms::load(), stack_trace }
+    pub fn new(enums: KernelEnums, stack_trace: bool, netfilter: Option<NetfilterTrace>) -> Self {
+        DropReader { enums, kallsyms: Kallsyms::load(), stack_trace, netfilter }
     }
 
     /// The record of one drop; `clock` is `clock::clock_now()`.
@@ -36,7 +41,11 @@ impl DropReader {
             monotonic_to_unix_ns: clock.0,
             now_unix_ns: clock.1,
         };
-        drop_record(drop, stack.as_deref(), &ctx)
+        let mut record = drop_record(drop, stack.as_deref(), &ctx);
+        if let Some(verdict) = self.netfilter.as_ref().and_then(|trace| trace.verdict(drop)) {
+            record.attributes.extend(netfilter::attributes(&verdict));
+        }
+        record
     }
 
     /// The `network.packet.drops` metric, and how many drops were counted

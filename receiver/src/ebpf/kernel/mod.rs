@@ -10,4 +10,5 @@ pub mod events;
 pub mod info;
 pub mod kallsyms;
 pub mod loader;
+pub mod netlink;
 pub mod tracefs;
