@@ -57,21 +57,52 @@ pub fn find_text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<Cow<'a, st
     find(attributes, key).and_then(text)
 }
 
-/// A flow's identity whatever its direction (`tcp|10.0.0.1|80|10.0.0.2|4711`,
-/// the lower end first), from a record's `network.transport` and its
-/// source and destination address and port; `None` without both addresses.
-/// Both directions of a connection have the same identity.
-pub fn flow_identity(attributes: &[KeyValue]) -> Option<String> {
+/// A record's two ends as `address|port`: the conntrack original tuple of
+/// a NATed connection (`network.conntrack.original.*`), else the record's
+/// own source and destination; and whether the record's packets go the
+/// connection's reply way.
+fn connection_ends(attributes: &[KeyValue]) -> Option<(String, String, bool)> {
     let end = |address: &str, port: &str| -> Option<String> {
         let address = find_text(attributes, address)?;
         let port = find_text(attributes, port).unwrap_or(Cow::Borrowed(""));
         Some(format!("{address}|{port}"))
     };
-    let source = end(attr::SOURCE_ADDRESS, attr::SOURCE_PORT)?;
-    let destination = end(attr::DESTINATION_ADDRESS, attr::DESTINATION_PORT)?;
+    if let Some(source) =
+        end(attr::NETWORK_CONNTRACK_ORIGINAL_SOURCE_ADDRESS, attr::NETWORK_CONNTRACK_ORIGINAL_SOURCE_PORT)
+    {
+        let destination = end(
+            attr::NETWORK_CONNTRACK_ORIGINAL_DESTINATION_ADDRESS,
+            attr::NETWORK_CONNTRACK_ORIGINAL_DESTINATION_PORT,
+        )?;
+        let reply = find_text(attributes, attr::NETWORK_CONNTRACK_DIRECTION).is_some_and(|d| d == "reply");
+        return Some((source, destination, reply));
+    }
+    Some((
+        end(attr::SOURCE_ADDRESS, attr::SOURCE_PORT)?,
+        end(attr::DESTINATION_ADDRESS, attr::DESTINATION_PORT)?,
+        false,
+    ))
+}
+
+/// A flow's identity whatever its direction (`tcp|10.0.0.1|80|10.0.0.2|4711`,
+/// the lower end first), from a record's `network.transport` and its
+/// source and destination address and port; `None` without both addresses.
+/// Both directions of a connection have the same identity, and so do its
+/// records before and after NAT (by its conntrack original tuple).
+pub fn flow_identity(attributes: &[KeyValue]) -> Option<String> {
+    let (source, destination, _) = connection_ends(attributes)?;
     let transport = find_text(attributes, attr::NETWORK_TRANSPORT).unwrap_or(Cow::Borrowed(""));
     let (low, high) = if source <= destination { (source, destination) } else { (destination, source) };
     Some(format!("{transport}|{low}|{high}"))
+}
+
+/// A flow's identity in one direction (`tcp|10.0.0.1|4711|10.0.0.2|80`, or
+/// with `|reply` for a NATed connection's replies): records of the same
+/// packets seen on several interfaces, before and after NAT, share it.
+pub fn directed_flow_identity(attributes: &[KeyValue]) -> Option<String> {
+    let (source, destination, reply) = connection_ends(attributes)?;
+    let transport = find_text(attributes, attr::NETWORK_TRANSPORT).unwrap_or(Cow::Borrowed(""));
+    Some(format!("{transport}|{source}|{destination}{}", if reply { "|reply" } else { "" }))
 }
 
 /// Adds `key` with a string value unless the list already has `key`
@@ -123,5 +154,44 @@ mod tests {
         assert_eq!(find_text(&list, "a").as_deref(), Some("x"));
         assert_eq!(find_text(&list, "b").as_deref(), Some("z"));
         assert_eq!(list.len(), 2);
+    }
+
+    /// A record of `source` → `destination` (`address:port`), with the
+    /// conntrack attributes of a connection masqueraded from 10.1.0.2:40000
+    /// to 10.2.0.1:61000 towards 10.2.0.2:80 when `direction` is given.
+    fn flow(source: (&str, i64), destination: (&str, i64), direction: Option<&str>) -> Vec<KeyValue> {
+        let text = |s: &str| Value::StringValue(s.into());
+        let mut list = vec![
+            kv(attr::NETWORK_TRANSPORT, text("tcp")),
+            kv(attr::SOURCE_ADDRESS, text(source.0)),
+            kv(attr::SOURCE_PORT, Value::IntValue(source.1)),
+            kv(attr::DESTINATION_ADDRESS, text(destination.0)),
+            kv(attr::DESTINATION_PORT, Value::IntValue(destination.1)),
+        ];
+        if let Some(direction) = direction {
+            list.extend([
+                kv(attr::NETWORK_CONNTRACK_ORIGINAL_SOURCE_ADDRESS, text("10.1.0.2")),
+                kv(attr::NETWORK_CONNTRACK_ORIGINAL_SOURCE_PORT, Value::IntValue(40000)),
+                kv(attr::NETWORK_CONNTRACK_ORIGINAL_DESTINATION_ADDRESS, text("10.2.0.2")),
+                kv(attr::NETWORK_CONNTRACK_ORIGINAL_DESTINATION_PORT, Value::IntValue(80)),
+                kv(attr::NETWORK_CONNTRACK_DIRECTION, text(direction)),
+            ]);
+        }
+        list
+    }
+
+    #[test]
+    fn a_natted_connection_is_one_flow_on_both_sides() {
+        let inside = flow(("10.1.0.2", 40000), ("10.2.0.2", 80), Some("original"));
+        let outside = flow(("10.2.0.1", 61000), ("10.2.0.2", 80), Some("original"));
+        let reply_outside = flow(("10.2.0.2", 80), ("10.2.0.1", 61000), Some("reply"));
+        assert_eq!(flow_identity(&inside), flow_identity(&outside));
+        assert_eq!(flow_identity(&inside), flow_identity(&reply_outside));
+        assert_eq!(directed_flow_identity(&inside), directed_flow_identity(&outside));
+        assert_ne!(directed_flow_identity(&inside), directed_flow_identity(&reply_outside));
+        // Without conntrack, the two sides are two flows.
+        let plain_outside = flow(("10.2.0.1", 61000), ("10.2.0.2", 80), None);
+        assert_ne!(flow_identity(&inside), flow_identity(&plain_outside));
+        assert_eq!(directed_flow_identity(&plain_outside).as_deref(), Some("tcp|10.2.0.1|61000|10.2.0.2|80"));
     }
 }

@@ -67,6 +67,29 @@ pub mod attr {
     /// `drop` (a rule) or `policy drop` (the chain's policy).
     pub const NETWORK_NETFILTER_VERDICT: &str = "network.netfilter.verdict";
 
+    // A NATed connection, from conntrack (`conntrack.enabled`).
+
+    /// The original direction's source address (as the first packet was sent).
+    pub const NETWORK_CONNTRACK_ORIGINAL_SOURCE_ADDRESS: &str = "network.conntrack.original.source.address";
+    /// The original direction's source port (as the first packet was sent).
+    pub const NETWORK_CONNTRACK_ORIGINAL_SOURCE_PORT: &str = "network.conntrack.original.source.port";
+    /// The original direction's destination address (as the first packet was sent).
+    pub const NETWORK_CONNTRACK_ORIGINAL_DESTINATION_ADDRESS: &str = "network.conntrack.original.destination.address";
+    /// The original direction's destination port (as the first packet was sent).
+    pub const NETWORK_CONNTRACK_ORIGINAL_DESTINATION_PORT: &str = "network.conntrack.original.destination.port";
+    /// The reply direction's source address (as the replies are sent, after NAT).
+    pub const NETWORK_CONNTRACK_REPLY_SOURCE_ADDRESS: &str = "network.conntrack.reply.source.address";
+    /// The reply direction's source port (as the replies are sent, after NAT).
+    pub const NETWORK_CONNTRACK_REPLY_SOURCE_PORT: &str = "network.conntrack.reply.source.port";
+    /// The reply direction's destination address (as the replies are sent, after NAT).
+    pub const NETWORK_CONNTRACK_REPLY_DESTINATION_ADDRESS: &str = "network.conntrack.reply.destination.address";
+    /// The reply direction's destination port (as the replies are sent, after NAT).
+    pub const NETWORK_CONNTRACK_REPLY_DESTINATION_PORT: &str = "network.conntrack.reply.destination.port";
+    /// `original` or `reply`: which way the record's packets went.
+    pub const NETWORK_CONNTRACK_DIRECTION: &str = "network.conntrack.direction";
+    /// `snat`, `dnat` or `snat+dnat`.
+    pub const NETWORK_CONNTRACK_NAT: &str = "network.conntrack.nat";
+
     // Flows.
 
     /// Bytes in the report.

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use flowtel_core::{
     Payload,
-    attributes::{find_text, of_resource},
+    attributes::{directed_flow_identity, find_text, of_resource},
     component::Processor,
     time::rfc3339_millis,
 };
@@ -76,17 +76,11 @@ fn observed_timestamp(unix_nanos: u64, zone: &jiff::tz::TimeZone) -> String {
     }
 }
 
-/// The directional 5-tuple of a flow record.
+/// The directional 5-tuple of a flow record (a NATed connection's by its
+/// conntrack original tuple and direction).
 fn flow_tuple(record: &LogRecord) -> Option<String> {
-    let get = |key| find_text(&record.attributes, key);
-    Some(format!(
-        "{}|{}|{}|{}|{}",
-        get(attr::NETWORK_TRANSPORT)?,
-        get(attr::SOURCE_ADDRESS)?,
-        get(attr::SOURCE_PORT).unwrap_or_default(),
-        get(attr::DESTINATION_ADDRESS)?,
-        get(attr::DESTINATION_PORT).unwrap_or_default(),
-    ))
+    find_text(&record.attributes, attr::NETWORK_TRANSPORT)?;
+    directed_flow_identity(&record.attributes)
 }
 
 impl LogDedupProcessor {

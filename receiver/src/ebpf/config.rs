@@ -54,6 +54,8 @@ pub struct EbpfReceiverConfig {
     pub trace_context: TraceContextConfig,
     /// Request/response latency of TCP connections, from packet timing.
     pub response_latency: ResponseLatencyConfig,
+    /// Conntrack and NAT: flow records of NATed connections name both tuples.
+    pub conntrack: ConntrackConfig,
     /// Lets flowtel change the system to see more (off by default): an
     /// nftables table of its own, `inet flowtel_trace`, traces every packet
     /// of its network namespace so that drops by nftables name the table,
@@ -93,6 +95,26 @@ pub struct TraceContextConfig {
 impl Default for TraceContextConfig {
     fn default() -> Self {
         TraceContextConfig { enabled: true, max_connections: NonZeroU32::new(16_384).unwrap_or(NonZeroU32::MIN) }
+    }
+}
+
+/// `conntrack`: the NATed connections of flowtel's network namespace, from
+/// the kernel's connection tracking (ctnetlink).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConntrackConfig {
+    /// Whether flow records of NATed connections name their original and
+    /// reply tuples (`network.conntrack.*`).
+    pub enabled: bool,
+    /// NATed connections kept at most; more are counted in
+    /// `flowtel_ebpf_conntrack_connections_refused_total` and their flows
+    /// go without.
+    pub max_connections: NonZeroU32,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        ConntrackConfig { enabled: false, max_connections: NonZeroU32::new(65_536).unwrap_or(NonZeroU32::MIN) }
     }
 }
 
@@ -185,6 +207,7 @@ impl Default for EbpfReceiverConfig {
             tcp: TcpConfig::default(),
             trace_context: TraceContextConfig::default(),
             response_latency: ResponseLatencyConfig::default(),
+            conntrack: ConntrackConfig::default(),
             allow_system_changes: false,
         }
     }

@@ -15,6 +15,7 @@
 //! traced records as [`exemplars`] of their metric points.
 
 mod config;
+pub mod conntrack;
 pub mod drops;
 pub mod exemplars;
 pub mod filter;

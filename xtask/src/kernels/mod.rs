@@ -76,6 +76,7 @@ const SUITE: &[(&str, &[&str])] = &[
     ("packet_filter", &["--exact", "the_kernel_decides_as_libpcap_on_every_frame"]),
     ("trace_context", &[]),
     ("hubble", &["--exact", "hubble_serves_real_kernel_flows_and_drops"]),
+    ("netfilter_trace", &[]),
 ];
 
 /// How much slower than the host the tests' waits are allowed to be:

@@ -28,12 +28,14 @@ use super::{
 };
 use crate::ebpf::{
     config::EbpfReceiverConfig,
+    conntrack::{Conntrack, ConntrackCounters, Tuple},
     exemplars::{Exemplars, Sample},
     kernel::{
         clock::{clock_now, interval, monotonic_now_ns},
         events::{self, EventLoss, FLOW_STREAM},
         loader::{EbpfError, Probes, map_error, sum_per_cpu_slots},
     },
+    otlp::address,
     publish::Publisher,
 };
 
@@ -69,9 +71,43 @@ pub fn start(
         publisher,
         pending: Vec::new(),
         exemplars: Exemplars::default(),
+        conntrack: conntrack(config, id, registry),
     };
     tasks.push(tokio::spawn(run.run(events, stop)));
     Ok(tasks)
+}
+
+/// With `conntrack.enabled`, the NATed connections of this namespace; what
+/// stops it is reported and flows go on without.
+fn conntrack(config: &EbpfReceiverConfig, id: &ComponentId, registry: &MetricsRegistry) -> Option<Conntrack> {
+    if !config.conntrack.enabled {
+        return None;
+    }
+    let id = id.to_string();
+    let counters = ConntrackCounters {
+        lost: registry.counter(
+            "flowtel_ebpf_conntrack_events_lost_total",
+            "Conntrack events the socket could not hold (a NATed connection may then not be named).",
+            &[("receiver", &id)],
+        ),
+        refused: registry.counter(
+            "flowtel_ebpf_conntrack_connections_refused_total",
+            "NATed connections not kept because conntrack.max_connections were (their flows are not named).",
+            &[("receiver", &id)],
+        ),
+    };
+    // A closed connection's flows are reported at the next flush after they go idle.
+    let retention = config.idle_timeout + config.flush_interval * 2;
+    match Conntrack::start(config.conntrack.max_connections.get() as usize, retention, counters) {
+        Ok(conntrack) => {
+            tracing::info!(receiver = %id, "Flows of NATed connections name both tuples, from conntrack in this network namespace.");
+            Some(conntrack)
+        }
+        Err(error) => {
+            tracing::error!(receiver = %id, error = %error, "Cannot follow conntrack; flows of NATed connections will not name both tuples.");
+            None
+        }
+    }
 }
 
 /// flowtel's own metrics about the flow programs.
@@ -189,6 +225,8 @@ struct FlowLoop {
     pending: Vec<LogRecord>,
     /// Traced flow records, for the next `network.flow.bytes` points.
     exemplars: Exemplars,
+    /// NATed connections (`conntrack.enabled`).
+    conntrack: Option<Conntrack>,
 }
 
 impl FlowLoop {
@@ -248,7 +286,16 @@ impl FlowLoop {
         if report.is_reply.is_none() {
             self.counters.reply_unknown.inc();
         }
-        let record = convert::flow_record(report, &ctx);
+        let mut record = convert::flow_record(report, &ctx);
+        if let Some(conntrack) = &self.conntrack {
+            let key = &report.key;
+            let seen = Tuple {
+                protocol: key.protocol,
+                source: (address(key.ip_version, &key.src_addr), key.src_port),
+                destination: (address(key.ip_version, &key.dst_addr), key.dst_port),
+            };
+            record.attributes.extend(conntrack.attributes(&seen));
+        }
         let bytes = Sample::Attribute(attr::FLOW_BYTES);
         self.exemplars.offer(metric::FLOW_BYTES.name, &convert::FLOW_SERIES, &record, bytes);
         record

@@ -243,6 +243,102 @@ pub fn string(value: &[u8]) -> String {
     String::from_utf8_lossy(&value[..end]).into_owned()
 }
 
+/// A netlink subscription read on a thread of its own into a state that
+/// callers can also read, after taking what is queued (so a caller sees
+/// every message the kernel sent before it asked).
+pub struct Listener<S: Send + 'static> {
+    shared: std::sync::Arc<ListenerShared<S>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+struct ListenerShared<S> {
+    socket: OwnedFd,
+    state: std::sync::Mutex<S>,
+    handle: fn(&mut S, &Received<'_>),
+    /// Messages the socket could not hold (it overran).
+    lost: flowtel_core::self_telemetry::Counter,
+}
+
+impl<S> ListenerShared<S> {
+    /// Hands every queued message to `handle`.
+    fn drain(&self, state: &mut S) {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match receive(&self.socket, &mut buffer) {
+                Ok(length) => messages(&buffer[..length]).for_each(|message| (self.handle)(state, &message)),
+                Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => self.lost.inc(),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<S: Send + 'static> Listener<S> {
+    /// Starts a thread `name` handing each message of `socket` to `handle`;
+    /// `lost` counts the messages the socket overran.
+    pub fn spawn(
+        name: &str,
+        socket: OwnedFd,
+        state: S,
+        handle: fn(&mut S, &Received<'_>),
+        lost: flowtel_core::self_telemetry::Counter,
+    ) -> io::Result<Listener<S>> {
+        use std::sync::{Arc, atomic::Ordering};
+        let shared = Arc::new(ListenerShared { socket, state: std::sync::Mutex::new(state), handle, lost });
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::Builder::new().name(name.into()).spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if wait_readable(&shared.socket, std::time::Duration::from_millis(200)) {
+                        shared.drain(&mut shared.lock());
+                    }
+                }
+            })?
+        };
+        Ok(Listener { shared, stop, reader: Some(reader) })
+    }
+
+    /// Runs `read` on the state once every queued message is in it.
+    pub fn read<R>(&self, read: impl FnOnce(&mut S) -> R) -> R {
+        let mut state = self.shared.lock();
+        self.shared.drain(&mut state);
+        read(&mut state)
+    }
+
+    /// The socket (to send on once the listener is stopped).
+    pub fn socket(&self) -> &OwnedFd {
+        &self.shared.socket
+    }
+
+    /// Stops the thread; messages are no longer read.
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl<S: Send + 'static> Drop for Listener<S> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether `socket` has something to read within `timeout`.
+pub fn wait_readable(socket: &OwnedFd, timeout: std::time::Duration) -> bool {
+    let mut poll = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis().min(i32::MAX as u128) as libc::c_int) };
+    ready > 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,12 +12,7 @@ mod nftables;
 use std::{
     collections::HashMap,
     io,
-    os::fd::{AsRawFd as _, OwnedFd},
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
+    os::fd::OwnedFd,
     time::{Duration, Instant},
 };
 
@@ -27,7 +22,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 pub use self::nftables::{DropVerdict, PacketKey, TABLE};
 use crate::ebpf::{
-    kernel::netlink,
+    kernel::netlink::{self, Listener},
     otlp::{address, kv},
 };
 
@@ -65,39 +60,16 @@ impl Verdicts {
     }
 }
 
-/// The trace socket and what was read from it.
-struct Shared {
-    socket: OwnedFd,
-    verdicts: Mutex<Verdicts>,
-    /// Trace events the socket could not hold (it overran).
-    lost: Counter,
-}
-
-impl Shared {
-    /// Reads every queued trace event, keeping the drops.
-    fn drain(&self, verdicts: &mut Verdicts) {
-        let mut buffer = vec![0u8; 64 * 1024];
-        loop {
-            match netlink::receive(&self.socket, &mut buffer) {
-                Ok(length) => {
-                    for message in netlink::messages(&buffer[..length]) {
-                        if let Some((key, verdict)) = nftables::trace_drop(&message) {
-                            verdicts.insert(key, verdict);
-                        }
-                    }
-                }
-                Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => self.lost.inc(),
-                Err(_) => return,
-            }
-        }
+/// Keeps the drops among trace events.
+fn on_trace_event(verdicts: &mut Verdicts, message: &netlink::Received<'_>) {
+    if let Some((key, verdict)) = nftables::trace_drop(message) {
+        verdicts.insert(key, verdict);
     }
 }
 
 /// The running trace: its table in the kernel and its reader.
 pub struct NetfilterTrace {
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    reader: Option<JoinHandle<()>>,
+    listener: Listener<Verdicts>,
     /// Whether the table belongs to the socket (5.12+).
     pub owned: bool,
 }
@@ -108,8 +80,9 @@ impl NetfilterTrace {
     pub fn start(lost: Counter) -> Result<NetfilterTrace, String> {
         let (socket, owned) = match add_table(true) {
             Ok(socket) => (socket, true),
-            // Before 5.12 a table cannot belong to a socket.
-            Err(error) if error.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            // Before 5.12 a table cannot belong to a socket: the flag is
+            // refused as unknown (EINVAL on older kernels, EOPNOTSUPP on newer).
+            Err(error) if matches!(error.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
                 (add_table(false).map_err(|e| format!("cannot add nftables table inet {TABLE}: {e}"))?, false)
             }
             Err(error) => return Err(format!("cannot add nftables table inet {TABLE}: {error}")),
@@ -118,22 +91,9 @@ impl NetfilterTrace {
             .map_err(|e| format!("cannot subscribe to nftables trace events: {e}"))?;
         // Best effort: the default buffer still works, overruns are counted.
         let _ = netlink::set_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER);
-        let shared = Arc::new(Shared { socket, verdicts: Mutex::new(Verdicts::default()), lost });
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (shared, stop) = (shared.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("nftables-trace".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        if wait_readable(&shared.socket, Duration::from_millis(200)) {
-                            shared.drain(&mut shared.verdicts.lock().unwrap_or_else(PoisonError::into_inner));
-                        }
-                    }
-                })
-                .map_err(|e| format!("cannot start the nftables trace reader: {e}"))?
-        };
-        Ok(NetfilterTrace { shared, stop, reader: Some(reader), owned })
+        let listener = Listener::spawn("nftables-trace", socket, Verdicts::default(), on_trace_event, lost)
+            .map_err(|e| format!("cannot start the nftables trace reader: {e}"))?;
+        Ok(NetfilterTrace { listener, owned })
     }
 
     /// The rule or policy that dropped `drop`'s packet, if nftables did. The
@@ -150,20 +110,15 @@ impl NetfilterTrace {
             source_port: if drop.has_ports != 0 { drop.src_port } else { 0 },
             destination_port: if drop.has_ports != 0 { drop.dst_port } else { 0 },
         };
-        let mut verdicts = self.shared.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
-        self.shared.drain(&mut verdicts);
-        verdicts.get(&key).cloned()
+        self.listener.read(|verdicts| verdicts.get(&key).cloned())
     }
 }
 
 impl Drop for NetfilterTrace {
     /// Stops the reader and removes the table.
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        if let Err(error) = remove_table(&self.shared.socket) {
+        self.listener.stop();
+        if let Err(error) = remove_table(self.listener.socket()) {
             tracing::warn!(error = %error, "Could not remove nftables table inet {TABLE}; remove it with `nft delete table inet {TABLE}`.");
         }
     }
@@ -186,14 +141,6 @@ pub fn attributes(verdict: &DropVerdict) -> Vec<KeyValue> {
     attributes
 }
 
-/// Whether `socket` has something to read within `timeout`.
-fn wait_readable(socket: &OwnedFd, timeout: Duration) -> bool {
-    let mut poll = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd.
-    let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as libc::c_int) };
-    ready > 0
-}
-
 /// Sends an nftables batch and waits for its acknowledgements: the first
 /// error the kernel answers with, if any.
 fn transact(socket: &OwnedFd, (batch, acknowledgements): (Vec<u8>, u32), timeout: Duration) -> io::Result<()> {
@@ -203,7 +150,7 @@ fn transact(socket: &OwnedFd, (batch, acknowledgements): (Vec<u8>, u32), timeout
     let mut acknowledged = 0;
     while acknowledged < acknowledgements {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !wait_readable(socket, left) {
+        if left.is_zero() || !netlink::wait_readable(socket, left) {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "the kernel did not answer"));
         }
         let length = match netlink::receive(socket, &mut buffer) {
