@@ -77,6 +77,7 @@ const SUITE: &[(&str, &[&str])] = &[
     ("trace_context", &[]),
     ("hubble", &["--exact", "hubble_serves_real_kernel_flows_and_drops"]),
     ("netfilter_trace", &[]),
+    ("conntrack_nat", &[]),
 ];
 
 /// How much slower than the host the tests' waits are allowed to be:
