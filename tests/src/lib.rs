@@ -44,6 +44,36 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// An example's config (`examples/<path>`) with `replacements` made, each
+/// once; a replaced text the example no longer has fails the test.
+pub fn example_config(path: &str, replacements: &[(&str, String)]) -> String {
+    let mut config = std::fs::read_to_string(root().join("examples").join(path)).expect("the example");
+    for (from, to) in replacements {
+        assert!(config.contains(from), "examples/{path} no longer has {from:?}");
+        config = config.replacen(from, to, 1);
+    }
+    config
+}
+
+/// A config with the `ebpf` receiver (`receiver`: its settings, in YAML
+/// flow style, without braces) writing its records to `dir/logs.jsonl`,
+/// own metrics on `METRICS_PORT`.
+pub fn ebpf_logs_config(receiver: &str, dir: &std::path::Path) -> String {
+    format!(
+        r#"
+receivers:
+  ebpf: {{{receiver}}}
+exporters:
+  file/logs: {{path: "{dir}/logs.jsonl"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    logs: {{receivers: [ebpf], exporters: [file/logs]}}
+"#,
+        dir = dir.display()
+    )
+}
+
 /// The `flowtel` binary under test.
 pub fn flowtel_bin() -> PathBuf {
     let path = std::env::var_os("FLOWTEL_BIN").map_or_else(|| root().join("target/debug/flowtel"), PathBuf::from);

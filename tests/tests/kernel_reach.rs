@@ -14,7 +14,7 @@
 use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use flowtel_tests::{
-    Flowtel, flowtel_bin, free_port, kernel_at_least,
+    Flowtel, ebpf_logs_config, flowtel_bin, free_port, kernel_at_least,
     netns::{VethPair, assert_nothing_left, finish, is_root},
     otlp_json::{Item, file_requests, items, records},
     time_scale,
@@ -28,20 +28,8 @@ const DATAGRAMS: usize = 5;
 const DROPPED_PORT: u16 = 7000;
 
 fn config(dir: &std::path::Path, transport: &str) -> String {
-    format!(
-        r#"
-receivers:
-  ebpf: {{interfaces: ["{interface}"], flush_interval: 1s, event_transport: {transport}}}
-exporters:
-  file/logs: {{path: "{dir}/logs.jsonl"}}
-service:
-  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
-  pipelines:
-    logs: {{receivers: [ebpf], exporters: [file/logs]}}
-"#,
-        interface = VethPair::A_IF,
-        dir = dir.display()
-    )
+    let receiver = format!(r#"interfaces: ["{}"], flush_interval: 1s, event_transport: {transport}"#, VethPair::A_IF);
+    ebpf_logs_config(&receiver, dir)
 }
 
 fn attr<'a>(item: &'a Item, key: &str) -> &'a str {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use flowtel_tests::{
-    Flowtel, kernel_at_least,
+    Flowtel, ebpf_logs_config, kernel_at_least,
     netns::{Netns, VethPair, finish, is_root},
     otlp_json::{Item, file_requests, items, records},
     time_scale,
@@ -19,20 +19,11 @@ const DATAGRAMS: usize = 4;
 const DROPPED_PORT: u16 = 7000;
 
 fn config(dir: &std::path::Path, allow_system_changes: bool) -> String {
-    format!(
-        r#"
-receivers:
-  ebpf: {{interfaces: ["{interface}"], flush_interval: 1s, allow_system_changes: {allow_system_changes}}}
-exporters:
-  file/logs: {{path: "{dir}/logs.jsonl"}}
-service:
-  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
-  pipelines:
-    logs: {{receivers: [ebpf], exporters: [file/logs]}}
-"#,
-        interface = VethPair::B_IF,
-        dir = dir.display()
-    )
+    let receiver = format!(
+        r#"interfaces: ["{}"], flush_interval: 1s, allow_system_changes: {allow_system_changes}"#,
+        VethPair::B_IF
+    );
+    ebpf_logs_config(&receiver, dir)
 }
 
 fn attr<'a>(item: &'a Item, key: &str) -> &'a str {

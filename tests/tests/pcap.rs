@@ -10,10 +10,10 @@
 use std::{process::Command, time::Duration};
 
 use flowtel_tests::{
-    Flowtel, kernel_at_least,
+    Flowtel, example_config, kernel_at_least,
     netns::{VethPair, finish, is_root},
     otlp_json::{file_requests, items, records},
-    root, time_scale,
+    time_scale,
 };
 
 const DATAGRAMS: usize = 5;
@@ -23,21 +23,17 @@ const DROPPED_PORT: u16 = 7000;
 /// The example's config, on the test's veth, writing into `dir`, with the
 /// records in a file too.
 fn config(dir: &std::path::Path) -> String {
-    let example = std::fs::read_to_string(root().join("examples/pcap/otel-config.yaml")).unwrap();
     let dir = dir.display();
-    let replacements = [
-        ("  ebpf:\n", format!("  ebpf:\n    interfaces: [{}]\n    flush_interval: 1s\n", VethPair::A_IF)),
-        ("path: /var/log/flowtel/drops.pcapng", format!("path: {dir}/drops.pcapng")),
-        ("exporters:\n", format!("exporters:\n  file/logs: {{path: \"{dir}/logs.jsonl\"}}\n")),
-        ("exporters: [pcap]", "exporters: [pcap, file/logs]".to_owned()),
-        ("service:\n", "service:\n  telemetry: {metrics: {address: \"127.0.0.1:${METRICS_PORT}\"}}\n".to_owned()),
-    ];
-    let mut config = example;
-    for (from, to) in replacements {
-        assert!(config.contains(from), "the example no longer has {from:?}");
-        config = config.replacen(from, &to, 1);
-    }
-    config
+    example_config(
+        "pcap/otel-config.yaml",
+        &[
+            ("  ebpf:\n", format!("  ebpf:\n    interfaces: [{}]\n    flush_interval: 1s\n", VethPair::A_IF)),
+            ("path: /var/log/flowtel/drops.pcapng", format!("path: {dir}/drops.pcapng")),
+            ("exporters:\n", format!("exporters:\n  file/logs: {{path: \"{dir}/logs.jsonl\"}}\n")),
+            ("exporters: [pcap]", "exporters: [pcap, file/logs]".to_owned()),
+            ("service:\n", "service:\n  telemetry: {metrics: {address: \"127.0.0.1:${METRICS_PORT}\"}}\n".to_owned()),
+        ],
+    )
 }
 
 /// Runs one of Wireshark's tools; its standard output, after checking it

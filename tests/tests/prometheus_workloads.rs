@@ -15,11 +15,11 @@ use std::{
 };
 
 use flowtel_tests::{
-    Flowtel, free_port,
+    Flowtel, example_config, free_port,
     kube::{KubeApiServer, TestPod},
     netns::{Netns, finish, ip, is_root},
     prometheus::Prometheus,
-    root, wait_for,
+    wait_for,
 };
 use serde_json::{Value, json};
 
@@ -85,28 +85,24 @@ fn sysctl_host(interface: &str) {
 /// The example's config, with the test's API server, the web pod's veth as
 /// the only interface and loopback addresses.
 fn config(kubeconfig: &std::path::Path, scrape: u16) -> String {
-    let example = std::fs::read_to_string(root().join("examples/prometheus/otel-config.yaml")).unwrap();
-    let replacements = [
-        (
-            "  ebpf:\n    flush_interval: 10s\n",
-            format!("  ebpf:\n    flush_interval: 500ms\n    interfaces: [{WEB_IF}]\n"),
-        ),
-        (
-            "    auth_type: serviceAccount\n",
-            format!(
-                "    auth_type: kubeConfig\n    kubeconfig: \"{}\"\n    wait_for_metadata: true\n",
-                kubeconfig.display()
+    example_config(
+        "prometheus/otel-config.yaml",
+        &[
+            (
+                "  ebpf:\n    flush_interval: 10s\n",
+                format!("  ebpf:\n    flush_interval: 500ms\n    interfaces: [{WEB_IF}]\n"),
             ),
-        ),
-        ("\"${env:FLOWTEL_PROMETHEUS_ENDPOINT:-0.0.0.0:8889}\"", format!("\"127.0.0.1:{scrape}\"")),
-        ("service:\n", "service:\n  telemetry: {metrics: {address: \"127.0.0.1:${METRICS_PORT}\"}}\n".to_owned()),
-    ];
-    let mut config = example;
-    for (from, to) in replacements {
-        assert!(config.contains(from), "the example no longer has {from:?}");
-        config = config.replacen(from, &to, 1);
-    }
-    config
+            (
+                "    auth_type: serviceAccount\n",
+                format!(
+                    "    auth_type: kubeConfig\n    kubeconfig: \"{}\"\n    wait_for_metadata: true\n",
+                    kubeconfig.display()
+                ),
+            ),
+            ("\"${env:FLOWTEL_PROMETHEUS_ENDPOINT:-0.0.0.0:8889}\"", format!("\"127.0.0.1:{scrape}\"")),
+            ("service:\n", "service:\n  telemetry: {metrics: {address: \"127.0.0.1:${METRICS_PORT}\"}}\n".to_owned()),
+        ],
+    )
 }
 
 fn web(name: &str) -> TestPod<'_> {

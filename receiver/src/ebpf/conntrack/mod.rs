@@ -183,9 +183,11 @@ impl Conntrack {
         Ok(Conntrack { listener })
     }
 
-    /// The NAT attributes of a flow seen as `seen`, if its connection is NATed.
+    /// The NAT attributes of a flow seen as `seen`, if its connection is
+    /// NATed. A connection's event comes at its first packet, long before
+    /// its flow's first report, so what the thread read is enough.
     pub fn attributes(&self, seen: &Tuple) -> Vec<KeyValue> {
-        self.listener.read(|connections| {
+        self.listener.peek(|connections| {
             let Some((connection, direction)) = connections.find(seen) else { return Vec::new() };
             nat_attributes(connection, direction)
         })

@@ -254,18 +254,21 @@ pub struct Listener<S: Send + 'static> {
 
 struct ListenerShared<S> {
     socket: OwnedFd,
-    state: std::sync::Mutex<S>,
+    /// The state, and the buffer messages are read into.
+    state: std::sync::Mutex<(S, Vec<u8>)>,
     handle: fn(&mut S, &Received<'_>),
     /// Messages the socket could not hold (it overran).
     lost: flowtel_core::self_telemetry::Counter,
 }
 
+/// The largest netlink datagram read at once.
+const DATAGRAM: usize = 64 * 1024;
+
 impl<S> ListenerShared<S> {
     /// Hands every queued message to `handle`.
-    fn drain(&self, state: &mut S) {
-        let mut buffer = vec![0u8; 64 * 1024];
+    fn drain(&self, (state, buffer): &mut (S, Vec<u8>)) {
         loop {
-            match receive(&self.socket, &mut buffer) {
+            match receive(&self.socket, buffer) {
                 Ok(length) => messages(&buffer[..length]).for_each(|message| (self.handle)(state, &message)),
                 Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => self.lost.inc(),
                 Err(_) => return,
@@ -273,7 +276,7 @@ impl<S> ListenerShared<S> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (S, Vec<u8>)> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -289,7 +292,8 @@ impl<S: Send + 'static> Listener<S> {
         lost: flowtel_core::self_telemetry::Counter,
     ) -> io::Result<Listener<S>> {
         use std::sync::{Arc, atomic::Ordering};
-        let shared = Arc::new(ListenerShared { socket, state: std::sync::Mutex::new(state), handle, lost });
+        let state = std::sync::Mutex::new((state, vec![0u8; DATAGRAM]));
+        let shared = Arc::new(ListenerShared { socket, state, handle, lost });
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
             let (shared, stop) = (shared.clone(), stop.clone());
@@ -308,7 +312,12 @@ impl<S: Send + 'static> Listener<S> {
     pub fn read<R>(&self, read: impl FnOnce(&mut S) -> R) -> R {
         let mut state = self.shared.lock();
         self.shared.drain(&mut state);
-        read(&mut state)
+        read(&mut state.0)
+    }
+
+    /// Runs `read` on the state as the thread left it (no system call).
+    pub fn peek<R>(&self, read: impl FnOnce(&S) -> R) -> R {
+        read(&self.shared.lock().0)
     }
 
     /// The socket (to send on once the listener is stopped).
