@@ -61,7 +61,6 @@ pub struct ComponentType {
 }
 
 const ALL_SIGNALS: &[Signal] = &[Signal::Logs, Signal::Metrics, Signal::Traces];
-const LOGS_AND_METRICS: &[Signal] = &[Signal::Logs, Signal::Metrics];
 const LOGS: &[Signal] = &[Signal::Logs];
 const SAME_SIGNAL: &[(Signal, Signal)] =
     &[(Signal::Logs, Signal::Logs), (Signal::Metrics, Signal::Metrics), (Signal::Traces, Signal::Traces)];
@@ -74,7 +73,7 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         kind: ComponentKind::Receiver,
         name: "ebpf",
         aliases: &[],
-        signals: LOGS_AND_METRICS,
+        signals: ALL_SIGNALS,
         joins: &[],
         description: "network flows from the kernel's TC hooks (eBPF)",
     },

@@ -14,6 +14,8 @@ pub mod event {
     pub const FLOW: &str = "network.flow";
     /// A packet the kernel dropped, with its reason.
     pub const PACKET_DROP: &str = "network.packet.drop";
+    /// The span of a packet's journey across the stack's hooks.
+    pub const PACKET_JOURNEY: &str = "network.packet.journey";
     /// A TCP segment retransmitted.
     pub const TCP_RETRANSMIT: &str = "network.tcp.retransmit";
     /// A TCP reset sent or received.
@@ -52,6 +54,16 @@ pub mod attr {
     pub const NETWORK_PACKET_LENGTH: &str = "network.packet.length";
     /// A packet's first bytes from its IP header (bytes; `drops.snaplen`).
     pub const NETWORK_PACKET_DATA: &str = "network.packet.data";
+
+    // Packet journeys (`journeys.enabled`).
+
+    /// `dropped` or `delivered`: how a journey ended.
+    pub const NETWORK_PACKET_JOURNEY_OUTCOME: &str = "network.packet.journey.outcome";
+    /// Hooks the packet passed, its end included.
+    pub const NETWORK_PACKET_JOURNEY_HOOKS: &str = "network.packet.journey.hooks";
+    /// On a hook's event: what changed since the hook before
+    /// (`interface veth0 → veth1, netns … → …, length 228 → 214`).
+    pub const NETWORK_PACKET_JOURNEY_CHANGE: &str = "network.packet.journey.change";
 
     // The nftables rule that dropped a packet (`allow_system_changes`).
 

@@ -302,10 +302,14 @@ pub enum EventCounter {
     TcpFilteredOut = 8,
     /// TCP events not sent: sampled out under pressure (counted in the metrics).
     TcpSampledOut = 9,
+    /// Journeys not sent: over `journeys.max_per_second`.
+    JourneysOverBudget = 10,
+    /// Journeys lost because the ring buffer was full.
+    JourneyRingBufferFull = 11,
 }
 
 /// Number of slots in the event counters map.
-pub const EVENT_COUNTERS: u32 = 10;
+pub const EVENT_COUNTERS: u32 = 12;
 
 /// [`GOVERNORS_MAP`] slot of the drop events.
 pub const GOVERNOR_DROPS: u32 = 0;

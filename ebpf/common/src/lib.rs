@@ -9,12 +9,14 @@
 mod exchanges;
 mod filter;
 pub mod histogram;
+mod journeys;
 mod kernel_events;
 mod layout;
 mod trace_context;
 
 pub use exchanges::*;
 pub use filter::*;
+pub use journeys::*;
 pub use kernel_events::*;
 pub use layout::*;
 pub use trace_context::*;
@@ -234,6 +236,9 @@ unsafe impl aya::Pod for DropEvent {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SockOpen {}
 #[cfg(feature = "user")]
+unsafe impl aya::Pod for JourneySettings {}
+
+#[cfg(feature = "user")]
 unsafe impl aya::Pod for TcpEvent {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TraceContext {}
@@ -273,5 +278,8 @@ mod tests {
             8 + 8 + 8 * 4 + size_of::<SockOpen>() + size_of::<TraceContext>() + RECORD_BYTES
         );
         assert_eq!(size_of::<Governor>(), 8 * 5);
+        assert_eq!(size_of::<Hop>(), 8 + 4 * 3 + 4 + NAME_BYTES);
+        assert_eq!(size_of::<Journey>(), 16 + JOURNEY_HOPS * size_of::<Hop>());
+        assert_eq!(size_of::<JourneyEvent>(), 16 + size_of::<DropEvent>() + size_of::<Journey>());
     }
 }

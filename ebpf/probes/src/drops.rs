@@ -20,6 +20,7 @@ use flowtel_ebpf_common::{
 use crate::{
     filter,
     flows::global,
+    journeys,
     kernel::{
         FLOWTEL_LAYOUT, admit, copy_length, count, device, network_packet, offset, read, read_at, read_into, send,
     },
@@ -90,13 +91,19 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
     location: u64,
     reason: u32,
 ) {
-    if reason == setting(&FLOWTEL_DROPS.consumed_reason) || reason == setting(&FLOWTEL_DROPS.not_dropped_reason) {
+    if reason == setting(&FLOWTEL_DROPS.consumed_reason) {
+        // Older kernels free delivered packets through kfree_skb too.
+        journeys::on_end(ctx, skb, true, reason, location);
+        return;
+    }
+    if reason == setting(&FLOWTEL_DROPS.not_dropped_reason) {
         return;
     }
     // SAFETY: a map lookup; the value is not used.
     if unsafe { EXCLUDED_DROP_REASONS.get(&reason) }.is_some() {
         return;
     }
+    journeys::on_end(ctx, skb, false, reason, location);
     if FILTERED && !filter::matches_skb(skb) {
         count(EventCounter::DropsFilteredOut);
         return;
@@ -172,7 +179,7 @@ fn capture(skb: *const u8, packet: &mut [u8; PACKET_CAPTURE_BYTES]) -> u32 {
 /// Reads the addresses and ports from the packet's headers, where the
 /// kernel has set its network header.
 #[inline(always)]
-fn read_tuple(skb: *const u8, event: &mut DropEvent) {
+pub(crate) fn read_tuple(skb: *const u8, event: &mut DropEvent) {
     const UNSET: u16 = 0xffff;
     let Some(head) = read::<*const u8>(skb, offset(&FLOWTEL_LAYOUT.skb_head)) else { return };
     let Some(network) = read::<u16>(skb, offset(&FLOWTEL_LAYOUT.skb_network_header)) else { return };

@@ -16,6 +16,7 @@ mod drops;
 mod exchanges;
 mod filter;
 mod flows;
+mod journeys;
 mod kernel;
 mod parse;
 #[cfg(not(feature = "perf-events"))]
@@ -165,6 +166,60 @@ tracepoint_programs!(
     "inet_sock_set_state",
     tcp::on_set_state
 );
+
+/// A BTF tracepoint whose first argument is the `struct sk_buff *`, as a
+/// hook of packet journeys, plain and filtered.
+macro_rules! journey_programs {
+    ($plain:ident, $filtered:ident, $function:literal, $hook:expr) => {
+        #[btf_tracepoint(function = $function)]
+        pub fn $plain(ctx: BtfTracePointContext) -> i32 {
+            let skb: u64 = ctx.arg(0);
+            journeys::on_hook::<false>(skb as *const u8, $hook);
+            0
+        }
+
+        #[btf_tracepoint(function = $function)]
+        pub fn $filtered(ctx: BtfTracePointContext) -> i32 {
+            let skb: u64 = ctx.arg(0);
+            journeys::on_hook::<true>(skb as *const u8, $hook);
+            0
+        }
+    };
+}
+
+journey_programs!(
+    flowtel_journey_net_dev_queue,
+    flowtel_journey_net_dev_queue_filtered,
+    "net_dev_queue",
+    flowtel_ebpf_common::HOOK_NET_DEV_QUEUE
+);
+journey_programs!(
+    flowtel_journey_net_dev_start_xmit,
+    flowtel_journey_net_dev_start_xmit_filtered,
+    "net_dev_start_xmit",
+    flowtel_ebpf_common::HOOK_NET_DEV_START_XMIT
+);
+journey_programs!(
+    flowtel_journey_netif_rx,
+    flowtel_journey_netif_rx_filtered,
+    "netif_rx",
+    flowtel_ebpf_common::HOOK_NETIF_RX
+);
+journey_programs!(
+    flowtel_journey_netif_receive_skb,
+    flowtel_journey_netif_receive_skb_filtered,
+    "netif_receive_skb",
+    flowtel_ebpf_common::HOOK_NETIF_RECEIVE_SKB
+);
+
+/// `consume_skb(skb, …)`: a followed packet was delivered (its location
+/// argument is not read: kernels before 6.3 have none).
+#[btf_tracepoint(function = "consume_skb")]
+pub fn flowtel_journey_consume_skb(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    journeys::on_end(&ctx, skb as *const u8, true, 0, 0);
+    0
+}
 
 #[cfg(not(test))]
 #[panic_handler]

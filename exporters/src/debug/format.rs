@@ -80,7 +80,19 @@ pub(super) fn lines(payload: &Payload) -> String {
                             duration_us
                         );
                         attributes(&mut out, &span.attributes);
+                        if let Some(status) = span.status.as_ref().filter(|s| s.code == 2) {
+                            let _ = write!(out, " status=error({})", status.message);
+                        }
                         out.push('\n');
+                        // Its events as a sequence, each at its offset from the span's start
+                        // (a packet journey's hooks read as `retis sort` shows them).
+                        for event in &span.events {
+                            let offset_us =
+                                event.time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1000.0;
+                            let _ = write!(out, "  +{offset_us:.3}us {}", event.name);
+                            attributes(&mut out, &event.attributes);
+                            out.push('\n');
+                        }
                     }
                 }
             }
@@ -236,5 +248,30 @@ mod tests {
             text.contains("network.tcp.rtt count=100 sum=150 p50=1.500000 p90=1.900000 p99=1.990000 p99.9=1.999000 s"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_span_prints_its_events_in_sequence() {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span::Event};
+        let event = |name: &str, time_unix_nano| Event { name: name.into(), time_unix_nano, ..Default::default() };
+        let span = Span {
+            name: "network.packet.journey".into(),
+            start_time_unix_nano: 1_000_000,
+            end_time_unix_nano: 1_004_000,
+            events: vec![event("net_dev_queue", 1_000_000), event("kfree_skb", 1_004_000)],
+            status: Some(Status { code: 2, message: "NETFILTER_DROP".into() }),
+            ..Default::default()
+        };
+        let payload = Payload::Traces(vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+            ..Default::default()
+        }]);
+        let text = lines(&payload);
+        let printed: Vec<&str> = text.lines().collect();
+        assert_eq!(printed.len(), 3, "{text}");
+        assert!(
+            printed[0].contains("span network.packet.journey") && printed[0].ends_with("status=error(NETFILTER_DROP)")
+        );
+        assert_eq!(printed[1..], ["  +0.000us net_dev_queue", "  +4.000us kfree_skb"]);
     }
 }

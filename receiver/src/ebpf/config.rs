@@ -56,6 +56,8 @@ pub struct EbpfReceiverConfig {
     pub response_latency: ResponseLatencyConfig,
     /// Conntrack and NAT: flow records of NATed connections name both tuples.
     pub conntrack: ConntrackConfig,
+    /// Packet journeys across the stack's hooks, exported as traces.
+    pub journeys: JourneysConfig,
     /// Lets flowtel change the system to see more (off by default): an
     /// nftables table of its own, `inet flowtel_trace`, traces every packet
     /// of its network namespace so that drops by nftables name the table,
@@ -115,6 +117,26 @@ pub struct ConntrackConfig {
 impl Default for ConntrackConfig {
     fn default() -> Self {
         ConntrackConfig { enabled: false, max_connections: NonZeroU32::new(65_536).unwrap_or(NonZeroU32::MIN) }
+    }
+}
+
+/// `journeys`: packets followed across the stack's hooks to their drop or
+/// delivery, each exported as a trace (one span, an event per hook).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JourneysConfig {
+    /// Whether packets are followed. Without `filter`, every packet is and
+    /// the journeys of dropped ones are exported; with it, the packets it
+    /// matches at their first hook, dropped or delivered.
+    pub enabled: bool,
+    /// Journeys exported a second at most; more are counted in
+    /// `flowtel_ebpf_journeys_over_budget_total`.
+    pub max_per_second: u32,
+}
+
+impl Default for JourneysConfig {
+    fn default() -> Self {
+        JourneysConfig { enabled: false, max_per_second: 100 }
     }
 }
 
@@ -208,6 +230,7 @@ impl Default for EbpfReceiverConfig {
             trace_context: TraceContextConfig::default(),
             response_latency: ResponseLatencyConfig::default(),
             conntrack: ConntrackConfig::default(),
+            journeys: JourneysConfig::default(),
             allow_system_changes: false,
         }
     }
@@ -271,6 +294,12 @@ impl Validate for EbpfReceiverConfig {
             if value.is_zero() {
                 problems.push((field.into(), "must be more than 0".into()));
             }
+        }
+        if self.journeys.enabled && !self.drops.enabled {
+            problems.push((
+                "journeys.enabled".into(),
+                "journeys end at drops, which drops.enabled: false turns off".into(),
+            ));
         }
         if self.drops.snaplen as usize > PACKET_CAPTURE_BYTES {
             problems.push((

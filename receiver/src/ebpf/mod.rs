@@ -20,6 +20,7 @@ pub mod drops;
 pub mod exemplars;
 pub mod filter;
 pub mod flows;
+pub mod journeys;
 pub mod kernel;
 pub mod netfilter;
 pub mod otlp;
@@ -34,6 +35,7 @@ use flowtel_core::{
     ComponentKind,
     component::{ComponentError, Receiver, ReceiverContext},
 };
+use flowtel_ebpf_common::JourneySettings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -116,6 +118,12 @@ impl Receiver for EbpfReceiver {
             } else {
                 0
             },
+            journeys: JourneySettings {
+                enabled: u32::from(config.journeys.enabled),
+                delivered: u32::from(!config.filter.is_empty()),
+                max_per_second: config.journeys.max_per_second,
+                pad: 0,
+            },
             filter,
         };
         let mut probes = Probes::load(&settings).map_err(error)?;
@@ -134,6 +142,19 @@ impl Receiver for EbpfReceiver {
             );
         }
         let tcp_run = config.tcp.enabled && tcp::attach::attach(&mut probes, &ctx.id);
+        if config.journeys.enabled && drops_run {
+            probes.attach_journeys().map_err(error)?;
+            let which = if config.filter.is_empty() {
+                "every packet; the journeys of dropped ones are exported"
+            } else {
+                "the packets the filter matches at their first hook; dropped or delivered, their journeys are exported"
+            };
+            tracing::info!(
+                receiver = %ctx.id,
+                "Following packet journeys: {which}, {} a second at most.",
+                config.journeys.max_per_second
+            );
+        }
 
         let host = flowtel_core::linux::host_name().unwrap_or_default();
         let publisher = Publisher::new(ctx.id.clone(), ctx.output, &ctx.metrics, host);

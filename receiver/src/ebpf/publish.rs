@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::{
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
     metrics::v1::{Metric, ResourceMetrics, ScopeMetrics},
     resource::v1::Resource,
+    trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
 
 use super::otlp::kv;
@@ -52,6 +53,19 @@ impl Publisher {
         let payload = Payload::Metrics(vec![ResourceMetrics {
             resource: Some(resource(&self.host)),
             scope_metrics: vec![ScopeMetrics { scope: Some(scope()), metrics, schema_url: String::new() }],
+            schema_url: String::new(),
+        }]);
+        self.push(payload).await;
+    }
+
+    /// Sends spans (nothing when empty).
+    pub async fn spans(&self, spans: Vec<Span>) {
+        if spans.is_empty() {
+            return;
+        }
+        let payload = Payload::Traces(vec![ResourceSpans {
+            resource: Some(resource(&self.host)),
+            scope_spans: vec![ScopeSpans { scope: Some(scope()), spans, schema_url: String::new() }],
             schema_url: String::new(),
         }]);
         self.push(payload).await;

@@ -10,7 +10,7 @@ use flowtel_core::{
     self_telemetry::{Counter, MetricsRegistry},
 };
 use flowtel_ebpf_common::{EVENT_COUNTERS, EventCounter};
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::{logs::v1::LogRecord, trace::v1::Span};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -82,6 +82,7 @@ pub fn start(
         maps,
         publisher: output.publisher,
         pending: Vec::new(),
+        pending_spans: Vec::new(),
         exemplars: Exemplars::default(),
         start_unix_ns: clock_now().1,
     };
@@ -143,6 +144,16 @@ impl OwnMetrics {
                 (EventCounter::DropRingBufferFull, lost("ring_buffer_full"), 0),
                 (EventCounter::SocketMapFull, failures("tcp_sockets"), 0),
                 (EventCounter::DropCountMapFull, failures("drop_counts"), 0),
+                (EventCounter::JourneyRingBufferFull, lost("ring_buffer_full"), 0),
+                (
+                    EventCounter::JourneysOverBudget,
+                    registry.counter(
+                        "flowtel_ebpf_journeys_over_budget_total",
+                        "Packet journeys that ended but were not exported: over journeys.max_per_second.",
+                        &[("receiver", id)],
+                    ),
+                    0,
+                ),
             ],
             rate_limited: registry.counter(
                 "flowtel_ebpf_drop_events_rate_limited_total",
@@ -174,6 +185,8 @@ struct TracepointLoop {
     metrics: OwnMetrics,
     publisher: Publisher,
     pending: Vec<LogRecord>,
+    /// Journeys not yet handed on.
+    pending_spans: Vec<Span>,
     /// Traced records, for the next metrics' points.
     exemplars: Exemplars,
     start_unix_ns: u64,
@@ -191,7 +204,7 @@ impl TracepointLoop {
                     for event in &batch {
                         self.on_event(event);
                     }
-                    if self.pending.len() >= RECORD_BATCH {
+                    if self.pending.len() + self.pending_spans.len() >= RECORD_BATCH {
                         self.hand_on().await;
                     }
                 }
@@ -216,6 +229,11 @@ impl TracepointLoop {
                     let record = drops.record(drop, &self.maps, clock);
                     self.exemplars.offer(metric::PACKET_DROPS.name, &DROP_SERIES, &record, Sample::Int(1));
                     self.pending.push(record);
+                }
+            }
+            KernelEvent::Journey(journey) => {
+                if let Some(drops) = &self.readers.drops {
+                    self.pending_spans.push(drops.journey(journey, clock));
                 }
             }
             KernelEvent::Tcp(tcp) => {
@@ -251,6 +269,10 @@ impl TracepointLoop {
         if !self.pending.is_empty() {
             let records = std::mem::take(&mut self.pending);
             self.publisher.logs(records).await;
+        }
+        if !self.pending_spans.is_empty() {
+            let spans = std::mem::take(&mut self.pending_spans);
+            self.publisher.spans(spans).await;
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use flowtel_core::schema::{attr, event, metric};
 use flowtel_ebpf_common::{DropCount, DropCountKey, DropEvent};
-use opentelemetry_proto::tonic::{logs::v1::LogRecord, metrics::v1::Metric};
+use opentelemetry_proto::tonic::{common::v1::KeyValue, logs::v1::LogRecord, metrics::v1::Metric};
 
 use crate::ebpf::{
     kernel::{btf::KernelEnums, events::c_name, kallsyms::Kallsyms},
@@ -41,31 +41,43 @@ pub struct DropContext<'a> {
     pub now_unix_ns: u64,
 }
 
-/// A `network.packet.drop` log record; `stack` holds the kernel stack's
-/// addresses, innermost first, when one was taken.
-pub fn drop_record(event: &DropEvent, stack: Option<&[u64]>, ctx: &DropContext<'_>) -> LogRecord {
-    let mut attributes = Vec::with_capacity(14);
-    if event.ip_version != 0 {
-        attributes.push(kv(attr::NETWORK_TYPE, network_type(event.ip_version)));
-        attributes.push(kv(attr::NETWORK_TRANSPORT, transport(event.protocol)));
-        attributes.push(kv(attr::SOURCE_ADDRESS, address(event.ip_version, &event.src_addr).to_string()));
-        attributes.push(kv(attr::DESTINATION_ADDRESS, address(event.ip_version, &event.dst_addr).to_string()));
-        if event.has_ports != 0 {
-            use flowtel_ebpf_common::ipproto::{ICMP, ICMPV6};
-            if matches!(event.protocol, ICMP | ICMPV6) {
-                attributes.push(kv(attr::NETWORK_ICMP_TYPE, i64::from(event.src_port)));
-                attributes.push(kv(attr::NETWORK_ICMP_CODE, i64::from(event.dst_port)));
-            } else {
-                attributes.push(kv(attr::SOURCE_PORT, i64::from(event.src_port)));
-                attributes.push(kv(attr::DESTINATION_PORT, i64::from(event.dst_port)));
-            }
+/// The packet's addresses, protocol and ports (or ICMP type and code),
+/// where the kernel had set its headers.
+pub fn packet_attributes(event: &DropEvent, attributes: &mut Vec<KeyValue>) {
+    if event.ip_version == 0 {
+        return;
+    }
+    attributes.push(kv(attr::NETWORK_TYPE, network_type(event.ip_version)));
+    attributes.push(kv(attr::NETWORK_TRANSPORT, transport(event.protocol)));
+    attributes.push(kv(attr::SOURCE_ADDRESS, address(event.ip_version, &event.src_addr).to_string()));
+    attributes.push(kv(attr::DESTINATION_ADDRESS, address(event.ip_version, &event.dst_addr).to_string()));
+    if event.has_ports != 0 {
+        use flowtel_ebpf_common::ipproto::{ICMP, ICMPV6};
+        if matches!(event.protocol, ICMP | ICMPV6) {
+            attributes.push(kv(attr::NETWORK_ICMP_TYPE, i64::from(event.src_port)));
+            attributes.push(kv(attr::NETWORK_ICMP_CODE, i64::from(event.dst_port)));
+        } else {
+            attributes.push(kv(attr::SOURCE_PORT, i64::from(event.src_port)));
+            attributes.push(kv(attr::DESTINATION_PORT, i64::from(event.dst_port)));
         }
     }
+}
+
+/// The drop's reason and the function that dropped it.
+pub fn cause_attributes(event: &DropEvent, ctx: &DropContext<'_>, attributes: &mut Vec<KeyValue>) {
     attributes.push(kv(attr::NETWORK_DROP_REASON, reason_name(ctx.enums, event.reason)));
     match ctx.kallsyms.resolve(event.location) {
         Some((function, _)) => attributes.push(kv(attr::NETWORK_DROP_LOCATION, function)),
         None => attributes.push(kv(attr::NETWORK_DROP_LOCATION, format!("{:#x}", event.location))),
     }
+}
+
+/// A `network.packet.drop` log record; `stack` holds the kernel stack's
+/// addresses, innermost first, when one was taken.
+pub fn drop_record(event: &DropEvent, stack: Option<&[u64]>, ctx: &DropContext<'_>) -> LogRecord {
+    let mut attributes = Vec::with_capacity(14);
+    packet_attributes(event, &mut attributes);
+    cause_attributes(event, ctx, &mut attributes);
     let interface = c_name(&event.ifname);
     if !interface.is_empty() {
         attributes.push(kv(attr::NETWORK_INTERFACE_NAME, interface));

@@ -3,11 +3,12 @@
 //! `network.packet.drops` metric.
 
 use aya::maps::{MapData, PerCpuHashMap, StackTraceMap};
-use flowtel_ebpf_common::{DROP_COUNTS_MAP, DropCount, DropCountKey, DropEvent};
-use opentelemetry_proto::tonic::{logs::v1::LogRecord, metrics::v1::Metric};
+use flowtel_ebpf_common::{DROP_COUNTS_MAP, DropCount, DropCountKey, DropEvent, JourneyEvent};
+use opentelemetry_proto::tonic::{logs::v1::LogRecord, metrics::v1::Metric, trace::v1::Span};
 
 use super::convert::{DropContext, DropTotals, drop_record};
 use crate::ebpf::{
+    journeys::convert::journey_span,
     kernel::{
         btf::KernelEnums,
         kallsyms::Kallsyms,
@@ -24,12 +25,20 @@ pub struct DropReader {
     stack_trace: bool,
     /// Names the nftables rule of drops by nftables (`allow_system_changes`).
     netfilter: Option<NetfilterTrace>,
+    /// Keys the trace and span ids of journeys (random per run).
+    journey_ids: std::hash::RandomState,
 }
 
 impl DropReader {
     /// A reader naming reasons with `enums`.
     pub fn new(enums: KernelEnums, stack_trace: bool, netfilter: Option<NetfilterTrace>) -> Self {
-        DropReader { enums, kallsyms: Kallsyms::load(), stack_trace, netfilter }
+        DropReader {
+            enums,
+            kallsyms: Kallsyms::load(),
+            stack_trace,
+            netfilter,
+            journey_ids: std::hash::RandomState::new(),
+        }
     }
 
     /// The record of one drop; `clock` is `clock::clock_now()`.
@@ -46,6 +55,24 @@ impl DropReader {
             record.attributes.extend(netfilter::attributes(&verdict));
         }
         record
+    }
+
+    /// The span of a finished journey; its trace and span ids come from its
+    /// tracking id (the `sk_buff`'s address and its first hook's time).
+    pub fn journey(&self, journey: &JourneyEvent, clock: (u64, u64)) -> Span {
+        use std::hash::BuildHasher as _;
+        let id = |part: u8| self.journey_ids.hash_one((journey.skb, journey.journey.first_ns, part)).to_be_bytes();
+        let (high, low) = (id(0), id(1));
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&high);
+        trace_id[8..].copy_from_slice(&low);
+        let ctx = DropContext {
+            enums: &self.enums,
+            kallsyms: &self.kallsyms,
+            monotonic_to_unix_ns: clock.0,
+            now_unix_ns: clock.1,
+        };
+        journey_span(journey, &ctx, trace_id, id(2))
     }
 
     /// The `network.packet.drops` metric, and how many drops were counted

@@ -14,8 +14,8 @@ use aya::{
 };
 use flowtel_core::self_telemetry::Counter;
 use flowtel_ebpf_common::{
-    DropEvent, EVENT_DROP, EVENT_TCP_CONNECTION, EVENT_TCP_RETRANSMIT, FLOW_EVENTS_PERF, FLOW_EVENTS_RING, FlowEvent,
-    KERNEL_EVENTS_PERF, KERNEL_EVENTS_RING, NAME_BYTES, TcpEvent,
+    DropEvent, EVENT_DROP, EVENT_JOURNEY, EVENT_TCP_CONNECTION, EVENT_TCP_RETRANSMIT, FLOW_EVENTS_PERF,
+    FLOW_EVENTS_RING, FlowEvent, JourneyEvent, KERNEL_EVENTS_PERF, KERNEL_EVENTS_RING, NAME_BYTES, TcpEvent,
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -80,12 +80,14 @@ pub const FLOW_STREAM: Stream = Stream { ring: FLOW_EVENTS_RING, perf: FLOW_EVEN
 pub const KERNEL_STREAM: Stream = Stream { ring: KERNEL_EVENTS_RING, perf: KERNEL_EVENTS_PERF };
 
 /// An event of the drop and TCP programs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum KernelEvent {
     /// A dropped packet.
     Drop(DropEvent),
     /// A TCP retransmit, reset or closed connection.
     Tcp(TcpEvent),
+    /// A followed packet's journey, ended.
+    Journey(Box<JourneyEvent>),
 }
 
 fn read_pod<T: Copy>(bytes: &[u8]) -> Option<T> {
@@ -98,6 +100,7 @@ pub fn decode_kernel_event(bytes: &[u8]) -> Option<KernelEvent> {
     match *bytes.first()? {
         EVENT_DROP => read_pod(bytes).map(KernelEvent::Drop),
         EVENT_TCP_RETRANSMIT..=EVENT_TCP_CONNECTION => read_pod(bytes).map(KernelEvent::Tcp),
+        EVENT_JOURNEY => read_pod(bytes).map(|journey| KernelEvent::Journey(Box::new(journey))),
         _ => None,
     }
 }

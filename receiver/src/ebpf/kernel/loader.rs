@@ -10,11 +10,12 @@ use aya::{
 };
 use flowtel_ebpf_common::{
     DROP_COUNTS_MAP, DROP_STACKS_MAP, DropSettings, EVENT_COUNTERS, EVENT_COUNTERS_MAP, FILTER_LINK_LAYER,
-    FILTER_NETWORK_LAYER, FLOWS_MAP, GLOBAL_DROPS, GLOBAL_LAYOUT, GLOBAL_RESPONSE_LATENCY, GLOBAL_SAMPLING, GLOBAL_TCP,
-    GLOBAL_TRACE_CONTEXT, KernelLayout, PACKET_FILTERS_MAP, PROG_KFREE_SKB, PROG_KFREE_SKB_BTF, PROG_RING_FILL,
-    PROG_SOCK_SET_STATE, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TRACE_CONTEXT, PROG_TCP_PROBE,
-    PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET, PacketFilter, RESPONSE_LATENCY_MAP, ServerKey,
-    TCP_EXCHANGES_MAP, TCP_HISTOGRAMS_MAP, TRACE_CONTEXT_PROGRAM_MAP, TRACE_CONTEXTS_MAP, TcpSettings, histogram,
+    FILTER_NETWORK_LAYER, FLOWS_MAP, GLOBAL_DROPS, GLOBAL_JOURNEYS, GLOBAL_LAYOUT, GLOBAL_RESPONSE_LATENCY,
+    GLOBAL_SAMPLING, GLOBAL_TCP, GLOBAL_TRACE_CONTEXT, JourneySettings, KernelLayout, PACKET_FILTERS_MAP,
+    PROG_KFREE_SKB, PROG_KFREE_SKB_BTF, PROG_RING_FILL, PROG_SOCK_SET_STATE, PROG_TC_EGRESS, PROG_TC_INGRESS,
+    PROG_TC_TRACE_CONTEXT, PROG_TCP_PROBE, PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET,
+    PacketFilter, RESPONSE_LATENCY_MAP, ServerKey, TCP_EXCHANGES_MAP, TCP_HISTOGRAMS_MAP, TRACE_CONTEXT_PROGRAM_MAP,
+    TRACE_CONTEXTS_MAP, TcpSettings, histogram,
 };
 
 use flowtel_core::component::error_chain;
@@ -105,6 +106,8 @@ pub struct ProbeSettings {
     pub response_latency_servers: u32,
     /// The packet filter; with one, the `_filtered` variant of each program runs.
     pub filter: Option<CompiledFilter>,
+    /// Packet journeys.
+    pub journeys: JourneySettings,
 }
 
 impl Default for ProbeSettings {
@@ -119,6 +122,7 @@ impl Default for ProbeSettings {
             trace_context_connections: 0,
             response_latency_servers: 0,
             filter: None,
+            journeys: JourneySettings::default(),
         }
     }
 }
@@ -169,6 +173,7 @@ impl Probes {
             .override_global(GLOBAL_LAYOUT, &settings.layout, true)
             .override_global(GLOBAL_DROPS, &settings.drops, true)
             .override_global(GLOBAL_TCP, &settings.tcp, true)
+            .override_global(GLOBAL_JOURNEYS, &settings.journeys, true)
             .load(match settings.event_transport {
                 Transport::RingBuffer => PROBES_OBJECT,
                 Transport::PerfArray => PROBES_OBJECT_PERF,
@@ -267,6 +272,10 @@ impl Probes {
             PROG_TCP_RECEIVE_RESET => "flowtel_tcp_receive_reset_filtered",
             PROG_TCP_PROBE => "flowtel_tcp_probe_filtered",
             PROG_SOCK_SET_STATE => "flowtel_sock_set_state_filtered",
+            "flowtel_journey_net_dev_queue" => "flowtel_journey_net_dev_queue_filtered",
+            "flowtel_journey_net_dev_start_xmit" => "flowtel_journey_net_dev_start_xmit_filtered",
+            "flowtel_journey_netif_rx" => "flowtel_journey_netif_rx_filtered",
+            "flowtel_journey_netif_receive_skb" => "flowtel_journey_netif_receive_skb_filtered",
             other => other,
         }
     }

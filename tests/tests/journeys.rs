@@ -1,0 +1,162 @@
+//! Privileged, real kernel: packet journeys. Datagrams from one namespace
+//! of a veth pair to the other, some dropped by an nftables rule the test
+//! makes, some delivered to a socket: each is a span whose events are the
+//! hooks it passed, in order, ending in `kfree_skb` with `NETFILTER_DROP`
+//! or in `consume_skb`. Over the journey budget, what is not exported is
+//! counted: exported and counted add up to what was sent. Needs root.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::time::Duration;
+
+use flowtel_tests::{
+    Flowtel, kernel_at_least, metric_value,
+    netns::{VethPair, finish, is_root},
+    otlp_json::{Item, file_requests, items},
+    time_scale,
+};
+use serde_json::Value;
+
+const DROPPED_PORT: u16 = 7000;
+const DELIVERED_PORT: u16 = 7001;
+
+fn config(dir: &std::path::Path, max_per_second: u32) -> String {
+    format!(
+        r#"
+receivers:
+  ebpf:
+    interfaces: ["{interface}"]
+    flush_interval: 1s
+    filter: "udp portrange {DROPPED_PORT}-{DELIVERED_PORT}"
+    journeys: {{enabled: true, max_per_second: {max_per_second}}}
+exporters:
+  file/traces: {{path: "{dir}/traces.jsonl"}}
+  debug: {{verbosity: normal}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
+  pipelines:
+    traces: {{receivers: [ebpf], exporters: [file/traces, debug]}}
+"#,
+        interface = VethPair::A_IF,
+        dir = dir.display()
+    )
+}
+
+fn attr<'a>(item: &'a Item, key: &str) -> &'a str {
+    item.attributes.get(key).map_or("", String::as_str)
+}
+
+/// An OTLP/JSON attribute of a span event, as text.
+fn event_attr(event: &Value, key: &str) -> String {
+    let value =
+        event["attributes"].as_array().and_then(|a| a.iter().find(|kv| kv["key"] == key)).map(|kv| &kv["value"]);
+    match value {
+        Some(value) => value
+            .get("stringValue")
+            .or_else(|| value.get("intValue"))
+            .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+            .unwrap_or_default(),
+        None => String::new(),
+    }
+}
+
+/// Sends `count` datagrams from the first namespace to `port` of the second.
+fn send(pair: &VethPair, port: u16, count: usize) {
+    finish(pair.a.python(&format!(
+        "import socket\nu=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range({count}): u.sendto(b'x'*100,('{b}',{port}))\nprint(0)\n",
+        b = VethPair::B_V4
+    )));
+}
+
+/// Runs flowtel in the first namespace while `send` makes traffic; the
+/// journeys (spans) it exported and its own metrics at the end.
+fn run(pair: &VethPair, max_per_second: u32, traffic: impl FnOnce()) -> (Vec<Item>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut flowtel = Flowtel::start_in_netns(&config(dir.path(), max_per_second), &pair.a.name);
+    traffic();
+    std::thread::sleep(Duration::from_millis(2000) * time_scale());
+    let metrics = pair.a.http_get(flowtel.metrics_port, "/metrics");
+    assert!(flowtel.child.stop().success(), "{}", flowtel.child.output());
+    let spans = items(&file_requests(&dir.path().join("traces.jsonl")), "traces");
+    (spans.into_iter().filter(|s| s.name == "network.packet.journey").collect(), metrics, flowtel.child.output())
+}
+
+#[test]
+fn dropped_and_delivered_packets_are_traces_of_their_hooks() {
+    assert!(is_root(), "this privileged test needs root: run `cargo xtask test` as root");
+    let pair = VethPair::quiet("jrn", false);
+    pair.b.drop_udp_to_port(DROPPED_PORT);
+    let (spans, _, output) = run(&pair, 100, || {
+        let receiver = pair.b.python(&format!(
+            "import socket\nu=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nu.bind(('{b}',{DELIVERED_PORT}))\n\
+             print('ready',flush=True)\nfor i in range(2): u.recv(1000)\nprint(0)\n",
+            b = VethPair::B_V4
+        ));
+        std::thread::sleep(Duration::from_millis(300) * time_scale());
+        send(&pair, DROPPED_PORT, 3);
+        send(&pair, DELIVERED_PORT, 2);
+        finish(receiver);
+    });
+    assert!(output.contains("Following packet journeys"), "{output}");
+    let (a_netns, b_netns) = (pair.a.inode().to_string(), pair.b.inode().to_string());
+
+    let dropped: Vec<&Item> = spans.iter().filter(|s| attr(s, "destination.port") == "7000").collect();
+    assert_eq!(dropped.len(), 3, "{spans:#?}\n{output}");
+    for span in &dropped {
+        let events = span.raw["events"].as_array().unwrap();
+        let hooks: Vec<&str> = events.iter().map(|e| e["name"].as_str().unwrap()).collect();
+        // Sent from the first namespace's veth, taken in on the second's, dropped there.
+        let queued = hooks.iter().position(|h| *h == "net_dev_queue").expect("net_dev_queue");
+        let received = hooks.iter().position(|h| *h == "netif_receive_skb").expect("netif_receive_skb");
+        assert!(queued < received, "{hooks:?}");
+        assert_eq!(hooks.last(), Some(&"kfree_skb"), "{hooks:?}");
+        assert_eq!(
+            (event_attr(&events[queued], "network.interface.name"), event_attr(&events[queued], "linux.netns.inode")),
+            (VethPair::A_IF.to_owned(), a_netns.clone())
+        );
+        assert_eq!(
+            (
+                event_attr(&events[received], "network.interface.name"),
+                event_attr(&events[received], "linux.netns.inode")
+            ),
+            (VethPair::B_IF.to_owned(), b_netns.clone())
+        );
+        assert!(
+            event_attr(&events[received], "network.packet.journey.change").contains("veth0 → veth1"),
+            "{events:#?}"
+        );
+        let times: Vec<u64> = events.iter().map(|e| e["timeUnixNano"].as_str().unwrap().parse().unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        let reason = if kernel_at_least(5, 17) { "NETFILTER_DROP" } else { "NOT_SPECIFIED" };
+        assert_eq!(event_attr(events.last().unwrap(), "network.drop.reason"), reason);
+        assert_eq!(
+            (attr(span, "network.packet.journey.outcome"), attr(span, "source.address")),
+            ("dropped", VethPair::A_V4)
+        );
+        assert_eq!(span.raw["status"]["code"], 2, "an error status: {:#}", span.raw);
+    }
+
+    let delivered: Vec<&Item> = spans.iter().filter(|s| attr(s, "destination.port") == "7001").collect();
+    assert_eq!(delivered.len(), 2, "{spans:#?}");
+    for span in &delivered {
+        let events = span.raw["events"].as_array().unwrap();
+        assert_eq!(events.last().unwrap()["name"], "consume_skb", "{events:#?}");
+        assert_eq!(attr(span, "network.packet.journey.outcome"), "delivered");
+    }
+    // The debug exporter prints each journey as a sequence of hooks.
+    assert!(output.contains("net_dev_queue") && output.contains("kfree_skb"), "{output}");
+}
+
+#[test]
+fn journeys_over_the_budget_are_counted() {
+    assert!(is_root(), "this privileged test needs root: run `cargo xtask test` as root");
+    const SENT: usize = 40;
+    let pair = VethPair::quiet("jrb", false);
+    pair.b.drop_udp_to_port(DROPPED_PORT);
+    let (spans, metrics, output) = run(&pair, 3, || send(&pair, DROPPED_PORT, SENT));
+    let exported = spans.iter().filter(|s| attr(s, "destination.port") == "7000").count();
+    let over_budget = metric_value(&metrics, "flowtel_ebpf_journeys_over_budget_total", &[]) as usize;
+    assert!(exported < SENT && over_budget > 0, "{exported} exported, {over_budget} over budget\n{output}");
+    assert_eq!(exported + over_budget, SENT, "no journey lost silently\n{metrics}");
+}
