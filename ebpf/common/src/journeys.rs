@@ -6,14 +6,17 @@ use crate::{DropEvent, NAME_BYTES};
 
 /// Name of the LRU hash of followed packets: `sk_buff` address (`u64`) → [`Journey`].
 pub const JOURNEYS_MAP: &str = "JOURNEYS";
+/// Packets followed at once at most (the size of [`JOURNEYS_MAP`]).
+pub const JOURNEYS_FOLLOWED: u32 = 8192;
 /// Name of the load-time constant [`JourneySettings`].
 pub const GLOBAL_JOURNEYS: &str = "FLOWTEL_JOURNEYS";
 /// [`JourneyEvent::kind`].
 pub const EVENT_JOURNEY: u8 = 21;
 /// The hooks a journey keeps at most (more are counted in [`Journey::count`]).
 pub const JOURNEY_HOPS: usize = 12;
-/// A journey whose first hook is older than this is a new packet's (the
-/// `sk_buff` was freed by a path without a tracepoint and reused).
+/// At a hook, a journey whose first hook is older than this is a new
+/// packet's (the `sk_buff` was freed by a path without a tracepoint and
+/// reused); its end is taken whenever it comes.
 pub const JOURNEY_STALE_NS: u64 = 1_000_000_000;
 
 /// The hooks: [`Hop::hook`] values, with their program and tracepoint names.
@@ -28,6 +31,9 @@ pub const HOOK_NETIF_RECEIVE_SKB: u8 = 4;
 pub const HOOK_KFREE_SKB: u8 = 5;
 /// `skb:consume_skb`: freed after use (delivered).
 pub const HOOK_CONSUME_SKB: u8 = 6;
+/// `skb:skb_copy_datagram_iovec`: copied to a reader of its socket
+/// (delivered; its free may come much later, deferred to another CPU).
+pub const HOOK_SKB_COPY_DATAGRAM_IOVEC: u8 = 7;
 
 /// The BTF tracepoints a journey passes: program name (its `_filtered`
 /// variant starts journeys only for packets the filter matches) and tracepoint.
@@ -37,8 +43,11 @@ pub const JOURNEY_HOOK_PROGRAMS: [(&str, &str); 4] = [
     ("flowtel_journey_netif_rx", "netif_rx"),
     ("flowtel_journey_netif_receive_skb", "netif_receive_skb"),
 ];
-/// The program ending a journey at `consume_skb`.
-pub const PROG_JOURNEY_CONSUME_SKB: &str = "flowtel_journey_consume_skb";
+/// The programs ending a journey with a delivery, and their tracepoints.
+pub const JOURNEY_DELIVERY_PROGRAMS: [(&str, &str); 2] = [
+    ("flowtel_journey_consume_skb", "consume_skb"),
+    ("flowtel_journey_skb_copy_datagram_iovec", "skb_copy_datagram_iovec"),
+];
 
 /// What the journey programs load with.
 #[repr(C)]
@@ -94,10 +103,12 @@ pub struct Journey {
 pub struct JourneyEvent {
     /// [`EVENT_JOURNEY`].
     pub kind: u8,
-    /// 1: delivered (`consume_skb`), 0: dropped.
+    /// 1: delivered, 0: dropped.
     pub delivered: u8,
+    /// The hook that ended it (`HOOK_*`).
+    pub end_hook: u8,
     /// Explicit padding; always zero.
-    pub pad: [u8; 6],
+    pub pad: [u8; 5],
     /// The `sk_buff`'s address: with `journey.first_ns`, the tracking id.
     pub skb: u64,
     /// The end: reason and location of a drop, the packet's tuple, its

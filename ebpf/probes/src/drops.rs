@@ -13,8 +13,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use flowtel_ebpf_common::{
-    DropCount, DropCountKey, DropEvent, DropSettings, EVENT_DROP, EventCounter, GOVERNOR_DROPS, IP_V4, IP_V6,
-    NAME_BYTES, PACKET_CAPTURE_BYTES, TraceContext, ipproto,
+    DropCount, DropCountKey, DropEvent, DropSettings, EVENT_DROP, EventCounter, GOVERNOR_DROPS, HOOK_CONSUME_SKB,
+    HOOK_KFREE_SKB, IP_V4, IP_V6, NAME_BYTES, PACKET_CAPTURE_BYTES, TraceContext, ipproto,
 };
 
 use crate::{
@@ -93,7 +93,7 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
 ) {
     if reason == setting(&FLOWTEL_DROPS.consumed_reason) {
         // Older kernels free delivered packets through kfree_skb too.
-        journeys::on_end(ctx, skb, true, reason, location);
+        journeys::on_end(ctx, skb, HOOK_CONSUME_SKB, reason, location);
         return;
     }
     if reason == setting(&FLOWTEL_DROPS.not_dropped_reason) {
@@ -103,7 +103,7 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
     if unsafe { EXCLUDED_DROP_REASONS.get(&reason) }.is_some() {
         return;
     }
-    journeys::on_end(ctx, skb, false, reason, location);
+    journeys::on_end(ctx, skb, HOOK_KFREE_SKB, reason, location);
     if FILTERED && !filter::matches_skb(skb) {
         count(EventCounter::DropsFilteredOut);
         return;

@@ -12,8 +12,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
 };
 use flowtel_ebpf_common::{
-    EVENT_DROP, EVENT_JOURNEY, EventCounter, Hop, JOURNEY_STALE_NS, Journey, JourneyEvent, JourneySettings,
-    TraceContext,
+    EVENT_DROP, EVENT_JOURNEY, EventCounter, HOOK_KFREE_SKB, Hop, JOURNEY_STALE_NS, JOURNEYS_FOLLOWED, Journey,
+    JourneyEvent, JourneySettings, TraceContext,
 };
 
 use crate::{
@@ -27,9 +27,9 @@ use crate::{
 #[unsafe(no_mangle)]
 static FLOWTEL_JOURNEYS: JourneySettings = JourneySettings { enabled: 0, delivered: 0, max_per_second: 0, pad: 0 };
 
-/// Followed packets by `sk_buff` address.
+/// Followed packets by `sk_buff` address (sized by userspace).
 #[map(name = "JOURNEYS")]
-static JOURNEYS: LruHashMap<u64, Journey> = LruHashMap::with_max_entries(8192, 0);
+static JOURNEYS: LruHashMap<u64, Journey> = LruHashMap::with_max_entries(JOURNEYS_FOLLOWED, 0);
 
 /// Where a new journey is built (too big for the BPF stack).
 #[map(name = "JOURNEY_SCRATCH")]
@@ -121,10 +121,11 @@ fn within_budget(now: u64) -> bool {
     true
 }
 
-/// A followed packet ends: dropped (`reason`, freed at `location`) or
-/// delivered. Its journey is sent, within the budget.
+/// A followed packet ends at `hook`: dropped (`reason`, freed at
+/// `location`) or delivered. Its journey is sent, within the budget.
 #[inline(always)]
-pub fn on_end<C: EbpfContext>(ctx: &C, skb: *const u8, delivered: bool, reason: u32, location: u64) {
+pub fn on_end<C: EbpfContext>(ctx: &C, skb: *const u8, hook: u8, reason: u32, location: u64) {
+    let delivered = hook != HOOK_KFREE_SKB;
     if !enabled() {
         return;
     }
@@ -137,9 +138,8 @@ pub fn on_end<C: EbpfContext>(ctx: &C, skb: *const u8, delivered: bool, reason: 
     let event = unsafe { &mut *event };
     event.journey = unsafe { *journey };
     let _ = JOURNEYS.remove(&key);
-    if now.saturating_sub(event.journey.first_ns) >= JOURNEY_STALE_NS
-        || (delivered && global(&FLOWTEL_JOURNEYS.delivered) == 0)
-    {
+    // However long it waited (in a socket's queue, say), a journey ends here.
+    if delivered && global(&FLOWTEL_JOURNEYS.delivered) == 0 {
         return;
     }
     if !within_budget(now) {
@@ -148,7 +148,8 @@ pub fn on_end<C: EbpfContext>(ctx: &C, skb: *const u8, delivered: bool, reason: 
     }
     event.kind = EVENT_JOURNEY;
     event.delivered = u8::from(delivered);
-    event.pad = [0; 6];
+    event.end_hook = hook;
+    event.pad = [0; 5];
     event.skb = key;
     let end = &mut event.end;
     let dev = read::<*const u8>(skb, offset(&FLOWTEL_LAYOUT.skb_dev)).unwrap_or(core::ptr::null());

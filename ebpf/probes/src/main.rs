@@ -212,14 +212,27 @@ journey_programs!(
     flowtel_ebpf_common::HOOK_NETIF_RECEIVE_SKB
 );
 
-/// `consume_skb(skb, …)`: a followed packet was delivered (its location
-/// argument is not read: kernels before 6.3 have none).
-#[btf_tracepoint(function = "consume_skb")]
-pub fn flowtel_journey_consume_skb(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
-    journeys::on_end(&ctx, skb as *const u8, true, 0, 0);
-    0
+/// A BTF tracepoint whose first argument is the `struct sk_buff *`, as the
+/// delivery that ends a journey.
+macro_rules! journey_delivery_program {
+    ($name:ident, $function:literal, $hook:expr) => {
+        #[btf_tracepoint(function = $function)]
+        pub fn $name(ctx: BtfTracePointContext) -> i32 {
+            let skb: u64 = ctx.arg(0);
+            journeys::on_end(&ctx, skb as *const u8, $hook, 0, 0);
+            0
+        }
+    };
 }
+
+// Freed after use; copied to a reader of its socket (its free may be
+// deferred to another CPU, long after).
+journey_delivery_program!(flowtel_journey_consume_skb, "consume_skb", flowtel_ebpf_common::HOOK_CONSUME_SKB);
+journey_delivery_program!(
+    flowtel_journey_skb_copy_datagram_iovec,
+    "skb_copy_datagram_iovec",
+    flowtel_ebpf_common::HOOK_SKB_COPY_DATAGRAM_IOVEC
+);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -6,7 +6,7 @@
 use flowtel_core::schema::{attr, event};
 use flowtel_ebpf_common::{
     HOOK_CONSUME_SKB, HOOK_KFREE_SKB, HOOK_NET_DEV_QUEUE, HOOK_NET_DEV_START_XMIT, HOOK_NETIF_RECEIVE_SKB,
-    HOOK_NETIF_RX, Hop, JOURNEY_HOPS, JourneyEvent,
+    HOOK_NETIF_RX, HOOK_SKB_COPY_DATAGRAM_IOVEC, Hop, JOURNEY_HOPS, JourneyEvent,
 };
 use opentelemetry_proto::tonic::{
     common::v1::KeyValue,
@@ -31,6 +31,7 @@ pub fn hook_name(hook: u8) -> &'static str {
         HOOK_NETIF_RECEIVE_SKB => "netif_receive_skb",
         HOOK_KFREE_SKB => "kfree_skb",
         HOOK_CONSUME_SKB => "consume_skb",
+        HOOK_SKB_COPY_DATAGRAM_IOVEC => "skb_copy_datagram_iovec",
         _ => "unknown",
     }
 }
@@ -40,13 +41,15 @@ fn place(hop: &Hop) -> (String, u32, u32) {
     (c_name(&hop.ifname).to_owned(), hop.netns, hop.length)
 }
 
-/// What changed between two hooks, in words (`interface veth0 → veth1, …`).
+/// What changed between two hooks, in words (`interface veth0 → veth1, …`);
+/// a device or namespace no longer known (the packet left its device) is
+/// no change.
 fn change(before: &(String, u32, u32), after: &(String, u32, u32)) -> String {
     let mut changes = Vec::new();
-    if before.0 != after.0 {
+    if !after.0.is_empty() && before.0 != after.0 {
         changes.push(format!("interface {} → {}", before.0, after.0));
     }
-    if before.1 != after.1 {
+    if after.1 != 0 && before.1 != after.1 {
         changes.push(format!("netns {} → {}", before.1, after.1));
     }
     if before.2 != after.2 {
@@ -88,7 +91,7 @@ pub fn journey_span(event: &JourneyEvent, ctx: &DropContext<'_>, trace_id: [u8; 
     let delivered = event.delivered != 0;
     let here = (c_name(&end.ifname).to_owned(), end.netns, end.length);
     let changed = before.as_ref().map(|b| change(b, &here)).unwrap_or_default();
-    let end_hook = if delivered { HOOK_CONSUME_SKB } else { HOOK_KFREE_SKB };
+    let end_hook = if delivered { event.end_hook } else { HOOK_KFREE_SKB };
     let mut end_event = hook_event(end_hook, to_unix(end.time_ns), &here, changed);
 
     let mut attributes: Vec<KeyValue> = Vec::with_capacity(12);

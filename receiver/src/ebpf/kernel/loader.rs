@@ -11,11 +11,11 @@ use aya::{
 use flowtel_ebpf_common::{
     DROP_COUNTS_MAP, DROP_STACKS_MAP, DropSettings, EVENT_COUNTERS, EVENT_COUNTERS_MAP, FILTER_LINK_LAYER,
     FILTER_NETWORK_LAYER, FLOWS_MAP, GLOBAL_DROPS, GLOBAL_JOURNEYS, GLOBAL_LAYOUT, GLOBAL_RESPONSE_LATENCY,
-    GLOBAL_SAMPLING, GLOBAL_TCP, GLOBAL_TRACE_CONTEXT, JourneySettings, KernelLayout, PACKET_FILTERS_MAP,
-    PROG_KFREE_SKB, PROG_KFREE_SKB_BTF, PROG_RING_FILL, PROG_SOCK_SET_STATE, PROG_TC_EGRESS, PROG_TC_INGRESS,
-    PROG_TC_TRACE_CONTEXT, PROG_TCP_PROBE, PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT, PROG_TCP_SEND_RESET,
-    PacketFilter, RESPONSE_LATENCY_MAP, ServerKey, TCP_EXCHANGES_MAP, TCP_HISTOGRAMS_MAP, TRACE_CONTEXT_PROGRAM_MAP,
-    TRACE_CONTEXTS_MAP, TcpSettings, histogram,
+    GLOBAL_SAMPLING, GLOBAL_TCP, GLOBAL_TRACE_CONTEXT, JOURNEYS_FOLLOWED, JOURNEYS_MAP, JourneySettings, KernelLayout,
+    PACKET_FILTERS_MAP, PROG_KFREE_SKB, PROG_KFREE_SKB_BTF, PROG_RING_FILL, PROG_SOCK_SET_STATE, PROG_TC_EGRESS,
+    PROG_TC_INGRESS, PROG_TC_TRACE_CONTEXT, PROG_TCP_PROBE, PROG_TCP_RECEIVE_RESET, PROG_TCP_RETRANSMIT,
+    PROG_TCP_SEND_RESET, PacketFilter, RESPONSE_LATENCY_MAP, ServerKey, TCP_EXCHANGES_MAP, TCP_HISTOGRAMS_MAP,
+    TRACE_CONTEXT_PROGRAM_MAP, TRACE_CONTEXTS_MAP, TcpSettings, histogram,
 };
 
 use flowtel_core::component::error_chain;
@@ -174,6 +174,8 @@ impl Probes {
             .override_global(GLOBAL_DROPS, &settings.drops, true)
             .override_global(GLOBAL_TCP, &settings.tcp, true)
             .override_global(GLOBAL_JOURNEYS, &settings.journeys, true)
+            // Preallocated: room for followed packets only when journeys are on.
+            .map_max_entries(JOURNEYS_MAP, if settings.journeys.enabled != 0 { JOURNEYS_FOLLOWED } else { 1 })
             .load(match settings.event_transport {
                 Transport::RingBuffer => PROBES_OBJECT,
                 Transport::PerfArray => PROBES_OBJECT_PERF,
