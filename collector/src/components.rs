@@ -62,6 +62,7 @@ pub struct ComponentType {
 
 const ALL_SIGNALS: &[Signal] = &[Signal::Logs, Signal::Metrics, Signal::Traces];
 const LOGS: &[Signal] = &[Signal::Logs];
+const LOGS_AND_TRACES: &[Signal] = &[Signal::Logs, Signal::Traces];
 const SAME_SIGNAL: &[(Signal, Signal)] =
     &[(Signal::Logs, Signal::Logs), (Signal::Metrics, Signal::Metrics), (Signal::Traces, Signal::Traces)];
 const TO_METRICS: &[(Signal, Signal)] =
@@ -185,9 +186,9 @@ pub const COMPONENT_TYPES: &[ComponentType] = &[
         kind: ComponentKind::Exporter,
         name: "pcap",
         aliases: &[],
-        signals: LOGS,
+        signals: LOGS_AND_TRACES,
         joins: &[],
-        description: "the packets records carry, as pcap-ng files for Wireshark",
+        description: "the packets drop records and journeys carry, as pcap-ng files for Wireshark",
     },
     ComponentType {
         kind: ComponentKind::Exporter,

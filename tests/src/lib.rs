@@ -261,3 +261,17 @@ pub fn hubble_responses(child: std::process::Child) -> Vec<serde_json::Value> {
 pub fn grpcurl() -> PathBuf {
     python().with_file_name("grpcurl")
 }
+
+/// Runs one of Wireshark's tools; its standard output, after checking it
+/// said nothing on standard error and succeeded.
+pub fn wireshark(tool: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("{tool} (cargo xtask setup): {err}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // tshark warns about running as root; nothing else may be said.
+    let complaints: Vec<&str> = stderr.lines().filter(|line| !line.contains("Running as user \"root\"")).collect();
+    assert!(output.status.success() && complaints.is_empty(), "{tool} {args:?}: {}\n{stderr}", output.status);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

@@ -13,7 +13,7 @@ use flowtel_tests::{
     Flowtel, kernel_at_least, metric_value,
     netns::{VethPair, finish, is_root},
     otlp_json::{Item, file_requests, items},
-    time_scale,
+    time_scale, wireshark,
 };
 use serde_json::Value;
 
@@ -34,13 +34,15 @@ receivers:
     flush_interval: 1s
     filter: "{filter}"
     journeys: {{enabled: true, max_per_second: {max_per_second}}}
+    drops: {{snaplen: 64}}
 exporters:
   file/traces: {{path: "{dir}/traces.jsonl"}}
+  pcap: {{path: "{dir}/journeys.pcapng"}}
   debug: {{verbosity: normal}}
 service:
   telemetry: {{metrics: {{address: "127.0.0.1:${{METRICS_PORT}}"}}}}
   pipelines:
-    traces: {{receivers: [ebpf], exporters: [file/traces, debug]}}
+    traces: {{receivers: [ebpf], exporters: [file/traces, pcap, debug]}}
 "#,
         interface = VethPair::A_IF,
         dir = dir.display()
@@ -76,7 +78,17 @@ fn send(pair: &VethPair, port: u16, count: usize) {
 
 /// Runs flowtel in the first namespace while `send` makes traffic; the
 /// journeys (spans) it exported and its own metrics at the end.
-fn run(pair: &VethPair, filter: &str, max_per_second: u32, traffic: impl FnOnce()) -> (Vec<Item>, String, String) {
+/// What one flowtel run exported: its journeys (spans), its own metrics at
+/// the end, its output, and what `tshark` read of its pcap-ng file
+/// (`source.address|destination.port|comment` per packet).
+struct Run {
+    spans: Vec<Item>,
+    metrics: String,
+    output: String,
+    packets: Vec<String>,
+}
+
+fn run(pair: &VethPair, filter: &str, max_per_second: u32, traffic: impl FnOnce()) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let mut flowtel = Flowtel::start_in_netns(&config(dir.path(), filter, max_per_second), &pair.a.name);
     traffic();
@@ -84,7 +96,17 @@ fn run(pair: &VethPair, filter: &str, max_per_second: u32, traffic: impl FnOnce(
     let metrics = pair.a.http_get(flowtel.metrics_port, "/metrics");
     assert!(flowtel.child.stop().success(), "{}", flowtel.child.output());
     let spans = items(&file_requests(&dir.path().join("traces.jsonl")), "traces");
-    (spans.into_iter().filter(|s| s.name == "network.packet.journey").collect(), metrics, flowtel.child.output())
+    let pcap = dir.path().join("journeys.pcapng");
+    let fields = ["-e", "ip.src", "-e", "udp.dstport", "-e", "frame.comment"];
+    let mut args = vec!["-r", pcap.to_str().unwrap(), "-T", "fields", "-E", "separator=|"];
+    args.extend(fields);
+    let packets = wireshark("tshark", &args).lines().map(str::to_owned).collect();
+    Run {
+        spans: spans.into_iter().filter(|s| s.name == "network.packet.journey").collect(),
+        metrics,
+        output: flowtel.child.output(),
+        packets,
+    }
 }
 
 #[test]
@@ -93,7 +115,7 @@ fn dropped_and_delivered_packets_are_traces_of_their_hooks() {
     let pair = VethPair::quiet("jrn", false);
     pair.b.drop_udp_to_port(DROPPED_PORT);
     let filter = format!("udp port {DROPPED_PORT} or tcp port {DELIVERED_PORT}");
-    let (spans, _, output) = run(&pair, &filter, 100, || {
+    let Run { spans, output, packets, .. } = run(&pair, &filter, 100, || {
         let server = pair.b.python(&format!(
             "import socket\ns=socket.socket();s.bind(('{b}',{DELIVERED_PORT}));s.listen()\n\
              print('ready',flush=True)\nc,_=s.accept()\nprint(c.recv(100))\n",
@@ -159,6 +181,16 @@ fn dropped_and_delivered_packets_are_traces_of_their_hooks() {
         copied[0].raw["events"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(hooks.first(), Some(&"net_dev_queue"), "{hooks:?}");
     assert!(hooks.contains(&"netif_receive_skb"), "{hooks:?}");
+    // The pcap exporter wrote each dropped datagram, commented with its hooks.
+    let dropped_packets: Vec<&String> = packets.iter().filter(|p| p.contains("|7000|")).collect();
+    assert_eq!(dropped_packets.len(), 3, "{packets:#?}");
+    for packet in dropped_packets {
+        assert!(packet.starts_with(&format!("{}|7000|journey net_dev_queue veth0 → ", VethPair::A_V4)), "{packet}");
+        assert!(
+            packet.ends_with("kfree_skb veth1: drop NETFILTER_DROP at nft_do_chain") || !kernel_at_least(5, 17),
+            "{packet}"
+        );
+    }
     // The debug exporter prints each journey as a sequence of hooks.
     assert!(output.contains("net_dev_queue") && output.contains("kfree_skb"), "{output}");
 }
@@ -170,7 +202,7 @@ fn journeys_over_the_budget_are_counted() {
     let pair = VethPair::quiet("jrb", false);
     pair.b.drop_udp_to_port(OVER_BUDGET_PORT);
     let filter = format!("udp port {OVER_BUDGET_PORT}");
-    let (spans, metrics, output) = run(&pair, &filter, 3, || send(&pair, OVER_BUDGET_PORT, SENT));
+    let Run { spans, metrics, output, .. } = run(&pair, &filter, 3, || send(&pair, OVER_BUDGET_PORT, SENT));
     let exported = spans.iter().filter(|s| attr(s, "destination.port") == "7002").count();
     let over_budget = metric_value(&metrics, "flowtel_ebpf_journeys_over_budget_total", &[]) as usize;
     assert!(exported < SENT && over_budget > 0, "{exported} exported, {over_budget} over budget\n{output}");

@@ -7,13 +7,13 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use flowtel_tests::{
     Flowtel, example_config, kernel_at_least,
     netns::{VethPair, finish, is_root},
     otlp_json::{file_requests, items, records},
-    time_scale,
+    time_scale, wireshark,
 };
 
 const DATAGRAMS: usize = 5;
@@ -34,18 +34,6 @@ fn config(dir: &std::path::Path) -> String {
             ("service:\n", "service:\n  telemetry: {metrics: {address: \"127.0.0.1:${METRICS_PORT}\"}}\n".to_owned()),
         ],
     )
-}
-
-/// Runs one of Wireshark's tools; its standard output, after checking it
-/// said nothing on standard error and succeeded.
-fn wireshark(tool: &str, args: &[&str]) -> String {
-    let output =
-        Command::new(tool).args(args).output().unwrap_or_else(|err| panic!("{tool} (cargo xtask setup): {err}"));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // tshark warns about running as root; nothing else may be said.
-    let complaints: Vec<&str> = stderr.lines().filter(|line| !line.contains("Running as user \"root\"")).collect();
-    assert!(output.status.success() && complaints.is_empty(), "{tool} {args:?}: {}\n{stderr}", output.status);
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[test]

@@ -160,7 +160,7 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
 /// Copies up to `snaplen` bytes of the packet from its network header into
 /// `packet`; how many.
 #[inline(always)]
-fn capture(skb: *const u8, packet: &mut [u8; PACKET_CAPTURE_BYTES]) -> u32 {
+pub(crate) fn capture(skb: *const u8, packet: &mut [u8; PACKET_CAPTURE_BYTES]) -> u32 {
     let snaplen = setting(&FLOWTEL_DROPS.snaplen) as usize;
     if snaplen == 0 {
         return 0;

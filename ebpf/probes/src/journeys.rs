@@ -17,7 +17,7 @@ use flowtel_ebpf_common::{
 };
 
 use crate::{
-    drops::read_tuple,
+    drops::{capture, read_tuple},
     filter,
     flows::global,
     kernel::{FLOWTEL_LAYOUT, count, device, offset, read, send},
@@ -163,7 +163,7 @@ pub fn on_end<C: EbpfContext>(ctx: &C, skb: *const u8, hook: u8, reason: u32, lo
     end.ifname = ifname;
     end.length = read::<u32>(skb, offset(&FLOWTEL_LAYOUT.skb_len)).unwrap_or(0);
     end.sampling_rate = 1;
-    end.captured = 0;
+    end.captured = capture(skb, &mut end.packet);
     end.stack_id = -1;
     end.ip_version = 0;
     end.protocol = 0;

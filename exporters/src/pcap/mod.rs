@@ -1,9 +1,10 @@
-//! The `pcap` exporter: the packet bytes that log records carry
-//! (`network.packet.data`, from the `ebpf` receiver's `drops.snaplen`) as
-//! pcap-ng files for Wireshark and tshark: one interface block per
-//! interface and network namespace, a packet block per record with a
-//! comment saying why it was captured (the drop reason and where), rotated
-//! by size like the `file` exporter's files.
+//! The `pcap` exporter: the packet bytes that drop records and journeys
+//! carry (`network.packet.data`, from the `ebpf` receiver's
+//! `drops.snaplen`) as pcap-ng files for Wireshark and tshark: one
+//! interface block per interface and network namespace, a packet block per
+//! record or journey with a comment saying why it was captured (the drop
+//! reason and where, the journey's hooks), rotated by size like the `file`
+//! exporter's files.
 
 mod pcapng;
 
@@ -23,7 +24,7 @@ use flowtel_core::{
     export::{BuildError, RotatingFile, RotationConfig, validate_output},
     schema::{attr, event},
 };
-use opentelemetry_proto::tonic::{common::v1::any_value::Value, logs::v1::LogRecord};
+use opentelemetry_proto::tonic::{common::v1::any_value::Value, logs::v1::LogRecord, trace::v1::Span};
 use serde::Deserialize;
 
 /// `exporters::pcap`.
@@ -131,6 +132,42 @@ impl<'a> Packet<'a> {
     }
 }
 
+impl<'a> Packet<'a> {
+    /// The packet a journey's span carries, if any: at the place of its
+    /// last hook with a device, commented with its hooks in order and its end.
+    fn of_journey(span: &'a Span) -> Option<Packet<'a>> {
+        let attributes = &span.attributes;
+        let Some(Value::BytesValue(data)) = find(attributes, attr::NETWORK_PACKET_DATA) else { return None };
+        if data.is_empty() || span.name != event::PACKET_JOURNEY {
+            return None;
+        }
+        let placed =
+            span.events.iter().rev().find(|e| find_text(&e.attributes, attr::NETWORK_INTERFACE_NAME).is_some());
+        let (name, netns) = placed.map_or((String::new(), 0), |e| {
+            let name = find_text(&e.attributes, attr::NETWORK_INTERFACE_NAME).unwrap_or_default().into_owned();
+            let netns = match find(&e.attributes, attr::LINUX_NETNS_INODE) {
+                Some(Value::IntValue(inode)) => *inode,
+                _ => 0,
+            };
+            (name, netns)
+        });
+        let hooks: Vec<String> = span
+            .events
+            .iter()
+            .map(|e| match find_text(&e.attributes, attr::NETWORK_INTERFACE_NAME) {
+                Some(interface) => format!("{} {interface}", e.name),
+                None => e.name.clone(),
+            })
+            .collect();
+        let mut comment = format!("journey {}", hooks.join(" → "));
+        if let Some(reason) = find_text(attributes, attr::NETWORK_DROP_REASON) {
+            let location = find_text(attributes, attr::NETWORK_DROP_LOCATION).unwrap_or_default();
+            let _ = write!(comment, ": drop {reason} at {location}");
+        }
+        Some(Packet { interface: (name, netns), time_ns: span.end_time_unix_nano, data, comment })
+    }
+}
+
 /// Why the packet was captured, for Wireshark's packet comments: a drop's
 /// reason and where the kernel dropped it (and the nftables rule), and the
 /// trace it belongs to.
@@ -183,9 +220,21 @@ impl PcapExporter {
 #[async_trait]
 impl Exporter for PcapExporter {
     async fn export(&self, payload: &Payload) -> Result<ExportOutcome, ExportError> {
-        let Payload::Logs(resources) = payload else { return Ok(ExportOutcome::default()) };
-        let packets: Vec<Packet<'_>> =
-            resources.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records).filter_map(Packet::of).collect();
+        let packets: Vec<Packet<'_>> = match payload {
+            Payload::Logs(resources) => resources
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .flat_map(|s| &s.log_records)
+                .filter_map(Packet::of)
+                .collect(),
+            Payload::Traces(resources) => resources
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .filter_map(Packet::of_journey)
+                .collect(),
+            _ => return Ok(ExportOutcome::default()),
+        };
         if packets.is_empty() {
             return Ok(ExportOutcome::default());
         }

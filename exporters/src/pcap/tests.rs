@@ -95,3 +95,36 @@ fn config_checks_its_directory() {
     let config = PcapConfig { path: "/nonexistent/dir/drops.pcapng".into(), rotation: None };
     assert_eq!(config.validate()[0].0, "path");
 }
+
+#[tokio::test]
+async fn a_journey_is_a_packet_commented_with_its_hooks() {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::Event};
+    let record = drop_record("veth1");
+    let hook = |name: &str, interface: &str| Event {
+        name: name.into(),
+        attributes: vec![kv(attr::NETWORK_INTERFACE_NAME, Value::StringValue(interface.into()))],
+        ..Default::default()
+    };
+    let span = Span {
+        name: event::PACKET_JOURNEY.into(),
+        end_time_unix_nano: 1_700_000_000_000_000_000,
+        attributes: record.attributes.clone(),
+        events: vec![hook("net_dev_queue", "veth0"), hook("netif_receive_skb", "veth1"), hook("kfree_skb", "veth1")],
+        ..Default::default()
+    };
+    let packet = Packet::of_journey(&span).expect("a packet");
+    assert_eq!(packet.interface.0, "veth1");
+    assert_eq!(
+        packet.comment,
+        "journey net_dev_queue veth0 → netif_receive_skb veth1 → kfree_skb veth1: drop NETFILTER_DROP at nft_do_chain"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journeys.pcapng");
+    let exporter = PcapExporter::new(&PcapConfig { path: path.clone(), rotation: None }).expect("open");
+    let payload = Payload::Traces(vec![ResourceSpans {
+        scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+        ..Default::default()
+    }]);
+    exporter.export(&payload).await.expect("write");
+    assert_eq!(block_types(&std::fs::read(&path).expect("read")), vec![0x0A0D_0D0A, 1, 6]);
+}

@@ -112,6 +112,9 @@ pub fn journey_span(event: &JourneyEvent, ctx: &DropContext<'_>, trace_id: [u8; 
         Some(Status { message: reason.unwrap_or_default(), code: status::StatusCode::Error as i32 })
     };
     attributes.push(kv(attr::NETWORK_PACKET_JOURNEY_HOOKS, i64::from(journey.count) + 1));
+    if let Some(data) = end.packet.get(..end.captured as usize).filter(|data| !data.is_empty()) {
+        attributes.push(kv(attr::NETWORK_PACKET_DATA, data.to_vec()));
+    }
     events.push(end_event);
     Span {
         trace_id: trace_id.to_vec(),
