@@ -120,27 +120,8 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
     let Some(event) = DROP_EVENT_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
     let event = unsafe { &mut *event };
-    // Field by field: a whole DropEvent built first would sit on the stack.
-    event.kind = EVENT_DROP;
-    event.reason = reason;
-    event.time_ns = now;
-    event.location = location;
-    event.ifindex = ifindex;
-    event.netns = netns;
-    event.ifname = ifname;
-    event.length = read::<u32>(skb, offset(&FLOWTEL_LAYOUT.skb_len)).unwrap_or(0);
+    describe(event, skb, (reason, location), (ifindex, netns, ifname), now);
     event.sampling_rate = rate;
-    event.stack_id = -1;
-    event.ip_version = 0;
-    event.protocol = 0;
-    event.has_ports = 0;
-    event.src_addr = [0; 16];
-    event.dst_addr = [0; 16];
-    event.src_port = 0;
-    event.dst_port = 0;
-    event.trace = TraceContext::default();
-    read_tuple(skb, event);
-    event.captured = capture(skb, &mut event.packet);
     if event.protocol == ipproto::TCP && event.has_ports == 1 {
         trace_context::current(
             event.ip_version,
@@ -157,10 +138,45 @@ pub fn on_kfree_skb<const FILTERED: bool, C: EbpfContext + StackIdContext>(
     send(ctx, event, EventCounter::DropRingBufferFull);
 }
 
+/// Writes what a drop event says of a packet freed at `location` for
+/// `reason` on `device` (index, namespace, name) at `now`: its length,
+/// tuple and first bytes; no stack, no trace context, sent as 1 in 1.
+/// Field by field, into the event: a whole `DropEvent` built first would
+/// sit on the stack.
+#[inline(always)]
+pub(crate) fn describe(
+    event: &mut DropEvent,
+    skb: *const u8,
+    (reason, location): (u32, u64),
+    (ifindex, netns, ifname): (u32, u32, [u8; NAME_BYTES]),
+    now: u64,
+) {
+    event.kind = EVENT_DROP;
+    event.reason = reason;
+    event.time_ns = now;
+    event.location = location;
+    event.ifindex = ifindex;
+    event.netns = netns;
+    event.ifname = ifname;
+    event.length = read::<u32>(skb, offset(&FLOWTEL_LAYOUT.skb_len)).unwrap_or(0);
+    event.sampling_rate = 1;
+    event.stack_id = -1;
+    event.ip_version = 0;
+    event.protocol = 0;
+    event.has_ports = 0;
+    event.src_addr = [0; 16];
+    event.dst_addr = [0; 16];
+    event.src_port = 0;
+    event.dst_port = 0;
+    event.trace = TraceContext::default();
+    read_tuple(skb, event);
+    event.captured = capture(skb, &mut event.packet);
+}
+
 /// Copies up to `snaplen` bytes of the packet from its network header into
 /// `packet`; how many.
 #[inline(always)]
-pub(crate) fn capture(skb: *const u8, packet: &mut [u8; PACKET_CAPTURE_BYTES]) -> u32 {
+fn capture(skb: *const u8, packet: &mut [u8; PACKET_CAPTURE_BYTES]) -> u32 {
     let snaplen = setting(&FLOWTEL_DROPS.snaplen) as usize;
     if snaplen == 0 {
         return 0;
@@ -179,7 +195,7 @@ pub(crate) fn capture(skb: *const u8, packet: &mut [u8; PACKET_CAPTURE_BYTES]) -
 /// Reads the addresses and ports from the packet's headers, where the
 /// kernel has set its network header.
 #[inline(always)]
-pub(crate) fn read_tuple(skb: *const u8, event: &mut DropEvent) {
+fn read_tuple(skb: *const u8, event: &mut DropEvent) {
     const UNSET: u16 = 0xffff;
     let Some(head) = read::<*const u8>(skb, offset(&FLOWTEL_LAYOUT.skb_head)) else { return };
     let Some(network) = read::<u16>(skb, offset(&FLOWTEL_LAYOUT.skb_network_header)) else { return };

@@ -12,12 +12,12 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
 };
 use flowtel_ebpf_common::{
-    EVENT_DROP, EVENT_JOURNEY, EventCounter, HOOK_KFREE_SKB, Hop, JOURNEY_STALE_NS, JOURNEYS_FOLLOWED, Journey,
-    JourneyEvent, JourneySettings, TraceContext,
+    EVENT_JOURNEY, EventCounter, HOOK_KFREE_SKB, Hop, JOURNEY_STALE_NS, JOURNEYS_FOLLOWED, Journey, JourneyEvent,
+    JourneySettings,
 };
 
 use crate::{
-    drops::{capture, read_tuple},
+    drops::describe,
     filter,
     flows::global,
     kernel::{FLOWTEL_LAYOUT, count, device, offset, read, send},
@@ -151,28 +151,7 @@ pub fn on_end<C: EbpfContext>(ctx: &C, skb: *const u8, hook: u8, reason: u32, lo
     event.end_hook = hook;
     event.pad = [0; 5];
     event.skb = key;
-    let end = &mut event.end;
     let dev = read::<*const u8>(skb, offset(&FLOWTEL_LAYOUT.skb_dev)).unwrap_or(core::ptr::null());
-    let (ifindex, netns, ifname) = device(dev);
-    end.kind = EVENT_DROP;
-    end.reason = reason;
-    end.time_ns = now;
-    end.location = location;
-    end.ifindex = ifindex;
-    end.netns = netns;
-    end.ifname = ifname;
-    end.length = read::<u32>(skb, offset(&FLOWTEL_LAYOUT.skb_len)).unwrap_or(0);
-    end.sampling_rate = 1;
-    end.captured = capture(skb, &mut end.packet);
-    end.stack_id = -1;
-    end.ip_version = 0;
-    end.protocol = 0;
-    end.has_ports = 0;
-    end.src_addr = [0; 16];
-    end.dst_addr = [0; 16];
-    end.src_port = 0;
-    end.dst_port = 0;
-    end.trace = TraceContext::default();
-    read_tuple(skb, end);
+    describe(&mut event.end, skb, (reason, location), device(dev), now);
     send(ctx, event, EventCounter::JourneyRingBufferFull);
 }
