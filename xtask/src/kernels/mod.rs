@@ -40,6 +40,7 @@ struct Kernel {
 const NEEDS_BPF_LOOP: &[(&str, &str)] = &[
     ("packet_filter", "pcap filters need bpf_loop (5.17+); kernel_reach checks the startup error"),
     ("trace_context", "reading traceparent needs bpf_loop (5.17+); kernel_reach checks it is reported off"),
+    ("journeys", "its journeys follow packets a filter chooses, and filters need bpf_loop (5.17+)"),
 ];
 
 const KERNELS: [Kernel; 3] = [
@@ -78,6 +79,7 @@ const SUITE: &[(&str, &[&str])] = &[
     ("hubble", &["--exact", "hubble_serves_real_kernel_flows_and_drops"]),
     ("netfilter_trace", &[]),
     ("conntrack_nat", &[]),
+    ("journeys", &[]),
 ];
 
 /// How much slower than the host the tests' waits are allowed to be:
