@@ -1,7 +1,7 @@
 //! What the kernel programs write, decoded as the `ebpf` receiver decodes
 //! it: flow events, drop and TCP events (TCP records read with the
-//! tracepoint layouts of a real kernel's tracefs), made into log records;
-//! and tracefs `format` files themselves.
+//! tracepoint layouts of a real kernel's tracefs), made into log records,
+//! and packet journeys, made into spans; and tracefs `format` files themselves.
 //!
 //! The first byte picks what the rest is.
 #![no_main]
@@ -11,6 +11,7 @@ use std::{path::Path, sync::OnceLock};
 use flowtel_receiver::ebpf::{
     KernelEvent, decode_event, decode_kernel_event,
     drops::{DropContext, drop_record},
+    journeys::convert::journey_span,
     kernel::{btf::KernelEnums, kallsyms::Kallsyms, tracefs},
     tcp::{TcpContext, TcpFormats, tcp_record},
 };
@@ -51,29 +52,34 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             let _ = decode_event(bytes);
         }
-        1 => match decode_kernel_event(bytes) {
-            Some(KernelEvent::Drop(event)) => {
-                let ctx = DropContext {
-                    enums: &kernel.enums,
-                    kallsyms: &kernel.kallsyms,
-                    monotonic_to_unix_ns: 1,
-                    now_unix_ns: 2,
-                };
-                let stack: Vec<u64> =
-                    bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).collect();
-                let _ = drop_record(&event, Some(&stack), &ctx);
+        1 => {
+            let ctx = DropContext {
+                enums: &kernel.enums,
+                kallsyms: &kernel.kallsyms,
+                monotonic_to_unix_ns: 1,
+                now_unix_ns: 2,
+            };
+            match decode_kernel_event(bytes) {
+                Some(KernelEvent::Drop(event)) => {
+                    let stack: Vec<u64> =
+                        bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).collect();
+                    let _ = drop_record(&event, Some(&stack), &ctx);
+                }
+                Some(KernelEvent::Tcp(event)) => {
+                    let ctx = TcpContext {
+                        formats: &kernel.formats,
+                        enums: &kernel.enums,
+                        monotonic_to_unix_ns: u64::MAX,
+                        now_unix_ns: 2,
+                    };
+                    let _ = tcp_record(&event, &ctx, None);
+                }
+                Some(KernelEvent::Journey(event)) => {
+                    let _ = journey_span(&event, &ctx, [1; 16], [2; 8]);
+                }
+                None => {}
             }
-            Some(KernelEvent::Tcp(event)) => {
-                let ctx = TcpContext {
-                    formats: &kernel.formats,
-                    enums: &kernel.enums,
-                    monotonic_to_unix_ns: u64::MAX,
-                    now_unix_ns: 2,
-                };
-                let _ = tcp_record(&event, &ctx, None);
-            }
-            None => {}
-        },
+        }
         _ => {
             if let Ok(text) = std::str::from_utf8(bytes)
                 && let Ok(format) = tracefs::Format::parse(text)
