@@ -24,7 +24,11 @@ use flowtel_core::{
     export::{BuildError, RotatingFile, RotationConfig, validate_output},
     schema::{attr, event},
 };
-use opentelemetry_proto::tonic::{common::v1::any_value::Value, logs::v1::LogRecord, trace::v1::Span};
+use opentelemetry_proto::tonic::{
+    common::v1::{KeyValue, any_value::Value},
+    logs::v1::LogRecord,
+    trace::v1::Span,
+};
 use serde::Deserialize;
 
 /// `exporters::pcap`.
@@ -122,11 +126,7 @@ impl<'a> Packet<'a> {
         if data.is_empty() {
             return None;
         }
-        let name = find_text(attributes, attr::NETWORK_INTERFACE_NAME).unwrap_or_default().into_owned();
-        let netns = match find(attributes, attr::LINUX_NETNS_INODE) {
-            Some(Value::IntValue(inode)) => *inode,
-            _ => 0,
-        };
+        let (name, netns) = place(attributes);
         let time_ns = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
         Some(Packet { interface: (name, netns), time_ns, data, comment: comment(record) })
     }
@@ -143,14 +143,7 @@ impl<'a> Packet<'a> {
         }
         let placed =
             span.events.iter().rev().find(|e| find_text(&e.attributes, attr::NETWORK_INTERFACE_NAME).is_some());
-        let (name, netns) = placed.map_or((String::new(), 0), |e| {
-            let name = find_text(&e.attributes, attr::NETWORK_INTERFACE_NAME).unwrap_or_default().into_owned();
-            let netns = match find(&e.attributes, attr::LINUX_NETNS_INODE) {
-                Some(Value::IntValue(inode)) => *inode,
-                _ => 0,
-            };
-            (name, netns)
-        });
+        let (name, netns) = placed.map_or((String::new(), 0), |e| place(&e.attributes));
         let hooks: Vec<String> = span
             .events
             .iter()
@@ -166,6 +159,17 @@ impl<'a> Packet<'a> {
         }
         Some(Packet { interface: (name, netns), time_ns: span.end_time_unix_nano, data, comment })
     }
+}
+
+/// Where attributes say a packet was: interface name and network
+/// namespace inode (empty and 0 when they do not say).
+fn place(attributes: &[KeyValue]) -> InterfaceKey {
+    let name = find_text(attributes, attr::NETWORK_INTERFACE_NAME).unwrap_or_default().into_owned();
+    let netns = match find(attributes, attr::LINUX_NETNS_INODE) {
+        Some(Value::IntValue(inode)) => *inode,
+        _ => 0,
+    };
+    (name, netns)
 }
 
 /// Why the packet was captured, for Wireshark's packet comments: a drop's

@@ -227,30 +227,14 @@ fn nat_attributes(connection: &Connection, direction: Direction) -> Vec<KeyValue
 /// Reads every connection of `family` into `connections`.
 fn dump(family: u8, connections: &mut Connections) -> io::Result<()> {
     let socket: OwnedFd = netlink::socket(libc::NETLINK_NETFILTER, 0)?;
-    netlink::send(&socket, &ctnetlink::dump_request(family, 1))?;
-    let deadline = Instant::now() + DUMP_TIMEOUT;
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !netlink::wait_readable(&socket, left) {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "the conntrack dump did not finish"));
+    netlink::exchange(&socket, &ctnetlink::dump_request(family, 1), DUMP_TIMEOUT, false, |message| {
+        match message.kind {
+            MSG_DONE => return true,
+            MSG_ERROR => {}
+            _ => on_message(connections, message),
         }
-        let length = match netlink::receive(&socket, &mut buffer) {
-            Ok(length) => length,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(error) => return Err(error),
-        };
-        for message in netlink::messages(&buffer[..length]) {
-            match message.kind {
-                MSG_DONE => return Ok(()),
-                MSG_ERROR => match message.error() {
-                    Some(0) | None => {}
-                    Some(error) => return Err(io::Error::from_raw_os_error(-error)),
-                },
-                _ => on_message(connections, &message),
-            }
-        }
-    }
+        false
+    })
 }
 
 #[cfg(test)]

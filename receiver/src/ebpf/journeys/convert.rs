@@ -3,7 +3,10 @@
 //! (with its reason, and an error status) or the delivery. Pure functions
 //! of their inputs.
 
-use flowtel_core::schema::{attr, event};
+use flowtel_core::{
+    attributes::find_text,
+    schema::{attr, event},
+};
 use flowtel_ebpf_common::{
     HOOK_CONSUME_SKB, HOOK_KFREE_SKB, HOOK_NET_DEV_QUEUE, HOOK_NET_DEV_START_XMIT, HOOK_NETIF_RECEIVE_SKB,
     HOOK_NETIF_RX, HOOK_SKB_COPY_DATAGRAM_IOVEC, Hop, JOURNEY_HOPS, JourneyEvent,
@@ -103,13 +106,10 @@ pub fn journey_span(event: &JourneyEvent, ctx: &DropContext<'_>, trace_id: [u8; 
         let mut cause = Vec::with_capacity(2);
         cause_attributes(end, ctx, &mut cause);
         end_event.attributes.extend(cause.iter().cloned());
-        let reason = cause.first().and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref()).map(|v| match v {
-            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => s.clone(),
-            _ => String::new(),
-        });
+        let reason = find_text(&cause, attr::NETWORK_DROP_REASON).unwrap_or_default().into_owned();
         attributes.extend(cause);
         attributes.push(kv(attr::NETWORK_PACKET_JOURNEY_OUTCOME, "dropped"));
-        Some(Status { message: reason.unwrap_or_default(), code: status::StatusCode::Error as i32 })
+        Some(Status { message: reason, code: status::StatusCode::Error as i32 })
     };
     attributes.push(kv(attr::NETWORK_PACKET_JOURNEY_HOOKS, i64::from(journey.count) + 1));
     if let Some(data) = end.packet.get(..end.captured as usize).filter(|data| !data.is_empty()) {

@@ -101,6 +101,43 @@ pub fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Sends `request` and hands each message that comes back to `answer`
+/// until it says the exchange is over (`true`), within `timeout`. An error
+/// the kernel answers with ends it with that error. `skip_overruns`: the
+/// socket also hears a multicast group, whose messages may overrun it
+/// (`ENOBUFS`), and reading goes on; otherwise an overrun is an error.
+pub fn exchange(
+    socket: &OwnedFd,
+    request: &[u8],
+    timeout: std::time::Duration,
+    skip_overruns: bool,
+    mut answer: impl FnMut(&Received<'_>) -> bool,
+) -> io::Result<()> {
+    send(socket, request)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut buffer = vec![0u8; DATAGRAM];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || !wait_readable(socket, left) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the kernel did not answer in time"));
+        }
+        let length = match receive(socket, &mut buffer) {
+            Ok(length) => length,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error) if skip_overruns && error.raw_os_error() == Some(libc::ENOBUFS) => continue,
+            Err(error) => return Err(error),
+        };
+        for message in messages(&buffer[..length]) {
+            if let Some(error) = message.error().filter(|&error| error != 0) {
+                return Err(io::Error::from_raw_os_error(-error));
+            }
+            if answer(&message) {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// A message being built: header, family header, attributes.
 pub struct Message {
     bytes: Vec<u8>,

@@ -142,33 +142,16 @@ pub fn attributes(verdict: &DropVerdict) -> Vec<KeyValue> {
 }
 
 /// Sends an nftables batch and waits for its acknowledgements: the first
-/// error the kernel answers with, if any.
+/// error the kernel answers with, if any. The socket may hear trace events
+/// meanwhile.
 fn transact(socket: &OwnedFd, (batch, acknowledgements): (Vec<u8>, u32), timeout: Duration) -> io::Result<()> {
-    netlink::send(socket, &batch)?;
-    let deadline = Instant::now() + timeout;
-    let mut buffer = vec![0u8; 64 * 1024];
     let mut acknowledged = 0;
-    while acknowledged < acknowledgements {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !netlink::wait_readable(socket, left) {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "the kernel did not answer"));
+    netlink::exchange(socket, &batch, timeout, true, |message| {
+        if message.error() == Some(0) {
+            acknowledged += 1;
         }
-        let length = match netlink::receive(socket, &mut buffer) {
-            Ok(length) => length,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            // Trace events overran the socket; the answers may be among what was lost.
-            Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => continue,
-            Err(error) => return Err(error),
-        };
-        for message in netlink::messages(&buffer[..length]) {
-            match message.error() {
-                Some(0) => acknowledged += 1,
-                Some(error) => return Err(io::Error::from_raw_os_error(-error)),
-                None => {}
-            }
-        }
-    }
-    Ok(())
+        acknowledged >= acknowledgements
+    })
 }
 
 /// A socket with the trace table added through it.
